@@ -1,0 +1,199 @@
+/* gozaru.h — the one public header of the gozaru C core.
+ *
+ * A GPT-NeoX causal language model (same math and tensor names as HF transformers'
+ * GPTNeoXForCausalLM) with forward, backward, selective per-tensor training, AdamW,
+ * KV-cache generation and HDF5 checkpoints.
+ *
+ * Conventions
+ *  - Every function that can fail returns gz_status; on failure gz_last_error() holds a
+ *    thread-local message naming the problem (the Python layer turns it into an exception).
+ *  - Tensors are fp32, row-major, shaped exactly as HF stores them (Linear weights [out, in]).
+ *  - Host pointers only cross this interface; a device backend copies as needed.
+ */
+#ifndef GOZARU_H
+#define GOZARU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ errors */
+typedef enum {
+    GZ_OK = 0,
+    GZ_ERR_VALUE,       /* bad argument: shape, range, unknown name   -> ValueError        */
+    GZ_ERR_NOMEM,       /* allocation failed                          -> MemoryError       */
+    GZ_ERR_IO,          /* file system error                          -> OSError           */
+    GZ_ERR_FORMAT,      /* malformed / mismatching checkpoint content -> CheckpointError   */
+    GZ_ERR_BACKEND,     /* CUDA / cuBLAS failure, backend not built   -> RuntimeError      */
+    GZ_ERR_STATE,       /* call out of order (backward before forward) -> RuntimeError     */
+    GZ_ERR_INTERRUPTED  /* gz_request_interrupt() was called          -> KeyboardInterrupt */
+} gz_status;
+
+const char *gz_last_error(void);
+
+/* Long-running calls (generation, checkpoint IO loops) poll this flag and stop with
+ * GZ_ERR_INTERRUPTED. Signal-safe: it only stores to an atomic int. */
+void gz_request_interrupt(void);
+void gz_clear_interrupt(void);
+int gz_interrupt_requested(void);
+
+/* Threads used by OpenMP loops and BLAS on the CPU backend (0 = library default). */
+void gz_set_num_threads(int n);
+int gz_get_num_threads(void);
+
+/* ------------------------------------------------------------------ config */
+/* Mirrors transformers.GPTNeoXConfig (hidden_act is always exact-erf "gelu"). */
+typedef struct {
+    int vocab_size;
+    int hidden_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int intermediate_size;
+    float rotary_pct;
+    float rotary_emb_base;
+    int max_position_embeddings;
+    float layer_norm_eps;
+    int use_parallel_residual;
+    int tie_word_embeddings; /* must be 0: GPT-NeoX keeps embed_out separate */
+} gz_config;
+
+/* Checks ranges and divisibility; returns GZ_ERR_VALUE naming the bad field. */
+gz_status gz_config_validate(const gz_config *cfg);
+
+/* ------------------------------------------------------------------ model */
+typedef enum { GZ_BACKEND_CPU = 0, GZ_BACKEND_CUDA = 1 } gz_backend_kind;
+
+/* 1 when the backend was compiled in (and, for CUDA, a device is present). */
+int gz_backend_available(gz_backend_kind kind);
+
+typedef struct gz_model gz_model;
+
+typedef struct {
+    const char *name;   /* HF state-dict name, e.g. "gpt_neox.layers.3.mlp.dense_h_to_4h.weight" */
+    int ndim;           /* 1 or 2 */
+    int64_t shape[2];
+    int64_t numel;
+    int64_t offset;     /* element offset in the contiguous parameter buffer */
+    int layer;          /* -1 embed_in, 0..L-1 transformer layers, L final_layer_norm, L+1 embed_out */
+    int is_matrix_weight; /* 1 for Linear/embedding weights (weight decay applies by default) */
+    int trainable;
+} gz_tensor_info;
+
+/* Parameters are zero until gz_model_init_random or a load writes them. */
+gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_model **out);
+void gz_model_free(gz_model *m);
+const gz_config *gz_model_config(const gz_model *m);
+gz_backend_kind gz_model_backend(const gz_model *m);
+
+int gz_model_num_tensors(const gz_model *m);
+int64_t gz_model_num_params(const gz_model *m);
+gz_status gz_model_tensor(const gz_model *m, int index, gz_tensor_info *out);
+int gz_model_find_tensor(const gz_model *m, const char *name); /* -1 when unknown */
+
+/* HF-style init: Linear/embedding weights ~ N(0, std), biases 0, LayerNorm weight 1 bias 0. */
+gz_status gz_model_init_random(gz_model *m, uint64_t seed, float std);
+
+/* Host fp32 copy of all parameters (the master copy on CPU; a mirror on CUDA).
+ * After writing into it, call gz_model_params_changed(); before reading it after training
+ * on a device backend, call gz_model_sync_params_to_host(). Both are no-ops on CPU. */
+float *gz_model_params_host(gz_model *m);
+gz_status gz_model_params_changed(gz_model *m);
+gz_status gz_model_sync_params_to_host(gz_model *m);
+
+/* Frozen tensors get no weight-gradient GEMM, no gradient memory and no optimizer state.
+ * Changing flags drops accumulated gradients of tensors that become frozen. */
+gz_status gz_model_set_trainable(gz_model *m, int index, int trainable);
+int gz_model_is_trainable(const gz_model *m, int index);
+
+/* Forward pass over tokens [B, T] (int32, 0 <= id < vocab, T <= max_position_embeddings).
+ * targets [B, T] or NULL; -100 means "ignore". With targets, *loss_out receives the mean
+ * cross-entropy over counted targets (NaN when none are counted) and *n_counted_out their
+ * number; activations are kept for gz_model_backward. logits_out [B, T, V] may be NULL. */
+gz_status gz_model_forward(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                           float *logits_out, float *loss_out, int64_t *n_counted_out);
+
+/* Accumulates (+=) d(loss_scale * mean_loss)/d(param) into the gradients of trainable tensors,
+ * using the activations of the last forward with targets. Gradient accumulation over
+ * micro-batches: call forward/backward per micro-batch with loss_scale = its share. */
+gz_status gz_model_backward(gz_model *m, float loss_scale);
+gz_status gz_model_zero_grad(gz_model *m);
+
+/* Copies the gradient of a trainable tensor into out[numel]; GZ_ERR_VALUE when frozen. */
+gz_status gz_model_grad(gz_model *m, int index, float *out);
+/* L2 norm of each tensor's gradient into out[num_tensors] (NaN for frozen tensors). */
+gz_status gz_model_grad_norms(gz_model *m, float *out);
+
+/* ------------------------------------------------------------------ AdamW */
+typedef struct {
+    float beta1, beta2, eps, weight_decay;
+    int decay_all; /* 0: no decay on biases and LayerNorm weights (default); 1: decay everything */
+} gz_adamw_config;
+
+typedef struct gz_adamw gz_adamw;
+
+/* The optimizer keeps a pointer to the model; free it before the model. State (m, v, step)
+ * is created lazily, per tensor, the first time that tensor is trainable at a step. */
+gz_status gz_adamw_create(gz_model *m, const gz_adamw_config *cfg, gz_adamw **out);
+void gz_adamw_free(gz_adamw *opt);
+const gz_adamw_config *gz_adamw_get_config(const gz_adamw *opt);
+
+/* One step on every trainable tensor. max_grad_norm > 0 clips the global L2 norm first
+ * (as torch.nn.utils.clip_grad_norm_). *grad_norm_out (may be NULL) gets the pre-clip norm.
+ * A non-finite gradient returns GZ_ERR_VALUE naming the first offending tensor and changes nothing. */
+gz_status gz_adamw_step(gz_adamw *opt, float lr, float max_grad_norm, float *grad_norm_out);
+
+int gz_adamw_has_state(const gz_adamw *opt, int index);
+/* Copy state out / in (host buffers of the tensor's numel). */
+gz_status gz_adamw_get_state(const gz_adamw *opt, int index, float *m_out, float *v_out, int64_t *step_out);
+gz_status gz_adamw_set_state(gz_adamw *opt, int index, const float *m_in, const float *v_in, int64_t step);
+/* L2 norm of the last update applied to each tensor (NaN where none), for weight-motion analysis. */
+gz_status gz_adamw_update_norms(const gz_adamw *opt, float *out);
+
+/* ------------------------------------------------------------------ generation */
+typedef struct {
+    int max_new_tokens;
+    float temperature;  /* <= 0: greedy */
+    int top_k;          /* 0: off */
+    float top_p;        /* >= 1: off */
+    uint64_t seed;
+    int eos_token_id;   /* < 0: never stop early */
+} gz_generate_config;
+
+/* prompts: B rows of a [B, Tmax] int32 array, row b using its first prompt_lens[b] tokens
+ * (each row keeps its own positions 0..len-1; no padding enters the attention).
+ * out [B, max_new_tokens] receives the generated ids (eos included), out_lens[b] how many.
+ * Slots after out_lens[b] are set to -1. Deterministic per seed. */
+gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt_lens, int B, int Tmax,
+                      const gz_generate_config *cfg, int32_t *out, int32_t *out_lens);
+
+/* ------------------------------------------------------------------ checkpoints (HDF5) */
+typedef struct {
+    char *format;            /* "gozaru" */
+    int version;
+    char *config_json;       /* the model config as JSON text */
+    int64_t step;
+    int64_t tokens_seen;
+    void *rng; size_t rng_len;       /* opaque bytes supplied by Python */
+    void *extra; size_t extra_len;   /* opaque bytes (data cursor, user metadata) */
+    int has_optimizer;
+    gz_adamw_config adamw;
+    float lr;
+} gz_checkpoint_meta;
+
+/* Atomic: writes "<path>.tmp-<pid>" in the same folder, flushes, fsyncs, renames. */
+gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_adamw *opt, float lr,
+                             const char *config_json, int64_t step, int64_t tokens_seen,
+                             const void *rng, size_t rng_len, const void *extra, size_t extra_len);
+gz_status gz_checkpoint_read_meta(const char *path, gz_checkpoint_meta *out);
+void gz_checkpoint_meta_free(gz_checkpoint_meta *meta);
+/* Validates names, shapes, dtypes against m and fills parameters, trainable flags and (when
+ * opt != NULL) optimizer state. On error m and opt are unchanged. */
+gz_status gz_checkpoint_load(const char *path, gz_model *m, gz_adamw *opt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GOZARU_H */

@@ -1,0 +1,169 @@
+"""Model configuration mirroring ``transformers.GPTNeoXConfig`` (the fields gozaru uses)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+# Fields passed to the C core, in gz_config order.
+CORE_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+    "rotary_pct", "rotary_emb_base", "max_position_embeddings", "layer_norm_eps",
+    "use_parallel_residual", "tie_word_embeddings",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTNeoXConfig:
+    vocab_size: int = 8000
+    hidden_size: int = 256
+    num_hidden_layers: int = 8
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    rotary_pct: float = 1.0
+    rotary_emb_base: float = 10000.0
+    max_position_embeddings: int = 2048
+    layer_norm_eps: float = 1e-5
+    use_parallel_residual: bool = False
+    tie_word_embeddings: bool = False
+    hidden_act: str = "gelu"
+    initializer_range: float = 0.02
+    bos_token_id: int = 2
+    eos_token_id: int = 3
+
+    def __post_init__(self):
+        if self.hidden_act != "gelu":
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported (only exact-erf 'gelu')")
+        if self.tie_word_embeddings:
+            raise ValueError("tie_word_embeddings=True is not supported: GPT-NeoX keeps embed_out separate")
+        for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "intermediate_size", "max_position_embeddings"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{f} must be a positive int, got {v!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if not 0.0 <= self.rotary_pct <= 1.0:
+            raise ValueError(f"rotary_pct must be in [0, 1], got {self.rotary_pct}")
+
+    # -- derived sizes ---------------------------------------------------
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_ndims(self) -> int:
+        return int(self.head_dim * self.rotary_pct)
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """HF state-dict names and shapes, in the C core's order (no weights needed)."""
+        C, I, V = self.hidden_size, self.intermediate_size, self.vocab_size
+        shapes: dict[str, tuple[int, ...]] = {"gpt_neox.embed_in.weight": (V, C)}
+        for i in range(self.num_hidden_layers):
+            p = f"gpt_neox.layers.{i}."
+            shapes.update({
+                p + "input_layernorm.weight": (C,), p + "input_layernorm.bias": (C,),
+                p + "post_attention_layernorm.weight": (C,), p + "post_attention_layernorm.bias": (C,),
+                p + "attention.query_key_value.weight": (3 * C, C), p + "attention.query_key_value.bias": (3 * C,),
+                p + "attention.dense.weight": (C, C), p + "attention.dense.bias": (C,),
+                p + "mlp.dense_h_to_4h.weight": (I, C), p + "mlp.dense_h_to_4h.bias": (I,),
+                p + "mlp.dense_4h_to_h.weight": (C, I), p + "mlp.dense_4h_to_h.bias": (C,),
+            })
+        shapes["gpt_neox.final_layer_norm.weight"] = (C,)
+        shapes["gpt_neox.final_layer_norm.bias"] = (C,)
+        shapes["embed_out.weight"] = (V, C)
+        return shapes
+
+    def num_params(self) -> int:
+        n = 0
+        for s in self.tensor_shapes().values():
+            k = 1
+            for d in s:
+                k *= d
+            n += k
+        return n
+
+    # -- conversion ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def core_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in CORE_FIELDS}
+
+    def replace(self, **changes) -> "GPTNeoXConfig":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> "GPTNeoXConfig":
+        """Build from a gozaru or HF config dict; unknown keys are ignored, missing required ones named."""
+        required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"{source}: missing field(s) {', '.join(missing)}")
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name in d and d[f.name] is not None:
+                kw[f.name] = d[f.name]
+        if "intermediate_size" not in kw:
+            kw["intermediate_size"] = 4 * int(d["hidden_size"])
+        if "rope_theta" in d and "rotary_emb_base" not in d:  # newer HF configs
+            kw["rotary_emb_base"] = d["rope_theta"]
+        if isinstance(d.get("rope_parameters"), dict):
+            rp = d["rope_parameters"]
+            if "rope_theta" in rp and "rotary_emb_base" not in d:
+                kw["rotary_emb_base"] = rp["rope_theta"]
+            if "partial_rotary_factor" in rp and "rotary_pct" not in d:
+                kw["rotary_pct"] = rp["partial_rotary_factor"]
+        for k in ("rotary_pct", "rotary_emb_base", "layer_norm_eps", "initializer_range"):
+            if k in kw:
+                kw[k] = float(kw[k])
+        for k in ("use_parallel_residual", "tie_word_embeddings"):
+            if k in kw:
+                kw[k] = bool(kw[k])
+        try:
+            return cls(**kw)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "config") -> "GPTNeoXConfig":
+        return cls.from_dict(json.loads(text), source=source)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """A config.json that transformers' GPTNeoXForCausalLM loads."""
+        return {
+            "architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox",
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers, "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size, "rotary_pct": self.rotary_pct,
+            "rotary_emb_base": self.rotary_emb_base, "rope_theta": self.rotary_emb_base,
+            "max_position_embeddings": self.max_position_embeddings, "layer_norm_eps": self.layer_norm_eps,
+            "use_parallel_residual": self.use_parallel_residual, "tie_word_embeddings": False,
+            "hidden_act": "gelu", "initializer_range": self.initializer_range,
+            "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
+            "attention_dropout": 0.0, "hidden_dropout": 0.0, "attention_bias": True,
+            "torch_dtype": "float32",
+        }
+
+
+PRESETS: dict[str, GPTNeoXConfig] = {
+    # CPU demo / benchmark shape.
+    "tiny": GPTNeoXConfig(vocab_size=8000, hidden_size=256, num_hidden_layers=8, num_attention_heads=4,
+                          intermediate_size=1024, max_position_embeddings=512),
+    # rinna/japanese-gpt-neox-3.6b
+    "rinna-3.6b": GPTNeoXConfig(vocab_size=32000, hidden_size=2816, num_hidden_layers=36, num_attention_heads=22,
+                                intermediate_size=11264, rotary_pct=1.0, rotary_emb_base=10000.0,
+                                max_position_embeddings=2048, layer_norm_eps=1e-5, use_parallel_residual=False,
+                                bos_token_id=2, eos_token_id=3),
+}
+
+
+def preset(name: str, **overrides) -> GPTNeoXConfig:
+    """A named preset (``tiny``, ``rinna-3.6b``), optionally with fields replaced."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name].replace(**overrides)

@@ -1,0 +1,123 @@
+"""Builds gozaru._core from csrc/ (C11, OpenMP, CBLAS, libhdf5; optional CUDA backend).
+
+Environment variables
+  GOZARU_CUDA=1        also compile csrc/cuda/*.cu with nvcc and link cuBLAS + CUDA runtime
+  GOZARU_SANITIZE=1    build with AddressSanitizer + UndefinedBehaviorSanitizer (-O1 -g)
+  GOZARU_HDF5_DIR      prefix holding include/ and lib/ of HDF5 (when pkg-config has none)
+  GOZARU_BLAS_DIR      prefix holding include/cblas.h and lib/libopenblas (same reason)
+"""
+import glob
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def pkg_config(name):
+    """(include_dirs, library_dirs, libraries) from pkg-config, or None."""
+    try:
+        out = subprocess.run(["pkg-config", "--cflags", "--libs", name], check=True, capture_output=True,
+                             text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    inc, libdirs, libs = [], [], []
+    for tok in shlex.split(out):
+        if tok.startswith("-I"):
+            inc.append(tok[2:])
+        elif tok.startswith("-L"):
+            libdirs.append(tok[2:])
+        elif tok.startswith("-l"):
+            libs.append(tok[2:])
+    return inc, libdirs, libs
+
+
+def dependency(name, env, default_libs):
+    prefix = os.environ.get(env)
+    if prefix:
+        return [os.path.join(prefix, "include")], [os.path.join(prefix, "lib")], default_libs
+    found = pkg_config(name)
+    if found is None:
+        sys.stderr.write(f"warning: pkg-config found no {name}; set {env} to its install prefix\n")
+        return [], [], default_libs
+    return found
+
+
+def rel(paths):
+    return sorted(os.path.relpath(p, ROOT) for p in paths)
+
+
+sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.c")) + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.c"))
+              + glob.glob(os.path.join(ROOT, "csrc", "py", "*.c")))
+include_dirs = [os.path.join("csrc"), np.get_include()]
+library_dirs, libraries = [], []
+for name, env, libs in (("hdf5", "GOZARU_HDF5_DIR", ["hdf5"]), ("openblas", "GOZARU_BLAS_DIR", ["openblas"])):
+    i, d, l = dependency(name, env, libs)
+    include_dirs += i
+    library_dirs += d
+    libraries += l
+
+extra_compile = ["-std=c11", "-fopenmp", "-Wall", "-Wno-unused-function", "-Wno-format-truncation", "-D_GNU_SOURCE",
+                 "-DNPY_NO_DEPRECATED_API=NPY_1_20_API_VERSION"]
+extra_link = ["-fopenmp"]
+if os.environ.get("GOZARU_SANITIZE") == "1":
+    extra_compile += ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+                      "-fno-sanitize-recover=undefined"]
+    extra_link += ["-fsanitize=address,undefined"]
+else:
+    extra_compile += ["-O3", "-march=x86-64-v2" if os.uname().machine == "x86_64" else "-O3"]
+define_macros = []
+runtime_library_dirs = list(library_dirs)
+
+WITH_CUDA = os.environ.get("GOZARU_CUDA") == "1"
+cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+if WITH_CUDA:
+    cuda_home = os.environ.get("CUDA_HOME") or os.path.dirname(os.path.dirname(shutil.which("nvcc") or
+                                                                               "/usr/local/cuda/bin/nvcc"))
+    define_macros.append(("GOZARU_WITH_CUDA", "1"))
+    include_dirs.append(os.path.join(cuda_home, "include"))
+    for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
+        p = os.path.join(cuda_home, sub)
+        if os.path.isdir(p):
+            library_dirs.append(p)
+            runtime_library_dirs.append(p)
+    libraries += ["cublas", "cublasLt", "cudart"]
+
+
+class BuildExt(build_ext):
+    """Compiles the .cu files with nvcc into objects linked into the extension."""
+
+    def build_extension(self, ext):
+        if WITH_CUDA and cuda_sources:
+            nvcc = shutil.which("nvcc") or os.path.join(cuda_home, "bin", "nvcc")
+            arch = os.environ.get("GOZARU_CUDA_ARCH", "90")
+            objs = []
+            os.makedirs(self.build_temp, exist_ok=True)
+            for src in cuda_sources:
+                obj = os.path.join(self.build_temp, os.path.basename(src) + ".o")
+                cmd = [nvcc, "-c", src, "-o", obj, "-O3", "-std=c++17", "-Xcompiler", "-fPIC",
+                       f"-gencode=arch=compute_{arch},code=sm_{arch}", "-Icsrc", "-DGOZARU_WITH_CUDA=1",
+                       "--expt-relaxed-constexpr"]
+                print(" ".join(cmd))
+                subprocess.run(cmd, check=True)
+                objs.append(obj)
+            ext.extra_objects = list(ext.extra_objects or []) + objs
+            ext.libraries = list(ext.libraries) + ["stdc++"]
+        super().build_extension(ext)
+
+
+setup(
+    ext_modules=[Extension(
+        "gozaru._core", sources=sources, include_dirs=include_dirs, library_dirs=library_dirs,
+        runtime_library_dirs=runtime_library_dirs, libraries=libraries, define_macros=define_macros,
+        extra_compile_args=extra_compile, extra_link_args=extra_link,
+        depends=rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.h"), recursive=True)),
+    )],
+    cmdclass={"build_ext": BuildExt},
+)
