@@ -53,9 +53,19 @@ typedef struct gz_backend {
      * out [B,T,NH*HS] (heads merged as HF does). */
     gz_status (*attention_forward)(float *out, float *att, const float *q, const float *k, const float *v, int B,
                                    int T, int NH, int HS);
+    /* scratch: B*NH*T*T floats (the CPU uses the first B*NH*T) */
     gz_status (*attention_backward)(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                     const float *att, const float *q, const float *k, const float *v, int B, int T,
                                     int NH, int HS);
+
+    /* Generation with a KV cache. Caches are [rows, NH, S, HS]. k, v, q come from rotary_split_forward
+     * called with B = 1, T = N (layout [NH, N, HS]); token i belongs to cache row row[i] at position pos[i]. */
+    gz_status (*kv_append)(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
+                           const int32_t *pos, int N, int NH, int HS, int S);
+    /* out[N, NH*HS]: token i attends to cache row row[i], positions 0..pos[i]. scratch: N*NH*S floats. */
+    gz_status (*attention_cached)(float *out, float *scratch, const float *q, const float *kcache,
+                                  const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS,
+                                  int S);
 
     gz_status (*gelu_forward)(float *out, const float *inp, int64_t n);
     gz_status (*gelu_backward)(float *dinp, const float *dout, const float *inp, int64_t n);

@@ -1,0 +1,140 @@
+"""Training-step throughput on the CPU: gozaru vs torch + transformers, side by side in one run.
+
+Shape: the `tiny` preset (hidden 256, 8 layers, 4 heads, intermediate 1024, vocab 8000), batch 8, seq 128.
+Each measurement runs in its own subprocess (same thread count) so peak RSS is per engine.
+Usage: python benchmarks/bench_cpu.py [--threads N] [--steps N] [--out benchmarks/results/cpu.json]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+B, T = 8, 128
+MODES = ("full", "last_layer_head")
+
+
+def trainable(names, mode, layers):
+    if mode == "full":
+        return list(names)
+    last = f"gpt_neox.layers.{layers - 1}."
+    return [n for n in names if n.startswith(last)] + ["embed_out.weight"]
+
+
+def batch(cfg, step):
+    import numpy as np
+    rng = np.random.default_rng(step)
+    tok = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
+    return tok, np.roll(tok, -1, axis=1)
+
+
+def run_gozaru(mode, steps, warmup):
+    import gozaru as gz
+    cfg = gz.preset("tiny")
+    m = gz.Model(cfg, seed=0)
+    m.train_only(trainable(m.names, mode, cfg.num_hidden_layers))
+    opt = gz.AdamW(m, lr=1e-4, weight_decay=0.01)
+
+    def step(i):
+        tok, tgt = batch(cfg, i)
+        m.zero_grad()
+        m.loss(tok, tgt)
+        m.backward()
+        opt.step(max_grad_norm=1.0)
+
+    for i in range(warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    return time.perf_counter() - t0
+
+
+def run_torch(mode, steps, warmup):
+    import torch
+    import transformers
+    import gozaru as gz
+    cfg = gz.preset("tiny")
+    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
+    hf_cfg._attn_implementation = "sdpa"
+    model = transformers.GPTNeoXForCausalLM(hf_cfg).train()
+    train = set(trainable([n for n, _ in model.named_parameters()], mode, cfg.num_hidden_layers))
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in train)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
+
+    def step(i):
+        tok, tgt = batch(cfg, i)
+        opt.zero_grad()
+        logits = model(torch.from_numpy(tok.astype("int64"))).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size),
+                                                 torch.from_numpy(tgt.astype("int64")).reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+
+    for i in range(warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    return time.perf_counter() - t0
+
+
+def worker(engine, mode, steps, warmup, threads):
+    if engine == "torch":
+        import torch
+        torch.set_num_threads(threads)
+    else:
+        import gozaru as gz
+        gz.set_num_threads(threads)
+    secs = (run_torch if engine == "torch" else run_gozaru)(mode, steps, warmup)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"engine": engine, "mode": mode, "steps": steps, "seconds": secs,
+                      "tokens_per_s": steps * B * T / secs, "peak_rss_mb": rss_mb}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cpu.json"))
+    ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "MODE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(*args.worker, args.steps, args.warmup, args.threads)
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+    rows = []
+    for mode in MODES:
+        for engine in ("gozaru", "torch"):
+            out = subprocess.run([sys.executable, __file__, "--worker", engine, mode, "--steps", str(args.steps),
+                                  "--warmup", str(args.warmup), "--threads", str(args.threads)],
+                                 check=True, capture_output=True, text=True, env=env).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+    by = {(r["engine"], r["mode"]): r for r in rows}
+    summary = {
+        "threads": args.threads, "batch": B, "seq": T, "rows": rows,
+        "full_ft_speedup_vs_torch": by["gozaru", "full"]["tokens_per_s"] / by["torch", "full"]["tokens_per_s"],
+        "last_layer_speedup_vs_torch": by["gozaru", "last_layer_head"]["tokens_per_s"]
+        / by["torch", "last_layer_head"]["tokens_per_s"],
+        "last_layer_vs_own_full_ft": by["gozaru", "last_layer_head"]["tokens_per_s"]
+        / by["gozaru", "full"]["tokens_per_s"],
+    }
+    print(f"tiny preset, batch {B} x seq {T}, {args.threads} threads")
+    print(f"{'engine':8} {'mode':16} {'tokens/s':>10} {'peak RSS MB':>12}")
+    for r in rows:
+        print(f"{r['engine']:8} {r['mode']:16} {r['tokens_per_s']:10.0f} {r['peak_rss_mb']:12.0f}")
+    print(f"full FT: gozaru / torch = {summary['full_ft_speedup_vs_torch']:.2f}x")
+    print(f"last layer + head: gozaru / torch = {summary['last_layer_speedup_vs_torch']:.2f}x")
+    print(f"gozaru last layer + head / gozaru full FT = {summary['last_layer_vs_own_full_ft']:.2f}x")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+/* checkpoint_h5.c — checked HDF5 helpers for checkpoints: lock, error text, attributes,
+ * fp32 tensors with checksums, byte blobs, group listings. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "checkpoint_internal.h"
+
+/* The system libhdf5 may be built without thread safety, and _core releases the GIL around
+ * checkpoint calls, so all HDF5 use goes through this lock. */
+static pthread_mutex_t g_hdf5_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void ckpt_lock(void) {
+    pthread_mutex_lock(&g_hdf5_lock);
+    /* Per-thread in thread-safe HDF5 builds, so done on every entry. */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+void ckpt_unlock(void) { pthread_mutex_unlock(&g_hdf5_lock); }
+
+static char g_detail[256];
+
+static herr_t take_first(unsigned n, const H5E_error2_t *err, void *data) {
+    (void)data;
+    if (n == 0 && err && err->desc) snprintf(g_detail, sizeof g_detail, "%s", err->desc);
+    return 0;
+}
+
+const char *ckpt_h5_detail(void) {
+    snprintf(g_detail, sizeof g_detail, "no detail");
+    /* Upward: the innermost (most specific) error comes first. */
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_first, NULL);
+    H5Eclear2(H5E_DEFAULT);
+    return g_detail;
+}
+
+void ckpt_close(hid_t id) {
+    if (id <= 0) return;
+    switch (H5Iget_type(id)) {
+    case H5I_FILE: H5Fclose(id); break;
+    case H5I_GROUP: H5Gclose(id); break;
+    case H5I_DATASET: H5Dclose(id); break;
+    case H5I_ATTR: H5Aclose(id); break;
+    case H5I_DATASPACE: H5Sclose(id); break;
+    case H5I_DATATYPE: H5Tclose(id); break;
+    case H5I_GENPROP_LST: H5Pclose(id); break;
+    default: break;
+    }
+}
+
+hid_t ckpt_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) return -1;
+    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0 ||
+        H5Pset_file_locking(fapl, 0, 1) < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
+    return fapl;
+}
+
+/* ------------------------------------------------------------------ attributes */
+
+static gz_status write_attr(const char *file, hid_t obj, const char *objname, const char *attr, hid_t file_type,
+                            hid_t mem_type, hid_t space, const void *buf) {
+    gz_status st = GZ_OK;
+    hid_t a = H5Acreate2(obj, attr, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0 || H5Awrite(a, mem_type, buf) < 0)
+        st = gz_fail(GZ_ERR_IO, "%s: writing attribute %s of %s failed (HDF5: %s)", file, attr, objname,
+                     ckpt_h5_detail());
+    ckpt_close(a);
+    return st;
+}
+
+gz_status ckpt_write_attr_str(const char *file, hid_t obj, const char *objname, const char *attr, const char *s) {
+    /* Fixed-length strings live inside the checksummed object header (variable-length ones
+     * would sit in the unchecksummed global heap). */
+    size_t len = strlen(s);
+    hid_t type = H5Tcopy(H5T_C_S1), space = H5Screate(H5S_SCALAR);
+    gz_status st;
+    if (type < 0 || space < 0 || H5Tset_size(type, len ? len : 1) < 0 || H5Tset_strpad(type, H5T_STR_NULLPAD) < 0 ||
+        H5Tset_cset(type, H5T_CSET_UTF8) < 0)
+        st = gz_fail(GZ_ERR_IO, "%s: preparing attribute %s of %s failed (HDF5: %s)", file, attr, objname,
+                     ckpt_h5_detail());
+    else
+        st = write_attr(file, obj, objname, attr, type, type, space, len ? s : "");
+    ckpt_close(type);
+    ckpt_close(space);
+    return st;
+}
+
+gz_status ckpt_write_attr_i64(const char *file, hid_t obj, const char *objname, const char *attr, int64_t v) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    if (space < 0)
+        return gz_fail(GZ_ERR_IO, "%s: creating a dataspace failed (HDF5: %s)", file, ckpt_h5_detail());
+    gz_status st = write_attr(file, obj, objname, attr, H5T_STD_I64LE, H5T_NATIVE_INT64, space, &v);
+    ckpt_close(space);
+    return st;
+}
+
+gz_status ckpt_write_attr_f32(const char *file, hid_t obj, const char *objname, const char *attr,
+                              const float *v, int n) {
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = n == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL);
+    if (space < 0)
+        return gz_fail(GZ_ERR_IO, "%s: creating a dataspace failed (HDF5: %s)", file, ckpt_h5_detail());
+    gz_status st = write_attr(file, obj, objname, attr, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, space, v);
+    ckpt_close(space);
+    return st;
+}
+
+/* Opens attr and checks its type class and element count. */
+static gz_status open_attr(const char *file, hid_t obj, const char *objname, const char *attr, H5T_class_t cls,
+                           hssize_t count, hid_t *out) {
+    *out = -1;
+    htri_t exists = H5Aexists(obj, attr);
+    if (exists < 0)
+        return gz_fail(GZ_ERR_FORMAT, "%s: reading attributes of %s failed (HDF5: %s)", file, objname,
+                       ckpt_h5_detail());
+    if (exists == 0) return gz_fail(GZ_ERR_FORMAT, "%s: %s has no attribute '%s'", file, objname, attr);
+    hid_t a = H5Aopen(obj, attr, H5P_DEFAULT);
+    if (a < 0)
+        return gz_fail(GZ_ERR_FORMAT, "%s: opening attribute %s of %s failed (HDF5: %s)", file, attr, objname,
+                       ckpt_h5_detail());
+    hid_t type = H5Aget_type(a), space = H5Aget_space(a);
+    H5T_class_t got = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+    hssize_t n = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
+    ckpt_close(type);
+    ckpt_close(space);
+    if (got != cls || n != count) {
+        ckpt_close(a);
+        H5Eclear2(H5E_DEFAULT);
+        return gz_fail(GZ_ERR_FORMAT, "%s: attribute %s of %s has the wrong type or size", file, attr, objname);
+    }
+    *out = a;
+    return GZ_OK;
+}
+
+gz_status ckpt_read_attr_str(const char *file, hid_t obj, const char *objname, const char *attr, char **out) {
+    *out = NULL;
+    hid_t a;
+    GZ_TRY(open_attr(file, obj, objname, attr, H5T_STRING, 1, &a));
+    gz_status st = GZ_OK;
+    hid_t type = H5Aget_type(a), mem = -1;
+    htri_t vlen = type < 0 ? -1 : H5Tis_variable_str(type);
+    if (vlen < 0) {
+        st = gz_fail(GZ_ERR_FORMAT, "%s: attribute %s of %s is unreadable (HDF5: %s)", file, attr, objname,
+                     ckpt_h5_detail());
+    } else if (vlen) { /* written by other tools, e.g. h5py */
+        char *s = NULL;
+        mem = H5Tcopy(H5T_C_S1);
+        if (mem < 0 || H5Tset_size(mem, H5T_VARIABLE) < 0 || H5Tset_cset(mem, H5Tget_cset(type)) < 0 ||
+            H5Aread(a, mem, &s) < 0 || !s) {
+            st = gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr, objname,
+                         ckpt_h5_detail());
+        } else {
+            size_t len = strlen(s);
+            st = gz_calloc((void **)out, len + 1, 1, "a checkpoint string attribute");
+            if (st == GZ_OK) memcpy(*out, s, len);
+        }
+        if (s) H5free_memory(s);
+    } else {
+        size_t size = H5Tget_size(type);
+        char *buf = NULL;
+        st = size == 0 ? gz_fail(GZ_ERR_FORMAT, "%s: attribute %s of %s is unreadable", file, attr, objname)
+                       : gz_calloc((void **)&buf, size + 1, 1, "a checkpoint string attribute");
+        if (st == GZ_OK) {
+            /* The stored type itself as memory type: same size, padding and character set. */
+            mem = H5Tcopy(type);
+            if (mem < 0 || H5Aread(a, mem, buf) < 0) {
+                st = gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr,
+                             objname, ckpt_h5_detail());
+                free(buf);
+            } else {
+                *out = buf;
+            }
+        }
+    }
+    ckpt_close(mem);
+    ckpt_close(type);
+    ckpt_close(a);
+    return st;
+}
+
+gz_status ckpt_read_attr_i64(const char *file, hid_t obj, const char *objname, const char *attr, int64_t *out) {
+    hid_t a;
+    GZ_TRY(open_attr(file, obj, objname, attr, H5T_INTEGER, 1, &a));
+    gz_status st = GZ_OK;
+    if (H5Aread(a, H5T_NATIVE_INT64, out) < 0)
+        st = gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr, objname,
+                     ckpt_h5_detail());
+    ckpt_close(a);
+    return st;
+}
+
+gz_status ckpt_read_attr_f32(const char *file, hid_t obj, const char *objname, const char *attr, float *out,
+                             int n) {
+    hid_t a;
+    GZ_TRY(open_attr(file, obj, objname, attr, H5T_FLOAT, n, &a));
+    gz_status st = GZ_OK;
+    if (H5Aread(a, H5T_NATIVE_FLOAT, out) < 0)
+        st = gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr, objname,
+                     ckpt_h5_detail());
+    ckpt_close(a);
+    return st;
+}
+
+/* ------------------------------------------------------------------ datasets */
+
+/* About 4 MiB per chunk: large enough for streaming speed, each with its own checksum. */
+#define CHUNK_ELEMS (1u << 20)
+
+static hid_t checksummed_dcpl(int ndim, const hsize_t *dims, size_t elem_size) {
+    hsize_t chunk[2] = {dims[0], ndim == 2 ? dims[1] : 1};
+    size_t target = CHUNK_ELEMS * sizeof(float) / elem_size;
+    if (ndim == 1) {
+        if (chunk[0] > target) chunk[0] = target;
+    } else {
+        hsize_t rows = chunk[1] >= target ? 1 : target / chunk[1];
+        if (chunk[0] > rows) chunk[0] = rows;
+    }
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (dcpl < 0) return -1;
+    if (H5Pset_chunk(dcpl, ndim, chunk) < 0 || H5Pset_fletcher32(dcpl) < 0) {
+        H5Pclose(dcpl);
+        return -1;
+    }
+    return dcpl;
+}
+
+gz_status ckpt_write_f32(const char *file, hid_t group, const char *groupname, const char *name, int ndim,
+                         const int64_t *shape, const float *data, hid_t *out_dataset) {
+    *out_dataset = -1;
+    hsize_t dims[2] = {(hsize_t)shape[0], ndim == 2 ? (hsize_t)shape[1] : 1};
+    hid_t space = H5Screate_simple(ndim, dims, NULL);
+    hid_t dcpl = checksummed_dcpl(ndim, dims, sizeof(float));
+    hid_t ds = space < 0 || dcpl < 0 ? -1
+               : H5Dcreate2(group, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    gz_status st = GZ_OK;
+    if (ds < 0 || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+        st = gz_fail(GZ_ERR_IO, "%s: writing tensor %s/%s failed (HDF5: %s)", file, groupname, name,
+                     ckpt_h5_detail());
+        ckpt_close(ds);
+    } else {
+        *out_dataset = ds;
+    }
+    ckpt_close(dcpl);
+    ckpt_close(space);
+    return st;
+}
+
+static void format_shape(char *buf, size_t size, int ndim, const hsize_t *dims) {
+    int n = snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && n > 0 && (size_t)n < size; i++)
+        n += snprintf(buf + n, size - n, i ? ", %llu" : "%llu", (unsigned long long)dims[i]);
+    if (n > 0 && (size_t)n < size) snprintf(buf + n, size - n, "]");
+}
+
+gz_status ckpt_read_f32(const char *file, hid_t group, const char *groupname, const char *name, int ndim,
+                        const int64_t *shape, float *data, hid_t *out_dataset) {
+    *out_dataset = -1;
+    hid_t ds = H5Dopen2(group, name, H5P_DEFAULT);
+    if (ds < 0)
+        return gz_fail(GZ_ERR_FORMAT, "%s: opening tensor %s/%s failed (HDF5: %s)", file, groupname, name,
+                       ckpt_h5_detail());
+    gz_status st = GZ_OK;
+    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
+    H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+    size_t size = type < 0 ? 0 : H5Tget_size(type);
+    int got_ndim = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    hsize_t dims[H5S_MAX_RANK];
+    hsize_t want[2] = {(hsize_t)shape[0], ndim == 2 ? (hsize_t)shape[1] : 0};
+    if (type < 0 || space < 0 || got_ndim < 0) {
+        st = gz_fail(GZ_ERR_FORMAT, "%s: tensor %s/%s is unreadable (HDF5: %s)", file, groupname, name,
+                     ckpt_h5_detail());
+    } else if (cls != H5T_FLOAT || size != sizeof(float)) {
+        st = gz_fail(GZ_ERR_FORMAT, "%s: tensor %s/%s is not float32 (HDF5 type class %d, %zu bytes)", file,
+                     groupname, name, (int)cls, size);
+    } else if (H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
+        st = gz_fail(GZ_ERR_FORMAT, "%s: tensor %s/%s has an unreadable shape (HDF5: %s)", file, groupname,
+                     name, ckpt_h5_detail());
+    } else if (got_ndim != ndim || dims[0] != want[0] || (ndim == 2 && dims[1] != want[1])) {
+        char got_s[96], want_s[96];
+        format_shape(got_s, sizeof got_s, got_ndim > 2 ? 2 : got_ndim, dims);
+        format_shape(want_s, sizeof want_s, ndim, want);
+        st = gz_fail(GZ_ERR_FORMAT, "%s: tensor %s/%s has shape %s%s, the model expects %s", file, groupname,
+                     name, got_s, got_ndim > 2 ? " (and more dims)" : "", want_s);
+    } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+        st = gz_fail(GZ_ERR_FORMAT, "%s: reading tensor %s/%s failed, the file is corrupt (HDF5: %s)", file,
+                     groupname, name, ckpt_h5_detail());
+    }
+    ckpt_close(type);
+    ckpt_close(space);
+    if (st == GZ_OK)
+        *out_dataset = ds;
+    else
+        ckpt_close(ds);
+    return st;
+}
+
+gz_status ckpt_write_bytes(const char *file, hid_t loc, const char *name, const void *data, size_t len) {
+    hsize_t dims[1] = {(hsize_t)len};
+    hid_t space = H5Screate_simple(1, dims, NULL);
+    /* Chunks need a non-zero size, so an empty blob is a plain empty dataset. */
+    hid_t dcpl = len ? checksummed_dcpl(1, dims, 1) : H5Pcreate(H5P_DATASET_CREATE);
+    hid_t ds = space < 0 || dcpl < 0 ? -1 : H5Dcreate2(loc, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    gz_status st = GZ_OK;
+    if (ds < 0 || (len && H5Dwrite(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0))
+        st = gz_fail(GZ_ERR_IO, "%s: writing /%s failed (HDF5: %s)", file, name, ckpt_h5_detail());
+    ckpt_close(ds);
+    ckpt_close(dcpl);
+    ckpt_close(space);
+    return st;
+}
+
+gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **out, size_t *len) {
+    *out = NULL;
+    *len = 0;
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0)
+        return gz_fail(GZ_ERR_FORMAT, "%s: opening /%s failed (HDF5: %s)", file, name, ckpt_h5_detail());
+    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
+    int ndim = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
+    hsize_t dims[1] = {0};
+    gz_status st = GZ_OK;
+    if (type < 0 || ndim != 1 || H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 1 ||
+        H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
+        H5Eclear2(H5E_DEFAULT);
+        st = gz_fail(GZ_ERR_FORMAT, "%s: /%s is not a 1-D uint8 dataset", file, name);
+    } else {
+        st = gz_calloc(out, (size_t)dims[0], 1, name);
+        if (st == GZ_OK && dims[0] && H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
+            st = gz_fail(GZ_ERR_FORMAT, "%s: reading /%s failed, the file is corrupt (HDF5: %s)", file, name,
+                         ckpt_h5_detail());
+            free(*out);
+            *out = NULL;
+        }
+        if (st == GZ_OK) *len = (size_t)dims[0];
+    }
+    ckpt_close(type);
+    ckpt_close(space);
+    ckpt_close(ds);
+    return st;
+}
+
+int ckpt_exists(hid_t loc, const char *name) {
+    htri_t e = H5Lexists(loc, name, H5P_DEFAULT);
+    return e < 0 ? -1 : e > 0;
+}
+
+/* ------------------------------------------------------------------ listings */
+
+void ckpt_free_names(char **names, int count) {
+    if (!names) return;
+    for (int i = 0; i < count; i++) free(names[i]);
+    free(names);
+}
+
+gz_status ckpt_list_group(const char *file, hid_t group, const char *groupname, char ***names, int *count) {
+    *names = NULL;
+    *count = 0;
+    H5G_info_t info;
+    if (H5Gget_info(group, &info) < 0)
+        return gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname, ckpt_h5_detail());
+    if (info.nlinks > (1u << 24))
+        return gz_fail(GZ_ERR_FORMAT, "%s: %s claims %llu entries; the file is corrupt", file, groupname,
+                       (unsigned long long)info.nlinks);
+    char **list = NULL;
+    int n = (int)info.nlinks;
+    GZ_TRY(gz_calloc((void **)&list, n, sizeof *list, "a checkpoint group listing"));
+    for (int i = 0; i < n; i++) {
+        ssize_t len = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, NULL, 0, H5P_DEFAULT);
+        gz_status st = len < 0 ? gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname,
+                                         ckpt_h5_detail())
+                               : gz_calloc((void **)&list[i], (size_t)len + 1, 1, "a tensor name");
+        if (st == GZ_OK &&
+            H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, list[i], (size_t)len + 1,
+                               H5P_DEFAULT) < 0)
+            st = gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname, ckpt_h5_detail());
+        if (st != GZ_OK) {
+            ckpt_free_names(list, n);
+            return st;
+        }
+    }
+    *names = list;
+    *count = n;
+    return GZ_OK;
+}

@@ -1,0 +1,51 @@
+/* attention_cached.c — attention against a KV cache, for generation (each token knows its row and position). */
+#include <math.h>
+#include <string.h>
+#include "cpu_ops.h"
+
+gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
+                           const int32_t *pos, int N, int NH, int HS, int S) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int h = 0; h < NH; h++)
+        for (int i = 0; i < N; i++) {
+            int64_t dst = (((int64_t)row[i] * NH + h) * S + pos[i]) * HS, src = ((int64_t)h * N + i) * HS;
+            memcpy(kcache + dst, k + src, sizeof(float) * HS);
+            memcpy(vcache + dst, v + src, sizeof(float) * HS);
+        }
+    return GZ_OK;
+}
+
+gz_status gz_cpu_attention_cached(float *out, float *scratch, const float *q, const float *kcache, const float *vcache,
+                                  const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
+    const float scale = 1.0f / sqrtf((float)HS);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < NH; h++) {
+            const float *qi = q + ((int64_t)h * N + i) * HS;
+            const float *kc = kcache + ((int64_t)row[i] * NH + h) * S * HS;
+            const float *vc = vcache + ((int64_t)row[i] * NH + h) * S * HS;
+            float *p = scratch + ((int64_t)i * NH + h) * S;
+            int n = pos[i] + 1;
+            float mx = -INFINITY;
+            for (int s = 0; s < n; s++) {
+                float d = 0.0f;
+                for (int j = 0; j < HS; j++) d += qi[j] * kc[(int64_t)s * HS + j];
+                p[s] = d * scale;
+                if (p[s] > mx) mx = p[s];
+            }
+            float sum = 0.0f;
+            for (int s = 0; s < n; s++) {
+                p[s] = expf(p[s] - mx);
+                sum += p[s];
+            }
+            float inv = 1.0f / sum;
+            float *o = out + (int64_t)i * NH * HS + (int64_t)h * HS;
+            memset(o, 0, sizeof(float) * HS);
+            for (int s = 0; s < n; s++) {
+                float w = p[s] * inv;
+                const float *vs = vc + (int64_t)s * HS;
+                for (int j = 0; j < HS; j++) o[j] += w * vs[j];
+            }
+        }
+    return GZ_OK;
+}

@@ -1,0 +1,48 @@
+/* cpu_ops.h — the CPU implementations of the backend.h operations (one file per op family). */
+#ifndef GOZARU_CPU_OPS_H
+#define GOZARU_CPU_OPS_H
+
+#include "../backend.h"
+
+gz_status gz_cpu_embedding_forward(float *out, const int32_t *tokens, const float *wte, int64_t N, int C);
+gz_status gz_cpu_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int64_t N, int C);
+gz_status gz_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                                   const float *b, int64_t N, int C, float eps);
+gz_status gz_cpu_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                                    const float *w, const float *mean, const float *rstd, int64_t N, int C);
+gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
+                                int OC);
+gz_status gz_cpu_matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                                 const float *w, int64_t N, int C, int OC);
+gz_status gz_cpu_rotary_split_forward(float *q, float *k, float *v, const float *qkv, const int32_t *pos,
+                                      const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int rot);
+gz_status gz_cpu_rotary_split_backward(float *dqkv, const float *dq, const float *dk, const float *dv,
+                                       const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
+                                       int NH, int HS, int rot);
+gz_status gz_cpu_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B,
+                                   int T, int NH, int HS);
+gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                                    const float *att, const float *q, const float *k, const float *v, int B, int T,
+                                    int NH, int HS);
+gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
+                           const int32_t *pos, int N, int NH, int HS, int S);
+gz_status gz_cpu_attention_cached(float *out, float *scratch, const float *q, const float *kcache, const float *vcache,
+                                  const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S);
+gz_status gz_cpu_gelu_forward(float *out, const float *inp, int64_t n);
+gz_status gz_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+gz_status gz_cpu_add(float *out, const float *a, const float *b, int64_t n);
+gz_status gz_cpu_cross_entropy_forward(float *lse, const float *logits, const int32_t *targets, int64_t N, int V,
+                                       double *loss_sum_host, int64_t *count_host);
+gz_status gz_cpu_cross_entropy_backward(float *dlogits, const float *logits, const float *lse,
+                                        const int32_t *targets, int64_t N, int V, float scale);
+gz_status gz_cpu_sum_squares(const float *x, int64_t n, double *out_host);
+gz_status gz_cpu_scale(float *x, float s, int64_t n);
+gz_status gz_cpu_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
+                              float eps, float wd, float bias_corr1, float bias_corr2, float grad_scale,
+                              double *upd_sq_host);
+
+/* Fixed-size chunks for deterministic parallel reductions: the partial sums and the order
+ * they are combined in do not depend on the thread count. */
+#define GZ_REDUCE_CHUNK 4096
+
+#endif

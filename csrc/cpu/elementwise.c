@@ -1,0 +1,79 @@
+/* elementwise.c — GELU, residual add, scaling, squared norms and the AdamW update on the CPU.
+ * The per-element formulas live in ../elementwise.h, shared with the CUDA kernels. */
+#include <math.h>
+#include <stdlib.h>
+#include "cpu_ops.h"
+#include "../elementwise.h"
+
+gz_status gz_cpu_gelu_forward(float *out, const float *inp, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = gz_gelu(inp[i]);
+    return GZ_OK;
+}
+
+gz_status gz_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) dinp[i] = dout[i] * gz_gelu_grad(inp[i]);
+    return GZ_OK;
+}
+
+gz_status gz_cpu_add(float *out, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    return GZ_OK;
+}
+
+gz_status gz_cpu_scale(float *x, float s, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
+    return GZ_OK;
+}
+
+/* Chunked so the summation order is the same for any thread count. */
+gz_status gz_cpu_sum_squares(const float *x, int64_t n, double *out_host) {
+    int64_t nchunks = (n + GZ_REDUCE_CHUNK - 1) / GZ_REDUCE_CHUNK;
+    double total = 0.0;
+    if (nchunks <= 64) {
+        for (int64_t i = 0; i < n; i++) total += (double)x[i] * x[i];
+        *out_host = total;
+        return GZ_OK;
+    }
+    double *part;
+    GZ_TRY(gz_calloc((void **)&part, (size_t)nchunks, sizeof(double), "norm partial sums"));
+#pragma omp parallel for schedule(static)
+    for (int64_t ch = 0; ch < nchunks; ch++) {
+        int64_t i0 = ch * GZ_REDUCE_CHUNK, i1 = i0 + GZ_REDUCE_CHUNK < n ? i0 + GZ_REDUCE_CHUNK : n;
+        double s = 0.0;
+        for (int64_t i = i0; i < i1; i++) s += (double)x[i] * x[i];
+        part[ch] = s;
+    }
+    for (int64_t ch = 0; ch < nchunks; ch++) total += part[ch];
+    free(part);
+    *out_host = total;
+    return GZ_OK;
+}
+
+gz_status gz_cpu_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
+                              float eps, float wd, float bias_corr1, float bias_corr2, float grad_scale,
+                              double *upd_sq_host) {
+    float bc2_sqrt = sqrtf(bias_corr2);
+    int64_t nchunks = (n + GZ_REDUCE_CHUNK - 1) / GZ_REDUCE_CHUNK;
+    double *part;
+    GZ_TRY(gz_calloc((void **)&part, (size_t)nchunks, sizeof(double), "update norm partial sums"));
+#pragma omp parallel for schedule(static)
+    for (int64_t ch = 0; ch < nchunks; ch++) {
+        int64_t i0 = ch * GZ_REDUCE_CHUNK, i1 = i0 + GZ_REDUCE_CHUNK < n ? i0 + GZ_REDUCE_CHUNK : n;
+        double s = 0.0;
+        for (int64_t i = i0; i < i1; i++) {
+            float u = gz_adamw_element(&p[i], g[i] * grad_scale, &m[i], &v[i], lr, b1, b2, eps, wd, bias_corr1,
+                                       bc2_sqrt);
+            s += (double)u * u;
+        }
+        part[ch] = s;
+    }
+    double total = 0.0;
+    for (int64_t ch = 0; ch < nchunks; ch++) total += part[ch];
+    free(part);
+    if (upd_sq_host) *upd_sq_host = total;
+    return GZ_OK;
+}

@@ -1,0 +1,36 @@
+/* matmul.c — Linear layers (y = x W^T + b, W stored [out, in] as HF does) through CBLAS. */
+#include <cblas.h>
+#include "cpu_ops.h"
+
+gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
+                                int OC) {
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) out[n * OC + o] = bias[o];
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
+    return GZ_OK;
+}
+
+gz_status gz_cpu_matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                                 const float *w, int64_t N, int C, int OC) {
+    if (dinp) /* dinp[N,C] = dout[N,OC] @ W[OC,C] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, 0.0f, dinp, C);
+    if (dw) /* dW[OC,C] += dout^T @ inp */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (db) {
+        const int block = 256;
+#pragma omp parallel for schedule(static)
+        for (int o0 = 0; o0 < OC; o0 += block) {
+            int o1 = o0 + block < OC ? o0 + block : OC;
+            for (int64_t n = 0; n < N; n++) {
+                const float *row = dout + n * OC;
+                for (int o = o0; o < o1; o++) db[o] += row[o];
+            }
+        }
+    }
+    return GZ_OK;
+}

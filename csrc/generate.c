@@ -1,0 +1,260 @@
+/* generate.c — autoregressive generation with a KV cache.
+ *
+ * Every step is a forward over a flat list of tokens, each tagged with its cache row and position:
+ * the prefill is all prompt tokens of all rows at once, a decode step is one token per unfinished
+ * row. Rows keep their own positions, so prompts of different lengths need no padding.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model_internal.h"
+
+typedef struct {
+    gz_model *m;
+    int rows, S, cap;           /* cache rows, positions per row, tokens per step */
+    float **kc, **vc;           /* per layer [rows, NH, S, HS] */
+    float *x, *ln, *qkv, *q, *k, *v, *atty, *attn_out, *h, *ln2, *fch, *fcg, *mlp, *mean, *rstd, *scores;
+    float *last, *logits;       /* [rows, C], [rows, V] */
+    int32_t *tok, *row, *pos;   /* backend [cap] */
+} gen_state;
+
+static void gen_free(gen_state *g) {
+    const gz_backend *be = g->m->be;
+    float **bufs[] = {&g->x, &g->ln, &g->qkv, &g->q, &g->k, &g->v, &g->atty, &g->attn_out, &g->h, &g->ln2,
+                      &g->fch, &g->fcg, &g->mlp, &g->mean, &g->rstd, &g->scores, &g->last, &g->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (*bufs[i]) be->release(*bufs[i]);
+    if (g->tok) be->release(g->tok);
+    if (g->row) be->release(g->row);
+    if (g->pos) be->release(g->pos);
+    for (int l = 0; g->kc && l < g->m->L; l++) {
+        if (g->kc[l]) be->release(g->kc[l]);
+        if (g->vc[l]) be->release(g->vc[l]);
+    }
+    free(g->kc);
+    free(g->vc);
+}
+
+static gz_status gen_alloc(gen_state *g) {
+    gz_model *m = g->m;
+    const gz_backend *be = m->be;
+    int64_t N = g->cap, C = m->C, I = m->I;
+    struct { float **p; int64_t n; const char *what; } bufs[] = {
+        {&g->x, N * C, "generation hidden state"}, {&g->ln, N * C, "generation layernorm"},
+        {&g->qkv, N * 3 * C, "generation qkv"}, {&g->q, N * C, "generation queries"}, {&g->k, N * C, "generation keys"},
+        {&g->v, N * C, "generation values"}, {&g->atty, N * C, "generation attention"},
+        {&g->attn_out, N * C, "generation attention projection"}, {&g->h, N * C, "generation residual"},
+        {&g->ln2, N * C, "generation layernorm"}, {&g->fch, N * I, "generation MLP"}, {&g->fcg, N * I, "generation MLP"},
+        {&g->mlp, N * C, "generation MLP output"}, {&g->mean, N, "generation layernorm stats"},
+        {&g->rstd, N, "generation layernorm stats"}, {&g->scores, N * m->NH * (int64_t)g->S, "generation scores"},
+        {&g->last, (int64_t)g->rows * C, "generation last hidden"}, {&g->logits, (int64_t)g->rows * m->V, "logits"},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        GZ_TRY(be->alloc((void **)bufs[i].p, (size_t)bufs[i].n * sizeof(float), bufs[i].what));
+    GZ_TRY(be->alloc((void **)&g->tok, (size_t)N * sizeof(int32_t), "generation tokens"));
+    GZ_TRY(be->alloc((void **)&g->row, (size_t)N * sizeof(int32_t), "generation rows"));
+    GZ_TRY(be->alloc((void **)&g->pos, (size_t)N * sizeof(int32_t), "generation positions"));
+    GZ_TRY(gz_calloc((void **)&g->kc, m->L, sizeof(float *), "KV cache table"));
+    GZ_TRY(gz_calloc((void **)&g->vc, m->L, sizeof(float *), "KV cache table"));
+    size_t cache = (size_t)g->rows * m->NH * g->S * m->HS * sizeof(float);
+    for (int l = 0; l < m->L; l++) {
+        GZ_TRY(be->alloc((void **)&g->kc[l], cache, "KV cache (keys)"));
+        GZ_TRY(be->alloc((void **)&g->vc[l], cache, "KV cache (values)"));
+    }
+    return GZ_OK;
+}
+
+/* Forward over n tokens (host arrays tok/row/pos); logits of the tokens flagged in want[] (at most
+ * one per row) land in g->logits[row]. */
+static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *row, const int32_t *pos, int n,
+                             const int *want) {
+    gz_model *m = g->m;
+    const gz_backend *be = m->be;
+    int C = m->C, I = m->I, NH = m->NH, HS = m->HS;
+    float eps = m->cfg.layer_norm_eps;
+    size_t bytes = (size_t)n * sizeof(int32_t);
+    GZ_TRY(be->upload(g->tok, tok, bytes));
+    GZ_TRY(be->upload(g->row, row, bytes));
+    GZ_TRY(be->upload(g->pos, pos, bytes));
+    GZ_TRY(be->embedding_forward(g->x, g->tok, GZ_P(m, m->embed), n, C));
+    for (int l = 0; l < m->L; l++) {
+        const gz_layer_tensors *w = &m->lt[l];
+        GZ_TRY(be->layernorm_forward(g->ln, g->mean, g->rstd, g->x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), n, C, eps));
+        GZ_TRY(be->matmul_forward(g->qkv, g->ln, GZ_P(m, w->qkv_w), GZ_P(m, w->qkv_b), n, C, 3 * C));
+        GZ_TRY(be->rotary_split_forward(g->q, g->k, g->v, g->qkv, g->pos, m->cos_t, m->sin_t, 1, n, NH, HS, m->rot));
+        GZ_TRY(be->kv_append(g->kc[l], g->vc[l], g->k, g->v, g->row, g->pos, n, NH, HS, g->S));
+        GZ_TRY(be->attention_cached(g->atty, g->scores, g->q, g->kc[l], g->vc[l], g->row, g->pos, n, NH, HS, g->S));
+        GZ_TRY(be->matmul_forward(g->attn_out, g->atty, GZ_P(m, w->dense_w), GZ_P(m, w->dense_b), n, C, C));
+        const float *mlp_in = g->x;
+        if (!m->cfg.use_parallel_residual) {
+            GZ_TRY(be->add(g->h, g->x, g->attn_out, (int64_t)n * C));
+            mlp_in = g->h;
+        }
+        GZ_TRY(be->layernorm_forward(g->ln2, g->mean, g->rstd, mlp_in, GZ_P(m, w->ln2_w), GZ_P(m, w->ln2_b), n, C, eps));
+        GZ_TRY(be->matmul_forward(g->fch, g->ln2, GZ_P(m, w->fc_w), GZ_P(m, w->fc_b), n, C, I));
+        GZ_TRY(be->gelu_forward(g->fcg, g->fch, (int64_t)n * I));
+        GZ_TRY(be->matmul_forward(g->mlp, g->fcg, GZ_P(m, w->proj_w), GZ_P(m, w->proj_b), n, I, C));
+        if (m->cfg.use_parallel_residual) {
+            GZ_TRY(be->add(g->x, g->x, g->attn_out, (int64_t)n * C));
+            GZ_TRY(be->add(g->x, g->x, g->mlp, (int64_t)n * C));
+        } else {
+            GZ_TRY(be->add(g->x, g->h, g->mlp, (int64_t)n * C));
+        }
+    }
+    /* final norm + head only for the tokens whose next token is sampled */
+    int nw = 0;
+    for (int i = 0; i < n; i++) {
+        if (!want[i]) continue;
+        GZ_TRY(be->copy(g->last + (size_t)row[i] * C, g->x + (size_t)i * C, C * sizeof(float)));
+        nw++;
+    }
+    if (nw == 0) return GZ_OK;
+    GZ_TRY(be->layernorm_forward(g->ln, g->mean, g->rstd, g->last, GZ_P(m, m->lnf_w), GZ_P(m, m->lnf_b), g->rows, C,
+                                 eps));
+    GZ_TRY(be->matmul_forward(g->logits, g->ln, GZ_P(m, m->head), NULL, g->rows, C, m->V));
+    return GZ_OK;
+}
+
+/* ---------------------------------------------------------------- sampling (host) */
+typedef struct { float logit; int id; } scored;
+
+static int cmp_desc(const void *a, const void *b) {
+    const scored *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return x->id - y->id; /* ties: lower id first, deterministic */
+}
+
+static int argmax(const float *lg, int V) {
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (lg[i] > lg[best]) best = i;
+    return best;
+}
+
+static int sample(const float *lg, int V, const gz_generate_config *cfg, scored *buf, gz_rng *rng) {
+    if (cfg->temperature <= 0.0f) return argmax(lg, V);
+    for (int i = 0; i < V; i++) buf[i] = (scored){lg[i] / cfg->temperature, i};
+    qsort(buf, V, sizeof *buf, cmp_desc);
+    int keep = V;
+    if (cfg->top_k > 0 && cfg->top_k < keep) keep = cfg->top_k;
+    double total = 0.0;
+    for (int i = 0; i < keep; i++) total += exp((double)(buf[i].logit - buf[0].logit));
+    if (cfg->top_p < 1.0f) { /* nucleus: smallest prefix whose probability reaches top_p */
+        double cum = 0.0;
+        for (int i = 0; i < keep; i++) {
+            cum += exp((double)(buf[i].logit - buf[0].logit)) / total;
+            if (cum >= cfg->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        total = 0.0;
+        for (int i = 0; i < keep; i++) total += exp((double)(buf[i].logit - buf[0].logit));
+    }
+    double u = (double)gz_rng_uniform(rng) * total, cum = 0.0;
+    for (int i = 0; i < keep; i++) {
+        cum += exp((double)(buf[i].logit - buf[0].logit));
+        if (u < cum) return buf[i].id;
+    }
+    return buf[keep - 1].id;
+}
+
+static gz_status check_args(const gz_model *m, const int32_t *prompts, const int32_t *lens, int B, int Tmax,
+                            const gz_generate_config *cfg) {
+    if (B <= 0) return gz_fail(GZ_ERR_VALUE, "generate: empty batch (B = %d)", B);
+    if (Tmax <= 0) return gz_fail(GZ_ERR_VALUE, "generate: prompts have no columns (Tmax = %d)", Tmax);
+    if (cfg->max_new_tokens < 0) return gz_fail(GZ_ERR_VALUE, "max_new_tokens = %d must be >= 0", cfg->max_new_tokens);
+    if (cfg->top_k < 0) return gz_fail(GZ_ERR_VALUE, "top_k = %d must be >= 0", cfg->top_k);
+    if (!(cfg->top_p > 0.0f)) return gz_fail(GZ_ERR_VALUE, "top_p = %g must be > 0", cfg->top_p);
+    if (isnan(cfg->temperature)) return gz_fail(GZ_ERR_VALUE, "temperature is NaN");
+    for (int b = 0; b < B; b++) {
+        if (lens[b] < 1 || lens[b] > Tmax)
+            return gz_fail(GZ_ERR_VALUE, "prompt %d has length %d (must be 1..%d)", b, lens[b], Tmax);
+        if ((int64_t)lens[b] + cfg->max_new_tokens > m->cfg.max_position_embeddings)
+            return gz_fail(GZ_ERR_VALUE, "prompt %d: %d prompt tokens + max_new_tokens %d exceed max_position_embeddings %d",
+                           b, lens[b], cfg->max_new_tokens, m->cfg.max_position_embeddings);
+        for (int t = 0; t < lens[b]; t++) {
+            int id = prompts[(int64_t)b * Tmax + t];
+            if (id < 0 || id >= m->V)
+                return gz_fail(GZ_ERR_VALUE, "prompts[%d, %d] = %d is outside the vocabulary [0, %d)", b, t, id, m->V);
+        }
+    }
+    return GZ_OK;
+}
+
+gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt_lens, int B, int Tmax,
+                      const gz_generate_config *cfg, int32_t *out, int32_t *out_lens) {
+    if (!m || !prompts || !prompt_lens || !cfg || !out || !out_lens) return gz_fail(GZ_ERR_VALUE, "generate: NULL argument");
+    GZ_TRY(check_args(m, prompts, prompt_lens, B, Tmax, cfg));
+    int maxlen = 0;
+    int64_t total = 0;
+    for (int b = 0; b < B; b++) {
+        maxlen = prompt_lens[b] > maxlen ? prompt_lens[b] : maxlen;
+        total += prompt_lens[b];
+    }
+    int NEW = cfg->max_new_tokens;
+    for (int64_t i = 0; i < (int64_t)B * NEW; i++) out[i] = -1;
+    for (int b = 0; b < B; b++) out_lens[b] = 0;
+    if (NEW == 0) return GZ_OK;
+
+    gen_state g = {.m = m, .rows = B, .S = maxlen + NEW, .cap = (int)(total > B ? total : B)};
+    int32_t *tok = NULL, *row = NULL, *pos = NULL, *cur = NULL;
+    int *want = NULL, *done = NULL;
+    scored *buf = NULL;
+    float *lg = NULL;
+    gz_status st;
+    if ((st = gz_calloc((void **)&tok, g.cap, sizeof *tok, "generation tokens")) ||
+        (st = gz_calloc((void **)&row, g.cap, sizeof *row, "generation rows")) ||
+        (st = gz_calloc((void **)&pos, g.cap, sizeof *pos, "generation positions")) ||
+        (st = gz_calloc((void **)&want, g.cap, sizeof *want, "generation flags")) ||
+        (st = gz_calloc((void **)&cur, B, sizeof *cur, "generation lengths")) ||
+        (st = gz_calloc((void **)&done, B, sizeof *done, "generation flags")) ||
+        (st = gz_calloc((void **)&buf, m->V, sizeof *buf, "sampling buffer")) ||
+        (st = gz_calloc((void **)&lg, (size_t)B * m->V, sizeof *lg, "logits (host)")) || (st = gen_alloc(&g)))
+        goto out;
+    gz_rng rng;
+    gz_rng_seed(&rng, cfg->seed);
+
+    /* prefill: all prompt tokens at once; logits of each row's last prompt token */
+    int n = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < prompt_lens[b]; t++, n++) {
+            tok[n] = prompts[(int64_t)b * Tmax + t];
+            row[n] = b;
+            pos[n] = t;
+            want[n] = t == prompt_lens[b] - 1;
+        }
+    if ((st = gen_forward(&g, tok, row, pos, n, want))) goto out;
+    for (int b = 0; b < B; b++) cur[b] = prompt_lens[b];
+
+    for (int step = 0; step < NEW; step++) {
+        if (gz_interrupt_requested()) {
+            st = gz_fail(GZ_ERR_INTERRUPTED, "generation interrupted");
+            goto out;
+        }
+        if ((st = m->be->download(lg, g.logits, (size_t)B * m->V * sizeof(float)))) goto out;
+        n = 0;
+        for (int b = 0; b < B; b++) {
+            if (done[b]) continue;
+            int id = sample(lg + (size_t)b * m->V, m->V, cfg, buf, &rng);
+            out[(int64_t)b * NEW + step] = id;
+            out_lens[b] = step + 1;
+            if (id == cfg->eos_token_id || step == NEW - 1) {
+                done[b] = 1;
+                continue;
+            }
+            tok[n] = id;
+            row[n] = b;
+            pos[n] = cur[b]++;
+            want[n] = 1;
+            n++;
+        }
+        if (n == 0) break;
+        if ((st = gen_forward(&g, tok, row, pos, n, want))) goto out;
+    }
+    st = m->be->synchronize();
+out:
+    gen_free(&g);
+    free(tok), free(row), free(pos), free(want), free(cur), free(done), free(buf), free(lg);
+    return st;
+}

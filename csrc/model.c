@@ -1,0 +1,325 @@
+/* model.c — a GPT-NeoX model's configuration, parameter table, initialisation and trainable flags. */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model_internal.h"
+
+void gz_model_free_activations(gz_model *m); /* model_forward.c */
+
+gz_status gz_config_validate(const gz_config *c) {
+    if (!c) return gz_fail(GZ_ERR_VALUE, "config is NULL");
+#define POSITIVE(f, lim)                                                                         \
+    if (c->f <= 0 || c->f > (lim)) return gz_fail(GZ_ERR_VALUE, "config." #f " = %d is out of range (1..%d)", \
+                                                  c->f, (int)(lim))
+    POSITIVE(vocab_size, 1 << 24);
+    POSITIVE(hidden_size, 1 << 16);
+    POSITIVE(num_hidden_layers, 4096);
+    POSITIVE(num_attention_heads, 1024);
+    POSITIVE(intermediate_size, 1 << 18);
+    POSITIVE(max_position_embeddings, 1 << 20);
+#undef POSITIVE
+    if (c->hidden_size % c->num_attention_heads)
+        return gz_fail(GZ_ERR_VALUE, "config.hidden_size = %d is not divisible by num_attention_heads = %d",
+                       c->hidden_size, c->num_attention_heads);
+    if (!(c->rotary_pct >= 0.0f && c->rotary_pct <= 1.0f))
+        return gz_fail(GZ_ERR_VALUE, "config.rotary_pct = %g is outside [0, 1]", c->rotary_pct);
+    if (!(c->rotary_emb_base > 0.0f) || !isfinite(c->rotary_emb_base))
+        return gz_fail(GZ_ERR_VALUE, "config.rotary_emb_base = %g must be positive", c->rotary_emb_base);
+    if (!(c->layer_norm_eps > 0.0f) || !isfinite(c->layer_norm_eps))
+        return gz_fail(GZ_ERR_VALUE, "config.layer_norm_eps = %g must be positive", c->layer_norm_eps);
+    if (c->tie_word_embeddings)
+        return gz_fail(GZ_ERR_VALUE, "config.tie_word_embeddings is not supported: GPT-NeoX keeps embed_out separate");
+    return GZ_OK;
+}
+
+/* ---------------------------------------------------------------- tensor table */
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    int layer, pos, is_matrix;
+} tensor_spec;
+
+static void spec(tensor_spec *s, const char *name, int64_t d0, int64_t d1, int layer, int pos, int is_matrix) {
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->ndim = d1 ? 2 : 1;
+    s->shape[0] = d0;
+    s->shape[1] = d1;
+    s->layer = layer;
+    s->pos = pos;
+    s->is_matrix = is_matrix;
+}
+
+/* Fills specs in HF state-dict order; returns the count. specs may be NULL to count only. */
+static int build_specs(const gz_config *c, tensor_spec *specs, gz_layer_tensors *lt) {
+    int n = 0, L = c->num_hidden_layers;
+    int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    char buf[96];
+#define ADD(field, nm, d0, d1, layer, pos, mat)                        \
+    do {                                                               \
+        if (specs) spec(&specs[n], nm, d0, d1, layer, pos, mat);       \
+        if (lt && (layer) >= 0 && (layer) < L) lt[layer].field = n;    \
+        n++;                                                           \
+    } while (0)
+    if (specs) spec(&specs[n], "gpt_neox.embed_in.weight", V, C, -1, GZ_POS_EMBED, 1);
+    n++;
+    for (int l = 0; l < L; l++) {
+#define LAYER(field, suffix, d0, d1, k, mat)                                   \
+    snprintf(buf, sizeof buf, "gpt_neox.layers.%d.%s", l, suffix);             \
+    ADD(field, buf, d0, d1, l, GZ_POS_LAYER(l, k), mat)
+        LAYER(ln1_w, "input_layernorm.weight", C, 0, 0, 0);
+        LAYER(ln1_b, "input_layernorm.bias", C, 0, 0, 0);
+        LAYER(ln2_w, "post_attention_layernorm.weight", C, 0, 3, 0);
+        LAYER(ln2_b, "post_attention_layernorm.bias", C, 0, 3, 0);
+        LAYER(qkv_w, "attention.query_key_value.weight", 3 * C, C, 1, 1);
+        LAYER(qkv_b, "attention.query_key_value.bias", 3 * C, 0, 1, 0);
+        LAYER(dense_w, "attention.dense.weight", C, C, 2, 1);
+        LAYER(dense_b, "attention.dense.bias", C, 0, 2, 0);
+        LAYER(fc_w, "mlp.dense_h_to_4h.weight", I, C, 4, 1);
+        LAYER(fc_b, "mlp.dense_h_to_4h.bias", I, 0, 4, 0);
+        LAYER(proj_w, "mlp.dense_4h_to_h.weight", C, I, 5, 1);
+        LAYER(proj_b, "mlp.dense_4h_to_h.bias", C, 0, 5, 0);
+#undef LAYER
+    }
+    if (specs) spec(&specs[n], "gpt_neox.final_layer_norm.weight", C, 0, L, GZ_POS_FINAL_LN(L), 0);
+    n++;
+    if (specs) spec(&specs[n], "gpt_neox.final_layer_norm.bias", C, 0, L, GZ_POS_FINAL_LN(L), 0);
+    n++;
+    if (specs) spec(&specs[n], "embed_out.weight", V, C, L + 1, GZ_POS_HEAD(L), 1);
+    n++;
+#undef ADD
+    return n;
+}
+
+static gz_status build_rotary_tables(gz_model *m) {
+    int half = m->rot / 2, P = m->cfg.max_position_embeddings;
+    size_t count = (size_t)P * (half > 0 ? half : 1);
+    float *c, *s;
+    GZ_TRY(gz_calloc((void **)&c, count, sizeof(float), "rotary cos table"));
+    if (gz_calloc((void **)&s, count, sizeof(float), "rotary sin table") != GZ_OK) {
+        free(c);
+        return GZ_ERR_NOMEM;
+    }
+    /* float32 arithmetic in the same order as HF's GPTNeoXRotaryEmbedding */
+    for (int i = 0; i < half; i++) {
+        float inv_freq = 1.0f / powf(m->cfg.rotary_emb_base, (float)(2 * i) / (float)m->rot);
+        for (int p = 0; p < P; p++) {
+            float f = (float)p * inv_freq;
+            c[(size_t)p * half + i] = cosf(f);
+            s[(size_t)p * half + i] = sinf(f);
+        }
+    }
+    gz_status st = m->be->alloc((void **)&m->cos_t, count * sizeof(float), "rotary cos table");
+    if (st == GZ_OK) st = m->be->alloc((void **)&m->sin_t, count * sizeof(float), "rotary sin table");
+    if (st == GZ_OK) st = m->be->upload(m->cos_t, c, count * sizeof(float));
+    if (st == GZ_OK) st = m->be->upload(m->sin_t, s, count * sizeof(float));
+    free(c);
+    free(s);
+    return st;
+}
+
+gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_model **out) {
+    if (!out) return gz_fail(GZ_ERR_VALUE, "output pointer is NULL");
+    *out = NULL;
+    GZ_TRY(gz_config_validate(cfg));
+    const gz_backend *be = backend == GZ_BACKEND_CPU ? gz_backend_cpu()
+                           : backend == GZ_BACKEND_CUDA ? gz_backend_cuda() : NULL;
+    if (!be || !gz_backend_available(backend))
+        return gz_fail(GZ_ERR_BACKEND, backend == GZ_BACKEND_CUDA
+                                           ? "the CUDA backend is not available (build with GOZARU_CUDA=1 on a "
+                                             "machine with a CUDA GPU)"
+                                           : "unknown backend %d", (int)backend);
+    gz_model *m;
+    GZ_TRY(gz_calloc((void **)&m, 1, sizeof *m, "model"));
+    m->cfg = *cfg;
+    m->kind = backend;
+    m->be = be;
+    m->L = cfg->num_hidden_layers;
+    m->C = cfg->hidden_size;
+    m->NH = cfg->num_attention_heads;
+    m->HS = m->C / m->NH;
+    m->I = cfg->intermediate_size;
+    m->V = cfg->vocab_size;
+    m->rot = (int)(m->HS * cfg->rotary_pct);
+    m->rot -= m->rot % 2; /* rotate-half needs an even count */
+
+    gz_status st;
+    int n = build_specs(cfg, NULL, NULL);
+    tensor_spec *specs = NULL;
+    if ((st = gz_calloc((void **)&specs, n, sizeof *specs, "tensor specs")) ||
+        (st = gz_calloc((void **)&m->lt, m->L, sizeof *m->lt, "layer table")) ||
+        (st = gz_calloc((void **)&m->tensors, n, sizeof *m->tensors, "tensor table")) ||
+        (st = gz_calloc((void **)&m->tensor_pos, n, sizeof *m->tensor_pos, "tensor positions")) ||
+        (st = gz_calloc((void **)&m->grads, n, sizeof *m->grads, "gradient table")) ||
+        (st = gz_calloc((void **)&m->name_storage, n, 96, "tensor names")) ||
+        (st = gz_calloc((void **)&m->acts, m->L, sizeof *m->acts, "activation table")) ||
+        (st = gz_calloc((void **)&m->res, m->L + 1, sizeof *m->res, "residual table")))
+        goto fail;
+    build_specs(cfg, specs, m->lt);
+    m->ntensors = n;
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        char *nm = m->name_storage + (size_t)i * 96;
+        memcpy(nm, specs[i].name, 96);
+        gz_tensor_info *t = &m->tensors[i];
+        t->name = nm;
+        t->ndim = specs[i].ndim;
+        t->shape[0] = specs[i].shape[0];
+        t->shape[1] = specs[i].ndim == 2 ? specs[i].shape[1] : 0;
+        t->numel = specs[i].shape[0] * (specs[i].ndim == 2 ? specs[i].shape[1] : 1);
+        t->offset = off;
+        t->layer = specs[i].layer;
+        t->is_matrix_weight = specs[i].is_matrix;
+        t->trainable = 0;
+        m->tensor_pos[i] = specs[i].pos;
+        off += t->numel;
+    }
+    m->nparams = off;
+    m->embed = 0;
+    m->lnf_w = n - 3;
+    m->lnf_b = n - 2;
+    m->head = n - 1;
+    free(specs);
+    specs = NULL;
+
+    if ((st = gz_calloc((void **)&m->params_host, (size_t)m->nparams, sizeof(float), "parameters (host)")))
+        goto fail;
+    if (backend == GZ_BACKEND_CPU) {
+        m->params = m->params_host;
+    } else if ((st = be->alloc((void **)&m->params, (size_t)m->nparams * sizeof(float), "parameters"))) {
+        goto fail;
+    }
+    if ((st = build_rotary_tables(m))) goto fail;
+    *out = m;
+    return GZ_OK;
+fail:
+    free(specs);
+    gz_model_free(m);
+    return st;
+}
+
+void gz_model_free(gz_model *m) {
+    if (!m) return;
+    gz_model_free_activations(m);
+    if (m->grads)
+        for (int i = 0; i < m->ntensors; i++) m->be->release(m->grads[i]);
+    if (m->params && m->params != m->params_host) m->be->release(m->params);
+    if (m->cos_t) m->be->release(m->cos_t);
+    if (m->sin_t) m->be->release(m->sin_t);
+    free(m->params_host);
+    free(m->grads);
+    free(m->tensors);
+    free(m->tensor_pos);
+    free(m->name_storage);
+    free(m->lt);
+    free(m->acts);
+    free(m->res);
+    free(m);
+}
+
+const gz_config *gz_model_config(const gz_model *m) { return &m->cfg; }
+gz_backend_kind gz_model_backend(const gz_model *m) { return m->kind; }
+int gz_model_num_tensors(const gz_model *m) { return m->ntensors; }
+int64_t gz_model_num_params(const gz_model *m) { return m->nparams; }
+
+gz_status gz_model_tensor(const gz_model *m, int index, gz_tensor_info *out) {
+    if (index < 0 || index >= m->ntensors)
+        return gz_fail(GZ_ERR_VALUE, "tensor index %d is out of range (0..%d)", index, m->ntensors - 1);
+    *out = m->tensors[index];
+    return GZ_OK;
+}
+
+int gz_model_find_tensor(const gz_model *m, const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i < m->ntensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return i;
+    return -1;
+}
+
+gz_status gz_model_init_random(gz_model *m, uint64_t seed, float std) {
+    if (!(std >= 0.0f) || !isfinite(std)) return gz_fail(GZ_ERR_VALUE, "init std = %g must be >= 0", std);
+    gz_rng rng;
+    gz_rng_seed(&rng, seed);
+    for (int i = 0; i < m->ntensors; i++) {
+        const gz_tensor_info *t = &m->tensors[i];
+        float *p = m->params_host + t->offset;
+        int is_ln_weight = !t->is_matrix_weight && strstr(t->name, "layernorm.weight") != NULL;
+        int is_final_ln_weight = i == m->lnf_w;
+        for (int64_t j = 0; j < t->numel; j++)
+            p[j] = t->is_matrix_weight ? std * gz_rng_normal(&rng) : (is_ln_weight || is_final_ln_weight) ? 1.0f : 0.0f;
+    }
+    return gz_model_params_changed(m);
+}
+
+float *gz_model_params_host(gz_model *m) { return m->params_host; }
+
+gz_status gz_model_params_changed(gz_model *m) {
+    m->have_acts = 0; /* saved activations no longer match the weights */
+    if (m->params == m->params_host) return GZ_OK;
+    return m->be->upload(m->params, m->params_host, (size_t)m->nparams * sizeof(float));
+}
+
+gz_status gz_model_sync_params_to_host(gz_model *m) {
+    if (m->params == m->params_host) return GZ_OK;
+    return m->be->download(m->params_host, m->params, (size_t)m->nparams * sizeof(float));
+}
+
+int gz_model_min_trainable_pos(const gz_model *m) {
+    int p = INT_MAX;
+    for (int i = 0; i < m->ntensors; i++)
+        if (m->tensors[i].trainable && m->tensor_pos[i] < p) p = m->tensor_pos[i];
+    return p;
+}
+
+gz_status gz_model_set_trainable(gz_model *m, int index, int trainable) {
+    if (index < 0 || index >= m->ntensors)
+        return gz_fail(GZ_ERR_VALUE, "tensor index %d is out of range (0..%d)", index, m->ntensors - 1);
+    gz_tensor_info *t = &m->tensors[index];
+    trainable = trainable ? 1 : 0;
+    if (t->trainable == trainable) return GZ_OK;
+    if (trainable) {
+        char what[160];
+        snprintf(what, sizeof what, "gradient of %s", t->name);
+        GZ_TRY(m->be->alloc((void **)&m->grads[index], (size_t)t->numel * sizeof(float), what));
+    } else {
+        m->be->release(m->grads[index]);
+        m->grads[index] = NULL;
+    }
+    t->trainable = trainable;
+    /* the backward stop may have moved below what the last forward kept */
+    m->have_acts = 0;
+    return GZ_OK;
+}
+
+int gz_model_is_trainable(const gz_model *m, int index) {
+    return index >= 0 && index < m->ntensors && m->tensors[index].trainable;
+}
+
+gz_status gz_model_zero_grad(gz_model *m) {
+    for (int i = 0; i < m->ntensors; i++)
+        if (m->grads[i]) GZ_TRY(m->be->zero(m->grads[i], (size_t)m->tensors[i].numel * sizeof(float)));
+    return GZ_OK;
+}
+
+gz_status gz_model_grad(gz_model *m, int index, float *out) {
+    if (index < 0 || index >= m->ntensors)
+        return gz_fail(GZ_ERR_VALUE, "tensor index %d is out of range (0..%d)", index, m->ntensors - 1);
+    if (!m->grads[index])
+        return gz_fail(GZ_ERR_VALUE, "%s is frozen: it has no gradient", m->tensors[index].name);
+    return m->be->download(out, m->grads[index], (size_t)m->tensors[index].numel * sizeof(float));
+}
+
+gz_status gz_model_grad_norms(gz_model *m, float *out) {
+    for (int i = 0; i < m->ntensors; i++) {
+        if (!m->grads[i]) {
+            out[i] = NAN;
+            continue;
+        }
+        double ss;
+        GZ_TRY(m->be->sum_squares(m->grads[i], m->tensors[i].numel, &ss));
+        out[i] = (float)sqrt(ss);
+    }
+    return GZ_OK;
+}

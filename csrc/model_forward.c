@@ -1,0 +1,219 @@
+/* model_forward.c — activation memory and the GPT-NeoX forward pass (loss or logits). */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model_internal.h"
+
+#define RELEASE(ptr)                          \
+    do {                                      \
+        if (ptr) m->be->release(ptr);         \
+        (ptr) = NULL;                         \
+    } while (0)
+
+static void free_layer_acts(gz_model *m, gz_layer_acts *a) {
+    RELEASE(a->ln1); RELEASE(a->ln1_mean); RELEASE(a->ln1_rstd);
+    RELEASE(a->q); RELEASE(a->k); RELEASE(a->v); RELEASE(a->att); RELEASE(a->atty); RELEASE(a->h);
+    RELEASE(a->ln2); RELEASE(a->ln2_mean); RELEASE(a->ln2_rstd); RELEASE(a->fch); RELEASE(a->fcg);
+}
+
+void gz_model_free_activations(gz_model *m) {
+    if (!m || !m->be) return;
+    if (m->acts)
+        for (int l = 0; l < m->L; l++) free_layer_acts(m, &m->acts[l]);
+    free_layer_acts(m, &m->scratch_acts);
+    if (m->res)
+        for (int l = 0; l <= m->L; l++) RELEASE(m->res[l]);
+    RELEASE(m->qkv); RELEASE(m->attn_out); RELEASE(m->mlp_out);
+    RELEASE(m->lnf); RELEASE(m->lnf_mean); RELEASE(m->lnf_rstd); RELEASE(m->logits); RELEASE(m->lse);
+    RELEASE(m->tokens); RELEASE(m->targets); RELEASE(m->pos);
+    RELEASE(m->dres_a); RELEASE(m->dres_b); RELEASE(m->dh); RELEASE(m->dln); RELEASE(m->dqkv);
+    RELEASE(m->dq); RELEASE(m->dk); RELEASE(m->dv); RELEASE(m->datt); RELEASE(m->datty);
+    RELEASE(m->dfcg); RELEASE(m->dfch);
+    m->cap_N = m->cap_att = 0;
+    m->have_acts = 0;
+}
+
+typedef struct {
+    void **ptr;
+    int64_t count;
+    size_t elem;
+    const char *what;
+} alloc_item;
+
+static gz_status alloc_all(gz_model *m, alloc_item *items, int n) {
+    for (int i = 0; i < n; i++) {
+        if (*items[i].ptr) continue;
+        if (items[i].count > (int64_t)(SIZE_MAX / 8 / items[i].elem))
+            return gz_fail(GZ_ERR_NOMEM, "activation buffer %s is too large", items[i].what);
+        GZ_TRY(m->be->alloc(items[i].ptr, (size_t)items[i].count * items[i].elem, items[i].what));
+    }
+    return GZ_OK;
+}
+
+static gz_status alloc_layer_acts(gz_model *m, gz_layer_acts *a) {
+    int64_t N = m->cap_N, C = m->C, I = m->I;
+    alloc_item items[] = {
+        {(void **)&a->ln1, N * C, 4, "layernorm-1 output"}, {(void **)&a->ln1_mean, N, 4, "layernorm-1 mean"},
+        {(void **)&a->ln1_rstd, N, 4, "layernorm-1 rstd"},  {(void **)&a->q, N * C, 4, "queries"},
+        {(void **)&a->k, N * C, 4, "keys"},                   {(void **)&a->v, N * C, 4, "values"},
+        {(void **)&a->att, m->cap_att, 4, "attention probabilities"},
+        {(void **)&a->atty, N * C, 4, "attention output"},   {(void **)&a->h, N * C, 4, "attention residual"},
+        {(void **)&a->ln2, N * C, 4, "layernorm-2 output"}, {(void **)&a->ln2_mean, N, 4, "layernorm-2 mean"},
+        {(void **)&a->ln2_rstd, N, 4, "layernorm-2 rstd"},  {(void **)&a->fch, N * I, 4, "MLP hidden"},
+        {(void **)&a->fcg, N * I, 4, "MLP GELU output"},
+    };
+    return alloc_all(m, items, (int)(sizeof items / sizeof *items));
+}
+
+/* Makes room for B*T tokens; layers >= stop_layer get their own saved activations. */
+static gz_status ensure_activations(gz_model *m, int B, int T, int stop_layer, int with_backward) {
+    int64_t N = (int64_t)B * T, att = (int64_t)B * m->NH * T * T;
+    if (N > m->cap_N || att > m->cap_att) {
+        gz_model_free_activations(m);
+        m->cap_N = N;
+        m->cap_att = att;
+    }
+    N = m->cap_N;
+    int64_t C = m->C, I = m->I, V = m->V;
+    alloc_item shared[] = {
+        {(void **)&m->qkv, N * 3 * C, 4, "fused qkv"},       {(void **)&m->attn_out, N * C, 4, "attention projection"},
+        {(void **)&m->mlp_out, N * C, 4, "MLP output"},     {(void **)&m->lnf, N * C, 4, "final layernorm output"},
+        {(void **)&m->lnf_mean, N, 4, "final layernorm mean"}, {(void **)&m->lnf_rstd, N, 4, "final layernorm rstd"},
+        {(void **)&m->logits, N * V, 4, "logits"},          {(void **)&m->lse, N, 4, "log-sum-exp"},
+        {(void **)&m->tokens, N, 4, "tokens"},               {(void **)&m->targets, N, 4, "targets"},
+        {(void **)&m->pos, N, 4, "positions"},
+    };
+    GZ_TRY(alloc_all(m, shared, (int)(sizeof shared / sizeof *shared)));
+    for (int l = 0; l <= m->L; l++) {
+        char what[64];
+        snprintf(what, sizeof what, "residual stream %d", l);
+        alloc_item r = {(void **)&m->res[l], N * C, 4, what};
+        GZ_TRY(alloc_all(m, &r, 1));
+    }
+    if (stop_layer > 0) GZ_TRY(alloc_layer_acts(m, &m->scratch_acts));
+    for (int l = 0; l < m->L; l++) {
+        if (l >= stop_layer) GZ_TRY(alloc_layer_acts(m, &m->acts[l]));
+        else free_layer_acts(m, &m->acts[l]); /* not needed for this selection: give the memory back */
+    }
+    if (with_backward) {
+        alloc_item back[] = {
+            {(void **)&m->dres_a, N * C, 4, "residual gradient"}, {(void **)&m->dres_b, N * C, 4, "residual gradient"},
+            {(void **)&m->dh, N * C, 4, "residual gradient"},
+            {(void **)&m->dln, N * C, 4, "layernorm gradient"},   {(void **)&m->dqkv, N * 3 * C, 4, "qkv gradient"},
+            {(void **)&m->dq, N * C, 4, "query gradient"},        {(void **)&m->dk, N * C, 4, "key gradient"},
+            {(void **)&m->dv, N * C, 4, "value gradient"},        {(void **)&m->datt, m->cap_att, 4, "attention scratch"},
+            {(void **)&m->datty, N * C, 4, "attention output gradient"},
+            {(void **)&m->dfcg, N * I, 4, "MLP gradient"},        {(void **)&m->dfch, N * I, 4, "MLP gradient"},
+        };
+        GZ_TRY(alloc_all(m, back, (int)(sizeof back / sizeof *back)));
+    }
+    return GZ_OK;
+}
+
+/* The layer below which backward never goes for the current trainable set. */
+static int backward_stop_layer(const gz_model *m) {
+    int p = gz_model_min_trainable_pos(m);
+    if (p == INT_MAX || p >= GZ_POS_FINAL_LN(m->L)) return m->L;
+    if (p == GZ_POS_EMBED) return 0;
+    return (p - 1) / 6;
+}
+
+static gz_status check_tokens(const gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T) {
+    if (B <= 0 || T <= 0) return gz_fail(GZ_ERR_VALUE, "empty batch: B = %d, T = %d (both must be >= 1)", B, T);
+    if (T > m->cfg.max_position_embeddings)
+        return gz_fail(GZ_ERR_VALUE, "sequence length T = %d exceeds max_position_embeddings = %d", T,
+                       m->cfg.max_position_embeddings);
+    for (int64_t i = 0; i < (int64_t)B * T; i++) {
+        if (tokens[i] < 0 || tokens[i] >= m->V)
+            return gz_fail(GZ_ERR_VALUE, "tokens[%lld, %lld] = %d is outside the vocabulary [0, %d)",
+                           (long long)(i / T), (long long)(i % T), tokens[i], m->V);
+        if (targets && targets[i] != -100 && (targets[i] < 0 || targets[i] >= m->V))
+            return gz_fail(GZ_ERR_VALUE, "targets[%lld, %lld] = %d is neither -100 nor inside the vocabulary [0, %d)",
+                           (long long)(i / T), (long long)(i % T), targets[i], m->V);
+    }
+    return GZ_OK;
+}
+
+/* One transformer layer: res[l] -> res[l+1]. */
+static gz_status layer_forward(gz_model *m, int l, gz_layer_acts *a, int B, int T) {
+    const gz_backend *be = m->be;
+    const gz_layer_tensors *w = &m->lt[l];
+    int64_t N = (int64_t)B * T;
+    int C = m->C, I = m->I;
+    float eps = m->cfg.layer_norm_eps;
+    float *x = m->res[l], *y = m->res[l + 1];
+
+    GZ_TRY(be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), N, C, eps));
+    GZ_TRY(be->matmul_forward(m->qkv, a->ln1, GZ_P(m, w->qkv_w), GZ_P(m, w->qkv_b), N, C, 3 * C));
+    GZ_TRY(be->rotary_split_forward(a->q, a->k, a->v, m->qkv, m->pos, m->cos_t, m->sin_t, B, T, m->NH, m->HS, m->rot));
+    GZ_TRY(be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, m->NH, m->HS));
+    GZ_TRY(be->matmul_forward(m->attn_out, a->atty, GZ_P(m, w->dense_w), GZ_P(m, w->dense_b), N, C, C));
+    const float *mlp_in;
+    if (m->cfg.use_parallel_residual) {
+        mlp_in = x;
+    } else {
+        GZ_TRY(be->add(a->h, x, m->attn_out, N * C));
+        mlp_in = a->h;
+    }
+    GZ_TRY(be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, mlp_in, GZ_P(m, w->ln2_w), GZ_P(m, w->ln2_b), N, C,
+                                 eps));
+    GZ_TRY(be->matmul_forward(a->fch, a->ln2, GZ_P(m, w->fc_w), GZ_P(m, w->fc_b), N, C, I));
+    GZ_TRY(be->gelu_forward(a->fcg, a->fch, N * I));
+    GZ_TRY(be->matmul_forward(m->mlp_out, a->fcg, GZ_P(m, w->proj_w), GZ_P(m, w->proj_b), N, I, C));
+    if (m->cfg.use_parallel_residual) {
+        GZ_TRY(be->add(y, x, m->attn_out, N * C));
+        GZ_TRY(be->add(y, y, m->mlp_out, N * C));
+    } else {
+        GZ_TRY(be->add(y, a->h, m->mlp_out, N * C));
+    }
+    return GZ_OK;
+}
+
+gz_status gz_model_forward(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                           float *logits_out, float *loss_out, int64_t *n_counted_out) {
+    if (!m || !tokens) return gz_fail(GZ_ERR_VALUE, "model or tokens is NULL");
+    GZ_TRY(check_tokens(m, tokens, targets, B, T));
+    int with_backward = targets != NULL;
+    int stop = with_backward ? backward_stop_layer(m) : m->L;
+    m->have_acts = 0;
+    GZ_TRY(ensure_activations(m, B, T, stop, with_backward));
+    const gz_backend *be = m->be;
+    int64_t N = (int64_t)B * T;
+
+    int32_t *pos_host;
+    GZ_TRY(gz_calloc((void **)&pos_host, (size_t)N, sizeof(int32_t), "positions"));
+    for (int64_t i = 0; i < N; i++) pos_host[i] = (int32_t)(i % T);
+    gz_status st = be->upload(m->pos, pos_host, (size_t)N * sizeof(int32_t));
+    free(pos_host);
+    GZ_TRY(st);
+    GZ_TRY(be->upload(m->tokens, tokens, (size_t)N * sizeof(int32_t)));
+    if (targets) GZ_TRY(be->upload(m->targets, targets, (size_t)N * sizeof(int32_t)));
+
+    GZ_TRY(be->embedding_forward(m->res[0], m->tokens, GZ_P(m, m->embed), N, m->C));
+    for (int l = 0; l < m->L; l++) {
+        gz_layer_acts *a = l >= stop ? &m->acts[l] : &m->scratch_acts;
+        GZ_TRY(layer_forward(m, l, a, B, T));
+    }
+    GZ_TRY(be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),
+                                 GZ_P(m, m->lnf_b), N, m->C, m->cfg.layer_norm_eps));
+    GZ_TRY(be->matmul_forward(m->logits, m->lnf, GZ_P(m, m->head), NULL, N, m->C, m->V));
+    if (logits_out) GZ_TRY(be->download(logits_out, m->logits, (size_t)N * m->V * sizeof(float)));
+    if (targets) {
+        double sum;
+        int64_t count;
+        GZ_TRY(be->cross_entropy_forward(m->lse, m->logits, m->targets, N, m->V, &sum, &count));
+        if (loss_out) *loss_out = count ? (float)(sum / (double)count) : NAN;
+        if (n_counted_out) *n_counted_out = count;
+        m->fwd_B = B;
+        m->fwd_T = T;
+        m->fwd_stop_layer = stop;
+        m->fwd_count = count;
+        m->have_acts = 1;
+    } else {
+        if (loss_out) *loss_out = NAN;
+        if (n_counted_out) *n_counted_out = 0;
+    }
+    return be->synchronize();
+}

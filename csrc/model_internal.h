@@ -1,0 +1,70 @@
+/* model_internal.h — the gz_model struct, shared by model.c, model_backward.c, adamw.c and generate.c. */
+#ifndef GOZARU_MODEL_INTERNAL_H
+#define GOZARU_MODEL_INTERNAL_H
+
+#include "backend.h"
+
+/* Tensor indices of one transformer layer, in HF naming. */
+typedef struct {
+    int ln1_w, ln1_b, qkv_w, qkv_b, dense_w, dense_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
+} gz_layer_tensors;
+
+/* Activations one layer keeps for backward (N = B*T tokens). */
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd; /* [N,C], [N], [N] */
+    float *q, *k, *v;                 /* [B,NH,T,HS] after rotary */
+    float *att;                       /* [B,NH,T,T] softmax probabilities */
+    float *atty;                      /* [N,C] attention output, heads merged */
+    float *h;                         /* [N,C] x + attention (sequential residual) */
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fch, *fcg;                 /* [N,I] pre- and post-GELU */
+} gz_layer_acts;
+
+/* Backward order of parameters: a tensor's "position" is where it sits in the forward chain.
+ * Backward only has to reach the lowest position that is trainable. */
+#define GZ_POS_EMBED 0
+#define GZ_POS_LAYER(l, k) (1 + 6 * (l) + (k)) /* k: 0 ln1, 1 qkv, 2 dense, 3 ln2, 4 fc, 5 proj */
+#define GZ_POS_FINAL_LN(L) (1 + 6 * (L))
+#define GZ_POS_HEAD(L) (2 + 6 * (L))
+
+struct gz_model {
+    gz_config cfg;
+    gz_backend_kind kind;
+    const gz_backend *be;
+    int L, C, NH, HS, I, V, rot;
+
+    int ntensors;
+    gz_tensor_info *tensors; /* names owned by name_storage */
+    char *name_storage;
+    int *tensor_pos;         /* backward position of each tensor */
+    int64_t nparams;
+    float *params_host;      /* host master (CPU) / mirror (device backends) */
+    float *params;           /* backend memory; == params_host on CPU */
+    float **grads;           /* per tensor, backend memory, NULL when frozen */
+
+    gz_layer_tensors *lt;
+    int embed, lnf_w, lnf_b, head;
+
+    float *cos_t, *sin_t;    /* [max_pos, rot/2] backend memory */
+
+    /* activations, sized for cap_N tokens and cap_BT rows of (B, T) */
+    int64_t cap_N, cap_att;
+    gz_layer_acts *acts;     /* per layer; NULL members for layers below the backward stop */
+    gz_layer_acts scratch_acts;
+    float **res;             /* L+1 residual stream buffers [N,C] */
+    float *qkv, *attn_out, *mlp_out;
+    float *lnf, *lnf_mean, *lnf_rstd, *logits, *lse;
+    int32_t *tokens, *targets, *pos; /* backend copies [N] */
+    /* backward scratch */
+    float *dres_a, *dres_b, *dh, *dln, *dqkv, *dq, *dk, *dv, *datt, *datty, *dfcg, *dfch;
+
+    int have_acts;           /* last forward kept activations for backward */
+    int fwd_B, fwd_T, fwd_stop_layer;
+    int64_t fwd_count;
+};
+
+/* Lowest backward position with a trainable tensor (INT_MAX when none). */
+int gz_model_min_trainable_pos(const gz_model *m);
+#define GZ_P(m, idx) ((m)->params + (m)->tensors[idx].offset)
+
+#endif

@@ -1,0 +1,118 @@
+/* module.c — gozaru._core: module init, exception mapping, threads and backend queries. */
+#define GZPY_IMPORTS_ARRAY
+#include "pycore.h"
+
+#include <string.h>
+
+#include "args.h"
+
+PyObject *gzpy_CheckpointError = NULL;
+
+PyObject *gzpy_raise_status(gz_status s) {
+    const char *msg = gz_last_error();
+    if (!msg || !msg[0]) msg = "unknown error in the gozaru core";
+    PyObject *type;
+    switch (s) {
+    case GZ_ERR_VALUE: type = PyExc_ValueError; break;
+    case GZ_ERR_NOMEM: type = PyExc_MemoryError; break;
+    case GZ_ERR_IO: type = PyExc_OSError; break;
+    case GZ_ERR_FORMAT: type = gzpy_CheckpointError; break;
+    case GZ_ERR_INTERRUPTED: type = PyExc_KeyboardInterrupt; break;
+    case GZ_ERR_BACKEND:
+    case GZ_ERR_STATE:
+    default: type = PyExc_RuntimeError; break;
+    }
+    PyErr_SetString(type, msg);
+    return NULL;
+}
+
+static PyObject *set_num_threads(PyObject *module, PyObject *arg) {
+    (void)module;
+    long long n;
+    if (gzpy_int_arg(arg, "n", 1, 4096, &n) < 0) return NULL;
+    gz_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *get_num_threads(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    return PyLong_FromLong(gz_get_num_threads());
+}
+
+/* "cpu" / "cuda" -> kind; ValueError otherwise. Shared with the Model constructor. */
+int gzpy_backend_kind(PyObject *name, gz_backend_kind *out) {
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "backend must be a str ('cpu' or 'cuda'), got %.100s", Py_TYPE(name)->tp_name);
+        return -1;
+    }
+    const char *s = PyUnicode_AsUTF8(name);
+    if (!s) return -1;
+    if (strcmp(s, "cpu") == 0) *out = GZ_BACKEND_CPU;
+    else if (strcmp(s, "cuda") == 0) *out = GZ_BACKEND_CUDA;
+    else {
+        PyErr_Format(PyExc_ValueError, "unknown backend %R: choose 'cpu' or 'cuda'", name);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *backend_available(PyObject *module, PyObject *arg) {
+    (void)module;
+    gz_backend_kind kind;
+    if (gzpy_backend_kind(arg, &kind) < 0) return NULL;
+    return PyBool_FromLong(gz_backend_available(kind));
+}
+
+static PyMethodDef module_methods[] = {
+    {"set_num_threads", set_num_threads, METH_O,
+     "set_num_threads(n)\n--\n\nThreads used by OpenMP loops and BLAS on the CPU backend."},
+    {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads()\n--\n\nThreads used on the CPU backend."},
+    {"backend_available", backend_available, METH_O,
+     "backend_available(name)\n--\n\nTrue when the backend ('cpu' or 'cuda') is compiled in and usable."},
+    {"read_checkpoint_meta", (PyCFunction)gzpy_read_checkpoint_meta, METH_O,
+     "read_checkpoint_meta(path)\n--\n\nThe metadata of a gozaru HDF5 checkpoint as a dict."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "gozaru._core",
+    "The gozaru C core: GPT-NeoX forward/backward, selective training, AdamW, generation, checkpoints.", -1,
+    module_methods, NULL, NULL, NULL, NULL,
+};
+
+/* Adds obj under name, stealing the reference (also on failure). */
+static int add_object(PyObject *m, const char *name, PyObject *obj) {
+    if (!obj) return -1;
+    if (PyModule_AddObject(m, name, obj) < 0) {
+        Py_DECREF(obj);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__core(void) {
+    import_array();
+    if (PyType_Ready(&GzModel_Type) < 0 || PyType_Ready(&GzAdamW_Type) < 0) return NULL;
+
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    if (!gzpy_CheckpointError) {
+        gzpy_CheckpointError = PyErr_NewExceptionWithDoc(
+            "gozaru._core.CheckpointError",
+            "A checkpoint file is malformed or does not match the model (a ValueError).", PyExc_ValueError, NULL);
+        if (!gzpy_CheckpointError) goto fail;
+    }
+    Py_INCREF(gzpy_CheckpointError);
+    if (add_object(m, "CheckpointError", gzpy_CheckpointError) < 0) goto fail;
+    Py_INCREF(&GzModel_Type);
+    if (add_object(m, "Model", (PyObject *)&GzModel_Type) < 0) goto fail;
+    Py_INCREF(&GzAdamW_Type);
+    if (add_object(m, "AdamW", (PyObject *)&GzAdamW_Type) < 0) goto fail;
+    if (add_object(m, "ops", gzpy_ops_module_create()) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "IGNORE_INDEX", -100) < 0) goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,81 @@
+/* pycore.h — declarations shared by the translation units of the gozaru._core extension.
+ *
+ * Every file includes this first: it pulls in Python.h before any system header (as the C API
+ * requires) and sets up the NumPy C API so that one table, imported in module.c, serves all files.
+ */
+#ifndef GOZARU_PYCORE_H
+#define GOZARU_PYCORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define PY_ARRAY_UNIQUE_SYMBOL gozaru_core_ARRAY_API
+#ifndef GZPY_IMPORTS_ARRAY /* only module.c calls import_array() */
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include <signal.h>
+
+#include "gozaru.h"
+
+/* ---- errors (module.c) */
+extern PyObject *gzpy_CheckpointError;
+
+/* Raises the Python exception for a failed core call (message from gz_last_error()); returns NULL. */
+PyObject *gzpy_raise_status(gz_status s);
+
+/* "cpu" / "cuda" -> backend kind (TypeError / ValueError otherwise). */
+int gzpy_backend_kind(PyObject *name, gz_backend_kind *out);
+
+/* ---- the Model object (model_type.c) */
+typedef struct {
+    PyObject_HEAD
+    gz_model *model;
+    PyObject *names; /* tuple of str, core order */
+    int busy;        /* 1 while a call runs with the GIL released; guards against concurrent use */
+} GzModelObject;
+
+extern PyTypeObject GzModel_Type;
+
+/* Marks the model busy (RuntimeError when another thread is already using it). Call with the GIL. */
+int gzpy_model_begin(GzModelObject *self);
+void gzpy_model_end(GzModelObject *self);
+
+/* Index of the tensor named by `name` (a str); -1 with TypeError / ValueError set otherwise. */
+int gzpy_tensor_index(GzModelObject *self, PyObject *name);
+
+/* ---- the AdamW object (adamw_type.c) */
+typedef struct {
+    PyObject_HEAD
+    gz_adamw *opt;
+    GzModelObject *model; /* strong reference: the optimizer must not outlive its model */
+} GzAdamWObject;
+
+extern PyTypeObject GzAdamW_Type;
+
+/* ---- checkpoint wrappers (checkpoint_wrap.c): methods of Model and a module function */
+PyObject *gzpy_model_save_checkpoint(GzModelObject *self, PyObject *args, PyObject *kwargs);
+PyObject *gzpy_model_load_checkpoint(GzModelObject *self, PyObject *args, PyObject *kwargs);
+PyObject *gzpy_read_checkpoint_meta(PyObject *module, PyObject *arg);
+
+/* ---- generation (generate_wrap.c): a Model method */
+PyObject *gzpy_model_generate(GzModelObject *self, PyObject *args, PyObject *kwargs);
+
+/* ---- Ctrl-C during long calls (interrupt.c) */
+typedef struct {
+    int installed;
+    struct sigaction old_action;
+} gzpy_sigint_guard;
+
+/* Routes SIGINT to gz_request_interrupt() until gzpy_sigint_end (main thread only; a no-op
+ * elsewhere or when SIGINT is ignored). Both are called with the GIL held. */
+void gzpy_sigint_begin(gzpy_sigint_guard *g);
+/* Restores the previous handler and clears the core's flag. When a Ctrl-C arrived but the call
+ * finished anyway (status GZ_OK), the interrupt is handed on to Python so it is not lost. */
+void gzpy_sigint_end(gzpy_sigint_guard *g, gz_status status);
+
+/* ---- the ops submodule (ops_module.c) */
+PyObject *gzpy_ops_module_create(void);
+
+#endif

@@ -1,0 +1,191 @@
+"""Parity with transformers' GPTNeoXForCausalLM (fp32, CPU): logits, loss and every gradient,
+and masked AdamW training against torch.optim.AdamW with requires_grad=False on frozen tensors."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import gozaru as gz
+
+# (name, config overrides, batch, seq)
+CONFIGS = [
+    ("sequential_full_rotary", dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=48, rotary_pct=1.0, use_parallel_residual=False), 3, 11),
+    ("parallel_quarter_rotary", dict(vocab_size=101, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
+                                     intermediate_size=80, rotary_pct=0.25, use_parallel_residual=True), 2, 13),
+    ("sequential_quarter_rotary", dict(vocab_size=131, hidden_size=40, num_hidden_layers=2, num_attention_heads=5,
+                                       intermediate_size=24, rotary_pct=0.25, use_parallel_residual=False,
+                                       rotary_emb_base=500.0), 4, 9),
+    ("parallel_full_rotary", dict(vocab_size=64, hidden_size=24, num_hidden_layers=4, num_attention_heads=2,
+                                  intermediate_size=96, rotary_pct=1.0, use_parallel_residual=True,
+                                  layer_norm_eps=1e-6), 2, 16),
+]
+
+# Relative tolerances reached in fp32 (max |a-b| / max |b|), documented in the README.
+LOGIT_TOL = 1e-5
+GRAD_TOL = 1e-4
+
+
+def hf_params(hf):
+    """HF parameters under gozaru's names (transformers 5 calls embed_out `lm_head`)."""
+    named = dict(hf.named_parameters())
+    if "lm_head.weight" in named:
+        named["embed_out.weight"] = named.pop("lm_head.weight")
+    return named
+
+
+def make_pair(overrides, seed=0):
+    cfg = gz.GPTNeoXConfig(max_position_embeddings=64, **overrides)
+    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
+    hf_cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    hf = transformers.GPTNeoXForCausalLM(hf_cfg).float().eval()
+    with torch.no_grad():  # non-trivial LayerNorm and bias values so their gradients are tested too
+        for name, p in hf.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    model = gz.Model(cfg, seed=None)
+    model.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
+    return cfg, hf, model
+
+
+def batch(cfg, B, T, seed=1):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
+    targets = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
+    targets[rng.random((B, T)) < 0.3] = -100  # response-only style masking
+    return tokens, targets
+
+
+def hf_loss(hf, tokens, targets):
+    logits = hf(torch.from_numpy(tokens.astype(np.int64))).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             torch.from_numpy(targets.astype(np.int64)).reshape(-1),
+                                             ignore_index=-100)
+    return logits, loss
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+@pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_logits_loss_and_every_gradient_match_transformers(name, overrides, B, T):
+    cfg, hf, model = make_pair(overrides)
+    tokens, targets = batch(cfg, B, T)
+    logits_ref, loss_ref = hf_loss(hf, tokens, targets)
+    loss_ref.backward()
+
+    assert rel_err(model.logits(tokens), logits_ref.detach().numpy()) < LOGIT_TOL
+    model.train_only(model.names)
+    model.zero_grad()
+    loss = model.loss(tokens, targets)
+    assert abs(loss - loss_ref.item()) < 1e-5 * abs(loss_ref.item())
+    model.backward()
+    grads = hf_params(hf)
+    for n in model.names:
+        assert rel_err(model.grad(n), grads[n].grad.numpy()) < GRAD_TOL, n
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    cfg, _, model = make_pair(CONFIGS[0][1])
+    tokens, targets = batch(cfg, 4, 10)
+    model.train_only(model.names)
+    model.zero_grad()
+    model.loss(tokens, targets)
+    model.backward()
+    full = {n: model.grad(n) for n in model.names}
+    model.zero_grad()
+    counts = [(targets[i:i + 2] != -100).sum() for i in (0, 2)]
+    for (i, c) in zip((0, 2), counts):
+        model.loss(tokens[i:i + 2], targets[i:i + 2])
+        model.backward(scale=c / sum(counts))
+    for n in model.names:
+        assert rel_err(model.grad(n), full[n]) < 1e-5, n
+
+
+def selection(cfg, kind):
+    L = cfg.num_hidden_layers
+    names = list(cfg.tensor_shapes())
+    layer = lambda i: [n for n in names if n.startswith(f"gpt_neox.layers.{i}.")]
+    if kind == "full":
+        return names
+    if kind == "mlp_head":
+        return [n for n in names if ".mlp." in n] + ["embed_out.weight"]
+    if kind == "non_mlp_head":
+        return [n for n in names if ".mlp." not in n]
+    if kind == "last_layer":
+        return layer(L - 1)
+    if kind == "middle_layer":
+        return layer(L // 2)
+    if kind == "frozen_embed_layer0":
+        return layer(0)
+    raise KeyError(kind)
+
+
+SELECTIONS = ["full", "mlp_head", "non_mlp_head", "last_layer", "middle_layer", "frozen_embed_layer0"]
+
+
+@pytest.mark.parametrize("residual", ["sequential", "parallel"])
+@pytest.mark.parametrize("kind", SELECTIONS)
+def test_masked_adamw_training_matches_torch(kind, residual):
+    overrides = dict(vocab_size=83, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                     intermediate_size=56, rotary_pct=0.5, use_parallel_residual=residual == "parallel")
+    cfg, hf, model = make_pair(overrides, seed=3)
+    train = set(selection(cfg, kind))
+    model.train_only(sorted(train))
+    before = {n: model.params[n].copy() for n in model.names}
+
+    lr, wd = 3e-3, 0.1
+    decay, no_decay = [], []
+    for n, p in hf_params(hf).items():
+        p.requires_grad_(n in train)
+        if n in train:
+            (decay if p.ndim == 2 else no_decay).append(p)
+    topt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = gz.AdamW(model, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=wd)
+
+    for step in range(10):
+        tokens, targets = batch(cfg, 2, 12, seed=100 + step)
+        topt.zero_grad()
+        _, loss_ref = hf_loss(hf, tokens, targets)
+        loss_ref.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in hf.parameters() if p.requires_grad], 1.0)
+        topt.step()
+        model.zero_grad()
+        loss = model.loss(tokens, targets)
+        assert abs(loss - loss_ref.item()) < 1e-4 * abs(loss_ref.item())
+        model.backward()
+        opt.step(max_grad_norm=1.0)
+
+    ref = hf_params(hf)
+    for n in model.names:
+        got = model.params[n]
+        if n in train:
+            assert rel_err(got, ref[n].detach().numpy()) < 1e-5, n
+            assert not np.array_equal(got, before[n]), f"{n} did not move"
+        else:
+            assert np.array_equal(got, before[n]), f"frozen {n} changed"
+
+
+def test_two_identical_runs_are_bit_identical():
+    def run():
+        cfg = gz.GPTNeoXConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=32)
+        m = gz.Model(cfg, seed=7)
+        m.train_only(m.names)
+        opt = gz.AdamW(m, lr=1e-2, weight_decay=0.01)
+        for step in range(5):
+            tokens, targets = batch(cfg, 3, 16, seed=step)
+            m.zero_grad()
+            m.loss(tokens, targets)
+            m.backward()
+            opt.step(max_grad_norm=1.0)
+        return {n: m.params[n].copy() for n in m.names}
+
+    a, b = run(), run()
+    for n in a:
+        assert a[n].tobytes() == b[n].tobytes(), n
