@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# gpu_check.sh OUTDIR — all GPU work in one go, on the GPU machine, from the repository root:
+#   build   gozaru._core with GOZARU_CUDA=1, in place (HDF5/OpenBLAS from _deps/debs, cuBLAS from the
+#           CUDA toolkit or the nvidia-cublas wheel that torch brings)
+#   test    pytest tests/test_cuda.py
+#   small   benchmarks/bench_gpu.py --small (smoke run, about a minute)
+#   bench   benchmarks/bench_gpu.py on the rinna-3.6b shape, seq 512
+# GZ_STAGES picks stages (default "build test small"; "bench" alone reuses a build left on a warm
+# machine). OUTDIR receives at most 7 files (summary.txt, build.log, test_cuda.log, bench_small.log,
+# bench_small.json, bench_gpu.log, bench_gpu.json). Exit status: non-zero when a stage failed.
+#
+# Prepare once on the development machine:  bash benchmarks/fetch_gpu_deps.sh   (fills _deps/debs)
+# See docs/cuda.md for the exact device calls.
+set -uo pipefail
+OUTDIR=${1:?usage: gpu_check.sh OUTDIR}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+mkdir -p "$OUTDIR"
+OUTDIR=$(cd "$OUTDIR" && pwd)
+STAGES=${GZ_STAGES:-build test small}
+PY=${PYTHON:-python3}
+DEPS=${GZ_DEPS_DIR:-/tmp/gz-deps}
+SUMMARY="$OUTDIR/summary.txt"
+FAILED=0
+export PYTHONUNBUFFERED=1
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+has_stage() { [[ " $STAGES " == *" $1 "* ]]; }
+
+: >"$SUMMARY"
+note "gpu_check: stages [$STAGES], $(date -u +%FT%TZ), $(uname -m)"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || echo "no nvidia-smi"
+  "$PY" -c "import sys, numpy, torch, transformers; print('python', sys.version.split()[0], 'numpy', numpy.__version__,
+'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())" 2>&1
+} | tee -a "$SUMMARY"
+
+# ---------------------------------------------------------------- HDF5 + OpenBLAS from _deps/debs
+# Unpacked with dpkg-deb (no root); setup.py gets prefixes through GOZARU_HDF5_DIR / GOZARU_BLAS_DIR;
+# the loader path gets only the libraries whose soname this machine lacks (no clash with its own).
+setup_deps() {
+    if ! ls _deps/debs/*.deb >/dev/null 2>&1; then
+        note "deps: no _deps/debs (run benchmarks/fetch_gpu_deps.sh here first); using the system's HDF5/BLAS"
+        return 0
+    fi
+    local root="$DEPS/root" arch=usr/lib/x86_64-linux-gnu
+    rm -rf "$DEPS" && mkdir -p "$root" "$DEPS/hdf5/lib" "$DEPS/blas/lib" "$DEPS/overlay"
+    for d in _deps/debs/*.deb; do dpkg-deb -x "$d" "$root" || { note "deps: cannot unpack $d"; return 1; }; done
+    ln -s "$root/usr/include/hdf5/serial" "$DEPS/hdf5/include"
+    ln -s "$(ls "$root/$arch"/libhdf5_serial.so.*.*.* | head -1)" "$DEPS/hdf5/lib/libhdf5.so"
+    ln -s "$root/usr/include/x86_64-linux-gnu/openblas-pthread" "$DEPS/blas/include"
+    ln -s "$root/$arch/openblas-pthread/libopenblas.so.0" "$DEPS/blas/lib/libopenblas.so"
+    local have added=""
+    have=$(ldconfig -p 2>/dev/null | awk '{print $1}')
+    for f in "$root/$arch"/lib*.so.* "$root/$arch/openblas-pthread/libopenblas.so.0"; do
+        local so
+        so=$(objdump -p "$f" 2>/dev/null | awk '/SONAME/ {print $2}')
+        if [ -z "$so" ]; then  # no binutils: libfoo.so.1.2.3 -> libfoo.so.1
+            so=$(basename "$f" | sed -E 's/^(.*\.so\.[0-9]+).*/\1/')
+        fi
+        [ -e "$DEPS/overlay/$so" ] && continue
+        if [[ "$so" == libhdf5_serial* || "$so" == libopenblas* ]] || ! grep -qx "$so" <<<"$have"; then
+            ln -s "$f" "$DEPS/overlay/$so" && added="$added $so"
+        fi
+    done
+    export GOZARU_HDF5_DIR="$DEPS/hdf5" GOZARU_BLAS_DIR="$DEPS/blas"
+    export LD_LIBRARY_PATH="$DEPS/overlay${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    note "deps: HDF5/OpenBLAS from _deps/debs; loader overlay:$added"
+}
+
+# ---------------------------------------------------------------- CUDA toolkit and cuBLAS
+# The toolkit may ship without cuBLAS; torch's nvidia-cublas wheel has its headers and libraries
+# (libcublas.so.13 only: link names are made in $DEPS/cuda-link).
+setup_cuda() {
+    local nvcc home
+    nvcc=$(command -v nvcc || true)
+    for home in "${CUDA_HOME:-}" /usr/local/cuda "$( [ -n "$nvcc" ] && dirname "$(dirname "$(readlink -f "$nvcc")")")"; do
+        [ -n "$home" ] && [ -f "$home/include/cuda_runtime.h" ] && break
+        home=""
+    done
+    if [ -z "$home" ]; then note "cuda: no CUDA toolkit found (nvcc: ${nvcc:-none})"; return 1; fi
+    export CUDA_HOME="$home" PATH="$home/bin:$PATH"
+    mkdir -p "$DEPS/cuda-link"
+    local wheel_dirs libdirs="" incs=""
+    wheel_dirs=$("$PY" - <<'PYEOF' 2>/dev/null
+import glob, os, site, sys
+roots = site.getsitepackages() + [site.getusersitepackages()]
+for r in roots:
+    for inc in glob.glob(os.path.join(r, "nvidia", "*", "include")):
+        print(os.path.dirname(inc))
+PYEOF
+)
+    if [ ! -f "$home/include/cublas_v2.h" ]; then
+        for w in $wheel_dirs; do
+            [ -f "$w/include/cublas_v2.h" ] && incs="-I$w/include" && break
+        done
+        [ -n "$incs" ] || { note "cuda: cublas_v2.h is neither in $home/include nor in an nvidia wheel"; return 1; }
+        export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:+$NVCC_APPEND_FLAGS }$incs"
+    fi
+    for lib in cublas cublasLt cudart; do
+        if ls "$home"/lib64/lib$lib.so "$home"/lib/lib$lib.so "$home"/targets/x86_64-linux/lib/lib$lib.so >/dev/null 2>&1; then
+            continue
+        fi
+        local found=""
+        for w in $wheel_dirs; do
+            found=$(ls "$w"/lib/lib$lib.so.* 2>/dev/null | head -1)
+            [ -n "$found" ] && break
+        done
+        [ -n "$found" ] || { note "cuda: lib$lib.so found nowhere"; return 1; }
+        ln -sf "$found" "$DEPS/cuda-link/lib$lib.so"
+        libdirs="$libdirs -Wl,-rpath,$(dirname "$found")"
+    done
+    export LDFLAGS="${LDFLAGS:+$LDFLAGS }-L$DEPS/cuda-link$libdirs"
+    note "cuda: CUDA_HOME=$home nvcc=$(command -v nvcc) extra includes: ${NVCC_APPEND_FLAGS:-none} LDFLAGS: $LDFLAGS"
+}
+
+run_stage() {  # name timeout_s logfile command...
+    local name=$1 limit=$2 log=$3
+    shift 3
+    local t0=$SECONDS
+    timeout "$limit" "$@" >"$log" 2>&1
+    local rc=$?
+    note "stage $name: rc=$rc in $((SECONDS - t0)) s (log $(basename "$log"))"
+    [ $rc -eq 0 ] || FAILED=1
+    return $rc
+}
+
+setup_deps || FAILED=1
+setup_cuda || FAILED=1
+
+if has_stage build; then
+    rm -f gozaru/_core*.so
+    run_stage build 300 "$OUTDIR/build.log" env GOZARU_CUDA=1 "$PY" setup.py build_ext --inplace
+    so=$(ls gozaru/_core*.so 2>/dev/null | head -1)
+    if [ -n "$so" ]; then
+        ldd "$so" | grep -E "not found|hdf5|openblas|cublas|cudart|curl" | tee -a "$SUMMARY"
+    fi
+fi
+
+avail=$("$PY" -c "import gozaru._core as c; print(c.backend_available('cuda'))" 2>&1 | tail -1)
+note "gozaru._core.backend_available('cuda'): $avail"
+
+if has_stage test; then
+    run_stage test 420 "$OUTDIR/test_cuda.log" "$PY" -m pytest tests/test_cuda.py -v -rs -p no:cacheprovider
+    tail -3 "$OUTDIR/test_cuda.log" | tee -a "$SUMMARY"
+fi
+
+if [ "$avail" != "True" ]; then
+    note "no usable CUDA backend: benchmarks skipped"
+    has_stage small || has_stage bench && FAILED=1
+else
+    if has_stage small; then
+        run_stage small 300 "$OUTDIR/bench_small.log" "$PY" benchmarks/bench_gpu.py --small --case-timeout 120 \
+            --out "$OUTDIR/bench_small.json"
+        tail -12 "$OUTDIR/bench_small.log" | tee -a "$SUMMARY"
+    fi
+    if has_stage bench; then
+        run_stage bench 500 "$OUTDIR/bench_gpu.log" "$PY" benchmarks/bench_gpu.py --case-timeout 200 \
+            --out "$OUTDIR/bench_gpu.json"
+        tail -12 "$OUTDIR/bench_gpu.log" | tee -a "$SUMMARY"
+    fi
+fi
+
+note "gpu_check: $([ $FAILED -eq 0 ] && echo ok || echo FAILED)"
+exit $FAILED
