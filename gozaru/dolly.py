@@ -1,0 +1,243 @@
+"""Records in the dolly-ja layout and their loaders (.json array, .jsonl, a folder, .parquet).
+
+A record has ``instruction`` and ``output`` (required, non-empty strings), ``input`` and ``category`` (optional
+strings, missing or null read as ""), and ``index`` (optional string or int, kept as a string). Other fields are
+ignored. Problems raise :class:`DataError` naming the file, the line (json/jsonl, 1-based) or row (parquet,
+0-based) and the field; with ``on_error="skip"`` the bad records are left out, counted and reported instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+FIELDS = ("instruction", "input", "output", "category", "index")
+REQUIRED = ("instruction", "output")
+SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    instruction: str
+    input: str = ""
+    output: str = ""
+    category: str = ""
+    index: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Record":
+        return dataclasses.replace(self, **changes)
+
+
+class DataError(ValueError):
+    """A bad file or record; ``file``, ``where`` ("line 3", "row 7", or None) and ``field`` say which."""
+
+    def __init__(self, file: str, where: str | None, field: str | None, message: str):
+        self.file, self.where, self.field, self.message = str(file), where, field, message
+        loc = self.file + (f", {where}" if where else "") + (f", field {field!r}" if field else "")
+        super().__init__(f"{loc}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    file: str
+    where: str | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        return str(DataError(self.file, self.where, self.field, self.message))
+
+
+class LoadedRecords(list):
+    """A list of :class:`Record` that also remembers the files read and what was skipped."""
+
+    def __init__(self, records: Iterable[Record] = (), files: Iterable[str] = (),
+                 skipped: Iterable[Skipped] = ()):
+        super().__init__(records)
+        self.files: list[str] = list(files)
+        self.skipped: list[Skipped] = list(skipped)
+
+    def report(self, limit: int = 10) -> str:
+        """One line of counts, then up to ``limit`` skipped problems."""
+        lines = [f"loaded {len(self)} record(s) from {len(self.files)} file(s), skipped {len(self.skipped)}"]
+        lines += [f"  skipped: {s}" for s in self.skipped[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"  … and {len(self.skipped) - limit} more")
+        return "\n".join(lines)
+
+
+def record_from_mapping(obj: Any, file: str, where: str | None, required: tuple[str, ...] = REQUIRED) -> Record:
+    """Validate one decoded record; raises :class:`DataError`."""
+    if not isinstance(obj, dict):
+        raise DataError(file, where, None, f"expected an object with fields {', '.join(REQUIRED)}, "
+                                           f"got {type(obj).__name__}")
+    values: dict[str, str] = {}
+    for field in FIELDS:
+        v = obj.get(field)
+        if field in required:
+            if v is None:
+                raise DataError(file, where, field, "missing")
+            if not isinstance(v, str):
+                raise DataError(file, where, field, f"expected a string, got {type(v).__name__}")
+            if not v.strip():
+                raise DataError(file, where, field, "empty")
+        elif v is None:
+            v = ""
+        elif field == "index" and isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        elif not isinstance(v, str):
+            raise DataError(file, where, field, f"expected a string, got {type(v).__name__}")
+        values[field] = v
+    return Record(**values)
+
+
+def load_dolly(path: str | os.PathLike, *, on_error: str = "raise") -> LoadedRecords:
+    """Load dolly-ja records from a ``.json`` array, a ``.jsonl`` file, a ``.parquet`` file, or a folder
+    of such files (read in name order, not recursively).
+
+    ``on_error="raise"`` (default) stops at the first problem with a :class:`DataError`; ``"skip"`` leaves out
+    bad records (or a whole unreadable file), lists them in ``.skipped`` and warns once with the count.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
+        if not files:
+            raise DataError(str(p), None, None, f"folder has no {' / '.join(SUFFIXES)} files")
+    elif p.is_file():
+        files = [p]
+    else:
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    out = LoadedRecords()
+    for f in files:
+        out.files.append(str(f))
+        for item in _read_file(f):
+            if isinstance(item, Record):
+                out.append(item)
+            elif on_error == "raise":
+                raise item
+            else:
+                out.skipped.append(Skipped(item.file, item.where, item.field, item.message))
+    if out.skipped:
+        warnings.warn(out.report(limit=3), stacklevel=2)
+    return out
+
+
+def _read_file(f: Path) -> Iterator[Record | DataError]:
+    suffix = f.suffix.lower()
+    if suffix == ".jsonl":
+        yield from _read_jsonl(f)
+    elif suffix == ".json":
+        yield from _read_json_array(f)
+    elif suffix == ".parquet":
+        yield from _read_parquet(f)
+    else:
+        yield DataError(str(f), None, None, f"unknown file type {suffix!r}; use {', '.join(SUFFIXES)}")
+
+
+def _read_jsonl(f: Path) -> Iterator[Record | DataError]:
+    name = str(f)
+    with open(f, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"line {lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                yield DataError(name, where, None, f"not UTF-8 ({e.reason} at byte {e.start})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield DataError(name, f"{where} column {e.colno}", None, f"invalid JSON: {e.msg}")
+                continue
+            try:
+                yield record_from_mapping(obj, name, where)
+            except DataError as e:
+                yield e
+
+
+def _read_json_array(f: Path) -> Iterator[Record | DataError]:
+    """Records of a JSON array, each located by the line its object starts on."""
+    name = str(f)
+    try:
+        text = f.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        yield DataError(name, None, None, f"not UTF-8 ({e.reason} at byte {e.start})")
+        return
+    try:
+        json.loads(text)  # whole-file syntax check first, so a broken file gives JSON's own position
+    except json.JSONDecodeError as e:
+        yield DataError(name, f"line {e.lineno} column {e.colno}", None, f"invalid JSON: {e.msg}")
+        return
+    decoder = json.JSONDecoder()
+    pos = _skip_ws(text, 0)
+    if not text.startswith("[", pos):
+        yield DataError(name, None, None, "expected a JSON array of records (use .jsonl for one per line)")
+        return
+    pos = _skip_ws(text, pos + 1)
+    lineno, counted_to, k = 1, 0, 0
+    while pos < len(text) and text[pos] != "]":
+        lineno += text.count("\n", counted_to, pos)
+        counted_to = pos
+        obj, pos = decoder.raw_decode(text, pos)
+        try:
+            yield record_from_mapping(obj, name, f"record {k} (line {lineno})")
+        except DataError as e:
+            yield e
+        k += 1
+        pos = _skip_ws(text, pos)
+        if text.startswith(",", pos):
+            pos = _skip_ws(text, pos + 1)
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _read_parquet(f: Path) -> Iterator[Record | DataError]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    name = str(f)
+    try:
+        table = pq.read_table(f)
+    except (pa.ArrowException, OSError) as e:
+        yield DataError(name, None, None, f"not a readable parquet file ({e})")
+        return
+    for field in REQUIRED:
+        if field not in table.column_names:
+            yield DataError(name, None, field, f"missing column (columns: {', '.join(table.column_names)})")
+            return
+    for row, obj in enumerate(table.to_pylist()):
+        try:
+            yield record_from_mapping(obj, name, f"row {row}")
+        except DataError as e:
+            yield e
+
+
+def save_jsonl(records: Iterable[Record | dict], path: str | os.PathLike) -> str:
+    """Write records as dolly-ja ``.jsonl`` (UTF-8, one object per line, Japanese kept readable)."""
+    path = str(path)
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in records:
+            d = r.to_dict() if isinstance(r, Record) else dict(r)
+            fh.write(json.dumps(d, ensure_ascii=False) + "\n")
+    return path
+
+
+def as_record(r: Record | dict, *, require_output: bool = True) -> Record:
+    """Accept a Record or a dolly-ja dict (validated; ``require_output=False`` for prompt-only dicts)."""
+    if isinstance(r, Record):
+        return r
+    return record_from_mapping(r, "<dict>", None, REQUIRED if require_output else ("instruction",))

@@ -1,0 +1,227 @@
+"""Which tensors to train: layer-group selection and a report of trainable shares.
+
+Everything is computed from ``config.tensor_shapes()`` (HF names), so no weights are needed.
+
+Kinds (``select(config, kind, ...)``):
+
+=============  ===================================================================================
+``full``       every tensor
+``mlp``        ``mlp.dense_h_to_4h`` and ``mlp.dense_4h_to_h`` (weights and biases) of every layer
+``non_mlp``    everything else: embeddings, layer norms, attention, final norm and the head
+``attention``  ``attention.query_key_value`` and ``attention.dense`` of every layer
+``norms``      every layer norm, the final one included
+``embed``      ``gpt_neox.embed_in.weight``
+``head``       ``embed_out.weight``
+``first``      the first k whole layers (every tensor of ``gpt_neox.layers.i.``), k from ``budget`` or ``layers``
+``last``       the last k whole layers
+``random``     k whole layers drawn with ``seed``
+``layers``     the whole layers listed in ``layers`` (negative indices count from the end)
+``pattern``    tensors whose name matches the regex ``pattern`` (``re.search``)
+=============  ===================================================================================
+
+The LM head: ``train_head=True`` (the default, as in the reference experiment where the head is always
+trained) adds ``embed_out.weight`` to every kind. ``train_head=False`` only stops adding it; kinds that contain
+the head by definition (``full``, ``non_mlp``, ``head``) keep it, so ``mlp ∪ non_mlp`` is every tensor either way.
+
+Budget rule (``first`` / ``last`` / ``random`` with ``budget``): the share of a selection is its parameter
+count over *all* parameters of the model (embeddings and head included), counting the head when
+``train_head=True``. The number of whole layers k is the one in 0..L whose share is closest to ``budget``
+(ties go to the smaller k). :func:`share` gives the share reached.
+
+On the ``rinna-3.6b`` preset (3,607,245,312 parameters; one layer is 95,194,880 = 2.64 %, the head 90,112,000
+= 2.50 %), with the head trained: budget 0.05 → 1 layer + head = 5.14 %; budget 0.10 → 3 layers + head =
+10.42 %. Without the head: 0.05 → 2 layers = 5.28 %; 0.10 → 4 layers = 10.56 %.
+"""
+from __future__ import annotations
+
+import random
+import re
+from typing import Iterable, Sequence
+
+from .config import GPTNeoXConfig
+
+KINDS = ("full", "mlp", "non_mlp", "attention", "norms", "embed", "head", "first", "last", "random", "layers",
+         "pattern")
+EMBED = "gpt_neox.embed_in.weight"
+HEAD = "embed_out.weight"
+_LAYER_RE = re.compile(r"^gpt_neox\.layers\.(\d+)\.")
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def param_counts(config: GPTNeoXConfig) -> dict[str, int]:
+    """Parameter count per tensor name, in core order."""
+    return {name: _numel(shape) for name, shape in config.tensor_shapes().items()}
+
+
+def layer_of(name: str) -> int | None:
+    """The layer index in a tensor name, or None for embeddings, final norm and head."""
+    m = _LAYER_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def layer_names(config: GPTNeoXConfig, i: int) -> list[str]:
+    prefix = f"gpt_neox.layers.{i}."
+    return [n for n in config.tensor_shapes() if n.startswith(prefix)]
+
+
+def select(config: GPTNeoXConfig, kind: str, budget: float | None = None, seed: int = 0, train_head: bool = True,
+           layers: int | Iterable[int] | None = None, pattern: str | None = None) -> set[str]:
+    """The set of HF tensor names to train (see the module docstring for kinds and the budget rule).
+
+    ``first`` / ``last`` / ``random`` need exactly one of ``budget`` (fraction of all parameters, in (0, 1]) or
+    ``layers`` (an int: the number of layers). ``layers`` kind needs ``layers`` (indices); ``pattern`` kind
+    needs ``pattern``.
+    """
+    names = list(config.tensor_shapes())
+    L = config.num_hidden_layers
+    if kind == "full":
+        chosen = set(names)
+    elif kind == "mlp":
+        chosen = {n for n in names if ".mlp." in n}
+    elif kind == "non_mlp":
+        chosen = {n for n in names if ".mlp." not in n}
+    elif kind == "attention":
+        chosen = {n for n in names if ".attention." in n}
+    elif kind == "norms":
+        chosen = {n for n in names if "layernorm" in n or "layer_norm" in n}
+    elif kind == "embed":
+        chosen = {EMBED}
+    elif kind == "head":
+        chosen = {HEAD}
+    elif kind in ("first", "last", "random"):
+        k = _layer_count(config, kind, budget, layers, train_head)
+        if kind == "first":
+            idx = range(k)
+        elif kind == "last":
+            idx = range(L - k, L)
+        else:
+            idx = sorted(random.Random(f"layers-{seed}").sample(range(L), k))
+        chosen = {n for i in idx for n in layer_names(config, i)}
+    elif kind == "layers":
+        if layers is None:
+            raise ValueError("kind='layers' needs layers=[indices]")
+        idx = _layer_indices(layers, L)
+        chosen = {n for i in idx for n in layer_names(config, i)}
+    elif kind == "pattern":
+        if not pattern:
+            raise ValueError("kind='pattern' needs pattern=<regex>")
+        try:
+            rx = re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"bad pattern {pattern!r}: {e}") from None
+        chosen = {n for n in names if rx.search(n)}
+        if not chosen:  # almost always a typo
+            raise ValueError(f"pattern {pattern!r} matches no tensor")
+    else:
+        raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+    if train_head:
+        chosen.add(HEAD)
+    return chosen
+
+
+def _layer_indices(layers, L: int) -> list[int]:
+    if isinstance(layers, int):
+        raise ValueError("kind='layers' needs a list of layer indices (use kind='first' for a count)")
+    out = []
+    for i in layers:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"layer index {i!r} is not an int")
+        j = i + L if i < 0 else i
+        if not 0 <= j < L:
+            raise ValueError(f"layer index {i} is out of range for {L} layers")
+        out.append(j)
+    if not out:
+        raise ValueError("kind='layers' needs at least one layer index")
+    return sorted(set(out))
+
+
+def _layer_count(config: GPTNeoXConfig, kind: str, budget: float | None, layers, train_head: bool) -> int:
+    L = config.num_hidden_layers
+    if (budget is None) == (layers is None):
+        raise ValueError(f"kind={kind!r} needs exactly one of budget=<fraction> or layers=<count>")
+    if layers is not None:
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= L:
+            raise ValueError(f"layers must be a count in 0..{L} for kind={kind!r}, got {layers!r}")
+        return layers
+    return layers_for_budget(config, budget, train_head=train_head)
+
+
+def layers_for_budget(config: GPTNeoXConfig, budget: float, *, train_head: bool = True) -> int:
+    """The number of whole layers whose share (plus the head if trained) is closest to ``budget``."""
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not 0.0 < budget <= 1.0:
+        raise ValueError(f"budget must be a fraction in (0, 1], got {budget!r}")
+    counts = param_counts(config)
+    total = sum(counts.values())
+    per_layer = sum(counts[n] for n in layer_names(config, 0))
+    base = counts[HEAD] if train_head else 0
+    best_k, best_gap = 0, float("inf")
+    for k in range(config.num_hidden_layers + 1):
+        gap = abs((base + k * per_layer) / total - budget)
+        if gap < best_gap - 1e-15:
+            best_k, best_gap = k, gap
+    return best_k
+
+
+def share(config: GPTNeoXConfig, names: Iterable[str]) -> float:
+    """Trainable parameters of ``names`` over all parameters."""
+    counts = param_counts(config)
+    names = _checked(counts, names)
+    return sum(counts[n] for n in names) / sum(counts.values())
+
+
+def trained_layers(config: GPTNeoXConfig, names: Iterable[str]) -> list[int]:
+    """Indices of the layers all of whose tensors are in ``names``."""
+    names = set(names)
+    return [i for i in range(config.num_hidden_layers) if set(layer_names(config, i)) <= names]
+
+
+def ordered(config: GPTNeoXConfig, names: Iterable[str]) -> list[str]:
+    """``names`` in the core's tensor order."""
+    counts = param_counts(config)
+    wanted = _checked(counts, names)
+    return [n for n in counts if n in wanted]
+
+
+def _checked(counts: dict[str, int], names: Iterable[str]) -> set[str]:
+    names = set(names)
+    unknown = sorted(names - counts.keys())
+    if unknown:
+        raise ValueError(f"unknown tensor name(s) for this config: {', '.join(unknown[:5])}")
+    return names
+
+
+def report(config: GPTNeoXConfig, names: Iterable[str]) -> tuple[str, dict]:
+    """(table, info) of trainable / total / % overall and per group: embed, each layer, final_norm, head.
+
+    ``info`` = ``{"trainable", "total", "percent", "tensors", "layers_trained", "groups": {group: {"trainable",
+    "total", "percent"}}}`` with groups ``embed``, ``layer.0`` … ``layer.{L-1}``, ``final_norm``, ``head``.
+    """
+    counts = param_counts(config)
+    chosen = _checked(counts, names)
+    groups: dict[str, dict] = {}
+    for name, n in counts.items():
+        i = layer_of(name)
+        g = "embed" if name == EMBED else "head" if name == HEAD else f"layer.{i}" if i is not None \
+            else "final_norm"
+        entry = groups.setdefault(g, {"trainable": 0, "total": 0})
+        entry["total"] += n
+        if name in chosen:
+            entry["trainable"] += n
+    for entry in groups.values():
+        entry["percent"] = 100.0 * entry["trainable"] / entry["total"]
+    trainable = sum(counts[n] for n in chosen)
+    total = sum(counts.values())
+    info = {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total,
+            "tensors": len(chosen), "layers_trained": trained_layers(config, chosen), "groups": groups}
+    width = max(len(g) for g in groups)
+    lines = [f"{'group':<{width}}  {'trainable':>15}  {'total':>15}  {'%':>7}"]
+    for g, e in groups.items():
+        lines.append(f"{g:<{width}}  {e['trainable']:>15,}  {e['total']:>15,}  {e['percent']:>6.2f}%")
+    lines.append(f"{'all':<{width}}  {trainable:>15,}  {total:>15,}  {info['percent']:>6.2f}%")
+    return "\n".join(lines), info

@@ -1,0 +1,321 @@
+"""Rule-based rewriting of polite Japanese endings into ござる speech, and the ござる-rate.
+
+Only sentence-final endings change: an ending counts as final when what follows it (after optional spaces and an
+optional short aside in parentheses, as in ``です（笑）。``) is a sentence mark (。．.！？!?…♪☆★), a newline, an emoji or the end of the text. Quotes (「」『』"" “”), code
+(```…``` and `…`), URLs and numbers are masked first, so nothing inside them changes.
+
+Rules (checked longest first; ``V`` is the verb's masu-stem, conjugated by :func:`_verb_forms`):
+
+    でございます → でござる          ございます → ござる
+    でございました → でござった      ございました → ござった
+    ではありません → ではござらぬ    ではありませんでした → ではござらなんだ  (じゃ… likewise)
+    ありません → ござらぬ            ありませんでした → ござらなんだ
+    Vます → V(dictionary)でござる     します → するでござる, 食べます → 食べるでござる
+    Vました → V(past)でござる         しました → したでござる, 読みました → 読んだでござる
+    Vません → V(negative)ぬでござる    わかりません → わからぬでござる, しません → せぬでござる
+    Vませんでした → V(negative)なかったでござる
+    Vましょう → V(dictionary)でござる  始めましょう → 始めるでござる
+    です → でござる    でした → でござった    でしょう → でござろう
+    である → でござる  であった → でござった
+    ください / 下さい → くだされ / 下され
+
+A sentence-final particle after the ending is kept, with ね → な and よね → よな (ですね → でござるな).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Iterable
+
+# -- masking of protected spans --------------------------------------------
+
+_PAIRED_QUOTES = {"「": "」", "『": "』", "“": "”"}
+_URL_RE = re.compile(r"(?:https?|ftp)://[^\s<>「」『』（）()\"'、。]+|www\.[^\s<>「」『』（）()\"'、。]+")
+_NUMBER_RE = re.compile(r"[0-9０-９]+(?:[.,．，:：][0-9０-９]+)*")
+# Placeholders come from a private-use plane that real text does not use.
+_PLACEHOLDER_BASE = 0xF0000
+
+
+def _mask(text: str) -> tuple[str, list[str]]:
+    """Replace quotes, code, URLs and numbers by one placeholder character each."""
+    spans: list[str] = []
+    out: list[str] = []
+
+    def hold(s: str) -> None:
+        out.append(chr(_PLACEHOLDER_BASE + len(spans)))
+        spans.append(s)
+
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("```", i):
+            j = text.find("```", i + 3)
+            if j >= 0:
+                hold(text[i: j + 3])
+                i = j + 3
+                continue
+        if c == "`":
+            j = text.find("`", i + 1)
+            if j >= 0:
+                hold(text[i: j + 1])
+                i = j + 1
+                continue
+        if c in _PAIRED_QUOTES:
+            j = _matching_close(text, i)
+            if j >= 0:
+                hold(text[i: j + 1])
+                i = j + 1
+                continue
+        if c == '"':
+            j = text.find('"', i + 1)
+            if j >= 0:
+                hold(text[i: j + 1])
+                i = j + 1
+                continue
+        m = _URL_RE.match(text, i) or _NUMBER_RE.match(text, i)
+        if m:
+            hold(m.group(0))
+            i = m.end()
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out), spans
+
+
+def _matching_close(text: str, start: int) -> int:
+    """Index of the bracket closing ``text[start]`` (nesting of the same kind counted), or -1."""
+    open_c = text[start]
+    close_c = _PAIRED_QUOTES[open_c]
+    depth = 0
+    for k in range(start, len(text)):
+        if text[k] == open_c:
+            depth += 1
+        elif text[k] == close_c:
+            depth -= 1
+            if depth == 0:
+                return k
+    return -1
+
+
+def _unmask(text: str, spans: list[str]) -> str:
+    if not spans:
+        return text
+    top = _PLACEHOLDER_BASE + len(spans)
+    return "".join(spans[ord(c) - _PLACEHOLDER_BASE] if _PLACEHOLDER_BASE <= ord(c) < top else c
+                   for c in text)
+
+
+# -- verb conjugation from the masu-stem --------------------------------------
+
+_I_TO_U = dict(zip("いきぎしちにびみり", "うくぐすつぬぶむる"))
+_I_TO_A = dict(zip("いきぎしちにびみり", "わかがさたなばまら"))
+_I_TO_TA = {"い": "った", "ち": "った", "り": "った", "み": "んだ", "び": "んだ", "に": "んだ",
+            "き": "いた", "ぎ": "いだ", "し": "した"}
+_E_ROW = set("えけげせぜてでねへべぺめれ")
+_I_ROW = set(_I_TO_U)
+
+# Stems whose forms are irregular: stem → (dictionary, past, negative stem).
+_SPECIAL_STEMS = {
+    "いらっしゃい": ("いらっしゃる", "いらっしゃった", "いらっしゃら"),
+    "おっしゃい": ("おっしゃる", "おっしゃった", "おっしゃら"),
+    "なさい": ("なさる", "なさった", "なさら"),
+    "ください": ("くださる", "くださった", "くださら"),
+    "下さい": ("下さる", "下さった", "下さら"),
+    "ござい": ("ござる", "ござった", "ござら"),
+    "いたし": ("いたす", "いたした", "いたさ"),
+    "行き": ("行く", "行った", "行か"),
+    "ていき": ("ていく", "ていった", "ていか"),
+    "でいき": ("でいく", "でいった", "でいか"),
+    "てき": ("てくる", "てきた", "てこ"),
+    "んでき": ("んでくる", "んできた", "んでこ"),
+    "でき": ("できる", "できた", "でき"),
+    "てみ": ("てみる", "てみた", "てみ"),
+    "でみ": ("でみる", "でみた", "でみ"),
+    "来": ("来る", "来た", "来"),
+}
+# Ichidan verbs whose stem ends in an i-row kana (the rest of the i-row stems are godan).
+_ICHIDAN_I_STEMS = (
+    "起き", "生き", "過ぎ", "落ち", "借り", "降り", "足り", "浴び", "伸び", "延び", "満ち", "飽き", "尽き",
+    "用い", "報い", "老い", "悔い", "強い", "見", "着", "似", "煮", "居", "射", "干",
+)
+# Single kanji that take する (愛する, 関する …); other single kanji + し are godan す verbs (話す, 出す).
+_SURU_SINGLE_KANJI = set("愛察関対発要課属接反適訳略称達介解熱欲罰害損得徳")
+# Kana after which a bare い stem is the verb いる (ている, ここにいる, 何人もいる).
+_BEFORE_IRU = set("てでにはもがとんへや")
+# Okurigana that make "kanji + kana + し" a godan す verb (動かす, 果たす, 減らす, 増やす).
+_GODAN_S_OKURI = set("かさたらわまばやな")
+
+
+def _is_kanji(c: str) -> bool:
+    return "\u4e00" <= c <= "\u9fff" or c in "々〆"
+
+
+def _is_hiragana(c: str) -> bool:
+    return "\u3041" <= c <= "\u309f"
+
+
+def _verb_forms(stem: str) -> tuple[int, str, str, str] | None:
+    """For a text ending in a masu-stem: (chars to cut, dictionary tail, past tail, negative-stem tail).
+
+    ``text[:-cut] + tail`` gives the form. None when the text does not end in a recognisable stem.
+    """
+    if not stem:
+        return None
+    for special, (dic, past, neg) in _SPECIAL_STEMS.items():
+        if stem.endswith(special):
+            return len(special), dic, past, neg
+    last = stem[-1]
+    # いる (also ている, 家にいる): negative uses the humble おる (おらぬ).
+    if last == "い" and (len(stem) == 1 or stem[-2] in _BEFORE_IRU
+                         or not (_is_kanji(stem[-2]) or _is_hiragana(stem[-2]))):
+        return 1, "いる", "いた", "おら"
+    if last == "し":
+        if _takes_suru(stem[:-1]):
+            return 1, "する", "した", "せ"
+        return 1, "す", "した", "さ"
+    if any(stem.endswith(s) for s in _ICHIDAN_I_STEMS) or last == "じ" or last in _E_ROW or _is_kanji(last):
+        return 1, last + "る", last + "た", last
+    if last in _I_ROW:
+        return 1, _I_TO_U[last], _I_TO_TA[last], _I_TO_A[last]
+    return None
+
+
+def _takes_suru(before: str) -> bool:
+    """Whether ``before + "します"`` is a する verb (確認します, それにします) rather than a godan す verb."""
+    if not before:
+        return True
+    c = before[-1]
+    if _is_kanji(c):
+        kanji_run = 0
+        for ch in reversed(before):
+            if not _is_kanji(ch):
+                break
+            kanji_run += 1
+        return kanji_run >= 2 or c in _SURU_SINGLE_KANJI
+    if _is_hiragana(c):
+        return not (c in _GODAN_S_OKURI and len(before) >= 2 and _is_kanji(before[-2]))
+    return True  # katakana, Latin, a masked span: a する noun (チェックします)
+
+
+# -- the rewriter -------------------------------------------------------------
+
+_ENDINGS = (
+    "でございました", "ございました", "でございます", "ございます",
+    "ではありませんでした", "じゃありませんでした", "ではありません", "じゃありません",
+    "ありませんでした", "ありません",
+    "ませんでした", "ません", "ましょう", "ました", "ます",
+    "でしょう", "でした", "です", "であった", "である", "ください", "下さい",
+)
+_FIXED = {
+    "でございました": "でござった", "ございました": "ござった", "でございます": "でござる", "ございます": "ござる",
+    "ではありませんでした": "ではござらなんだ", "じゃありませんでした": "ではござらなんだ",
+    "ではありません": "ではござらぬ", "じゃありません": "ではござらぬ",
+    "ありませんでした": "ござらなんだ", "ありません": "ござらぬ",
+    "でしょう": "でござろう", "でした": "でござった", "です": "でござる",
+    "であった": "でござった", "である": "でござる", "ください": "くだされ", "下さい": "下され",
+}
+_PARTICLES = {"よね": "よな", "かね": "かな", "ね": "な", "よ": "よ", "か": "か", "な": "な", "わ": "わ", "ぞ": "ぞ"}
+_EMOJI = "\U0001F000-\U0001FAFF\u2600-\u27BF"
+# What may follow a final ending: spaces, an optional short aside in parentheses, then a sentence mark.
+_FINAL = rf"(?=[ \t\u3000]*(?:[（(][^（）()\n]{{0,40}}[）)])?[ \t\u3000]*(?:[。．.！？!?…♪☆★\n{_EMOJI}]|$))"
+_ENDING_RE = re.compile(
+    "(" + "|".join(_ENDINGS) + ")(" + "|".join(sorted(_PARTICLES, key=len, reverse=True)) + ")?" + _FINAL)
+
+
+def to_gozaru(text: str) -> str:
+    """Rewrite the sentence-final polite endings of ``text`` into ござる speech (see the module docstring).
+
+    Text without polite endings comes back unchanged; rewriting twice changes nothing more.
+    """
+    if not text:
+        return text
+    masked, spans = _mask(text)
+    pieces: list[str] = []
+    pos = 0
+    for m in _ENDING_RE.finditer(masked):
+        head = masked[pos: m.start()]
+        new_head, new_ending = _rewrite_ending(head, m.group(1))
+        pieces.append(new_head)
+        pieces.append(new_ending + _PARTICLES.get(m.group(2) or "", ""))
+        pos = m.end()
+    if not pieces:
+        return text
+    pieces.append(masked[pos:])
+    return _unmask("".join(pieces), spans)
+
+
+def _rewrite_ending(head: str, ending: str) -> tuple[str, str]:
+    """(text before the ending, rewritten ending); verb endings may change the end of ``head``."""
+    if ending in _FIXED:
+        return head, _FIXED[ending]
+    forms = _verb_forms(_stem_tail(head))
+    if forms is None:  # no recognisable verb stem before the ending: leave it as written
+        return head, ending
+    cut, dic, past, neg = forms
+    stem = head[: len(head) - cut]
+    if ending in ("ます", "ましょう"):
+        return stem, dic + "でござる"
+    if ending == "ました":
+        return stem, past + "でござる"
+    if ending == "ません":
+        return stem, neg + "ぬでござる"
+    return stem, neg + "なかったでござる"  # ませんでした
+
+
+def _stem_tail(head: str) -> str:
+    """The last word-ish run of ``head`` (at most 8 chars), where the masu-stem must end."""
+    return head[-8:]
+
+
+# -- measuring the style ---------------------------------------------------------
+
+GOZARU = "ござる"
+_GOZA_ENDING_RE = re.compile(
+    r"ござ(?:る|った|ろう|らぬ|らなんだ|ります|いました|います)(?:よな|かな|な|よ|か|ぞ|ね|わ)?"
+    rf"[\s。．.！？!?…♪☆★」』）)\]〜～ー{_EMOJI}]*$")
+
+
+def ends_in_gozaru(text: str) -> bool:
+    """Whether the text (ignoring trailing punctuation, spaces and emoji) ends in a ござ-form."""
+    return bool(_GOZA_ENDING_RE.search(text))
+
+
+@dataclasses.dataclass(frozen=True)
+class GozaruRate:
+    """Share of texts containing ござる, with a Wilson 95 % interval, and the share ending in a ござ-form."""
+    rate: float
+    low: float
+    high: float
+    n: int
+    k: int
+    ending_rate: float
+    ending_k: int
+
+    def __str__(self) -> str:
+        return (f"ござる-rate {100 * self.rate:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}] "
+                f"({self.k}/{self.n}); ending {100 * self.ending_rate:.1f}%")
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n (95 % by default); (0, 1) when n == 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def gozaru_rate(texts: Iterable[str]) -> GozaruRate:
+    """ござる-rate of ``texts``: a text counts when it contains the substring ござる anywhere
+    (so でござる, ござるよ … count; ござった / ござらぬ alone do not). ``rate`` is NaN for no texts."""
+    texts = list(texts)
+    n = len(texts)
+    k = sum(GOZARU in t for t in texts)
+    ending_k = sum(ends_in_gozaru(t) for t in texts)
+    low, high = wilson_interval(k, n)
+    nan = float("nan")
+    return GozaruRate(rate=k / n if n else nan, low=low, high=high, n=n, k=k,
+                      ending_rate=ending_k / n if n else nan, ending_k=ending_k)

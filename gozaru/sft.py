@@ -1,0 +1,243 @@
+"""Supervised fine-tuning data: prompt formats, response-only loss masks, truncation, packing and batches.
+
+Token/target convention (what ``Model.loss(tokens, targets)`` takes): a sequence of ids ``s`` becomes
+``tokens = s[:-1]`` and ``targets = s[1:]``, so ``targets[b, t]`` is the id to predict after
+``tokens[b, :t+1]``. Targets are :data:`IGNORE_INDEX` (-100) on prompt ids and on padding, so only the answer
+and its closing ``</s>`` are learned. No BOS is added (rinna's prompts are encoded without special tokens).
+Every array is C-contiguous int32 of shape ``[rows, seq_len]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .dolly import Record, as_record
+from .tokenizer import NEWLINE_PIECE, Tokenizer, to_nl
+
+IGNORE_INDEX = -100
+STYLES = ("rinna", "alpaca")
+
+_ALPACA_HEAD_INPUT = ("以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。"
+                      "要求を適切に満たす応答を書きなさい。")
+_ALPACA_HEAD = "以下は、タスクを説明する指示です。要求を適切に満たす応答を書きなさい。"
+
+
+# -- prompt formats --------------------------------------------------------------
+
+def format_prompt(record: Record | dict, style: str = "rinna") -> str:
+    """The prompt text that precedes the answer.
+
+    rinna: ``ユーザー: {instruction}<NL>{input}<NL>システム: `` (the input line is left out when empty);
+    alpaca: the alpaca-ja preamble, ``### 指示:``, ``### 入力:`` (when there is input) and ``### 回答:``.
+    A dict needs only ``instruction`` (and optionally ``input``) here.
+    """
+    r = as_record(record, require_output=False)
+    if style == "rinna":
+        parts = [f"ユーザー: {to_nl(r.instruction)}"]
+        if r.input.strip():
+            parts.append(to_nl(r.input))
+        return NEWLINE_PIECE.join(parts) + NEWLINE_PIECE + "システム: "
+    if style == "alpaca":
+        if r.input.strip():
+            return (f"{_ALPACA_HEAD_INPUT}\n\n### 指示:\n{r.instruction}\n\n### 入力:\n{r.input}\n\n"
+                    f"### 回答:\n")
+        return f"{_ALPACA_HEAD}\n\n### 指示:\n{r.instruction}\n\n### 回答:\n"
+    raise ValueError(f"unknown prompt style {style!r}; choose from {', '.join(STYLES)}")
+
+
+def format_example(record: Record | dict, style: str = "rinna") -> tuple[str, str]:
+    """(prompt, answer) texts; the full training text is ``prompt + answer`` followed by ``</s>``."""
+    r = as_record(record)
+    return format_prompt(r, style), r.output
+
+
+# -- encoded examples --------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    prompt_ids: tuple[int, ...]
+    answer_ids: tuple[int, ...]   # the answer followed by </s> (unless truncated away)
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids) + len(self.answer_ids)
+
+
+def encode_example(record: Record | dict, tokenizer: Tokenizer, style: str = "rinna") -> Example:
+    """Prompt encoded without special tokens; answer encoded and terminated by ``</s>``."""
+    prompt, answer = format_example(record, style)
+    return Example(tuple(tokenizer.encode_prompt(prompt)), tuple(tokenizer.encode_answer(answer)))
+
+
+def truncate_example(ex: Example, max_ids: int, min_prompt_tokens: int | None = None) -> Example:
+    """Fit an example into ``max_ids`` ids (``seq_len + 1``), keeping the start of the answer.
+
+    The prompt is guaranteed ``min_prompt_tokens`` ids (default ``max_ids // 2``, at least 1, or all of a shorter
+    prompt); the answer keeps as much of its start as the rest allows; the prompt then fills what is left
+    from its *end* (where the answer cue such as ``システム: `` is). So a long context is cut before a short
+    answer is, and a long answer loses its tail (and its ``</s>``).
+    """
+    if max_ids < 2:
+        raise ValueError(f"max_ids must be at least 2, got {max_ids}")
+    p, a = len(ex.prompt_ids), len(ex.answer_ids)
+    if p + a <= max_ids:
+        return ex
+    floor = max_ids // 2 if min_prompt_tokens is None else min_prompt_tokens
+    floor = min(max(floor, 1), max_ids - 1, p)
+    keep_answer = min(a, max_ids - floor)
+    keep_prompt = min(p, max_ids - keep_answer)
+    return Example(ex.prompt_ids[p - keep_prompt:], ex.answer_ids[:keep_answer])
+
+
+# -- fixed-shape arrays ------------------------------------------------------------------
+
+@dataclasses.dataclass
+class TokenArrays:
+    """``tokens`` / ``targets`` int32 ``[rows, seq_len]`` plus counts of what went in."""
+    tokens: np.ndarray
+    targets: np.ndarray
+    n_examples: int = 0
+    n_truncated: int = 0
+
+    @property
+    def n_target_tokens(self) -> int:
+        return int((self.targets != IGNORE_INDEX).sum())
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+
+def _rows_to_arrays(rows: list[tuple[list[int], list[bool]]], seq_len: int, pad_id: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of up to seq_len+1 ids with per-id 'is target' flags → (tokens, targets), right-padded."""
+    pad_id = pad_id if pad_id >= 0 else 0
+    ids = np.full((len(rows), seq_len + 1), pad_id, dtype=np.int32)
+    flags = np.zeros((len(rows), seq_len + 1), dtype=bool)
+    for i, (row_ids, row_flags) in enumerate(rows):
+        ids[i, : len(row_ids)] = row_ids
+        flags[i, : len(row_flags)] = row_flags
+    tokens = np.ascontiguousarray(ids[:, :-1])
+    targets = np.where(flags[:, 1:], ids[:, 1:], IGNORE_INDEX).astype(np.int32)
+    return tokens, np.ascontiguousarray(targets)
+
+
+def examples_to_arrays(examples: Sequence[Example], seq_len: int, pad_id: int, *, pack: bool = False,
+                       seed: int = 0, min_prompt_tokens: int | None = None) -> TokenArrays:
+    """One example per row (``pack=False``, input order), or examples packed greedily into rows in a
+    seed-shuffled order (``pack=True``: next-fit; an example never spans two rows). Targets are -100 on
+    prompts and padding; inside a packed row the attention still sees the earlier examples."""
+    max_ids = seq_len + 1
+    fitted = [truncate_example(ex, max_ids, min_prompt_tokens) for ex in examples]
+    n_truncated = sum(f is not ex for f, ex in zip(fitted, examples))
+    if pack:
+        order = list(range(len(fitted)))
+        random.Random(seed).shuffle(order)
+        fitted = [fitted[i] for i in order]
+    rows: list[tuple[list[int], list[bool]]] = []
+    for ex in fitted:
+        ids = list(ex.prompt_ids) + list(ex.answer_ids)
+        flags = [False] * len(ex.prompt_ids) + [True] * len(ex.answer_ids)
+        if pack and rows and len(rows[-1][0]) + len(ids) <= max_ids:
+            rows[-1][0].extend(ids)
+            rows[-1][1].extend(flags)
+        else:
+            rows.append((ids, flags))
+    tokens, targets = _rows_to_arrays(rows, seq_len, pad_id)
+    return TokenArrays(tokens, targets, n_examples=len(examples), n_truncated=n_truncated)
+
+
+def sft_arrays(records: Iterable[Record | dict], tokenizer: Tokenizer, seq_len: int, *, style: str = "rinna",
+               pack: bool = False, seed: int = 0, min_prompt_tokens: int | None = None) -> TokenArrays:
+    """Records → response-only SFT arrays (see the module docstring for the convention)."""
+    examples = [encode_example(r, tokenizer, style) for r in records]
+    return examples_to_arrays(examples, seq_len, tokenizer.pad_id, pack=pack, seed=seed,
+                              min_prompt_tokens=min_prompt_tokens)
+
+
+def lm_arrays(texts: Iterable[str], tokenizer: Tokenizer, seq_len: int, *, add_eos: bool = True) -> TokenArrays:
+    """Plain language-model arrays for pretraining: all texts (each followed by ``</s>``) form one stream cut
+    into rows of ``seq_len + 1`` ids that overlap by one, so every id but the first is a target exactly once."""
+    stream: list[int] = []
+    n = 0
+    for t in texts:
+        stream.extend(tokenizer.encode(t, add_eos=add_eos))
+        n += 1
+    rows = []
+    for start in range(0, max(len(stream) - 1, 0), seq_len):
+        chunk = stream[start: start + seq_len + 1]
+        rows.append((chunk, [True] * len(chunk)))
+    tokens, targets = _rows_to_arrays(rows, seq_len, tokenizer.pad_id)
+    return TokenArrays(tokens, targets, n_examples=n)
+
+
+# -- batches -----------------------------------------------------------------------------
+
+def iterate_batches(data: TokenArrays | tuple[np.ndarray, np.ndarray], batch_size: int, *, seed: int = 0,
+                    shuffle: bool = True, drop_last: bool = False, epochs: int | None = 1,
+                    pad_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(tokens, targets)`` int32 ``[batch_size, seq_len]`` C-contiguous batches.
+
+    Rows are reshuffled every epoch from ``(seed, epoch)``; ``epochs=None`` repeats forever. Without
+    ``drop_last`` the last batch of an epoch is filled up with ignored rows (tokens ``pad_id``, targets -100)
+    so every batch has the same shape.
+    """
+    tokens, targets = (data.tokens, data.targets) if isinstance(data, TokenArrays) else data
+    n, seq_len = tokens.shape
+    if n == 0:
+        return
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        order = np.arange(n)
+        if shuffle:
+            np.random.default_rng([seed, epoch]).shuffle(order)
+        for start in range(0, n, batch_size):
+            idx = order[start: start + batch_size]
+            if len(idx) < batch_size:
+                if drop_last:
+                    break
+                fill = batch_size - len(idx)
+                tok = np.concatenate([tokens[idx], np.full((fill, seq_len), pad_id, np.int32)])
+                tgt = np.concatenate([targets[idx], np.full((fill, seq_len), IGNORE_INDEX, np.int32)])
+            else:
+                tok, tgt = tokens[idx], targets[idx]
+            yield np.ascontiguousarray(tok, dtype=np.int32), np.ascontiguousarray(tgt, dtype=np.int32)
+        epoch += 1
+
+
+def num_batches(n_rows: int, batch_size: int, drop_last: bool = False) -> int:
+    return n_rows // batch_size if drop_last else -(-n_rows // batch_size)
+
+
+# -- generation inputs ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class GenerationSet:
+    """Prompt ids for ``Model.generate`` and the reference answers, aligned with ``records``."""
+    prompts: list[list[int]]
+    references: list[str]
+    records: list[Record]
+    style: str = "rinna"
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def generation_set(records: Iterable[Record | dict], tokenizer: Tokenizer, *, style: str = "rinna",
+                   max_prompt_tokens: int | None = None) -> GenerationSet:
+    """Prompts (encoded without special tokens, ending with the answer cue) and reference answers.
+
+    ``max_prompt_tokens`` keeps only the end of longer prompts, like :func:`truncate_example` does.
+    Decode the generated ids with ``tokenizer.decode_answer`` and measure with ``gozaru_rate``.
+    """
+    recs = [as_record(r, require_output=False) for r in records]
+    prompts = []
+    for r in recs:
+        ids = tokenizer.encode_prompt(format_prompt(r, style))
+        if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+            ids = ids[len(ids) - max_prompt_tokens:]
+        prompts.append(ids)
+    return GenerationSet(prompts, [r.output for r in recs], recs, style)
