@@ -21,6 +21,8 @@ static gz_backend make_cuda_backend(void) {
     b.rotary_split_backward = gz_cuda_rotary_split_backward;
     b.attention_forward = gz_cuda_attention_forward;
     b.attention_backward = gz_cuda_attention_backward;
+    b.kv_append = gz_cuda_kv_append;
+    b.attention_cached = gz_cuda_attention_cached;
     b.gelu_forward = gz_cuda_gelu_forward;
     b.gelu_backward = gz_cuda_gelu_backward;
     b.add = gz_cuda_add;
@@ -31,6 +33,10 @@ static gz_backend make_cuda_backend(void) {
     b.adamw_update = gz_cuda_adamw_update;
     return b;
 }
+
+/* Every entry of backend.h is filled above: when the interface grows, this fails to compile until the
+ * new operation is implemented here too (count = name + operations). */
+static_assert(sizeof(gz_backend) == 28 * sizeof(void *), "backend.h changed: implement the new entries in csrc/cuda");
 
 static const gz_backend CUDA_BACKEND = make_cuda_backend();
 

@@ -53,6 +53,13 @@ gz_status gz_cuda_attention_backward(float *dq, float *dk, float *dv, float *scr
                                      const float *att, const float *q, const float *k, const float *v, int B, int T,
                                      int NH, int HS);
 
+/* attention_cached.cu */
+gz_status gz_cuda_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
+                            const int32_t *pos, int N, int NH, int HS, int S);
+gz_status gz_cuda_attention_cached(float *out, float *scratch, const float *q, const float *kcache,
+                                   const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS,
+                                   int S);
+
 /* elementwise.cu */
 gz_status gz_cuda_gelu_forward(float *out, const float *inp, int64_t n);
 gz_status gz_cuda_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);

@@ -104,7 +104,7 @@ gz_status gz_cuda_gemm(bool trans_a, bool trans_b, int m, int n, int k, float al
                        int64_t stride_a, int64_t a_count, const float *B, int ldb, int64_t stride_b, int64_t b_count,
                        float beta, float *C, int ldc, int64_t stride_c, int batch, bool allow_bf16) {
     if (m <= 0 || n <= 0 || batch <= 0) return GZ_OK;
-    cublasHandle_t h;
+    cublasHandle_t h = NULL;
     GZ_TRY(get_handle(&h));
     gz_gemm_mode mode = gemm_mode();
     cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;

@@ -1,0 +1,322 @@
+"""The CUDA backend against the CPU backend and transformers, on a GPU.
+
+Runs only where ``gozaru._core.backend_available("cuda")``: a build with GOZARU_CUDA=1 on a machine
+with a CUDA device (benchmarks/gpu_check.sh does both). Elsewhere every GPU test is skipped with that
+reason, and the one CPU-only test checks that asking for the CUDA backend fails clearly.
+
+Tolerances, as relative errors max|a - b| / max|b| (see docs/cuda.md for why):
+  GOZARU_CUDA_GEMM=fp32   only summation order differs from the CPU: logits 1e-4, loss 1e-5 (relative),
+                          gradients and trained weights 1e-3.
+  tf32                    10-bit mantissa products: logits 1e-2, loss 2e-3, gradients 3e-2.
+  bf16 (the default)      8-bit mantissa operands: logits 3e-2, loss 5e-3, gradients 8e-2, and every
+                          gradient's cosine similarity with the CPU's above 0.995.
+After 10 AdamW steps the weights agree to 1e-3 (fp32), 3e-2 (tf32), 1e-1 (bf16): Adam divides by
+sqrt(v), so a gradient error on a near-zero gradient becomes a relative error of the update itself.
+"""
+import glob
+import os
+import shutil
+import site
+import subprocess
+
+import numpy as np
+import pytest
+
+import gozaru as gz
+from gozaru import _core
+
+CUDA = _core.backend_available("cuda")
+_skip = pytest.mark.skipif(
+    not CUDA, reason="no CUDA backend here: needs a GOZARU_CUDA=1 build and a GPU (run benchmarks/gpu_check.sh)")
+
+
+def needs_cuda(test):
+    return pytest.mark.gpu(_skip(test))
+
+
+# mode -> (logits, loss, gradients / weights)
+TOL = {"fp32": (1e-4, 1e-5, 1e-3), "tf32": (1e-2, 2e-3, 3e-2), "bf16": (3e-2, 5e-3, 8e-2)}
+WEIGHT_TOL = {"fp32": 1e-3, "tf32": 3e-2, "bf16": 1e-1}
+UPDATE_COSINE = {"fp32": 0.9999, "tf32": 0.999, "bf16": 0.98}
+MODES = ("fp32", "tf32", "bf16")
+
+# (name, config overrides, batch, seq): both residual modes, partial rotary, head sizes that are not
+# multiples of 32, and one sequence long enough that every warp loop runs several times.
+CONFIGS = [
+    ("sequential_full_rotary", dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=48, rotary_pct=1.0, use_parallel_residual=False), 3, 11),
+    ("parallel_quarter_rotary", dict(vocab_size=101, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
+                                     intermediate_size=80, rotary_pct=0.25, use_parallel_residual=True), 2, 13),
+    ("long_sequence", dict(vocab_size=300, hidden_size=72, num_hidden_layers=2, num_attention_heads=3,
+                           intermediate_size=160, rotary_pct=0.5, use_parallel_residual=False), 2, 200),
+]
+
+
+@pytest.fixture
+def gemm_mode(monkeypatch, request):
+    """Sets GOZARU_CUDA_GEMM (read by the backend at every GEMM) for one test."""
+    mode = getattr(request, "param", "bf16")
+    monkeypatch.setenv("GOZARU_CUDA_GEMM", mode)
+    return mode
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    return float(a @ b / max(na * nb, 1e-300))
+
+
+def make_pair(overrides, seed=0, init_std=None):
+    """A CPU model with non-trivial LayerNorm/bias values and a CUDA model holding the same weights."""
+    cfg = gz.GPTNeoXConfig(max_position_embeddings=256, **overrides)
+    if init_std is not None:
+        cfg = cfg.replace(initializer_range=init_std)
+    cpu = gz.Model(cfg, seed=seed, backend="cpu")
+    rng = np.random.default_rng(seed + 100)
+    for n in cpu.names:
+        p = cpu.params[n]
+        if p.ndim == 1:
+            p += 0.1 * rng.standard_normal(p.shape).astype(np.float32)
+    cpu.params_changed()
+    cuda = gz.Model(cfg, seed=None, backend="cuda")
+    cuda.load_state_dict(cpu.state_dict())
+    return cfg, cpu, cuda
+
+
+def batch(cfg, B, T, seed=1):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
+    targets = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
+    targets[rng.random((B, T)) < 0.3] = -100  # response-only style masking
+    return tokens, targets
+
+
+def check_grad(name, got, ref, tol, mode):
+    assert rel_err(got, ref) < tol, f"{name}: relative error {rel_err(got, ref):.2e} >= {tol:.0e} ({mode})"
+    if mode == "bf16":
+        assert cosine(got, ref) > 0.995, f"{name}: cosine {cosine(got, ref):.4f} ({mode})"
+
+
+# --------------------------------------------------------------------------- CPU-only builds
+@pytest.mark.skipif(CUDA, reason="the CUDA backend is available here")
+def test_cuda_backend_request_fails_clearly_without_it():
+    with pytest.raises((RuntimeError, ValueError), match="(?i)cuda"):
+        gz.Model(gz.preset("tiny"), seed=0, backend="cuda")
+
+
+def cublas_include_dir():
+    """cublas_v2.h from the CUDA toolkit, or from the nvidia-cublas wheel (the toolkit may lack cuBLAS)."""
+    nvcc = shutil.which("nvcc")
+    homes = [os.environ.get("CUDA_HOME"), "/usr/local/cuda"]
+    if nvcc:
+        homes.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    wheels = [os.path.dirname(d) for r in site.getsitepackages() for d in glob.glob(os.path.join(r, "nvidia", "*",
+                                                                                                "include"))]
+    for d in [os.path.join(h, "include") for h in homes if h] + [os.path.join(w, "include") for w in wheels]:
+        if os.path.isfile(os.path.join(d, "cublas_v2.h")):
+            return d
+    return None
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on this machine")
+def test_cuda_sources_compile_with_nvcc(tmp_path):
+    """Every csrc/cuda/*.cu compiles for sm_90 with setup.py's nvcc flags (host code at -O1, for speed)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    inc = cublas_include_dir()
+    skipped = []
+    for src in sorted(glob.glob(os.path.join(root, "csrc", "cuda", "*.cu"))):
+        with open(src) as f:
+            if "cublas" in f.read() and inc is None:
+                skipped.append(os.path.basename(src))
+                continue
+        cmd = ["nvcc", "-c", src, "-o", str(tmp_path / (os.path.basename(src) + ".o")), "-O1", "-std=c++17",
+               "-Xcompiler", "-fPIC", "-gencode=arch=compute_90,code=sm_90", "-I" + os.path.join(root, "csrc"),
+               "-DGOZARU_WITH_CUDA=1", "--expt-relaxed-constexpr"] + (["-I" + inc] if inc else [])
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, f"{os.path.basename(src)}:\n{r.stderr[-3000:]}"
+    if skipped:
+        pytest.skip(f"compiled all but {', '.join(skipped)}: no cuBLAS headers (toolkit or nvidia-cublas wheel)")
+
+
+# --------------------------------------------------------------------------- CUDA vs CPU
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", MODES, indirect=True)
+@pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_forward_loss_and_every_gradient_match_cpu(gemm_mode, name, overrides, B, T):
+    tol_logits, tol_loss, tol_grad = TOL[gemm_mode]
+    cfg, cpu, cuda = make_pair(overrides)
+    tokens, targets = batch(cfg, B, T)
+    assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < tol_logits
+    for m in (cpu, cuda):
+        m.train_all()
+        m.zero_grad()
+    loss_cpu, n_cpu, _ = cpu.forward(tokens, targets)
+    loss_cuda, n_cuda, _ = cuda.forward(tokens, targets)
+    assert n_cuda == n_cpu
+    assert abs(loss_cuda - loss_cpu) <= tol_loss * abs(loss_cpu)
+    cpu.backward()
+    cuda.backward()
+    for n in cpu.names:
+        check_grad(n, cuda.grad(n), cpu.grad(n), tol_grad, gemm_mode)
+
+
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", ["bf16"], indirect=True)
+def test_cuda_results_are_deterministic(gemm_mode):
+    """Same inputs, same bits: no atomics in any reduction, fixed cuBLAS configuration."""
+    cfg, _, cuda = make_pair(CONFIGS[2][1])
+    tokens, targets = batch(cfg, 2, 64)
+    cuda.train_all()
+    runs = []
+    for _ in range(2):
+        cuda.zero_grad()
+        loss, _, _ = cuda.forward(tokens, targets)
+        cuda.backward()
+        runs.append((loss, {n: cuda.grad(n) for n in cuda.names}))
+    assert runs[0][0] == runs[1][0]
+    for n in cuda.names:
+        np.testing.assert_array_equal(runs[0][1][n], runs[1][1][n], err_msg=n)
+
+
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", ["fp32"], indirect=True)
+def test_gradient_accumulation_on_cuda_equals_one_big_batch(gemm_mode):
+    cfg, _, cuda = make_pair(CONFIGS[0][1])
+    tokens, targets = batch(cfg, 4, 10)
+    cuda.train_all()
+    cuda.zero_grad()
+    cuda.loss(tokens, targets)
+    cuda.backward()
+    full = {n: cuda.grad(n) for n in cuda.names}
+    cuda.zero_grad()
+    counts = [(targets[i:i + 2] != -100).sum() for i in (0, 2)]
+    for i, c in zip((0, 2), counts):
+        cuda.loss(tokens[i:i + 2], targets[i:i + 2])
+        cuda.backward(scale=c / sum(counts))
+    for n in cuda.names:
+        assert rel_err(cuda.grad(n), full[n]) < 1e-5, n
+
+
+def masked_selection(cfg):
+    """The last layer's attention + MLP weights and the head: layer 0 and the embedding stay frozen."""
+    last = f"gpt_neox.layers.{cfg.num_hidden_layers - 1}."
+    return [n for n in cfg.tensor_shapes() if n.startswith(last) and "layernorm" not in n] + ["embed_out.weight"]
+
+
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", MODES, indirect=True)
+def test_ten_masked_adamw_steps_match_cpu(gemm_mode):
+    tol = TOL[gemm_mode][2]
+    cfg, cpu, cuda = make_pair(CONFIGS[1][1])
+    before = cpu.state_dict()
+    chosen = masked_selection(cfg)
+    opts = []
+    for m in (cpu, cuda):
+        m.train_only(chosen)
+        # eps 1e-3 keeps the update a smooth function of the gradient: with 1e-8 a gradient element
+        # near zero whose sign differs between backends would flip a whole lr-sized step
+        opts.append(gz.AdamW(m, lr=1e-3, eps=1e-3, weight_decay=0.1))
+    norms = {"cpu": [], "cuda": []}
+    for step in range(10):
+        tokens, targets = batch(cfg, 2, 13, seed=10 + step)
+        for key, m, opt in (("cpu", cpu, opts[0]), ("cuda", cuda, opts[1])):
+            m.zero_grad()
+            m.loss(tokens, targets)
+            m.backward()
+            norms[key].append(opt.step(max_grad_norm=0.5))
+    np.testing.assert_allclose(norms["cuda"], norms["cpu"], rtol=tol)
+    after_cpu, after_cuda = cpu.state_dict(), cuda.state_dict()
+    for n in cpu.names:
+        if n in chosen:
+            assert rel_err(after_cuda[n], after_cpu[n]) < WEIGHT_TOL[gemm_mode], n
+            assert cosine(after_cuda[n] - before[n], after_cpu[n] - before[n]) > UPDATE_COSINE[gemm_mode], n
+        else:  # frozen tensors: untouched, bit for bit
+            np.testing.assert_array_equal(after_cuda[n], before[n], err_msg=n)
+    for n in chosen:
+        m_cpu, _, s_cpu = opts[0].state(n)
+        m_cuda, _, s_cuda = opts[1].state(n)
+        assert s_cuda == s_cpu == 10
+        assert rel_err(m_cuda, m_cpu) < 2 * tol, n
+
+
+# --------------------------------------------------------------------------- vs transformers on the GPU
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", ["fp32", "bf16"], indirect=True)
+def test_matches_transformers_on_the_gpu(gemm_mode):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    tol_logits, tol_loss, tol_grad = TOL[gemm_mode]
+    cfg, _, cuda = make_pair(CONFIGS[1][1])
+    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
+    hf_cfg._attn_implementation = "eager"
+    torch.backends.cuda.matmul.allow_tf32 = False  # the reference stays fp32
+    hf = transformers.GPTNeoXForCausalLM(hf_cfg).float().cuda().eval()
+    named = dict(hf.named_parameters())
+    if "lm_head.weight" in named:  # transformers 5 names embed_out lm_head
+        named["embed_out.weight"] = named.pop("lm_head.weight")
+    state = cuda.state_dict()
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(torch.from_numpy(state[n]))
+    tokens, targets = batch(cfg, 3, 13)
+    tok_t = torch.from_numpy(tokens.astype(np.int64)).cuda()
+    logits = hf(tok_t).logits
+    loss_ref = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                 torch.from_numpy(targets.astype(np.int64)).cuda().reshape(-1),
+                                                 ignore_index=-100)
+    loss_ref.backward()
+    assert rel_err(cuda.logits(tokens), logits.detach().cpu().numpy()) < tol_logits
+    cuda.train_all()
+    cuda.zero_grad()
+    loss = cuda.loss(tokens, targets)
+    assert abs(loss - loss_ref.item()) <= tol_loss * abs(loss_ref.item())
+    cuda.backward()
+    for n in cuda.names:
+        check_grad(n, cuda.grad(n), named[n].grad.cpu().numpy(), tol_grad, gemm_mode)
+
+
+# --------------------------------------------------------------------------- generation
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", ["fp32"], indirect=True)
+def test_greedy_generation_matches_cpu(gemm_mode):
+    """Same greedy tokens as the CPU backend. A larger init spreads the logits, so a near tie (where
+    summation order may legitimately pick the other token) is rare; any difference must be one."""
+    overrides = dict(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, rotary_pct=0.5, use_parallel_residual=False)
+    cfg, cpu, cuda = make_pair(overrides, init_std=0.2)
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(0, cfg.vocab_size, size=n).tolist() for n in (1, 5, 12)]
+    out_cpu = cpu.generate(prompts, max_new_tokens=16, eos_token_id=-1)
+    out_cuda = cuda.generate(prompts, max_new_tokens=16, eos_token_id=-1)
+    for p, a, b in zip(prompts, out_cpu, out_cuda):
+        if a == b:
+            continue
+        i = next(j for j in range(len(a)) if a[j] != b[j])
+        lg = cpu.logits(np.array([p + a[:i]], dtype=np.int32))[0, -1]
+        top2 = np.sort(lg)[-2:]
+        assert top2[1] - top2[0] < 1e-4, f"CUDA picked {b[i]}, CPU {a[i]} at step {i} with a margin {top2[1]-top2[0]}"
+
+
+@needs_cuda
+def test_gemm_mode_env_is_read():
+    """An unknown GOZARU_CUDA_GEMM falls back to bf16 rather than failing mid-training."""
+    cfg, cpu, cuda = make_pair(CONFIGS[0][1])
+    tokens, _ = batch(cfg, 1, 5)
+    old = os.environ.get("GOZARU_CUDA_GEMM")
+    os.environ["GOZARU_CUDA_GEMM"] = "no-such-mode"
+    try:
+        assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < TOL["bf16"][0]
+    finally:
+        if old is None:
+            os.environ.pop("GOZARU_CUDA_GEMM", None)
+        else:
+            os.environ["GOZARU_CUDA_GEMM"] = old
