@@ -29,6 +29,12 @@ gz_status gz_config_validate(const gz_config *c) {
         return gz_fail(GZ_ERR_VALUE, "config.rotary_emb_base = %g must be positive", c->rotary_emb_base);
     if (!(c->layer_norm_eps > 0.0f) || !isfinite(c->layer_norm_eps))
         return gz_fail(GZ_ERR_VALUE, "config.layer_norm_eps = %g must be positive", c->layer_norm_eps);
+    {
+        int hs = c->hidden_size / c->num_attention_heads, rot = (int)(hs * c->rotary_pct);
+        if (rot % 2 && rot + 1 > hs)
+            return gz_fail(GZ_ERR_VALUE, "config: head size %d with rotary_pct = %g gives an odd rotary dimension %d "
+                                         "that cannot be rounded up within the head", hs, c->rotary_pct, rot);
+    }
     if (c->tie_word_embeddings)
         return gz_fail(GZ_ERR_VALUE, "config.tie_word_embeddings is not supported: GPT-NeoX keeps embed_out separate");
     return GZ_OK;
@@ -104,7 +110,7 @@ static gz_status build_rotary_tables(gz_model *m) {
     }
     /* float32 arithmetic in the same order as HF's GPTNeoXRotaryEmbedding */
     for (int i = 0; i < half; i++) {
-        float inv_freq = 1.0f / powf(m->cfg.rotary_emb_base, (float)(2 * i) / (float)m->rot);
+        float inv_freq = 1.0f / powf(m->cfg.rotary_emb_base, (float)(2 * i) / (float)m->rot_freq_dim);
         for (int p = 0; p < P; p++) {
             float f = (float)p * inv_freq;
             c[(size_t)p * half + i] = cosf(f);
@@ -142,8 +148,10 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
     m->HS = m->C / m->NH;
     m->I = cfg->intermediate_size;
     m->V = cfg->vocab_size;
-    m->rot = (int)(m->HS * cfg->rotary_pct);
-    m->rot -= m->rot % 2; /* rotate-half needs an even count */
+    /* HF: rotary_ndims = int(head_size * rotary_pct); an odd count d rotates d + 1 dims with
+     * frequencies base^(-2i/d) (its cos/sin tables have 2 * ceil(d/2) columns). */
+    m->rot_freq_dim = (int)(m->HS * cfg->rotary_pct);
+    m->rot = m->rot_freq_dim + (m->rot_freq_dim % 2);
 
     gz_status st;
     int n = build_specs(cfg, NULL, NULL);

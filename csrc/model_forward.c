@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "model_internal.h"
 
 #define RELEASE(ptr)                          \
@@ -68,7 +69,34 @@ static gz_status alloc_layer_acts(gz_model *m, gz_layer_acts *a) {
 }
 
 /* Makes room for B*T tokens; layers >= stop_layer get their own saved activations. */
+/* Rough activation footprint in bytes, so an impossible batch is a MemoryError up front rather than
+ * a process killed by the kernel's OOM killer after overcommitted allocations. */
+static double activation_bytes(const gz_model *m, int64_t N, int64_t att, int stop_layer, int with_backward) {
+    double C = m->C, I = m->I, kept = m->L - stop_layer + (stop_layer > 0);
+    double per_layer = N * (7 * C + 2 * I + 4) + att;
+    double shared = N * (C * (m->L + 1) + 6 * C + m->V + 6);
+    double back = with_backward ? N * (10 * C + 2 * I) + att : 0;
+    return 4.0 * (kept * per_layer + shared + back);
+}
+
+static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_layer, int with_backward);
+
 static gz_status ensure_activations(gz_model *m, int B, int T, int stop_layer, int with_backward) {
+    int64_t N = (int64_t)B * T, att = (int64_t)B * m->NH * T * T;
+    if (m->kind == GZ_BACKEND_CPU) {
+        double need = activation_bytes(m, N, att, stop_layer, with_backward);
+        double phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+        if (phys > 0 && need > phys)
+            return gz_fail(GZ_ERR_NOMEM, "batch B = %d, T = %d needs about %.1f GiB of activations, more than the "
+                                         "%.1f GiB of memory of this machine", B, T, need / 1073741824.0,
+                           phys / 1073741824.0);
+    }
+    gz_status st = ensure_activations_inner(m, B, T, stop_layer, with_backward);
+    if (st != GZ_OK) gz_model_free_activations(m); /* no half-sized buffers left behind: the next call starts clean */
+    return st;
+}
+
+static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_layer, int with_backward) {
     int64_t N = (int64_t)B * T, att = (int64_t)B * m->NH * T * T;
     if (N > m->cap_N || att > m->cap_att) {
         gz_model_free_activations(m);

@@ -31,7 +31,9 @@ struct gz_model {
     gz_config cfg;
     gz_backend_kind kind;
     const gz_backend *be;
-    int L, C, NH, HS, I, V, rot;
+    int L, C, NH, HS, I, V;
+    int rot;          /* dims rotated per head (even) */
+    int rot_freq_dim; /* HF's rotary_ndims: the frequency denominator (odd values round rot up) */
 
     int ntensors;
     gz_tensor_info *tensors; /* names owned by name_storage */

@@ -20,6 +20,9 @@ CONFIGS = [
     ("parallel_full_rotary", dict(vocab_size=64, hidden_size=24, num_hidden_layers=4, num_attention_heads=2,
                                   intermediate_size=96, rotary_pct=1.0, use_parallel_residual=True,
                                   layer_norm_eps=1e-6), 2, 16),
+    # head size 6 x 0.5 = 3 rotary dims: HF rotates 4 dims with frequencies base^(-2i/3)
+    ("odd_rotary_dims", dict(vocab_size=59, hidden_size=48, num_hidden_layers=2, num_attention_heads=8,
+                             intermediate_size=40, rotary_pct=0.5, use_parallel_residual=False), 2, 7),
 ]
 
 # Relative tolerances reached in fp32 (max |a-b| / max |b|), documented in the README.

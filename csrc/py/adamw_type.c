@@ -38,9 +38,10 @@ static PyObject *adamw_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     gz_status s = gz_adamw_create(model->model, &cfg, &self->opt);
     gzpy_model_end(model);
     if (s != GZ_OK) {
+        gzpy_raise_status(s); /* before anything else can touch the core's message */
         self->opt = NULL;
         Py_DECREF(self);
-        return gzpy_raise_status(s);
+        return NULL;
     }
     return (PyObject *)self;
 }

@@ -1,0 +1,50 @@
+"""gozaru — a fine-tuning lab for GPT-NeoX language models with a C engine.
+
+    import gozaru as gz
+    m = gz.Model(gz.preset("tiny"), seed=0)
+    m.train_only(m.names); opt = gz.AdamW(m, lr=1e-3)
+    loss = m.loss(tokens, targets); m.backward(); opt.step()
+
+Submodules (``gozaru.data``, ``gozaru.train``, ``gozaru.hf``, ...) are imported on demand.
+The names that need the compiled core (Model, AdamW, load, ...) are resolved on first use, so the
+pure-Python parts (config, tokenizer, data) import even before ``gozaru._core`` is built.
+"""
+from __future__ import annotations
+
+from .config import GPTNeoXConfig, preset
+
+__version__ = "0.1.0"
+
+__all__ = ["GPTNeoXConfig", "preset", "Model", "AdamW", "load", "set_num_threads", "get_num_threads",
+           "CheckpointError", "__version__"]
+
+# name -> (module, attribute)
+_LAZY = {
+    "Model": (".model", "Model"),
+    "load": (".model", "load"),
+    "AdamW": (".optim", "AdamW"),
+    "set_num_threads": ("._core", "set_num_threads"),
+    "get_num_threads": ("._core", "get_num_threads"),
+    "CheckpointError": ("._core", "CheckpointError"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gozaru' has no attribute {name!r}")
+    import importlib
+    module_name, attr = _LAZY[name]
+    try:
+        module = importlib.import_module(module_name, __name__)
+    except ImportError as e:
+        if "_core" not in str(e):
+            raise
+        raise ImportError(f"gozaru.{name} needs the compiled core gozaru._core, which did not import ({e}); "
+                          "build it with `pip install -e .` (or `python setup.py build_ext --inplace`)") from e
+    value = getattr(module, attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,359 @@
+"""``gozaru.Model``: a GPT-NeoX model in the C core, seen from Python.
+
+Parameters are NumPy views into the core's buffer (zero copy, writable), named as in HF's state dict.
+Token arrays of any integer dtype are accepted and converted to int32 here, after a range check, so a
+large int64 id can never wrap around into a valid one; ``gozaru._core`` itself takes only int32.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import _core
+from .config import GPTNeoXConfig
+
+IGNORE_INDEX = -100
+
+
+# --------------------------------------------------------------------------- token arrays
+def as_token_array(x: Any, name: str, vocab_size: int, *, allow_ignore: bool = False) -> np.ndarray:
+    """A C-contiguous int32 [B, T] copy-or-view of integer ids, every id in [0, vocab_size) (or -100)."""
+    a = np.asarray(x)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        if a.size == 0 and a.dtype == np.float64:  # np.asarray([]) — report the emptiness, not the dtype
+            raise ValueError(f"{name} is empty (shape {a.shape}): a zero-size batch cannot be processed")
+        raise TypeError(f"{name} must hold integer token ids, got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [B, T], got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape}): a zero-size batch cannot be processed")
+    bad = (a < 0) | (a >= vocab_size)
+    if allow_ignore:
+        bad &= a != IGNORE_INDEX
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        extra = " (and is not the ignore index -100)" if allow_ignore else ""
+        raise ValueError(f"{name}[{pos[0]}, {pos[1]}] = {int(a[pos])} is outside the vocabulary "
+                         f"[0, {vocab_size}){extra}")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def next_token_targets(tokens: np.ndarray) -> np.ndarray:
+    """Targets for plain language modelling: each position predicts the next token; the last predicts nothing."""
+    targets = np.full_like(tokens, IGNORE_INDEX)
+    targets[:, :-1] = tokens[:, 1:]
+    return targets
+
+
+def _as_bytes(value: Any, name: str) -> bytes:
+    """rng / extra payloads: None, bytes-like, str, or a JSON-serialisable object (dict, list...)."""
+    if value is None:
+        return b""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    try:
+        return json.dumps(value, sort_keys=True).encode()
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be bytes, str or JSON-serialisable, got {type(value).__name__}: {e}") from None
+
+
+def _names_list(names: str | Iterable[str]) -> list[str]:
+    if isinstance(names, str):
+        return [names]
+    names = list(names)
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"tensor names must be str, got {type(n).__name__}")
+    return names
+
+
+# --------------------------------------------------------------------------- params mapping
+class ParamViews(Mapping):
+    """Read-only mapping name -> writable zero-copy float32 view of that tensor.
+
+    Views are made once and cached; each keeps the model's parameter buffer alive. After writing into
+    them on a device backend call ``Model.params_changed()`` (a no-op on the CPU)."""
+
+    def __init__(self, core: _core.Model):
+        self._core = core
+        self._names = core.names
+        self._views: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        v = self._views.get(name)
+        if v is None:
+            if name not in self._names:
+                raise KeyError(name)
+            v = self._views[name] = self._core.param(name)
+        return v
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __repr__(self) -> str:
+        return f"<ParamViews of {len(self)} tensors>"
+
+
+# --------------------------------------------------------------------------- the model
+class Model:
+    """A GPT-NeoX causal LM (HF ``GPTNeoXForCausalLM`` math and names) in the gozaru C core.
+
+    ``seed`` (an int) gives HF-style random init with std ``config.initializer_range``; ``seed=None``
+    leaves every parameter zero (for loading). A new model has every tensor frozen: choose what to train
+    with ``train_only`` / ``set_trainable`` / ``train_all`` (frozen tensors cost no gradient memory)."""
+
+    def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str = "cpu"):
+        if not isinstance(config, GPTNeoXConfig):
+            raise TypeError(f"config must be a gozaru.GPTNeoXConfig, got {type(config).__name__}")
+        self._config = config
+        self._core = _core.Model(config.core_dict(), backend=backend, seed=seed,
+                                 init_std=config.initializer_range)
+        self._params = ParamViews(self._core)
+
+    # -- description -------------------------------------------------------------
+    @property
+    def config(self) -> GPTNeoXConfig:
+        return self._config
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """HF tensor names in the core's order."""
+        return self._core.names
+
+    @property
+    def num_params(self) -> int:
+        return self._core.num_params
+
+    @property
+    def backend(self) -> str:
+        return self._core.backend
+
+    @property
+    def params(self) -> Mapping[str, np.ndarray]:
+        return self._params
+
+    @property
+    def core(self) -> _core.Model:
+        """The underlying ``gozaru._core.Model``."""
+        return self._core
+
+    def tensor_info(self, name: str) -> dict:
+        return self._core.tensor_info(name)
+
+    def num_trainable(self) -> int:
+        return sum(self._core.tensor_info(n)["numel"] for n in self.trainable_names())
+
+    def __repr__(self) -> str:
+        c = self._config
+        return (f"gozaru.Model({c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, "
+                f"intermediate {c.intermediate_size}, vocab {c.vocab_size}; {self.num_params:,} params, "
+                f"{self.num_trainable():,} trainable; backend={self.backend})")
+
+    # -- trainable flags ---------------------------------------------------------
+    def _check_names(self, names: list[str]) -> None:
+        unknown = [n for n in names if n not in self._params]
+        if unknown:
+            raise ValueError(f"unknown tensor name(s): {', '.join(map(repr, unknown[:5]))}"
+                             f"{' ...' if len(unknown) > 5 else ''} (see Model.names)")
+
+    def set_trainable(self, names: str | Iterable[str], flag: bool = True) -> None:
+        """Marks the named tensors trainable (True) or frozen (False); all names are checked first."""
+        names = _names_list(names)
+        self._check_names(names)
+        for n in names:
+            self._core.set_trainable(n, bool(flag))
+
+    def train_only(self, names: str | Iterable[str]) -> None:
+        """Exactly these tensors trainable, every other frozen."""
+        names = _names_list(names)
+        self._check_names(names)
+        keep = set(names)
+        for n in self.names:  # freeze first, so peak gradient memory never holds both sets
+            if n not in keep:
+                self._core.set_trainable(n, False)
+        for n in names:
+            self._core.set_trainable(n, True)
+
+    def train_all(self) -> None:
+        self.set_trainable(self.names, True)
+
+    def freeze_all(self) -> None:
+        self.set_trainable(self.names, False)
+
+    def trainable_names(self) -> list[str]:
+        return [n for n in self.names if self._core.is_trainable(n)]
+
+    def is_trainable(self, name: str) -> bool:
+        return self._core.is_trainable(name)
+
+    # -- forward / backward ------------------------------------------------------
+    def _tokens(self, tokens: Any) -> np.ndarray:
+        return as_token_array(tokens, "tokens", self._config.vocab_size)
+
+    def forward(self, tokens: Any, targets: Any = None, return_logits: bool = False):
+        """(loss or None, number of counted targets, logits [B, T, V] or None); keeps activations for backward
+        when targets are given."""
+        tok = self._tokens(tokens)
+        tgt = None
+        if targets is not None:
+            tgt = as_token_array(targets, "targets", self._config.vocab_size, allow_ignore=True)
+            if tgt.shape != tok.shape:
+                raise ValueError(f"targets must have the shape of tokens {tok.shape}, got {tgt.shape}")
+        return self._core.forward(tok, tgt, return_logits)
+
+    def loss(self, tokens: Any, targets: Any = None) -> float:
+        """Mean cross-entropy over targets != -100 (NaN when none count); keeps activations for ``backward``.
+        targets=None means next-token prediction on ``tokens`` itself."""
+        tok = self._tokens(tokens)
+        if targets is None:
+            targets = next_token_targets(tok)
+        return self.forward(tok, targets)[0]
+
+    def logits(self, tokens: Any) -> np.ndarray:
+        """Logits [B, T, vocab_size] (float32)."""
+        return self.forward(tokens, None, True)[2]
+
+    def backward(self, scale: float = 1.0) -> None:
+        """Accumulates d(scale * loss)/d(param) into the gradients of trainable tensors."""
+        self._core.backward(scale)
+
+    def zero_grad(self) -> None:
+        self._core.zero_grad()
+
+    def grad(self, name: str) -> np.ndarray:
+        """A copy of a trainable tensor's gradient (ValueError for a frozen one)."""
+        return self._core.grad(name)
+
+    def grad_norms(self) -> dict[str, float]:
+        """L2 norm of each tensor's gradient (NaN for frozen tensors)."""
+        return {n: float(v) for n, v in zip(self.names, self._core.grad_norms())}
+
+    # -- generation --------------------------------------------------------------
+    def generate(self, prompts: Iterable[Iterable[int]], max_new_tokens: int = 64, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                 eos_token_id: int | None = None) -> list[list[int]]:
+        """New tokens for each prompt (a list of token ids), EOS included when hit. Greedy when
+        temperature <= 0; Ctrl-C stops it with KeyboardInterrupt. eos_token_id=None uses the config's;
+        a negative one never stops early."""
+        rows = [np.asarray(p) for p in prompts]
+        if not rows:
+            raise ValueError("prompts is empty: a zero-size batch cannot be processed")
+        for i, r in enumerate(rows):
+            if r.ndim != 1 or r.size == 0:
+                raise ValueError(f"prompts[{i}] must be a non-empty list of token ids, got shape {r.shape}")
+            # each row checked on its own: padding is never read, so it needs no valid id
+            rows[i] = as_token_array(r[None, :], f"prompts[{i}]", self._config.vocab_size)[0]
+        padded = np.zeros((len(rows), max(len(r) for r in rows)), dtype=np.int32)
+        for i, r in enumerate(rows):
+            padded[i, :len(r)] = r
+        lens = np.array([len(r) for r in rows], dtype=np.int32)
+        if eos_token_id is None:  # the config's, unless this (small) vocabulary has no such id
+            eos_token_id = self._config.eos_token_id if self._config.eos_token_id < self._config.vocab_size else -1
+        out, out_lens = self._core.generate(padded, lens, max_new_tokens, temperature=max(temperature, 0.0),
+                                            top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id)
+        return [out[i, :out_lens[i]].tolist() for i in range(len(rows))]
+
+    # -- copies ------------------------------------------------------------------
+    def clone(self) -> "Model":
+        """Same config and backend, copied parameters and trainable flags (no gradients)."""
+        self._core.sync_to_host()
+        other = Model(self._config, seed=None, backend=self.backend)
+        other._core.flat_params()[...] = self._core.flat_params()
+        other._core.params_changed()
+        other.set_trainable(self.trainable_names(), True)
+        return other
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every tensor, by HF name."""
+        self._core.sync_to_host()
+        return {n: self._params[n].copy() for n in self.names}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Copies tensors in by HF name; names and shapes must match exactly (checked before anything changes)."""
+        missing = [n for n in self.names if n not in state]
+        unexpected = [k for k in state if k not in self._params]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+            if unexpected:
+                parts.append(f"unexpected {', '.join(map(str, unexpected[:5]))}{' ...' if len(unexpected) > 5 else ''}")
+            raise ValueError("load_state_dict: " + "; ".join(parts))
+        arrays = {}
+        for n in self.names:
+            a = np.asarray(state[n])
+            if a.shape != self._params[n].shape:
+                raise ValueError(f"load_state_dict: {n} has shape {a.shape}, the model's is {self._params[n].shape}")
+            if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+                raise TypeError(f"load_state_dict: {n} has dtype {a.dtype}, expected floating point")
+            arrays[n] = a
+        for n, a in arrays.items():
+            self._params[n][...] = a
+        self._core.params_changed()
+
+    def params_changed(self) -> None:
+        """Call after writing into ``params`` views on a device backend (no-op on the CPU)."""
+        self._core.params_changed()
+
+    def sync_to_host(self) -> None:
+        """Refresh the ``params`` views from the device after training there (no-op on the CPU)."""
+        self._core.sync_to_host()
+
+    # -- files -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, optimizer=None, step: int = 0, tokens_seen: int = 0, rng: Any = None,
+             extra: Any = None) -> None:
+        """Atomic HDF5 checkpoint: parameters, trainable flags, config, optimizer state (when given), step,
+        tokens seen, and two opaque payloads (``rng``, ``extra``: bytes, str, or JSON-serialisable)."""
+        opt_core, lr = None, 0.0
+        if optimizer is not None:
+            from .optim import AdamW
+            if not isinstance(optimizer, AdamW):
+                raise TypeError(f"optimizer must be a gozaru.AdamW, got {type(optimizer).__name__}")
+            if optimizer.model is not self:
+                raise ValueError("optimizer belongs to another Model")
+            opt_core, lr = optimizer.core, optimizer.lr
+        self._core.save_checkpoint(os.fspath(path), opt_core, lr=lr, config_json=self._config.to_json(),
+                                   step=step, tokens_seen=tokens_seen, rng=_as_bytes(rng, "rng"),
+                                   extra=_as_bytes(extra, "extra"))
+
+    @classmethod
+    def from_hf(cls, folder: str | os.PathLike, **kwargs) -> "Model":
+        """A model from an HF GPT-NeoX folder (config.json + safetensors / .bin); see ``gozaru.hf.load_hf``."""
+        from . import hf
+        return hf.load_hf(folder, **kwargs)
+
+    def to_hf(self, folder: str | os.PathLike) -> None:
+        """Writes a folder that ``transformers.GPTNeoXForCausalLM.from_pretrained`` loads."""
+        from . import hf
+        hf.save_hf(self, folder)
+
+
+def load(path: str | os.PathLike, backend: str = "cpu"):
+    """(model, optimizer or None, info) from a gozaru checkpoint; info = dict(step, tokens_seen, rng, extra)
+    with rng/extra as the bytes that were saved."""
+    from .checkpoint import config_from_meta
+    from .optim import AdamW
+    path = os.fspath(path)
+    meta = _core.read_checkpoint_meta(path)
+    config = config_from_meta(meta, path)
+    model = Model(config, seed=None, backend=backend)
+    optimizer = None
+    if meta["has_optimizer"]:
+        a = meta["adamw"]
+        optimizer = AdamW(model, lr=meta["lr"], betas=(a["beta1"], a["beta2"]), eps=a["eps"],
+                          weight_decay=a["weight_decay"], decay_all=a["decay_all"])
+    model._core.load_checkpoint(path, optimizer.core if optimizer is not None else None)
+    info = {"step": meta["step"], "tokens_seen": meta["tokens_seen"], "rng": meta["rng"], "extra": meta["extra"]}
+    return model, optimizer, info

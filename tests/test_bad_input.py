@@ -1,0 +1,556 @@
+"""Every bad input at the ``gozaru._core`` boundary raises the documented exception, naming the problem
+(issue 3 item 6): wrong dtype -> TypeError; wrong ndim/shape, non-contiguous, ids outside the vocabulary,
+too long sequences, unknown names, empty batches, bad numbers -> ValueError; call order -> RuntimeError.
+A crash here would take pytest down with it, so "never a segfault" is tested by the suite running at all."""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import gozaru as gz
+from gozaru import _core
+
+CFG = dict(vocab_size=37, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+           rotary_pct=0.5, rotary_emb_base=10000.0, max_position_embeddings=16, layer_norm_eps=1e-5,
+           use_parallel_residual=False, tie_word_embeddings=False)
+V, MAXPOS = CFG["vocab_size"], CFG["max_position_embeddings"]
+NAME = "gpt_neox.layers.0.mlp.dense_h_to_4h.weight"
+
+
+@pytest.fixture
+def core():
+    m = _core.Model(CFG, seed=0)
+    for n in m.names:
+        m.set_trainable(n, True)
+    return m
+
+
+def ids(shape, seed=0, dtype=np.int32):
+    return np.random.default_rng(seed).integers(0, V, size=shape).astype(dtype)
+
+
+# --------------------------------------------------------------------------- Model construction
+@pytest.mark.parametrize("change, exc, words", [
+    (dict(vocab_size="37"), TypeError, "vocab_size"),
+    (dict(vocab_size=37.0), TypeError, "vocab_size"),
+    (dict(vocab_size=0), ValueError, "vocab_size"),
+    (dict(vocab_size=2**40), ValueError, "vocab_size"),
+    (dict(hidden_size=15), ValueError, "hidden_size"),          # not divisible by the heads
+    (dict(rotary_pct=float("nan")), ValueError, "rotary_pct"),
+    (dict(layer_norm_eps="x"), TypeError, "layer_norm_eps"),
+    (dict(use_parallel_residual="yes"), TypeError, "use_parallel_residual"),
+    (dict(tie_word_embeddings=True), ValueError, "tie_word_embeddings"),
+    (dict(hidden_sise=16), ValueError, "hidden_sise"),          # misspelt key
+])
+def test_bad_config(change, exc, words):
+    cfg = {**CFG, **change}
+    with pytest.raises(exc, match=words):
+        _core.Model(cfg)
+
+
+def test_config_missing_key_and_not_a_dict():
+    cfg = dict(CFG)
+    del cfg["num_hidden_layers"]
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        _core.Model(cfg)
+    with pytest.raises(TypeError, match="dict"):
+        _core.Model(list(CFG.items()))
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(backend="tpu"), ValueError, "backend"),
+    (dict(backend=0), TypeError, "backend"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(seed=1.5), TypeError, "seed"),
+    (dict(seed=0, init_std=float("inf")), ValueError, "init_std"),
+    (dict(seed=0, init_std=-0.1), ValueError, "init_std"),
+])
+def test_bad_model_arguments(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        _core.Model(CFG, **kwargs)
+
+
+def test_python_layer_rejects_non_config():
+    with pytest.raises(TypeError, match="GPTNeoXConfig"):
+        gz.Model(CFG)
+
+
+# --------------------------------------------------------------------------- forward: tokens and targets
+@pytest.mark.parametrize("tokens, exc, words", [
+    (ids((2, 5), dtype=np.int64), TypeError, "tokens.*int32.*int64"),
+    (ids((2, 5), dtype=np.float32), TypeError, "tokens.*int32.*float32"),
+    (ids((2, 5), dtype=np.uint32), TypeError, "tokens.*int32"),
+    (ids((2, 5)).astype(">i4"), TypeError, "tokens.*native byte order"),
+    ([[1, 2, 3]], TypeError, "tokens.*numpy.ndarray"),
+    (ids((10,)), ValueError, r"tokens.*2-D.*\(10,\)"),
+    (ids((2, 3, 4)), ValueError, "tokens.*2-D"),
+    (ids((2, 10))[:, ::2], ValueError, "tokens.*C-contiguous"),
+    (np.asfortranarray(ids((3, 4))), ValueError, "tokens.*C-contiguous"),
+    (np.zeros((0, 5), np.int32), ValueError, "tokens.*empty"),
+    (np.zeros((2, 0), np.int32), ValueError, "tokens.*empty"),
+    (ids((2, MAXPOS + 1)), ValueError, "max_position_embeddings"),
+])
+def test_bad_tokens(core, tokens, exc, words):
+    with pytest.raises(exc, match=words):
+        core.forward(tokens)
+
+
+@pytest.mark.parametrize("bad", [-1, V, 2**31 - 1, -100])
+def test_token_ids_outside_the_vocabulary(core, bad):
+    tokens = ids((2, 5))
+    tokens[1, 3] = bad
+    with pytest.raises(ValueError, match=rf"tokens\[1, 3\] = {bad} is outside the vocabulary \[0, {V}\)"):
+        core.forward(tokens)
+
+
+def test_misaligned_tokens(core):
+    buf = np.zeros(2 * 5 * 4 + 1, np.uint8)
+    tokens = buf[1:].view(np.int32).reshape(2, 5)  # a view starting one byte in
+    assert not tokens.flags.aligned
+    with pytest.raises(ValueError, match="tokens.*aligned"):
+        core.forward(tokens)
+
+
+@pytest.mark.parametrize("make, exc, words", [
+    (lambda t: t.astype(np.int64), TypeError, "targets.*int32"),
+    (lambda t: t[:, :-1].copy(), ValueError, r"targets.*shape \(2, 5\)"),
+    (lambda t: t[:1].copy(), ValueError, "targets.*shape"),
+    (lambda t: np.where(t == t[0, 0], -5, t).astype(np.int32), ValueError, "targets.*-5.*ignore index"),
+    (lambda t: np.full_like(t, V), ValueError, rf"targets\[0, 0\] = {V}"),
+    (lambda t: np.ascontiguousarray(np.concatenate([t, t], 1))[:, ::2], ValueError, "targets.*C-contiguous"),
+])
+def test_bad_targets(core, make, exc, words):
+    tokens = ids((2, 5))
+    with pytest.raises(exc, match=words):
+        core.forward(tokens, make(ids((2, 5), seed=1)))
+
+
+def test_ignored_targets_are_fine(core):
+    tokens = ids((2, 5))
+    targets = np.full((2, 5), -100, np.int32)
+    loss, counted, _ = core.forward(tokens, targets)
+    assert counted == 0 and np.isnan(loss)
+    targets[0, 0] = 1
+    loss, counted, _ = core.forward(tokens, targets)
+    assert counted == 1 and np.isfinite(loss)
+
+
+def test_python_layer_converts_int64_without_wrapping():
+    m = gz.Model(gz.GPTNeoXConfig(**CFG), seed=0)
+    tokens = ids((2, 5), dtype=np.int64)
+    assert np.isfinite(m.loss(tokens, tokens))
+    wrapped = tokens.copy()
+    wrapped[0, 1] = 2**32 + 1  # would become 1 if cast blindly to int32
+    with pytest.raises(ValueError, match=r"tokens\[0, 1\] = 4294967297"):
+        m.loss(wrapped, tokens)
+    with pytest.raises(ValueError, match=r"targets\[1, 4\] = -7"):
+        bad = tokens.copy()
+        bad[1, 4] = -7
+        m.loss(tokens, bad)
+    with pytest.raises(TypeError, match="integer"):
+        m.logits(tokens.astype(np.float64))
+    with pytest.raises(TypeError, match="integer"):
+        m.logits(tokens.astype(bool))
+    with pytest.raises(ValueError, match="empty"):
+        m.logits(np.zeros((0, 3), np.int64))
+    with pytest.raises(ValueError, match="2-D"):
+        m.logits([1, 2, 3])
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        m.logits(np.zeros((1, MAXPOS + 1), np.int64))
+
+
+# --------------------------------------------------------------------------- names and call order
+@pytest.mark.parametrize("method", ["param", "grad", "tensor_info", "is_trainable"])
+def test_unknown_tensor_names(core, method):
+    with pytest.raises(ValueError, match="unknown tensor name 'gpt_neox.nope'"):
+        getattr(core, method)("gpt_neox.nope")
+    with pytest.raises(TypeError, match="str"):
+        getattr(core, method)(3)
+
+
+def test_unknown_names_in_set_trainable(core):
+    with pytest.raises(ValueError, match="unknown tensor name"):
+        core.set_trainable("embed_out.bias", True)  # GPT-NeoX's head has no bias
+    m = gz.Model(gz.GPTNeoXConfig(**CFG), seed=0)
+    m.train_only([NAME])
+    with pytest.raises(ValueError, match="nope"):
+        m.set_trainable([m.names[0], "nope"], True)
+    assert m.trainable_names() == [NAME]  # all names are checked before anything changes
+    with pytest.raises(ValueError, match="nope"):
+        m.train_only(["nope"])
+    assert m.trainable_names() == [NAME]
+
+
+def test_grad_of_a_frozen_tensor(core):
+    core.set_trainable(NAME, False)
+    core.forward(ids((2, 5)), ids((2, 5), 1))
+    core.backward()
+    with pytest.raises(ValueError, match="frozen"):
+        core.grad(NAME)
+    assert np.isnan(core.grad_norms()[core.names.index(NAME)])
+
+
+def test_backward_before_forward(core):
+    with pytest.raises(RuntimeError, match="forward"):
+        core.backward()
+    core.forward(ids((2, 5)))  # no targets: nothing to differentiate
+    with pytest.raises(RuntimeError, match="forward"):
+        core.backward()
+
+
+def test_backward_with_nothing_trainable():
+    m = _core.Model(CFG, seed=0)
+    m.forward(ids((2, 5)), ids((2, 5), 1))
+    with pytest.raises(RuntimeError, match="trainable"):
+        m.backward()
+
+
+@pytest.mark.parametrize("scale, exc", [(float("nan"), ValueError), (float("inf"), ValueError), ("1", TypeError)])
+def test_bad_loss_scale(core, scale, exc):
+    core.forward(ids((2, 5)), ids((2, 5), 1))
+    with pytest.raises(exc, match="loss_scale"):
+        core.backward(scale)
+
+
+# --------------------------------------------------------------------------- AdamW
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(beta1=1.0), ValueError, "beta1"),
+    (dict(beta1=-0.1), ValueError, "beta1"),
+    (dict(beta2=1.5), ValueError, "beta2"),
+    (dict(beta2=float("nan")), ValueError, "beta2"),
+    (dict(eps=-1e-8), ValueError, "eps"),
+    (dict(weight_decay=-0.01), ValueError, "weight_decay"),
+    (dict(weight_decay=float("inf")), ValueError, "weight_decay"),
+    (dict(beta1="0.9"), TypeError, "beta1"),
+])
+def test_adamw_arguments_out_of_range(core, kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        _core.AdamW(core, **kwargs)
+
+
+def test_adamw_needs_a_model():
+    with pytest.raises(TypeError):
+        _core.AdamW("model")
+    with pytest.raises(TypeError, match="gozaru.Model"):
+        gz.AdamW(_core.Model(CFG))
+
+
+@pytest.mark.parametrize("args, exc, words", [
+    ((-1e-3,), ValueError, "lr"),
+    ((float("nan"),), ValueError, "lr"),
+    (("1e-3",), TypeError, "lr"),
+    ((1e-3, -1.0), ValueError, "max_grad_norm"),
+    ((1e-3, float("inf")), ValueError, "max_grad_norm"),
+])
+def test_adamw_step_arguments(core, args, exc, words):
+    opt = _core.AdamW(core)
+    with pytest.raises(exc, match=words):
+        opt.step(*args)
+
+
+def test_adamw_python_layer_arguments(small_model):
+    with pytest.raises(ValueError, match="betas"):
+        gz.AdamW(small_model, betas=0.9)
+    with pytest.raises(ValueError, match="lr"):
+        gz.AdamW(small_model, lr=-1.0)
+    opt = gz.AdamW(small_model)
+    with pytest.raises(ValueError, match="lr"):
+        opt.step(lr=float("nan"))
+    with pytest.raises(TypeError, match="lr"):
+        opt.lr = "fast"
+
+
+def test_adamw_state_arguments(core):
+    opt = _core.AdamW(core)
+    with pytest.raises(ValueError, match="no optimizer state"):
+        opt.get_state(NAME)
+    with pytest.raises(ValueError, match="unknown tensor name"):
+        opt.has_state("nope")
+    core.forward(ids((2, 5)), ids((2, 5), 1))
+    core.backward()
+    opt.step(1e-3)
+    m, v, step = opt.get_state(NAME)
+    assert step == 1 and m.shape == core.param(NAME).shape
+    with pytest.raises(ValueError, match=r"m must have shape"):
+        opt.set_state(NAME, m[:-1].copy(), v, 1)
+    with pytest.raises(TypeError, match="v must have dtype float32"):
+        opt.set_state(NAME, m, v.astype(np.float64), 1)
+    with pytest.raises(ValueError, match="v must be C-contiguous"):
+        opt.set_state(NAME, m, np.asfortranarray(v), 1)
+    with pytest.raises(ValueError, match="step"):
+        opt.set_state(NAME, m, v, -1)
+    opt.set_state(NAME, m, v, 1)
+
+
+def test_non_finite_gradient_is_named_and_changes_nothing(core):
+    opt = _core.AdamW(core)
+    before = core.flat_params().copy()
+    core.param("gpt_neox.final_layer_norm.bias")[0] = np.inf  # poisons every gradient downstream of the loss
+    before[core.tensor_info("gpt_neox.final_layer_norm.bias")["offset"]] = np.inf
+    core.forward(ids((2, 5)), ids((2, 5), 1))
+    core.backward()
+    with pytest.raises(ValueError, match="gpt_neox|embed_out"):
+        opt.step(1e-3)
+    assert np.array_equal(core.flat_params(), before, equal_nan=True)
+
+
+# --------------------------------------------------------------------------- generate
+def gen(core, prompts, lens, max_new=3, **kw):
+    return core.generate(prompts, lens, max_new, **kw)
+
+
+@pytest.mark.parametrize("lens, exc, words", [
+    (np.array([0, 3], np.int32), ValueError, r"lens\[0\] = 0"),
+    (np.array([3, 5], np.int32), ValueError, r"lens\[1\] = 5"),          # longer than Tmax = 4
+    (np.array([-1, 2], np.int32), ValueError, r"lens\[0\] = -1"),
+    (np.array([3, 3, 3], np.int32), ValueError, r"lens must have shape \(2,\)"),
+    (np.array([[3, 3]], np.int32), ValueError, "lens must be a 1-D"),
+    (np.array([3, 3], np.int64), TypeError, "lens must have dtype int32"),
+    ([3, 3], TypeError, "lens must be a numpy.ndarray"),
+])
+def test_generate_bad_lens(core, lens, exc, words):
+    with pytest.raises(exc, match=words):
+        gen(core, ids((2, 4)), lens)
+
+
+def test_generate_checks_only_the_used_part_of_each_row(core):
+    prompts = ids((2, 4))
+    prompts[1, 2:] = -1  # padding after lens[1] = 2 is never read
+    out, out_lens = gen(core, prompts, np.array([4, 2], np.int32))
+    assert out.shape == (2, 3) and out.dtype == np.int32 and list(out_lens) == [3, 3]
+    prompts[1, 1] = V
+    with pytest.raises(ValueError, match=rf"prompts\[1, 1\] = {V}"):
+        gen(core, prompts, np.array([4, 2], np.int32))
+
+
+@pytest.mark.parametrize("kw, exc, words", [
+    (dict(max_new=-1), ValueError, "max_new_tokens"),
+    (dict(max_new=MAXPOS - 3), ValueError, "max_position_embeddings"),   # 4 + 13 > 16
+    (dict(temperature=float("nan")), ValueError, "temperature"),
+    (dict(temperature=-1.0), ValueError, "temperature"),
+    (dict(top_p=0.0), ValueError, "top_p"),
+    (dict(top_p=1.5), ValueError, "top_p"),
+    (dict(top_k=-1), ValueError, "top_k"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(eos_token_id=V), ValueError, "eos_token_id"),
+    (dict(max_new=2.0), TypeError, "max_new_tokens"),
+])
+def test_generate_bad_settings(core, kw, exc, words):
+    max_new = kw.pop("max_new", 3)
+    with pytest.raises(exc, match=words):
+        gen(core, ids((2, 4)), np.array([4, 4], np.int32), max_new, **kw)
+
+
+def test_generate_bad_prompts(core):
+    lens = np.array([2, 2], np.int32)
+    with pytest.raises(TypeError, match="prompts must have dtype int32"):
+        gen(core, ids((2, 4), dtype=np.int64), lens)
+    with pytest.raises(ValueError, match="prompts.*empty"):
+        gen(core, np.zeros((0, 4), np.int32), np.zeros(0, np.int32))
+    with pytest.raises(ValueError, match="prompts.*C-contiguous"):
+        gen(core, ids((2, 8))[:, ::2], lens)
+
+
+def test_generate_zero_new_tokens(core):
+    out, out_lens = gen(core, ids((2, 4)), np.array([4, 1], np.int32), 0)
+    assert out.shape == (2, 0) and list(out_lens) == [0, 0]
+
+
+def test_python_generate_bad_prompts():
+    m = gz.Model(gz.GPTNeoXConfig(**CFG), seed=0)
+    with pytest.raises(ValueError, match="empty"):
+        m.generate([])
+    with pytest.raises(ValueError, match=r"prompts\[1\]"):
+        m.generate([[1, 2], []], max_new_tokens=2)
+    with pytest.raises(ValueError, match=rf"= {V} is outside"):
+        m.generate([[1, V]], max_new_tokens=2)
+    with pytest.raises(TypeError, match="integer"):
+        m.generate([[1.5, 2]], max_new_tokens=2)
+    assert [len(r) for r in m.generate([[1, 2, 3], [4]], max_new_tokens=2, eos_token_id=-1)] == [2, 2]
+
+
+def test_ctrl_c_stops_generation_and_restores_the_handler():
+    cfg = dict(CFG, max_position_embeddings=4096, hidden_size=64, num_attention_heads=4, intermediate_size=128)
+    m = _core.Model(cfg, seed=0)
+    prompts = ids((4, 2))
+    lens = np.array([2, 2, 2, 2], np.int32)
+    handler = signal.getsignal(signal.SIGINT)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            m.generate(prompts, lens, 4000)  # far longer than 0.2 s
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - start < 30
+    assert signal.getsignal(signal.SIGINT) is handler
+    out, out_lens = m.generate(prompts, lens, 2)  # the flag was cleared: the next call runs
+    assert list(out_lens) == [2, 2, 2, 2]
+
+
+# --------------------------------------------------------------------------- checkpoints and module functions
+def test_checkpoint_wrappers_reject_bad_arguments(core, tmp_path):
+    other = _core.Model(CFG)
+    with pytest.raises(ValueError, match="another Model"):
+        core.save_checkpoint(tmp_path / "a.h5", _core.AdamW(other))
+    with pytest.raises(TypeError, match="optimizer"):
+        core.save_checkpoint(tmp_path / "a.h5", "adam")
+    with pytest.raises(ValueError, match="step"):
+        core.save_checkpoint(tmp_path / "a.h5", step=-1)
+    with pytest.raises(TypeError):
+        core.save_checkpoint(tmp_path / "a.h5", rng="not bytes")
+    with pytest.raises(TypeError):
+        core.save_checkpoint(123)
+    with pytest.raises(OSError):
+        core.load_checkpoint(tmp_path / "missing.h5")
+    with pytest.raises(OSError):
+        _core.read_checkpoint_meta(tmp_path / "missing.h5")
+    (tmp_path / "junk.h5").write_bytes(b"not an hdf5 file at all")
+    with pytest.raises((OSError, _core.CheckpointError)):
+        _core.read_checkpoint_meta(tmp_path / "junk.h5")
+    assert issubclass(_core.CheckpointError, ValueError) and gz.CheckpointError is _core.CheckpointError
+
+
+def test_module_functions():
+    with pytest.raises(ValueError, match="n must be"):
+        _core.set_num_threads(0)
+    with pytest.raises(TypeError):
+        _core.set_num_threads(1.5)
+    with pytest.raises(ValueError, match="backend"):
+        _core.backend_available("tpu")
+    assert _core.backend_available("cpu") is True
+
+
+# --------------------------------------------------------------------------- state dicts
+def test_load_state_dict_checks_everything_first():
+    m = gz.Model(gz.GPTNeoXConfig(**CFG), seed=0)
+    before = m.state_dict()
+    bad = dict(before)
+    bad[NAME] = bad[NAME][:, :-1]
+    bad["gpt_neox.embed_in.weight"] = bad["gpt_neox.embed_in.weight"] + 1  # valid, but must not be applied
+    with pytest.raises(ValueError, match=NAME):
+        m.load_state_dict(bad)
+    assert np.array_equal(m.params["gpt_neox.embed_in.weight"], before["gpt_neox.embed_in.weight"])
+    missing = dict(before)
+    del missing[NAME]
+    with pytest.raises(ValueError, match="missing"):
+        m.load_state_dict(missing)
+    with pytest.raises(ValueError, match="unexpected"):
+        m.load_state_dict({**before, "lm_head.bias": np.zeros(3)})
+
+
+# --------------------------------------------------------------------------- ops
+def test_ops_check_their_arguments():
+    ops = _core.ops
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(TypeError, match="inp must have dtype float32"):
+        ops.gelu_forward(x.astype(np.float64))
+    with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
+        ops.layernorm_forward(x, np.ones(5, np.float32), np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        ops.matmul_forward(np.zeros((0, 4), np.float32), np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match=r"targets\[1\] = 9"):
+        ops.cross_entropy_forward(np.zeros((2, 5), np.float32), np.array([1, 9], np.int32))
+    qkv = np.zeros((1, 3, 2, 3, 8), np.float32)
+    cos = np.ones((4, 2), np.float32)
+    with pytest.raises(ValueError, match=r"pos\[0, 2\] = 4"):
+        ops.rotary_split_forward(qkv, np.array([[0, 1, 4]], np.int32), cos, cos)
+    with pytest.raises(ValueError, match="head size"):
+        ops.rotary_split_forward(qkv, np.array([[0, 1, 2]], np.int32), np.ones((4, 5), np.float32),
+                                 np.ones((4, 5), np.float32))
+
+
+def test_a_model_busy_in_another_thread_is_refused_not_raced():
+    cfg = dict(CFG, max_position_embeddings=4096, hidden_size=64, num_attention_heads=4, intermediate_size=128)
+    m = _core.Model(cfg, seed=0)
+    prompts, lens = ids((4, 2)), np.array([2, 2, 2, 2], np.int32)
+    generated = threading.Event()
+
+    def work():  # ~0.3 s with the GIL released; retried if our forward() happened to hold the model
+        while not generated.is_set():
+            try:
+                m.generate(prompts, lens, 300)
+                generated.set()
+            except RuntimeError:
+                time.sleep(0.001)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    refused = False
+    try:
+        while worker.is_alive() and not refused:
+            try:
+                m.forward(prompts)
+            except RuntimeError as e:
+                assert "in use by another thread" in str(e)
+                refused = True
+            time.sleep(0.001)
+    finally:
+        worker.join()
+    assert refused and generated.is_set()
+    m.forward(prompts)  # free again
+
+
+MEMORY_SCRIPT = r"""
+import json, os, resource, sys
+import numpy as np
+from gozaru import _core
+CFG = json.loads(sys.argv[1])
+m = _core.Model(CFG, seed=0)
+for n in m.names:
+    m.set_trainable(n, True)
+small = np.zeros((2, 8), np.int32)
+m.forward(small, small)
+# at most 1 GiB more address space than now: every big allocation below must fail cleanly
+vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
+big = np.zeros((2 ** 16, 16), np.int32)
+results = {}
+for what, call in [
+        ("model", lambda: _core.Model(dict(CFG, vocab_size=2 ** 24, hidden_size=2 ** 14))),
+        ("forward", lambda: m.forward(big, big)),
+        ("logits", lambda: m.forward(big, None, True)),
+        ("generate", lambda: m.generate(np.zeros((2 ** 18, 8), np.int32), np.full(2 ** 18, 8, np.int32), 8))]:
+    try:
+        call()
+        results[what] = "no error"
+    except MemoryError as e:
+        results[what] = "MemoryError: " + str(e)
+try:  # the model is still usable at its old size
+    m.forward(small, small)
+    m.backward()
+    results["after"] = "ok"
+except Exception as e:
+    results["after"] = type(e).__name__ + ": " + str(e)
+print(json.dumps(results))
+"""
+
+
+def _under_address_sanitizer() -> bool:
+    with open("/proc/self/maps") as f:
+        return "libasan" in f.read()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_allocation_failures_raise_memory_error():
+    """Runs in a child process with a capped address space, so no allocation can reach the OOM killer."""
+    if _under_address_sanitizer():
+        pytest.skip("AddressSanitizer's shadow memory does not fit a capped address space")
+    import json
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gz.__file__)))  # the folder holding gozaru/
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    cfg = dict(CFG, num_hidden_layers=1)
+    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, json.dumps(cfg)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for what in ("model", "forward", "logits", "generate"):
+        assert results[what].startswith("MemoryError: out of memory"), (what, results[what])
+    assert results["after"] == "ok", results["after"]

