@@ -58,6 +58,16 @@ hid_t ckpt_fapl(void) {
     return fapl;
 }
 
+hid_t ckpt_compact_plist(hid_t cls) {
+    hid_t pl = H5Pcreate(cls);
+    if (pl < 0) return -1;
+    if (H5Pset_link_phase_change(pl, 65535, 65534) < 0 || H5Pset_attr_phase_change(pl, 65535, 65534) < 0) {
+        H5Pclose(pl);
+        return -1;
+    }
+    return pl;
+}
+
 /* ------------------------------------------------------------------ attributes */
 
 static gz_status write_attr(const char *file, hid_t obj, const char *objname, const char *attr, hid_t file_type,

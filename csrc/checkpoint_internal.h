@@ -9,9 +9,10 @@
  *   /optim/m/<name>   float32 first moment; attr step (int64, that tensor's AdamW step)
  *   /optim/v/<name>   float32 second moment
  *   /rng, /data       uint8, opaque bytes from Python
- * Every dataset except empty blobs is chunked with the Fletcher-32 filter and the file uses
- * the HDF5 1.10 format, so corrupt metadata and corrupt tensor bytes both fail checksums on
- * load instead of loading garbage. */
+ * Every dataset except empty blobs is chunked with the Fletcher-32 filter, the file uses the
+ * HDF5 1.10 format (checksummed metadata) and groups keep their links and attributes in their
+ * object headers, so corrupt metadata and corrupt tensor bytes both fail checksums on load
+ * instead of loading garbage or crashing libhdf5. */
 #ifndef GOZARU_CHECKPOINT_INTERNAL_H
 #define GOZARU_CHECKPOINT_INTERNAL_H
 
@@ -36,6 +37,12 @@ void ckpt_close(hid_t id);
 /* File access properties: 1.10 format (checksummed metadata), no flock (files are replaced
  * by rename, never modified in place), strong close. */
 hid_t ckpt_fapl(void);
+
+/* Creation properties (H5P_FILE_CREATE for the root, H5P_GROUP_CREATE) that keep every link and
+ * attribute inside the group's checksummed object header. HDF5's "dense" storage for more than 8
+ * entries lives in a fractal heap whose blocks are not checksummed, and libhdf5 1.10 can crash on a
+ * corrupt one. */
+hid_t ckpt_compact_plist(hid_t cls);
 
 /* ---- attributes; every function fails with GZ_ERR_FORMAT/GZ_ERR_IO naming file and object.
  * Integers are stored as int64, floats as float32 (the core's types). */

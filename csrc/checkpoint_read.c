@@ -239,8 +239,8 @@ static gz_status stage_moments(const char *path, hid_t gm, hid_t gv, const gz_mo
         if (st == GZ_OK) st = ckpt_read_f32(path, gm, "/optim/m", t.name, t.ndim, t.shape, s->m[i], &dm);
         if (st == GZ_OK) st = ckpt_read_attr_i64(path, dm, t.name, "step", &s->steps[i]);
         if (st == GZ_OK) st = ckpt_read_f32(path, gv, "/optim/v", t.name, t.ndim, t.shape, s->v[i], &dv);
-        if (st == GZ_OK && s->steps[i] < 1)
-            st = gz_fail(GZ_ERR_FORMAT, "checkpoint %s: optimizer step of %s is %lld (must be >= 1)", path, t.name,
+        if (st == GZ_OK && s->steps[i] < 0)
+            st = gz_fail(GZ_ERR_FORMAT, "checkpoint %s: optimizer step of %s is %lld (must be >= 0)", path, t.name,
                          (long long)s->steps[i]);
         ckpt_close(dm);
         ckpt_close(dv);

@@ -11,7 +11,9 @@ static gz_status interrupted(const char *file) {
 }
 
 static gz_status create_group(const char *file, hid_t loc, const char *name, hid_t *out) {
-    *out = H5Gcreate2(loc, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t gcpl = ckpt_compact_plist(H5P_GROUP_CREATE);
+    *out = gcpl < 0 ? -1 : H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    ckpt_close(gcpl);
     if (*out < 0) return gz_fail(GZ_ERR_IO, "%s: creating group %s failed (HDF5: %s)", file, name, ckpt_h5_detail());
     return GZ_OK;
 }
@@ -104,10 +106,10 @@ static gz_status write_optimizer(const char *file, hid_t f, gz_model *m, const g
 static gz_status write_file(const char *tmp, const char *path, gz_model *m, const gz_adamw *opt, float lr,
                             const char *config_json, int64_t step, int64_t tokens_seen, const void *rng,
                             size_t rng_len, const void *extra, size_t extra_len) {
-    hid_t fapl = ckpt_fapl();
-    if (fapl < 0) return gz_fail(GZ_ERR_IO, "%s: HDF5 setup failed (HDF5: %s)", path, ckpt_h5_detail());
-    hid_t f = H5Fcreate(tmp, H5F_ACC_EXCL, H5P_DEFAULT, fapl);
+    hid_t fapl = ckpt_fapl(), fcpl = ckpt_compact_plist(H5P_FILE_CREATE);
+    hid_t f = fapl < 0 || fcpl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_EXCL, fcpl, fapl);
     ckpt_close(fapl);
+    ckpt_close(fcpl);
     if (f < 0) return gz_fail(GZ_ERR_IO, "%s: creating %s failed (HDF5: %s)", path, tmp, ckpt_h5_detail());
     gz_status st = write_root(path, f, config_json, step, tokens_seen);
     if (st == GZ_OK) st = write_params(path, f, m);

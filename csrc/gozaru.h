@@ -183,7 +183,8 @@ typedef struct {
     float lr;
 } gz_checkpoint_meta;
 
-/* Atomic: writes "<path>.tmp-<pid>" in the same folder, flushes, fsyncs, renames. */
+/* Atomic: writes "<path>.tmp-<pid>-<counter>" in the same folder, flushes, fsyncs, renames; removes
+ * temporary files of dead writers. */
 gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_adamw *opt, float lr,
                              const char *config_json, int64_t step, int64_t tokens_seen,
                              const void *rng, size_t rng_len, const void *extra, size_t extra_len);

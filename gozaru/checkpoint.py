@@ -1,0 +1,91 @@
+"""Looking into gozaru HDF5 checkpoints without loading their tensors (for ``gozaru info`` and checks).
+
+Saving and loading themselves are ``Model.save`` and ``gozaru.load``; the file layout is in
+docs/checkpoints.md. Everything here reads only the metadata through ``_core.read_checkpoint_meta``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from . import _core
+from ._core import CheckpointError
+from .config import CORE_FIELDS, GPTNeoXConfig
+
+
+def config_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> GPTNeoXConfig:
+    """The GPTNeoXConfig stored in a checkpoint's metadata; CheckpointError naming the file if unusable."""
+    text = meta.get("config_json") or ""
+    if not text:
+        raise CheckpointError(f"checkpoint {os.fspath(path)}: no model config stored")
+    try:
+        return GPTNeoXConfig.from_json(text, source=f"checkpoint {os.fspath(path)}: config")
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint {os.fspath(path)}: stored config is not valid JSON ({e})") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(str(e)) from None
+
+
+def read_config(path: str | os.PathLike) -> GPTNeoXConfig:
+    """The model config of a checkpoint."""
+    return config_from_meta(_core.read_checkpoint_meta(os.fspath(path)), path)
+
+
+def check_config(path: str | os.PathLike, stored: GPTNeoXConfig, model: GPTNeoXConfig) -> None:
+    """Raises CheckpointError naming every core field where a checkpoint's config differs from a model's.
+
+    Fields that do not change the math (token ids, initializer_range) may differ.
+    """
+    diffs = [f"{f}: checkpoint {getattr(stored, f)!r}, model {getattr(model, f)!r}"
+             for f in CORE_FIELDS if getattr(stored, f) != getattr(model, f)]
+    if diffs:
+        raise CheckpointError(f"checkpoint {os.fspath(path)} does not match the model's config ({'; '.join(diffs)})")
+
+
+def read_info(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata of a checkpoint as plain Python values.
+
+    Keys: path, size_bytes, format, version, step, tokens_seen, config (GPTNeoXConfig), num_params,
+    has_optimizer, lr and adamw (None without optimizer), rng_bytes, extra_bytes.
+    """
+    p = os.fspath(path)
+    meta = _core.read_checkpoint_meta(p)
+    cfg = config_from_meta(meta, p)
+    has_opt = bool(meta["has_optimizer"])
+    return {
+        "path": p, "size_bytes": os.path.getsize(p), "format": meta["format"], "version": meta["version"],
+        "step": meta["step"], "tokens_seen": meta["tokens_seen"], "config": cfg, "num_params": cfg.num_params(),
+        "has_optimizer": has_opt, "lr": meta["lr"] if has_opt else None,
+        "adamw": dict(meta["adamw"]) if has_opt else None,
+        "rng_bytes": len(meta["rng"]), "extra_bytes": len(meta["extra"]),
+    }
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def describe(path: str | os.PathLike) -> str:
+    """A short human-readable summary of a checkpoint (what ``gozaru info`` prints)."""
+    i = read_info(path)
+    c: GPTNeoXConfig = i["config"]
+    lines = [
+        f"{i['path']}: gozaru checkpoint v{i['version']}, {_size(i['size_bytes'])}",
+        f"  model      GPT-NeoX {c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, "
+        f"vocab {c.vocab_size}, {i['num_params'] / 1e6:.2f}M parameters",
+        f"  progress   step {i['step']}, {i['tokens_seen']:,} tokens seen",
+    ]
+    if i["has_optimizer"]:
+        a = i["adamw"]
+        lines.append(f"  optimizer  AdamW lr {i['lr']:.3g}, betas ({a['beta1']:.3g}, {a['beta2']:.4g}), "
+                     f"eps {a['eps']:.3g}, weight_decay {a['weight_decay']:.3g}"
+                     f"{' (all tensors)' if a['decay_all'] else ''}")
+    else:
+        lines.append("  optimizer  none saved")
+    lines.append(f"  extra      rng {i['rng_bytes']} bytes, data {i['extra_bytes']} bytes")
+    return "\n".join(lines)

@@ -1,0 +1,276 @@
+"""Import and export of Hugging Face GPT-NeoX model folders.
+
+Import reads ``config.json`` and the weights from, in this order of preference, ``model.safetensors``,
+``model.safetensors.index.json`` (sharded), ``pytorch_model.bin`` or ``pytorch_model.bin.index.json``
+(both need torch). float32/float16/bfloat16 weights become float32. Every file is checked (names, shapes,
+dtypes) before any weight is read, and weights are then copied one tensor at a time into the model, so
+memory stays at the model plus one tensor (safetensors are memory-mapped; ``.bin`` files are opened with
+``mmap=True``).
+
+Export writes ``config.json`` and a single ``model.safetensors`` that
+``transformers.GPTNeoXForCausalLM.from_pretrained`` loads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ._core import CheckpointError
+from .config import GPTNeoXConfig
+
+# Buffers HF keeps in some state dicts that are not parameters (rotary caches, attention masks).
+IGNORED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.bias", ".attention.masked_bias")
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_BIN = "pytorch_model.bin"
+TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
+
+# Other names some tools give gozaru's tensors.
+ALIASES = {"lm_head.weight": "embed_out.weight"}
+
+# dtype names as safetensors spells them; torch dtypes are mapped onto these.
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+def read_hf_config(folder: str | os.PathLike) -> GPTNeoXConfig:
+    """The GPTNeoXConfig of an HF folder; errors name the file and the missing or bad field."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.json in the model folder")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    if d.get("model_type", "gpt_neox") != "gpt_neox":
+        raise CheckpointError(f"{path}: model_type is {d['model_type']!r}; only 'gpt_neox' models can be imported")
+    try:
+        return GPTNeoXConfig.from_dict(d, source=str(path))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+
+
+# ---------------------------------------------------------------- weight files
+
+class _SafetensorsFile:
+    """One .safetensors file: entries from its (validated) header, tensors read one at a time."""
+
+    def __init__(self, path: Path):
+        from safetensors import SafetensorError, safe_open
+
+        self.path = path
+        self._error = SafetensorError
+        try:
+            # safe_open validates the whole header (offsets inside the file, no overlaps) and maps the file.
+            self._file = safe_open(str(path), framework="numpy")
+            self.entries = {}
+            for name in self._file.keys():
+                s = self._file.get_slice(name)
+                self.entries[name] = (tuple(s.get_shape()), s.get_dtype())
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        self._data_start = None
+
+    def _offsets(self, name: str) -> tuple[int, int]:
+        if self._data_start is None:
+            with open(self.path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                self._header = json.loads(f.read(n))
+            self._data_start = 8 + n
+        begin, end = self._header[name]["data_offsets"]
+        return self._data_start + begin, end - begin
+
+    def read(self, name: str) -> np.ndarray:
+        shape, dtype = self.entries[name]
+        if dtype == "BF16":  # NumPy has no bfloat16: widen the raw 16 bits into float32's high half
+            offset, nbytes = self._offsets(name)
+            raw = np.fromfile(self.path, dtype="<u2", count=nbytes // 2, offset=offset)
+            return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+        try:
+            return self._file.get_tensor(name)
+        except (self._error, OSError, ValueError) as e:
+            raise CheckpointError(f"{self.path}: reading tensor {name} failed ({e})") from None
+
+
+class _TorchFile:
+    """One pytorch_model*.bin file, opened memory-mapped with weights_only=True."""
+
+    def __init__(self, path: Path):
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(f"{path}: reading PyTorch .bin weights needs torch (pip install torch), or convert "
+                              "the folder to safetensors") from None
+        self.path = path
+        self._torch = torch
+        try:
+            try:
+                sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as e:
+                if "mmap" not in str(e):
+                    raise
+                sd = torch.load(path, map_location="cpu", weights_only=True)  # legacy non-zip format
+        except Exception as e:  # torch raises many kinds (pickle, zip, RuntimeError) for a bad file
+            raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
+        if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+            raise CheckpointError(f"{path}: expected a flat dict of tensors (a state dict)")
+        names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
+        self._sd = sd
+        self.entries = {k: (tuple(v.shape), names.get(v.dtype, str(v.dtype))) for k, v in sd.items()}
+
+    def read(self, name: str) -> np.ndarray:
+        return self._sd[name].to(self._torch.float32).numpy()
+
+
+def _index_files(folder: Path, index_name: str) -> list[Path]:
+    path = folder / index_name
+    try:
+        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        files = sorted(set(weight_map.values()))
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a valid index file ({type(e).__name__}: {e})") from None
+    for f in files:
+        if not isinstance(f, str) or "/" in f or not (folder / f).is_file():
+            raise CheckpointError(f"{path}: lists shard {f!r}, which is not in {folder}")
+    return [folder / f for f in files]
+
+
+def weight_files(folder: str | os.PathLike) -> list[Path]:
+    """The weight files of an HF folder, by the preference order in the module docstring."""
+    folder = Path(folder)
+    for single, index in ((SAFETENSORS, SAFETENSORS_INDEX), (TORCH_BIN, TORCH_BIN_INDEX)):
+        if (folder / single).is_file():
+            return [folder / single]
+        if (folder / index).is_file():
+            return _index_files(folder, index)
+    raise FileNotFoundError(f"{folder}: no weights found (looked for {SAFETENSORS}, {SAFETENSORS_INDEX}, "
+                            f"{TORCH_BIN}, {TORCH_BIN_INDEX})")
+
+
+def _open(path: Path):
+    return _SafetensorsFile(path) if path.suffix == ".safetensors" else _TorchFile(path)
+
+
+def _ignored(name: str) -> bool:
+    return name.endswith(IGNORED_SUFFIXES)
+
+
+def _model_name(name: str, shapes: dict) -> str | None:
+    """gozaru's name for a weight-file tensor, or None when it is not one of the model's."""
+    name = ALIASES.get(name, name)
+    if name in shapes:
+        return name
+    if "gpt_neox." + name in shapes:  # weights saved from a bare GPTNeoXModel
+        return "gpt_neox." + name
+    return None
+
+
+def _names_text(names, limit=5) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _plan(files: list[Path], shapes: dict[str, tuple], strict: bool, folder: Path) -> dict[Path, dict[str, str]]:
+    """Checks every file's names, shapes and dtypes; returns {file: {name in file: model name}}."""
+    plan: dict[Path, dict[str, str]] = {}
+    found: dict[str, Path] = {}
+    unknown: list[str] = []
+    for path in files:
+        wf = _open(path)
+        plan[path] = {}
+        for name, (shape, dtype) in wf.entries.items():
+            key = _model_name(name, shapes)
+            if key is None:
+                if not _ignored(name):
+                    unknown.append(name)
+                continue
+            if key in found:
+                raise CheckpointError(f"{path}: tensor {name} is also in {found[key]}")
+            if shape != shapes[key]:
+                raise CheckpointError(f"{path}: tensor {name} has shape {list(shape)}, the config implies "
+                                      f"{list(shapes[key])}")
+            if dtype not in FLOAT_DTYPES:
+                raise CheckpointError(f"{path}: tensor {name} has dtype {dtype}; only float32/float16/bfloat16 "
+                                      "weights can be imported")
+            found[key] = path
+            plan[path][name] = key
+        del wf
+    missing = [k for k in shapes if k not in found]
+    if missing:
+        raise CheckpointError(f"{folder}: {len(missing)} tensor(s) missing from the weights: {_names_text(missing)}")
+    if unknown and strict:
+        raise CheckpointError(f"{folder}: {len(unknown)} unknown tensor(s) in the weights: {_names_text(unknown)} "
+                              "(pass strict=False to ignore them)")
+    return plan
+
+
+def load_hf(folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = True,
+            progress: Callable[[str], None] | None = None):
+    """A gozaru Model with the config and weights of an HF GPT-NeoX folder.
+
+    strict=False ignores tensors gozaru does not know; missing tensors are always an error.
+    progress, when given, is called with each tensor name as it is copied.
+    """
+    from .model import Model
+
+    folder = Path(folder)
+    cfg = read_hf_config(folder)
+    plan = _plan(weight_files(folder), cfg.tensor_shapes(), strict, folder)
+    model = Model(cfg, seed=None, backend=backend)
+    params = model.params
+    for path, names in plan.items():
+        wf = _open(path)
+        for name, key in names.items():
+            params[key][...] = wf.read(name)
+            if progress:
+                progress(key)
+        del wf
+    model.params_changed()
+    return model
+
+
+# ---------------------------------------------------------------- export
+
+def _write_safetensors(path: Path, tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str]) -> None:
+    """Streams float32 tensors into a safetensors file (no in-memory copy of the model)."""
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for name, a in tensors:
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the data that follows stays 8-byte aligned
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for _, a in tensors:
+                f.write(memoryview(np.ascontiguousarray(a, dtype="<f4")).cast("B"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_hf(model, folder: str | os.PathLike) -> None:
+    """Writes config.json and model.safetensors (float32) for transformers' GPTNeoXForCausalLM."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.sync_to_host()
+    params = model.params
+    tensors = [(name, params[name]) for name in model.names]
+    _write_safetensors(folder / SAFETENSORS, tensors, {"format": "pt"})
+    tmp = folder / f"config.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(model.config.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / "config.json")
