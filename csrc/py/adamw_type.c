@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "args.h"
+#include "call.h"
 
 static void adamw_dealloc(GzAdamWObject *self) {
     if (self->opt) gz_adamw_free(self->opt); /* before the model it points to can go */
@@ -55,14 +56,11 @@ static PyObject *adamw_step(GzAdamWObject *self, PyObject *args, PyObject *kwarg
     if (gzpy_float_arg(lr_obj, "lr", 0.0, 1e30, 0, &lr) < 0) return NULL;
     if (clip_obj && clip_obj != Py_None && gzpy_float_arg(clip_obj, "max_grad_norm", 0.0, 1e30, 0, &clip) < 0)
         return NULL;
-    if (gzpy_model_begin(self->model) < 0) return NULL;
     float norm = NAN;
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_adamw_step(self->opt, (float)lr, (float)clip, &norm);
-    Py_END_ALLOW_THREADS
-    gzpy_model_end(self->model);
-    if (s != GZ_OK) return gzpy_raise_status(s);
+    gzpy_call c;
+    if (gzpy_call_begin(&c, self->model, 0) < 0) return NULL;
+    gz_status s = gz_adamw_step(self->opt, (float)lr, (float)clip, &norm);
+    if (gzpy_call_end(&c, s) < 0) return NULL;
     return PyFloat_FromDouble(norm);
 }
 
@@ -104,14 +102,10 @@ static PyObject *adamw_get_state(GzAdamWObject *self, PyObject *name) {
         return NULL;
     }
     int64_t step = 0;
-    gz_status s = GZ_OK;
-    if (gzpy_model_begin(self->model) == 0) {
-        Py_BEGIN_ALLOW_THREADS
-        s = gz_adamw_get_state(self->opt, idx, GZPY_F32(m), GZPY_F32(v), &step);
-        Py_END_ALLOW_THREADS
-        gzpy_model_end(self->model);
-        if (s == GZ_OK) return Py_BuildValue("(NNL)", m, v, (long long)step);
-        gzpy_raise_status(s);
+    gzpy_call c;
+    if (gzpy_call_begin(&c, self->model, 0) == 0) {
+        gz_status s = gz_adamw_get_state(self->opt, idx, GZPY_F32(m), GZPY_F32(v), &step);
+        if (gzpy_call_end(&c, s) == 0) return Py_BuildValue("(NNL)", m, v, (long long)step);
     }
     Py_DECREF(m);
     Py_DECREF(v);
@@ -133,13 +127,10 @@ static PyObject *adamw_set_state(GzAdamWObject *self, PyObject *args, PyObject *
     if (!v) return NULL;
     long long step;
     if (gzpy_int_arg(step_obj, "step", 0, INT64_MAX, &step) < 0) return NULL;
-    if (gzpy_model_begin(self->model) < 0) return NULL;
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_adamw_set_state(self->opt, idx, GZPY_F32(m), GZPY_F32(v), (int64_t)step);
-    Py_END_ALLOW_THREADS
-    gzpy_model_end(self->model);
-    if (s != GZ_OK) return gzpy_raise_status(s);
+    gzpy_call c;
+    if (gzpy_call_begin(&c, self->model, 0) < 0) return NULL;
+    gz_status s = gz_adamw_set_state(self->opt, idx, GZPY_F32(m), GZPY_F32(v), (int64_t)step);
+    if (gzpy_call_end(&c, s) < 0) return NULL;
     Py_RETURN_NONE;
 }
 

@@ -113,6 +113,14 @@ int gzpy_check_ids(PyArrayObject *a, const char *name, int hi, int allow_ignore,
     return 0;
 }
 
+const char *gzpy_str_arg(PyObject *obj, const char *name, const char *hint) {
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str%s, got %.100s", name, hint, Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return PyUnicode_AsUTF8(obj);
+}
+
 int gzpy_int_arg(PyObject *obj, const char *name, long long lo, long long hi, long long *out) {
     if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be an int, got %.100s", name, Py_TYPE(obj)->tp_name);

@@ -29,6 +29,9 @@ int gzpy_check_int_dim(npy_intp size, const char *what);
  * e.g. "tokens[1, 7] = 9001 is outside the vocabulary [0, 8000)". a is int32 and C-contiguous. */
 int gzpy_check_ids(PyArrayObject *a, const char *name, int hi, int allow_ignore, const char *range_name);
 
+/* The UTF-8 text of a str (TypeError "<name> must be a str<hint>, got <type>" otherwise). */
+const char *gzpy_str_arg(PyObject *obj, const char *name, const char *hint);
+
 /* A Python int in [lo, hi] (TypeError for non-integers, bools included; ValueError out of range). */
 int gzpy_int_arg(PyObject *obj, const char *name, long long lo, long long hi, long long *out);
 /* A non-negative Python int that fits uint64 (seeds). */

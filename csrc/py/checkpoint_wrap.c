@@ -2,6 +2,7 @@
 #include "pycore.h"
 
 #include "args.h"
+#include "call.h"
 
 /* None, or an AdamW bound to this model (the checkpoint pairs parameters with their moments). */
 static int optimizer_arg(GzModelObject *self, PyObject *obj, gz_adamw **out) {
@@ -37,21 +38,13 @@ PyObject *gzpy_model_save_checkpoint(GzModelObject *self, PyObject *args, PyObje
     if (lr_obj && gzpy_float_arg(lr_obj, "lr", 0.0, 1e30, 0, &lr) < 0) goto done;
     if (step_obj && gzpy_int_arg(step_obj, "step", 0, INT64_MAX, &step) < 0) goto done;
     if (tokens_obj && gzpy_int_arg(tokens_obj, "tokens_seen", 0, INT64_MAX, &tokens_seen) < 0) goto done;
-    if (gzpy_model_begin(self) < 0) goto done;
     const char *cpath = PyBytes_AS_STRING(path);
-    gzpy_sigint_guard guard;
-    gzpy_sigint_begin(&guard);
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_checkpoint_save(cpath, self->model, opt, (float)lr, config_json, (int64_t)step, (int64_t)tokens_seen,
-                           rng.buf, rng.obj ? (size_t)rng.len : 0, extra.buf, extra.obj ? (size_t)extra.len : 0);
-    Py_END_ALLOW_THREADS
-    gzpy_sigint_end(&guard, s);
-    gzpy_model_end(self);
-    if (s != GZ_OK) {
-        gzpy_raise_status(s);
-        goto done;
-    }
+    gzpy_call c;
+    if (gzpy_call_begin(&c, self, GZPY_CALL_INTERRUPTIBLE) < 0) goto done;
+    gz_status s = gz_checkpoint_save(cpath, self->model, opt, (float)lr, config_json, (int64_t)step,
+                                     (int64_t)tokens_seen, rng.buf, rng.obj ? (size_t)rng.len : 0, extra.buf,
+                                     extra.obj ? (size_t)extra.len : 0);
+    if (gzpy_call_end(&c, s) < 0) goto done;
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&rng);
@@ -67,21 +60,15 @@ PyObject *gzpy_model_load_checkpoint(GzModelObject *self, PyObject *args, PyObje
                                      &opt_obj))
         return NULL;
     gz_adamw *opt;
-    if (optimizer_arg(self, opt_obj, &opt) < 0 || gzpy_model_begin(self) < 0) {
-        Py_DECREF(path);
-        return NULL;
-    }
     const char *cpath = PyBytes_AS_STRING(path);
-    gzpy_sigint_guard guard;
-    gzpy_sigint_begin(&guard);
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_checkpoint_load(cpath, self->model, opt);
-    Py_END_ALLOW_THREADS
-    gzpy_sigint_end(&guard, s);
-    gzpy_model_end(self);
+    gzpy_call c;
+    int rc = -1;
+    if (optimizer_arg(self, opt_obj, &opt) == 0 && gzpy_call_begin(&c, self, GZPY_CALL_INTERRUPTIBLE) == 0) {
+        gz_status s = gz_checkpoint_load(cpath, self->model, opt);
+        rc = gzpy_call_end(&c, s);
+    }
     Py_DECREF(path);
-    if (s != GZ_OK) return gzpy_raise_status(s);
+    if (rc < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -94,14 +81,13 @@ PyObject *gzpy_read_checkpoint_meta(PyObject *module, PyObject *arg) {
     PyObject *path = NULL;
     if (!PyUnicode_FSConverter(arg, &path)) return NULL;
     gz_checkpoint_meta meta = {0};
-    gz_status s;
     const char *cpath = PyBytes_AS_STRING(path);
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_checkpoint_read_meta(cpath, &meta);
-    Py_END_ALLOW_THREADS
+    gzpy_call c;
+    gzpy_call_begin(&c, NULL, 0); /* cannot fail without a model to mark busy */
+    gz_status s = gz_checkpoint_read_meta(cpath, &meta);
+    int rc = gzpy_call_end(&c, s);
     Py_DECREF(path);
-    if (s != GZ_OK) {
-        gzpy_raise_status(s);
+    if (rc < 0) {
         gz_checkpoint_meta_free(&meta);
         return NULL;
     }

@@ -5,6 +5,7 @@
 #include <limits.h>
 
 #include "args.h"
+#include "call.h"
 
 typedef struct {
     PyArrayObject *prompts, *lens; /* private copies: another thread cannot change them under us */
@@ -110,20 +111,11 @@ PyObject *gzpy_model_generate(GzModelObject *self, PyObject *args, PyObject *kwa
     out_lens = out ? gzpy_zeros_i32(1, out_dims) : NULL;
     if (!out_lens) goto done;
     if (a.cfg.max_new_tokens > 0) {
-        if (gzpy_model_begin(self) < 0) goto done;
-        gzpy_sigint_guard guard;
-        gzpy_sigint_begin(&guard);
-        gz_status s;
-        Py_BEGIN_ALLOW_THREADS
-        s = gz_generate(self->model, GZPY_I32(a.prompts), GZPY_I32(a.lens), a.B, a.Tmax, &a.cfg, GZPY_I32(out),
-                        GZPY_I32(out_lens));
-        Py_END_ALLOW_THREADS
-        gzpy_sigint_end(&guard, s);
-        gzpy_model_end(self);
-        if (s != GZ_OK) {
-            gzpy_raise_status(s);
-            goto done;
-        }
+        gzpy_call c;
+        if (gzpy_call_begin(&c, self, GZPY_CALL_INTERRUPTIBLE) < 0) goto done;
+        gz_status s = gz_generate(self->model, GZPY_I32(a.prompts), GZPY_I32(a.lens), a.B, a.Tmax, &a.cfg,
+                                  GZPY_I32(out), GZPY_I32(out_lens));
+        if (gzpy_call_end(&c, s) < 0) goto done;
     }
     result = Py_BuildValue("(OO)", (PyObject *)out, (PyObject *)out_lens);
 done:

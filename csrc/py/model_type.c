@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "call.h"
 #include "model_config.h"
 
 /* ------------------------------------------------------------------ busy guard */
@@ -23,11 +24,7 @@ void gzpy_model_end(GzModelObject *self) { self->busy = 0; }
 
 /* ------------------------------------------------------------------ tensor lookup */
 int gzpy_tensor_index(GzModelObject *self, PyObject *name) {
-    if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "tensor name must be a str, got %.100s", Py_TYPE(name)->tp_name);
-        return -1;
-    }
-    const char *s = PyUnicode_AsUTF8(name);
+    const char *s = gzpy_str_arg(name, "tensor name", "");
     if (!s) return -1;
     int idx = gz_model_find_tensor(self->model, s);
     if (idx < 0) {
@@ -90,13 +87,11 @@ static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     GzModelObject *self = (GzModelObject *)type->tp_alloc(type, 0);
     if (!self) return NULL;
     gz_model *m = NULL;
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_model_create(&cfg, kind, &m);
+    gzpy_call c;
+    gzpy_call_begin(&c, NULL, 0); /* cannot fail without a model to mark busy */
+    gz_status s = gz_model_create(&cfg, kind, &m);
     if (s == GZ_OK && init) s = gz_model_init_random(m, seed, (float)init_std);
-    Py_END_ALLOW_THREADS
-    if (s != GZ_OK) {
-        gzpy_raise_status(s); /* before freeing: the message lives in the core */
+    if (gzpy_call_end(&c, s) < 0) { /* raised before freeing: the message lives in the core */
         if (m) gz_model_free(m);
         Py_DECREF(self);
         return NULL;
@@ -195,13 +190,10 @@ static PyObject *model_flat_params(GzModelObject *self, PyObject *unused) {
 
 /* Runs a core call that takes only the model, with the busy guard and the GIL released. */
 static PyObject *run_model_call(GzModelObject *self, gz_status (*fn)(gz_model *)) {
-    if (gzpy_model_begin(self) < 0) return NULL;
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = fn(self->model);
-    Py_END_ALLOW_THREADS
-    gzpy_model_end(self);
-    if (s != GZ_OK) return gzpy_raise_status(s);
+    gzpy_call c;
+    if (gzpy_call_begin(&c, self, 0) < 0) return NULL;
+    gz_status s = fn(self->model);
+    if (gzpy_call_end(&c, s) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -280,19 +272,13 @@ static PyObject *model_forward(GzModelObject *self, PyObject *args, PyObject *kw
         logits = gzpy_zeros_f32(3, dims);
         if (!logits) goto done;
     }
-    if (gzpy_model_begin(self) < 0) goto done;
     float loss = NAN;
     int64_t counted = 0;
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_model_forward(self->model, GZPY_I32(tokens), targets ? GZPY_I32(targets) : NULL, (int)B, (int)T,
-                         logits ? GZPY_F32(logits) : NULL, targets ? &loss : NULL, targets ? &counted : NULL);
-    Py_END_ALLOW_THREADS
-    gzpy_model_end(self);
-    if (s != GZ_OK) {
-        gzpy_raise_status(s);
-        goto done;
-    }
+    gzpy_call c;
+    if (gzpy_call_begin(&c, self, 0) < 0) goto done;
+    gz_status s = gz_model_forward(self->model, GZPY_I32(tokens), targets ? GZPY_I32(targets) : NULL, (int)B, (int)T,
+                                   logits ? GZPY_F32(logits) : NULL, targets ? &loss : NULL, targets ? &counted : NULL);
+    if (gzpy_call_end(&c, s) < 0) goto done;
     PyObject *loss_obj = targets ? PyFloat_FromDouble(loss) : (Py_INCREF(Py_None), Py_None);
     if (!loss_obj) goto done;
     result = Py_BuildValue("(NLO)", loss_obj, (long long)counted, logits ? (PyObject *)logits : Py_None);
@@ -309,19 +295,31 @@ static PyObject *model_backward(GzModelObject *self, PyObject *args, PyObject *k
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:backward", kwlist, &scale_obj)) return NULL;
     double scale = 1.0;
     if (scale_obj && gzpy_float_arg(scale_obj, "loss_scale", -1e30, 1e30, 0, &scale) < 0) return NULL;
-    if (gzpy_model_begin(self) < 0) return NULL;
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_model_backward(self->model, (float)scale);
-    Py_END_ALLOW_THREADS
-    gzpy_model_end(self);
-    if (s != GZ_OK) return gzpy_raise_status(s);
+    gzpy_call c;
+    if (gzpy_call_begin(&c, self, 0) < 0) return NULL;
+    gz_status s = gz_model_backward(self->model, (float)scale);
+    if (gzpy_call_end(&c, s) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *model_zero_grad(GzModelObject *self, PyObject *unused) {
     (void)unused;
     return run_model_call(self, gz_model_zero_grad);
+}
+
+/* A fresh float32 array of shape dims filled by the core: tensor idx's gradient, or (idx < 0) the
+ * per-tensor gradient norms. */
+static PyObject *grad_array(GzModelObject *self, int idx, int ndim, const npy_intp *dims) {
+    PyArrayObject *out = gzpy_zeros_f32(ndim, dims);
+    if (!out) return NULL;
+    gzpy_call c;
+    if (gzpy_call_begin(&c, self, 0) == 0) {
+        gz_status s = idx < 0 ? gz_model_grad_norms(self->model, GZPY_F32(out))
+                              : gz_model_grad(self->model, idx, GZPY_F32(out));
+        if (gzpy_call_end(&c, s) == 0) return (PyObject *)out;
+    }
+    Py_DECREF(out);
+    return NULL;
 }
 
 static PyObject *model_grad(GzModelObject *self, PyObject *name) {
@@ -334,43 +332,13 @@ static PyObject *model_grad(GzModelObject *self, PyObject *name) {
         return NULL;
     }
     npy_intp dims[2] = {(npy_intp)info.shape[0], (npy_intp)info.shape[1]};
-    PyArrayObject *out = gzpy_zeros_f32(info.ndim, dims);
-    if (!out) return NULL;
-    if (gzpy_model_begin(self) < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_model_grad(self->model, idx, GZPY_F32(out));
-    Py_END_ALLOW_THREADS
-    gzpy_model_end(self);
-    if (s != GZ_OK) {
-        Py_DECREF(out);
-        return gzpy_raise_status(s);
-    }
-    return (PyObject *)out;
+    return grad_array(self, idx, info.ndim, dims);
 }
 
 static PyObject *model_grad_norms(GzModelObject *self, PyObject *unused) {
     (void)unused;
     npy_intp n = gz_model_num_tensors(self->model);
-    PyArrayObject *out = gzpy_zeros_f32(1, &n);
-    if (!out) return NULL;
-    if (gzpy_model_begin(self) < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    gz_status s;
-    Py_BEGIN_ALLOW_THREADS
-    s = gz_model_grad_norms(self->model, GZPY_F32(out));
-    Py_END_ALLOW_THREADS
-    gzpy_model_end(self);
-    if (s != GZ_OK) {
-        Py_DECREF(out);
-        return gzpy_raise_status(s);
-    }
-    return (PyObject *)out;
+    return grad_array(self, -1, 1, &n);
 }
 
 /* ------------------------------------------------------------------ type */

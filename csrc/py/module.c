@@ -42,11 +42,7 @@ static PyObject *get_num_threads(PyObject *module, PyObject *unused) {
 
 /* "cpu" / "cuda" -> kind; ValueError otherwise. Shared with the Model constructor. */
 int gzpy_backend_kind(PyObject *name, gz_backend_kind *out) {
-    if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "backend must be a str ('cpu' or 'cuda'), got %.100s", Py_TYPE(name)->tp_name);
-        return -1;
-    }
-    const char *s = PyUnicode_AsUTF8(name);
+    const char *s = gzpy_str_arg(name, "backend", " ('cpu' or 'cuda')");
     if (!s) return -1;
     if (strcmp(s, "cpu") == 0) *out = GZ_BACKEND_CPU;
     else if (strcmp(s, "cuda") == 0) *out = GZ_BACKEND_CUDA;

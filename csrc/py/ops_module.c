@@ -11,6 +11,7 @@
 
 #include "args.h"
 #include "backend.h"
+#include "call.h"
 
 /* A non-empty float32 / int32 input. */
 static PyArrayObject *f32_in(PyObject *obj, const char *name, int ndim, const npy_intp *want, const char *dims) {
@@ -24,32 +25,77 @@ static PyArrayObject *i32_in(PyObject *obj, const char *name, int ndim, const np
 }
 
 /* Sizes the backend takes as int must fit one. */
-#define DIMS_FIT(...)                                                    \
-    do {                                                                 \
-        npy_intp d_[] = {__VA_ARGS__};                                   \
-        for (size_t i_ = 0; i_ < sizeof d_ / sizeof d_[0]; i_++)         \
-            if (gzpy_check_int_dim(d_[i_], "a dimension") < 0) goto fail; \
-    } while (0)
+static int dims_fit(const npy_intp *d, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (gzpy_check_int_dim(d[i], "a dimension") < 0) return -1;
+    return 0;
+}
+#define DIMS_FIT(...) dims_fit((const npy_intp[]){__VA_ARGS__}, sizeof((const npy_intp[]){__VA_ARGS__}) / sizeof(npy_intp))
 
-/* Runs a backend call with the GIL released; on failure raises and jumps to fail. */
-#define BACKEND_CALL(expr)                        \
-    do {                                          \
-        gz_status s_;                             \
-        Py_BEGIN_ALLOW_THREADS                    \
-        s_ = (expr);                              \
-        Py_END_ALLOW_THREADS                      \
-        if (s_ != GZ_OK) {                        \
-            gzpy_raise_status(s_);                \
-            goto fail;                            \
-        }                                         \
-    } while (0)
+/* ------------------------------------------------------------------ outputs and the call */
+/* The fresh zero-filled arrays one op writes into, and the call that fills them. The op's result is
+ * its returned outputs in order (one alone, several as a tuple, a skipped one as None); every array
+ * is released when an allocation or the backend call fails, so ops need no cleanup code of their own. */
+#define MAX_OUTPUTS 4
+typedef struct {
+    int n, failed;
+    PyArrayObject *a[MAX_OUTPUTS]; /* NULL: a skipped output, returned as None */
+    int returned[MAX_OUTPUTS];     /* 0: scratch the backend needs, dropped after the call */
+    gzpy_call call;
+} op_outputs;
 
-#define NEW_F32(var, ndim, ...)                              \
-    do {                                                     \
-        npy_intp shape_[] = {__VA_ARGS__};                   \
-        var = gzpy_zeros_f32(ndim, shape_);                  \
-        if (!var) goto fail;                                 \
-    } while (0)
+static float *add_output(op_outputs *o, int ndim, const npy_intp *shape, int returned) {
+    PyArrayObject *a = o->failed ? NULL : gzpy_zeros_f32(ndim, shape);
+    if (!a) {
+        o->failed = 1;
+        return NULL;
+    }
+    o->a[o->n] = a;
+    o->returned[o->n++] = returned;
+    return GZPY_F32(a);
+}
+
+#define OUT_F32(o, ndim, ...) add_output(o, ndim, (const npy_intp[]){__VA_ARGS__}, 1)
+#define SCRATCH_F32(o, ndim, ...) add_output(o, ndim, (const npy_intp[]){__VA_ARGS__}, 0)
+
+/* An output the caller did not ask for (returned as None; the backend gets NULL). */
+static float *skip_output(op_outputs *o) {
+    o->a[o->n] = NULL;
+    o->returned[o->n++] = 1;
+    return NULL;
+}
+
+static PyObject *release_outputs(op_outputs *o) {
+    for (int i = 0; i < o->n; i++) Py_XDECREF(o->a[i]);
+    return NULL;
+}
+
+/* Releases the GIL for the backend call; -1 (outputs released) when an allocation failed. */
+static int op_begin(op_outputs *o) {
+    if (o->failed) {
+        release_outputs(o);
+        return -1;
+    }
+    return gzpy_call_begin(&o->call, NULL, 0);
+}
+
+/* Takes the GIL back; the op's result, or NULL with the exception set and the outputs released. */
+static PyObject *op_end(op_outputs *o, gz_status s) {
+    if (gzpy_call_end(&o->call, s) < 0) return release_outputs(o);
+    PyObject *ret[MAX_OUTPUTS];
+    int k = 0;
+    for (int i = 0; i < o->n; i++) {
+        if (o->returned[i]) ret[k++] = o->a[i] ? (PyObject *)o->a[i] : Py_NewRef(Py_None);
+        else Py_DECREF(o->a[i]);
+    }
+    if (k == 1) return ret[0];
+    PyObject *tuple = PyTuple_New(k);
+    for (int i = 0; i < k; i++) {
+        if (tuple) PyTuple_SET_ITEM(tuple, i, ret[i]); /* steals */
+        else Py_DECREF(ret[i]);
+    }
+    return tuple;
+}
 
 static const gz_backend *cpu(void) { return gz_backend_cpu(); }
 
@@ -60,7 +106,6 @@ static PyObject *layernorm_forward(PyObject *mod, PyObject *args, PyObject *kwar
     PyObject *inp_o, *w_o, *b_o, *eps_o = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:layernorm_forward", kwlist, &inp_o, &w_o, &b_o, &eps_o))
         return NULL;
-    PyArrayObject *out = NULL, *mean = NULL, *rstd = NULL;
     double eps = 1e-5;
     PyArrayObject *inp = f32_in(inp_o, "inp", 2, NULL, "[N, C]");
     if (!inp) return NULL;
@@ -68,18 +113,13 @@ static PyObject *layernorm_forward(PyObject *mod, PyObject *args, PyObject *kwar
     PyArrayObject *w = f32_in(w_o, "weight", 1, &C, "[C]");
     PyArrayObject *b = w ? f32_in(b_o, "bias", 1, &C, "[C]") : NULL;
     if (!b || (eps_o && gzpy_float_arg(eps_o, "eps", 0.0, 1.0, 0, &eps) < 0)) return NULL;
-    DIMS_FIT(C);
-    NEW_F32(out, 2, N, C);
-    NEW_F32(mean, 1, N);
-    NEW_F32(rstd, 1, N);
-    BACKEND_CALL(cpu()->layernorm_forward(GZPY_F32(out), GZPY_F32(mean), GZPY_F32(rstd), GZPY_F32(inp),
-                                          GZPY_F32(w), GZPY_F32(b), (int64_t)N, (int)C, (float)eps));
-    return Py_BuildValue("(NNN)", out, mean, rstd);
-fail:
-    Py_XDECREF(out);
-    Py_XDECREF(mean);
-    Py_XDECREF(rstd);
-    return NULL;
+    if (DIMS_FIT(C) < 0) return NULL;
+    op_outputs o = {0};
+    float *out = OUT_F32(&o, 2, N, C), *mean = OUT_F32(&o, 1, N), *rstd = OUT_F32(&o, 1, N);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->layernorm_forward(out, mean, rstd, GZPY_F32(inp), GZPY_F32(w), GZPY_F32(b), (int64_t)N,
+                                           (int)C, (float)eps);
+    return op_end(&o, s);
 }
 
 static PyObject *layernorm_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -89,7 +129,6 @@ static PyObject *layernorm_backward(PyObject *mod, PyObject *args, PyObject *kwa
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:layernorm_backward", kwlist, &dout_o, &inp_o, &w_o,
                                      &mean_o, &rstd_o))
         return NULL;
-    PyArrayObject *dinp = NULL, *dw = NULL, *db = NULL;
     PyArrayObject *inp = f32_in(inp_o, "inp", 2, NULL, "[N, C]");
     if (!inp) return NULL;
     npy_intp N = PyArray_DIM(inp, 0), C = PyArray_DIM(inp, 1);
@@ -97,20 +136,13 @@ static PyObject *layernorm_backward(PyObject *mod, PyObject *args, PyObject *kwa
     PyArrayObject *w = dout ? f32_in(w_o, "weight", 1, &C, "[C]") : NULL;
     PyArrayObject *mean = w ? f32_in(mean_o, "mean", 1, &N, "[N]") : NULL;
     PyArrayObject *rstd = mean ? f32_in(rstd_o, "rstd", 1, &N, "[N]") : NULL;
-    if (!rstd) return NULL;
-    DIMS_FIT(C);
-    NEW_F32(dinp, 2, N, C);
-    NEW_F32(dw, 1, C);
-    NEW_F32(db, 1, C);
-    BACKEND_CALL(cpu()->layernorm_backward(GZPY_F32(dinp), GZPY_F32(dw), GZPY_F32(db), GZPY_F32(dout),
-                                           GZPY_F32(inp), GZPY_F32(w), GZPY_F32(mean), GZPY_F32(rstd), (int64_t)N,
-                                           (int)C));
-    return Py_BuildValue("(NNN)", dinp, dw, db);
-fail:
-    Py_XDECREF(dinp);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
-    return NULL;
+    if (!rstd || DIMS_FIT(C) < 0) return NULL;
+    op_outputs o = {0};
+    float *dinp = OUT_F32(&o, 2, N, C), *dw = OUT_F32(&o, 1, C), *db = OUT_F32(&o, 1, C);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->layernorm_backward(dinp, dw, db, GZPY_F32(dout), GZPY_F32(inp), GZPY_F32(w), GZPY_F32(mean),
+                                            GZPY_F32(rstd), (int64_t)N, (int)C);
+    return op_end(&o, s);
 }
 
 /* ------------------------------------------------------------------ matmul */
@@ -119,7 +151,7 @@ static PyObject *matmul_forward(PyObject *mod, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"inp", "weight", "bias", NULL};
     PyObject *inp_o, *w_o, *b_o = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:matmul_forward", kwlist, &inp_o, &w_o, &b_o)) return NULL;
-    PyArrayObject *out = NULL, *b = NULL;
+    PyArrayObject *b = NULL;
     PyArrayObject *inp = f32_in(inp_o, "inp", 2, NULL, "[N, C]");
     if (!inp) return NULL;
     npy_intp N = PyArray_DIM(inp, 0), C = PyArray_DIM(inp, 1);
@@ -128,14 +160,13 @@ static PyObject *matmul_forward(PyObject *mod, PyObject *args, PyObject *kwargs)
     if (!w) return NULL;
     npy_intp OC = PyArray_DIM(w, 0);
     if (b_o != Py_None && !(b = f32_in(b_o, "bias", 1, &OC, "[OC]"))) return NULL;
-    DIMS_FIT(C, OC);
-    NEW_F32(out, 2, N, OC);
-    BACKEND_CALL(cpu()->matmul_forward(GZPY_F32(out), GZPY_F32(inp), GZPY_F32(w), b ? GZPY_F32(b) : NULL,
-                                       (int64_t)N, (int)C, (int)OC));
-    return (PyObject *)out;
-fail:
-    Py_XDECREF(out);
-    return NULL;
+    if (DIMS_FIT(C, OC) < 0) return NULL;
+    op_outputs o = {0};
+    float *out = OUT_F32(&o, 2, N, OC);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->matmul_forward(out, GZPY_F32(inp), GZPY_F32(w), b ? GZPY_F32(b) : NULL, (int64_t)N, (int)C,
+                                        (int)OC);
+    return op_end(&o, s);
 }
 
 static PyObject *matmul_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -146,7 +177,6 @@ static PyObject *matmul_backward(PyObject *mod, PyObject *args, PyObject *kwargs
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|p:matmul_backward", kwlist, &dout_o, &inp_o, &w_o,
                                      &with_bias))
         return NULL;
-    PyArrayObject *dinp = NULL, *dw = NULL, *db = NULL;
     PyArrayObject *inp = f32_in(inp_o, "inp", 2, NULL, "[N, C]");
     if (!inp) return NULL;
     npy_intp N = PyArray_DIM(inp, 0), C = PyArray_DIM(inp, 1);
@@ -156,22 +186,25 @@ static PyObject *matmul_backward(PyObject *mod, PyObject *args, PyObject *kwargs
     npy_intp OC = PyArray_DIM(w, 0);
     npy_intp want_dout[2] = {N, OC};
     PyArrayObject *dout = f32_in(dout_o, "dout", 2, want_dout, "[N, OC]");
-    if (!dout) return NULL;
-    DIMS_FIT(C, OC);
-    NEW_F32(dinp, 2, N, C);
-    NEW_F32(dw, 2, OC, C);
-    if (with_bias) NEW_F32(db, 1, OC);
-    BACKEND_CALL(cpu()->matmul_backward(GZPY_F32(dinp), GZPY_F32(dw), db ? GZPY_F32(db) : NULL, GZPY_F32(dout),
-                                        GZPY_F32(inp), GZPY_F32(w), (int64_t)N, (int)C, (int)OC));
-    return Py_BuildValue("(NNO)", dinp, dw, db ? (PyObject *)db : Py_None);
-fail:
-    Py_XDECREF(dinp);
-    Py_XDECREF(dw);
-    Py_XDECREF(db);
-    return NULL;
+    if (!dout || DIMS_FIT(C, OC) < 0) return NULL;
+    op_outputs o = {0};
+    float *dinp = OUT_F32(&o, 2, N, C), *dw = OUT_F32(&o, 2, OC, C);
+    float *db = with_bias ? OUT_F32(&o, 1, OC) : skip_output(&o);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->matmul_backward(dinp, dw, db, GZPY_F32(dout), GZPY_F32(inp), GZPY_F32(w), (int64_t)N,
+                                         (int)C, (int)OC);
+    return op_end(&o, s);
 }
 
 /* ------------------------------------------------------------------ rotary + split */
+/* q, k, v (or their gradients): three [B, NH, T, HS] arrays of one shape. */
+static int qkv_in(PyObject *q_o, PyObject *k_o, PyObject *v_o, const char *names[3], PyArrayObject *out[3]) {
+    out[0] = f32_in(q_o, names[0], 4, NULL, "[B, NH, T, HS]");
+    out[1] = out[0] ? f32_in(k_o, names[1], 4, PyArray_DIMS(out[0]), "[B, NH, T, HS]") : NULL;
+    out[2] = out[1] ? f32_in(v_o, names[2], 4, PyArray_DIMS(out[0]), "[B, NH, T, HS]") : NULL;
+    return out[2] ? 0 : -1;
+}
+
 /* pos [B, T] must index rows of the [P, rot/2] cos/sin tables. */
 static int check_rotary_tables(PyArrayObject *pos, PyArrayObject **cos_t, PyArrayObject **sin_t, PyObject *cos_o,
                                PyObject *sin_o, npy_intp HS, int *rot) {
@@ -198,7 +231,7 @@ static PyObject *rotary_split_forward(PyObject *mod, PyObject *args, PyObject *k
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO:rotary_split_forward", kwlist, &qkv_o, &pos_o, &cos_o,
                                      &sin_o))
         return NULL;
-    PyArrayObject *q = NULL, *k = NULL, *v = NULL, *cos_t, *sin_t;
+    PyArrayObject *cos_t, *sin_t;
     npy_intp want_qkv[5] = {GZPY_ANY, GZPY_ANY, GZPY_ANY, 3, GZPY_ANY};
     PyArrayObject *qkv = f32_in(qkv_o, "qkv", 5, want_qkv, "[B, T, NH, 3, HS]");
     if (!qkv) return NULL;
@@ -206,19 +239,13 @@ static PyObject *rotary_split_forward(PyObject *mod, PyObject *args, PyObject *k
     PyArrayObject *pos = i32_in(pos_o, "pos", 2, PyArray_DIMS(qkv), "[B, T]");
     int rot;
     if (!pos || check_rotary_tables(pos, &cos_t, &sin_t, cos_o, sin_o, HS, &rot) < 0) return NULL;
-    DIMS_FIT(B, T, NH, HS, B * T * NH * 3 * HS);
-    NEW_F32(q, 4, B, NH, T, HS);
-    NEW_F32(k, 4, B, NH, T, HS);
-    NEW_F32(v, 4, B, NH, T, HS);
-    BACKEND_CALL(cpu()->rotary_split_forward(GZPY_F32(q), GZPY_F32(k), GZPY_F32(v), GZPY_F32(qkv), GZPY_I32(pos),
-                                             GZPY_F32(cos_t), GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS,
-                                             rot));
-    return Py_BuildValue("(NNN)", q, k, v);
-fail:
-    Py_XDECREF(q);
-    Py_XDECREF(k);
-    Py_XDECREF(v);
-    return NULL;
+    if (DIMS_FIT(B, T, NH, HS, B * T * NH * 3 * HS) < 0) return NULL;
+    op_outputs o = {0};
+    float *q = OUT_F32(&o, 4, B, NH, T, HS), *k = OUT_F32(&o, 4, B, NH, T, HS), *v = OUT_F32(&o, 4, B, NH, T, HS);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->rotary_split_forward(q, k, v, GZPY_F32(qkv), GZPY_I32(pos), GZPY_F32(cos_t),
+                                              GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS, rot);
+    return op_end(&o, s);
 }
 
 static PyObject *rotary_split_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -228,25 +255,22 @@ static PyObject *rotary_split_backward(PyObject *mod, PyObject *args, PyObject *
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO:rotary_split_backward", kwlist, &dq_o, &dk_o, &dv_o,
                                      &pos_o, &cos_o, &sin_o))
         return NULL;
-    PyArrayObject *dqkv = NULL, *cos_t, *sin_t;
-    PyArrayObject *dq = f32_in(dq_o, "dq", 4, NULL, "[B, NH, T, HS]");
-    PyArrayObject *dk = dq ? f32_in(dk_o, "dk", 4, PyArray_DIMS(dq), "[B, NH, T, HS]") : NULL;
-    PyArrayObject *dv = dk ? f32_in(dv_o, "dv", 4, PyArray_DIMS(dq), "[B, NH, T, HS]") : NULL;
-    if (!dv) return NULL;
-    npy_intp B = PyArray_DIM(dq, 0), NH = PyArray_DIM(dq, 1), T = PyArray_DIM(dq, 2), HS = PyArray_DIM(dq, 3);
+    PyArrayObject *cos_t, *sin_t, *in[3];
+    if (qkv_in(dq_o, dk_o, dv_o, (const char *[]){"dq", "dk", "dv"}, in) < 0) return NULL;
+    npy_intp B = PyArray_DIM(in[0], 0), NH = PyArray_DIM(in[0], 1), T = PyArray_DIM(in[0], 2),
+             HS = PyArray_DIM(in[0], 3);
     npy_intp want_pos[2] = {B, T};
     PyArrayObject *pos = i32_in(pos_o, "pos", 2, want_pos, "[B, T]");
     int rot;
     if (!pos || check_rotary_tables(pos, &cos_t, &sin_t, cos_o, sin_o, HS, &rot) < 0) return NULL;
-    DIMS_FIT(B, T, NH, HS, B * T * NH * 3 * HS);
-    NEW_F32(dqkv, 5, B, T, NH, 3, HS);
-    BACKEND_CALL(cpu()->rotary_split_backward(GZPY_F32(dqkv), GZPY_F32(dq), GZPY_F32(dk), GZPY_F32(dv),
-                                              GZPY_I32(pos), GZPY_F32(cos_t), GZPY_F32(sin_t), (int)B, (int)T,
-                                              (int)NH, (int)HS, rot));
-    return (PyObject *)dqkv;
-fail:
-    Py_XDECREF(dqkv);
-    return NULL;
+    if (DIMS_FIT(B, T, NH, HS, B * T * NH * 3 * HS) < 0) return NULL;
+    op_outputs o = {0};
+    float *dqkv = OUT_F32(&o, 5, B, T, NH, 3, HS);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->rotary_split_backward(dqkv, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), GZPY_I32(pos),
+                                               GZPY_F32(cos_t), GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS,
+                                               rot);
+    return op_end(&o, s);
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -255,22 +279,17 @@ static PyObject *attention_forward(PyObject *mod, PyObject *args, PyObject *kwar
     static char *kwlist[] = {"q", "k", "v", NULL};
     PyObject *q_o, *k_o, *v_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:attention_forward", kwlist, &q_o, &k_o, &v_o)) return NULL;
-    PyArrayObject *out = NULL, *att = NULL;
-    PyArrayObject *q = f32_in(q_o, "q", 4, NULL, "[B, NH, T, HS]");
-    PyArrayObject *k = q ? f32_in(k_o, "k", 4, PyArray_DIMS(q), "[B, NH, T, HS]") : NULL;
-    PyArrayObject *v = k ? f32_in(v_o, "v", 4, PyArray_DIMS(q), "[B, NH, T, HS]") : NULL;
-    if (!v) return NULL;
+    PyArrayObject *in[3];
+    if (qkv_in(q_o, k_o, v_o, (const char *[]){"q", "k", "v"}, in) < 0) return NULL;
+    PyArrayObject *q = in[0];
     npy_intp B = PyArray_DIM(q, 0), NH = PyArray_DIM(q, 1), T = PyArray_DIM(q, 2), HS = PyArray_DIM(q, 3);
-    DIMS_FIT(B, NH, T, HS, NH * HS);
-    NEW_F32(out, 3, B, T, NH * HS);
-    NEW_F32(att, 4, B, NH, T, T);
-    BACKEND_CALL(cpu()->attention_forward(GZPY_F32(out), GZPY_F32(att), GZPY_F32(q), GZPY_F32(k), GZPY_F32(v),
-                                          (int)B, (int)T, (int)NH, (int)HS));
-    return Py_BuildValue("(NN)", out, att);
-fail:
-    Py_XDECREF(out);
-    Py_XDECREF(att);
-    return NULL;
+    if (DIMS_FIT(B, NH, T, HS, NH * HS) < 0) return NULL;
+    op_outputs o = {0};
+    float *out = OUT_F32(&o, 3, B, T, NH * HS), *att = OUT_F32(&o, 4, B, NH, T, T);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->attention_forward(out, att, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
+                                           (int)T, (int)NH, (int)HS);
+    return op_end(&o, s);
 }
 
 static PyObject *attention_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -280,32 +299,21 @@ static PyObject *attention_backward(PyObject *mod, PyObject *args, PyObject *kwa
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:attention_backward", kwlist, &dout_o, &att_o, &q_o, &k_o,
                                      &v_o))
         return NULL;
-    PyArrayObject *dq = NULL, *dk = NULL, *dv = NULL, *scratch = NULL;
-    PyArrayObject *q = f32_in(q_o, "q", 4, NULL, "[B, NH, T, HS]");
-    PyArrayObject *k = q ? f32_in(k_o, "k", 4, PyArray_DIMS(q), "[B, NH, T, HS]") : NULL;
-    PyArrayObject *v = k ? f32_in(v_o, "v", 4, PyArray_DIMS(q), "[B, NH, T, HS]") : NULL;
-    if (!v) return NULL;
+    PyArrayObject *in[3];
+    if (qkv_in(q_o, k_o, v_o, (const char *[]){"q", "k", "v"}, in) < 0) return NULL;
+    PyArrayObject *q = in[0];
     npy_intp B = PyArray_DIM(q, 0), NH = PyArray_DIM(q, 1), T = PyArray_DIM(q, 2), HS = PyArray_DIM(q, 3);
     npy_intp want_att[4] = {B, NH, T, T}, want_dout[3] = {B, T, NH * HS};
     PyArrayObject *att = f32_in(att_o, "att", 4, want_att, "[B, NH, T, T]");
     PyArrayObject *dout = att ? f32_in(dout_o, "dout", 3, want_dout, "[B, T, NH*HS]") : NULL;
-    if (!dout) return NULL;
-    DIMS_FIT(B, NH, T, HS, NH * HS);
-    NEW_F32(dq, 4, B, NH, T, HS);
-    NEW_F32(dk, 4, B, NH, T, HS);
-    NEW_F32(dv, 4, B, NH, T, HS);
-    NEW_F32(scratch, 4, B, NH, T, T); /* d(att) / d(pre-softmax scores) */
-    BACKEND_CALL(cpu()->attention_backward(GZPY_F32(dq), GZPY_F32(dk), GZPY_F32(dv), GZPY_F32(scratch),
-                                           GZPY_F32(dout), GZPY_F32(att), GZPY_F32(q), GZPY_F32(k), GZPY_F32(v),
-                                           (int)B, (int)T, (int)NH, (int)HS));
-    Py_DECREF(scratch);
-    return Py_BuildValue("(NNN)", dq, dk, dv);
-fail:
-    Py_XDECREF(dq);
-    Py_XDECREF(dk);
-    Py_XDECREF(dv);
-    Py_XDECREF(scratch);
-    return NULL;
+    if (!dout || DIMS_FIT(B, NH, T, HS, NH * HS) < 0) return NULL;
+    op_outputs o = {0};
+    float *dq = OUT_F32(&o, 4, B, NH, T, HS), *dk = OUT_F32(&o, 4, B, NH, T, HS), *dv = OUT_F32(&o, 4, B, NH, T, HS);
+    float *scratch = SCRATCH_F32(&o, 4, B, NH, T, T); /* d(att) / d(pre-softmax scores) */
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(att), GZPY_F32(in[0]),
+                                            GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B, (int)T, (int)NH, (int)HS);
+    return op_end(&o, s);
 }
 
 /* ------------------------------------------------------------------ gelu */
@@ -317,16 +325,13 @@ static PyArrayObject *any_shape_f32(PyObject *obj, const char *name) {
 
 static PyObject *gelu_forward(PyObject *mod, PyObject *inp_o) {
     (void)mod;
-    PyArrayObject *out = NULL;
     PyArrayObject *inp = any_shape_f32(inp_o, "inp");
     if (!inp) return NULL;
-    out = (PyArrayObject *)PyArray_ZEROS(PyArray_NDIM(inp), PyArray_DIMS(inp), NPY_FLOAT32, 0);
-    if (!out) return NULL;
-    BACKEND_CALL(cpu()->gelu_forward(GZPY_F32(out), GZPY_F32(inp), (int64_t)PyArray_SIZE(inp)));
-    return (PyObject *)out;
-fail:
-    Py_XDECREF(out);
-    return NULL;
+    op_outputs o = {0};
+    float *out = add_output(&o, PyArray_NDIM(inp), PyArray_DIMS(inp), 1);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->gelu_forward(out, GZPY_F32(inp), (int64_t)PyArray_SIZE(inp));
+    return op_end(&o, s);
 }
 
 static PyObject *gelu_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -334,18 +339,15 @@ static PyObject *gelu_backward(PyObject *mod, PyObject *args, PyObject *kwargs) 
     static char *kwlist[] = {"dout", "inp", NULL};
     PyObject *dout_o, *inp_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:gelu_backward", kwlist, &dout_o, &inp_o)) return NULL;
-    PyArrayObject *dinp = NULL;
     PyArrayObject *inp = any_shape_f32(inp_o, "inp");
     if (!inp) return NULL;
     PyArrayObject *dout = f32_in(dout_o, "dout", PyArray_NDIM(inp), PyArray_DIMS(inp), "(the shape of inp)");
     if (!dout) return NULL;
-    dinp = (PyArrayObject *)PyArray_ZEROS(PyArray_NDIM(inp), PyArray_DIMS(inp), NPY_FLOAT32, 0);
-    if (!dinp) return NULL;
-    BACKEND_CALL(cpu()->gelu_backward(GZPY_F32(dinp), GZPY_F32(dout), GZPY_F32(inp), (int64_t)PyArray_SIZE(inp)));
-    return (PyObject *)dinp;
-fail:
-    Py_XDECREF(dinp);
-    return NULL;
+    op_outputs o = {0};
+    float *dinp = add_output(&o, PyArray_NDIM(inp), PyArray_DIMS(inp), 1);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->gelu_backward(dinp, GZPY_F32(dout), GZPY_F32(inp), (int64_t)PyArray_SIZE(inp));
+    return op_end(&o, s);
 }
 
 /* ------------------------------------------------------------------ cross-entropy */
@@ -355,23 +357,21 @@ static PyObject *cross_entropy_forward(PyObject *mod, PyObject *args, PyObject *
     PyObject *logits_o, *targets_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:cross_entropy_forward", kwlist, &logits_o, &targets_o))
         return NULL;
-    PyArrayObject *lse = NULL;
     PyArrayObject *logits = f32_in(logits_o, "logits", 2, NULL, "[N, V]");
     if (!logits) return NULL;
     npy_intp N = PyArray_DIM(logits, 0), V = PyArray_DIM(logits, 1);
     PyArrayObject *targets = i32_in(targets_o, "targets", 1, &N, "[N]");
-    if (!targets) return NULL;
-    DIMS_FIT(V);
+    if (!targets || DIMS_FIT(V) < 0) return NULL;
     if (gzpy_check_ids(targets, "targets", (int)V, 1, "vocabulary") < 0) return NULL;
-    NEW_F32(lse, 1, N);
+    op_outputs o = {0};
+    float *lse = OUT_F32(&o, 1, N);
     double loss_sum = 0.0;
     int64_t count = 0;
-    BACKEND_CALL(cpu()->cross_entropy_forward(GZPY_F32(lse), GZPY_F32(logits), GZPY_I32(targets), (int64_t)N,
-                                              (int)V, &loss_sum, &count));
-    return Py_BuildValue("(NdL)", lse, loss_sum, (long long)count);
-fail:
-    Py_XDECREF(lse);
-    return NULL;
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->cross_entropy_forward(lse, GZPY_F32(logits), GZPY_I32(targets), (int64_t)N, (int)V,
+                                               &loss_sum, &count);
+    PyObject *lse_obj = op_end(&o, s);
+    return lse_obj ? Py_BuildValue("(NdL)", lse_obj, loss_sum, (long long)count) : NULL;
 }
 
 static PyObject *cross_entropy_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -381,7 +381,6 @@ static PyObject *cross_entropy_backward(PyObject *mod, PyObject *args, PyObject 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:cross_entropy_backward", kwlist, &logits_o, &lse_o,
                                      &targets_o, &scale_o))
         return NULL;
-    PyArrayObject *dlogits = NULL;
     double scale = 1.0;
     PyArrayObject *logits = f32_in(logits_o, "logits", 2, NULL, "[N, V]");
     if (!logits) return NULL;
@@ -389,15 +388,13 @@ static PyObject *cross_entropy_backward(PyObject *mod, PyObject *args, PyObject 
     PyArrayObject *lse = f32_in(lse_o, "lse", 1, &N, "[N]");
     PyArrayObject *targets = lse ? i32_in(targets_o, "targets", 1, &N, "[N]") : NULL;
     if (!targets || (scale_o && gzpy_float_arg(scale_o, "scale", -1e30, 1e30, 0, &scale) < 0)) return NULL;
-    DIMS_FIT(V);
-    if (gzpy_check_ids(targets, "targets", (int)V, 1, "vocabulary") < 0) return NULL;
-    NEW_F32(dlogits, 2, N, V);
-    BACKEND_CALL(cpu()->cross_entropy_backward(GZPY_F32(dlogits), GZPY_F32(logits), GZPY_F32(lse),
-                                               GZPY_I32(targets), (int64_t)N, (int)V, (float)scale));
-    return (PyObject *)dlogits;
-fail:
-    Py_XDECREF(dlogits);
-    return NULL;
+    if (DIMS_FIT(V) < 0 || gzpy_check_ids(targets, "targets", (int)V, 1, "vocabulary") < 0) return NULL;
+    op_outputs o = {0};
+    float *dlogits = OUT_F32(&o, 2, N, V);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->cross_entropy_backward(dlogits, GZPY_F32(logits), GZPY_F32(lse), GZPY_I32(targets),
+                                                (int64_t)N, (int)V, (float)scale);
+    return op_end(&o, s);
 }
 
 /* ------------------------------------------------------------------ embedding */
@@ -406,19 +403,16 @@ static PyObject *embedding_forward(PyObject *mod, PyObject *args, PyObject *kwar
     static char *kwlist[] = {"tokens", "wte", NULL};
     PyObject *tokens_o, *wte_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:embedding_forward", kwlist, &tokens_o, &wte_o)) return NULL;
-    PyArrayObject *out = NULL;
     PyArrayObject *tokens = i32_in(tokens_o, "tokens", 1, NULL, "[N]");
     PyArrayObject *wte = tokens ? f32_in(wte_o, "wte", 2, NULL, "[V, C]") : NULL;
     if (!wte) return NULL;
     npy_intp N = PyArray_DIM(tokens, 0), V = PyArray_DIM(wte, 0), C = PyArray_DIM(wte, 1);
-    DIMS_FIT(V, C);
-    if (gzpy_check_ids(tokens, "tokens", (int)V, 0, "vocabulary") < 0) return NULL;
-    NEW_F32(out, 2, N, C);
-    BACKEND_CALL(cpu()->embedding_forward(GZPY_F32(out), GZPY_I32(tokens), GZPY_F32(wte), (int64_t)N, (int)C));
-    return (PyObject *)out;
-fail:
-    Py_XDECREF(out);
-    return NULL;
+    if (DIMS_FIT(V, C) < 0 || gzpy_check_ids(tokens, "tokens", (int)V, 0, "vocabulary") < 0) return NULL;
+    op_outputs o = {0};
+    float *out = OUT_F32(&o, 2, N, C);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->embedding_forward(out, GZPY_I32(tokens), GZPY_F32(wte), (int64_t)N, (int)C);
+    return op_end(&o, s);
 }
 
 static PyObject *embedding_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -427,7 +421,6 @@ static PyObject *embedding_backward(PyObject *mod, PyObject *args, PyObject *kwa
     PyObject *dout_o, *tokens_o, *vocab_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:embedding_backward", kwlist, &dout_o, &tokens_o, &vocab_o))
         return NULL;
-    PyArrayObject *dwte = NULL;
     long long V;
     PyArrayObject *tokens = i32_in(tokens_o, "tokens", 1, NULL, "[N]");
     if (!tokens || gzpy_int_arg(vocab_o, "vocab_size", 1, INT_MAX, &V) < 0) return NULL;
@@ -436,14 +429,12 @@ static PyObject *embedding_backward(PyObject *mod, PyObject *args, PyObject *kwa
     PyArrayObject *dout = f32_in(dout_o, "dout", 2, want_dout, "[N, C]");
     if (!dout) return NULL;
     npy_intp C = PyArray_DIM(dout, 1);
-    DIMS_FIT(C);
-    if (gzpy_check_ids(tokens, "tokens", (int)V, 0, "vocabulary") < 0) return NULL;
-    NEW_F32(dwte, 2, (npy_intp)V, C);
-    BACKEND_CALL(cpu()->embedding_backward(GZPY_F32(dwte), GZPY_F32(dout), GZPY_I32(tokens), (int64_t)N, (int)C));
-    return (PyObject *)dwte;
-fail:
-    Py_XDECREF(dwte);
-    return NULL;
+    if (DIMS_FIT(C) < 0 || gzpy_check_ids(tokens, "tokens", (int)V, 0, "vocabulary") < 0) return NULL;
+    op_outputs o = {0};
+    float *dwte = OUT_F32(&o, 2, (npy_intp)V, C);
+    if (op_begin(&o) < 0) return NULL;
+    gz_status s = cpu()->embedding_backward(dwte, GZPY_F32(dout), GZPY_I32(tokens), (int64_t)N, (int)C);
+    return op_end(&o, s);
 }
 
 /* ------------------------------------------------------------------ module */

@@ -3,8 +3,8 @@
  * Every file includes this first: it pulls in Python.h before any system header (as the C API
  * requires) and sets up the NumPy C API so that one table, imported in module.c, serves all files.
  *
- * Files: module.c (init, exceptions, threads), args.c (every boundary check), model_config.c
- * (config dict), model_type.c (Model), adamw_type.c (AdamW), generate_wrap.c, checkpoint_wrap.c,
+ * Files: module.c (init, exceptions, threads), args.c (every boundary check), call.c (running a core
+ * call: busy guard, GIL release, status to exception), model_config.c (config dict), model_type.c (Model), adamw_type.c (AdamW), generate_wrap.c, checkpoint_wrap.c,
  * interrupt.c (Ctrl-C), ops_module.c (_core.ops for op-level tests).
  */
 #ifndef GOZARU_PYCORE_H
