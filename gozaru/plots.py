@@ -1,0 +1,183 @@
+"""Figures of an experiment (matplotlib): ござる-rate per condition with 95 % CIs, loss curves, and the
+‖ΔW‖/‖W‖ heatmap (layers × tensor kind). Each function returns the figure and, given ``path``, writes a PNG."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .evaluate import change_grid
+
+_GROUP_ORDER = ("base", "full", "mlp", "non_mlp", "first", "last", "random", "custom")
+_POSITION_ORDER = ("none", "all", "first", "last", "random")
+
+
+def _pyplot():
+    import matplotlib
+    # Headless machines (tests, the CLI) have no display: draw off-screen.
+    if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    if path:
+        if os.path.dirname(os.fspath(path)):
+            os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def rate_by_condition(results, path=None, by: str = "group", title: str | None = None):
+    """ござる-rate of every run with its Wilson 95 % interval, ordered and coloured by ``by`` ("group" = type of
+    condition, or "position"); the base model's rate is a dashed line. Labels say "gozaru-rate": plain ASCII
+    renders without a CJK font."""
+    import pandas as pd
+    plt = _pyplot()
+    frame = pd.DataFrame(results).copy()
+    order = _GROUP_ORDER if by == "group" else _POSITION_ORDER
+    frame["_key"] = frame[by].map(lambda g: order.index(g) if g in order else len(order))
+    frame = frame.reset_index(drop=True).reset_index().sort_values(["_key", "index"])
+    base = frame[frame["group"] == "base"]
+    runs = frame[frame["group"] != "base"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(runs) + 2), 4.2))
+    groups = list(dict.fromkeys(runs[by]))
+    colours = plt.get_cmap("tab10")
+    x = np.arange(len(runs))
+    for gi, group in enumerate(groups):
+        sel = (runs[by] == group).to_numpy()
+        rate = runs["gozaru_rate"].to_numpy()[sel]
+        err = np.vstack([rate - runs["rate_low"].to_numpy()[sel], runs["rate_high"].to_numpy()[sel] - rate])
+        ax.bar(x[sel], rate, color=colours(gi % 10), alpha=0.8, label=str(group))
+        ax.errorbar(x[sel], rate, yerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=3, lw=1)
+    if len(base):
+        ax.axhline(float(base["gozaru_rate"].iloc[0]), color="grey", ls="--", lw=1, label="base (no fine-tuning)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(runs["name"], rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("gozaru-rate (95 % CI)")
+    ax.set_title(title or f"gozaru-rate per condition (by {by})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def loss_curves(records, path=None, smooth: int = 5, title: str = "training loss"):
+    """Training loss per step (moving average over ``smooth`` steps) of each run; eval loss as markers.
+
+    ``records``: ``{name: record}`` (see ``gozaru.experiment.load_record``) or an experiment folder."""
+    plt = _pyplot()
+    records = _records(records)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = plt.get_cmap("tab20")
+    any_eval = False
+    for i, (name, rec) in enumerate(records.items()):
+        hist = rec.get("history", [])
+        if not hist:
+            continue
+        steps = np.array([h["step"] for h in hist])
+        loss = np.array([h["loss"] for h in hist], dtype=float)
+        if smooth > 1 and len(loss) >= smooth:
+            loss = np.convolve(loss, np.ones(smooth) / smooth, mode="valid")
+            steps = steps[smooth - 1:]
+        ax.plot(steps, loss, color=colours(i % 20), lw=1.2, label=name)
+        ev = rec.get("eval_history", [])
+        if ev:
+            any_eval = True
+            ax.plot([e["step"] for e in ev], [e["eval_loss"] for e in ev], "o", color=colours(i % 20), ms=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats / answer token)")
+    ax.set_title(title + (" (dots: held-out eval loss)" if any_eval else ""))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def weight_change(results_or_out, out: str | None = None, names=None, path=None, value: str = "rel_change"):
+    """‖ΔW‖/‖W‖ vs the base as heatmaps (rows: embed, layers, top = final norm + head; columns: tensor kind),
+    one panel per run; ``names`` picks runs (default: every non-random run and the first seed of each random
+    budget). ``value="grad_norm"`` shows the mean gradient norms seen in training instead."""
+    plt = _pyplot()
+    from .experiment import grad_norms_frame, weight_change_frame
+    out = out or (results_or_out if isinstance(results_or_out, (str, os.PathLike))
+                  else getattr(results_or_out, "attrs", {}).get("out"))
+    if out is None:
+        raise ValueError("give the experiment folder (out=...)")
+    if names is None:
+        names = _default_heatmap_runs(results_or_out, out)
+    tables = {}
+    for name in names:
+        frame = grad_norms_frame(out, name) if value == "grad_norm" else weight_change_frame(out, name)
+        if len(frame):
+            tables[name] = change_grid(frame, value)
+    if not tables:
+        raise ValueError("no runs to show")
+    cols = min(4, len(tables))
+    rows = -(-len(tables) // cols)
+    first = next(iter(tables.values()))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 1.2, 0.24 * len(first) * rows + 1.2 * rows + 0.6),
+                             squeeze=False, sharex=True, sharey=True, layout="constrained")
+    finite = [t.to_numpy(dtype=float) for t in tables.values()]
+    vmax = max((float(np.nanmax(a)) for a in finite if np.isfinite(a).any()), default=0.0)
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#eeeeee")   # cells without tensors (e.g. the embedding column of a layer row)
+    image = None
+    for ax, (name, table) in zip(axes.flat, tables.items()):
+        image = ax.imshow(np.ma.masked_invalid(table.to_numpy(dtype=float)), aspect="auto", cmap=cmap,
+                          vmin=0.0, vmax=vmax or 1.0)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(len(table.columns)))
+        ax.set_xticklabels(table.columns, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(table.index)))
+        ax.set_yticklabels(table.index, fontsize=7)
+        ax.tick_params(labelbottom=True)
+    for ax in list(axes.flat)[len(tables):]:
+        ax.axis("off")
+    label = "mean gradient norm" if value == "grad_norm" else "‖ΔW‖ / ‖W‖"
+    fig.colorbar(image, ax=axes, shrink=0.8, label=label)
+    fig.suptitle(label + " per layer × tensor kind", fontsize=11)
+    return _save(fig, path)
+
+
+def _default_heatmap_runs(results_or_out, out):
+    import pandas as pd
+    from .experiment import load_results
+    frame = pd.DataFrame(results_or_out) if not isinstance(results_or_out, (str, os.PathLike)) \
+        else load_results(out)
+    frame = frame[frame["group"] != "base"]
+    chosen, seen_random = [], set()
+    for _, r in frame.iterrows():
+        if r["group"] == "random":
+            if r["budget"] in seen_random:
+                continue
+            seen_random.add(r["budget"])
+        chosen.append(r["name"])
+    return chosen
+
+
+def _records(records) -> dict:
+    if isinstance(records, (str, os.PathLike)):
+        from .experiment import load_record, load_results
+        frame = load_results(records)
+        return {n: load_record(records, n) for n in frame["name"] if n != "base"}
+    return dict(records)
+
+
+def save_all(results, out: str, folder: str | None = None) -> list[str]:
+    """Writes the standard figures of an experiment into ``out/plots`` and returns their paths."""
+    plt = _pyplot()
+    folder = folder or os.path.join(out, "plots")
+    paths = []
+    for by in ("group", "position"):
+        p = os.path.join(folder, f"rate_by_{by}.png")
+        plt.close(rate_by_condition(results, p, by=by))
+        paths.append(p)
+    p = os.path.join(folder, "loss_curves.png")
+    plt.close(loss_curves(out, p))
+    paths.append(p)
+    for value, fname in (("rel_change", "weight_change.png"), ("grad_norm", "grad_norms.png")):
+        p = os.path.join(folder, fname)
+        plt.close(weight_change(results, out, path=p, value=value))
+        paths.append(p)
+    return paths

@@ -1,0 +1,405 @@
+"""The Trainer: micro-batches with gradient accumulation, warmup + cosine schedule, clipping, progress,
+NaN/Inf detection that names the tensor, periodic/final HDF5 checkpoints, bit-exact resume, Ctrl-C saving."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .schedule import warmup_cosine
+
+IGNORE_INDEX = -100
+
+
+# --------------------------------------------------------------------------- data rows and their order
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """Fixed-shape training rows: ``tokens`` and ``targets`` int32 ``[N, T]``; targets -100 are not counted."""
+    tokens: np.ndarray
+    targets: np.ndarray
+
+    def __post_init__(self):
+        if self.tokens.shape != self.targets.shape or self.tokens.ndim != 2:
+            raise ValueError(f"tokens {self.tokens.shape} and targets {self.targets.shape} must be equal 2-D shapes")
+        if len(self.tokens) == 0:
+            raise ValueError("no training rows")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def counted(self) -> int:
+        return int((self.targets != IGNORE_INDEX).sum())
+
+    def take(self, index) -> "Rows":
+        return Rows(self.tokens[index], self.targets[index])
+
+
+def as_rows(data: Any) -> Rows:
+    """Accepts Rows, a ``(tokens, targets)`` pair, a dict or an object with tokens/targets
+    (or input_ids/labels) arrays, or a list of such batches (concatenated)."""
+    if isinstance(data, Rows):
+        return data
+    if isinstance(data, (list, tuple)) and len(data) == 2 and all(isinstance(a, np.ndarray) for a in data):
+        tokens, targets = data
+    elif isinstance(data, dict):
+        tokens = data.get("tokens", data.get("input_ids"))
+        targets = data.get("targets", data.get("labels"))
+    elif isinstance(data, (list, tuple)) and data:
+        parts = [as_rows(d) for d in data]
+        width = max(p.tokens.shape[1] for p in parts)
+        tokens = np.concatenate([_pad_to(p.tokens, width, 0) for p in parts])
+        targets = np.concatenate([_pad_to(p.targets, width, IGNORE_INDEX) for p in parts])
+    else:
+        tokens = getattr(data, "tokens", getattr(data, "input_ids", None))
+        targets = getattr(data, "targets", getattr(data, "labels", None))
+    if tokens is None or targets is None:
+        raise TypeError(f"cannot read tokens/targets from {type(data).__name__}")
+    return Rows(np.ascontiguousarray(tokens, dtype=np.int32), np.ascontiguousarray(targets, dtype=np.int32))
+
+
+def _pad_to(a: np.ndarray, width: int, value: int) -> np.ndarray:
+    if a.shape[1] == width:
+        return a
+    return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value)
+
+
+def trim_columns(tokens: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drops trailing columns where no target is counted. Attention is causal, so those columns cannot change
+    the loss of earlier positions; dropping them only saves compute."""
+    counted = (targets != IGNORE_INDEX).any(axis=0)
+    if not counted.any():
+        return tokens[:, :1], targets[:, :1]
+    width = int(np.flatnonzero(counted)[-1]) + 1
+    return np.ascontiguousarray(tokens[:, :width]), np.ascontiguousarray(targets[:, :width])
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
+    """The row permutation of one epoch; a pure function of (seed, epoch) so a cursor is enough to resume."""
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
+
+
+def rows_at(n_rows: int, seed: int, cursor: int, count: int) -> np.ndarray:
+    """Row indices for examples ``cursor .. cursor+count-1`` of the endless shuffled stream."""
+    out = []
+    while count > 0:
+        epoch, pos = divmod(cursor, n_rows)
+        chunk = epoch_order(n_rows, seed, epoch)[pos:pos + count]
+        out.append(chunk)
+        cursor += len(chunk)
+        count -= len(chunk)
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- configuration and errors
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 200               # optimizer steps
+    batch_size: int = 32           # sequences per optimizer step
+    micro_batch_size: int = 0      # sequences per forward/backward; 0 = batch_size (no accumulation)
+    lr: float = 1e-3               # peak learning rate
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1      # cosine floor as a share of lr
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0     # 0 = no clipping
+    seed: int = 0                  # data order
+    checkpoint_every: int = 0      # steps between checkpoints; 0 = only the final one (and on Ctrl-C)
+    eval_every: int = 0            # steps between eval-loss measurements (needs eval data); 0 = none
+    progress: bool = True          # tqdm bar
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.steps < 0 or self.batch_size <= 0 or self.micro_batch_size < 0:
+            raise ValueError("steps >= 0, batch_size > 0 and micro_batch_size >= 0 are required")
+
+    @property
+    def micro(self) -> int:
+        return min(self.micro_batch_size or self.batch_size, self.batch_size)
+
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine(step, max(self.steps, 1), self.lr, min(self.warmup_steps, self.steps),
+                             self.min_lr_ratio)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN/Inf; ``tensors`` names where it was found, ``kind`` is "parameter", "gradient"
+    or "loss"."""
+
+    def __init__(self, message: str, step: int, kind: str, tensors: list[str]):
+        super().__init__(message)
+        self.step, self.kind, self.tensors = step, kind, tensors
+
+
+class _DeferredInterrupt:
+    """Turns the first Ctrl-C into a flag checked between steps (so a checkpoint is always consistent);
+    a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.forced = False  # the second Ctrl-C: the state may be mid-step
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+# --------------------------------------------------------------------------- the trainer
+class Trainer:
+    """Trains the trainable tensors of ``model`` on ``data`` (anything :func:`as_rows` accepts).
+
+    ``checkpoint``: HDF5 path written every ``checkpoint_every`` steps, at the end and on Ctrl-C.
+    ``resume``: a checkpoint written by a Trainer; model, optimizer, step, data cursor, history and (unless
+    ``config`` is given) the config come from it, and training continues bit-exactly; ``model`` must then be None
+    and ``trainer.model`` is the model to use afterwards. ``save_at_end=False`` skips the final checkpoint (the caller
+    saves the result its own way). ``backend`` is where a resumed model runs.
+    """
+
+    def __init__(self, model=None, data=None, config: TrainConfig | None = None, *, checkpoint: str | None = None,
+                 eval_data=None, resume: str | None = None, optimizer=None, save_at_end: bool = True,
+                 backend: str = "cpu", on_step: Callable[["Trainer", dict], None] | None = None, **overrides):
+        if data is None:
+            raise ValueError("data is required")
+        self.rows = as_rows(data)
+        self.eval_rows = as_rows(eval_data) if eval_data is not None else None
+        self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
+        self.save_at_end = save_at_end
+        self.on_step = on_step
+        self.step = 0
+        self.cursor = 0
+        self.tokens_seen = 0
+        self.history: list[dict] = []
+        self.eval_history: list[dict] = []
+        self.grad_norm_sums: dict[str, float] = {}
+        self.grad_norm_steps = 0
+        self.interrupted = False
+        saved_config = None
+        if resume is not None:
+            if model is not None or optimizer is not None:
+                raise ValueError("resume= brings its own model and optimizer: pass model=None")
+            model, optimizer, saved_config = self._load(resume, backend)
+        if model is None:
+            raise ValueError("model is required (or resume= a checkpoint)")
+        config = config or (TrainConfig.from_dict(saved_config) if saved_config else TrainConfig())
+        self.config = dataclasses.replace(config, **overrides) if overrides else config
+        self.model = model
+        if optimizer is None:
+            import gozaru
+            c = self.config
+            optimizer = gozaru.AdamW(model, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+        self.optimizer = optimizer
+
+    # ------------------------------------------------------------------ public
+    def fit(self) -> "Trainer":
+        """Runs until ``config.steps``. Can be called again after an interrupt (or with more steps)."""
+        self.interrupted = False
+        bar = self._progress_bar()
+        stop = _DeferredInterrupt()
+        try:
+            with stop:
+                while self.step < self.config.steps:
+                    record = self._train_step()
+                    self._after_step(record, bar)
+                    if stop.requested:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self.interrupted = True
+            if stop.forced:
+                bar.write(f"interrupted inside step {self.step + 1}: no checkpoint written (the last one stays)")
+            elif self.checkpoint:
+                self.save()
+                bar.write(f"interrupted at step {self.step}: checkpoint saved to {self.checkpoint} "
+                          f"(continue with resume={self.checkpoint!r})")
+            raise
+        finally:
+            bar.close()
+        if self.checkpoint and self.save_at_end:
+            self.save()
+        return self
+
+    def save(self, path: str | None = None) -> str:
+        """Writes an HDF5 checkpoint with model, optimizer, step, data cursor and history (atomic)."""
+        path = os.fspath(path or self.checkpoint)
+        if not path:
+            raise ValueError("no checkpoint path given")
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        extra = {
+            "kind": "gozaru.train", "cursor": self.cursor, "n_rows": len(self.rows), "config": self.config.to_dict(),
+            "history": self.history, "eval_history": self.eval_history,
+            "grad_norm_sums": self.grad_norm_sums, "grad_norm_steps": self.grad_norm_steps,
+        }
+        rng = json.dumps({"data_seed": self.config.seed, "cursor": self.cursor}).encode()
+        self.model.save(path, optimizer=self.optimizer, step=self.step, tokens_seen=self.tokens_seen, rng=rng,
+                        extra=json.dumps(extra).encode())
+        return path
+
+    def mean_grad_norms(self) -> dict[str, float]:
+        """Mean gradient L2 norm per trainable tensor over the steps trained so far."""
+        n = max(self.grad_norm_steps, 1)
+        return {k: v / n for k, v in self.grad_norm_sums.items()}
+
+    def history_frame(self):
+        import pandas as pd
+        return pd.DataFrame(self.history)
+
+    # ------------------------------------------------------------------ one optimizer step
+    def _train_step(self) -> dict:
+        c, model = self.config, self.model
+        t0 = time.perf_counter()
+        index = rows_at(len(self.rows), c.seed, self.cursor, c.batch_size)
+        batch = self.rows.take(index)
+        n_total = batch.counted
+        model.zero_grad()
+        loss_sum, tokens = 0.0, 0
+        for start in range(0, len(index), c.micro):
+            tok, tgt = trim_columns(batch.tokens[start:start + c.micro], batch.targets[start:start + c.micro])
+            n = int((tgt != IGNORE_INDEX).sum())
+            tokens += tok.size
+            if n == 0:
+                continue
+            loss = model.loss(tok, tgt)
+            if not math.isfinite(loss):
+                self._raise_non_finite(f"loss is {loss}")
+            model.backward(scale=n / n_total)
+            loss_sum += loss * n
+        norms = self._check_gradients()
+        lr = c.lr_at(self.step)
+        grad_norm = self.optimizer.step(lr=lr, max_grad_norm=c.max_grad_norm or None) if n_total else 0.0
+        self.step += 1
+        self.cursor += c.batch_size
+        self.tokens_seen += tokens
+        for name, value in norms.items():
+            self.grad_norm_sums[name] = self.grad_norm_sums.get(name, 0.0) + value
+        self.grad_norm_steps += 1
+        seconds = time.perf_counter() - t0
+        return {"step": self.step, "loss": loss_sum / n_total if n_total else float("nan"), "lr": lr,
+                "grad_norm": float(grad_norm), "tokens": self.tokens_seen, "seconds": seconds,
+                "tokens_per_s": tokens / max(seconds, 1e-9)}
+
+    def _check_gradients(self) -> dict[str, float]:
+        trainable = set(self.model.trainable_names())
+        norms = {k: float(v) for k, v in self.model.grad_norms().items() if k in trainable}
+        if not all(math.isfinite(v) for v in norms.values()):
+            self._raise_non_finite("gradient norm is not finite")
+        return norms
+
+    def _raise_non_finite(self, what: str):
+        """Finds where the NaN/Inf lives: a parameter (the usual root cause), else the gradients."""
+        step = self.step + 1
+        self.model.sync_to_host()
+        bad = [n for n in self.model.names if not np.isfinite(self.model.params[n]).all()]
+        if bad:
+            raise NonFiniteError(f"step {step}: {what}; non-finite values in parameter {bad[0]}"
+                                 + _more(bad), step, "parameter", bad)
+        trainable = set(self.model.trainable_names())
+        norms = self.model.grad_norms()
+        # Backward runs from the head down, so the highest tensor with a bad gradient is where it started.
+        bad = [n for n in reversed(self.model.names) if n in trainable and not math.isfinite(norms[n])]
+        if bad:
+            raise NonFiniteError(f"step {step}: {what}; non-finite gradient first in {bad[0]}" + _more(bad),
+                                 step, "gradient", bad)
+        raise NonFiniteError(f"step {step}: {what} (parameters and gradients are finite)", step, "loss", [])
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _after_step(self, record: dict, bar):
+        c = self.config
+        if self.eval_rows is not None and c.eval_every and (self.step % c.eval_every == 0 or self.step == c.steps):
+            from .evaluate import eval_loss
+            record["eval_loss"] = eval_loss(self.model, self.eval_rows, batch_size=c.micro)
+            self.eval_history.append({"step": self.step, "eval_loss": record["eval_loss"]})
+        self.history.append(record)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                        tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+        if self.checkpoint and c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step < c.steps:
+            self.save()
+        if self.on_step is not None:
+            self.on_step(self, record)
+
+    def _progress_bar(self):
+        return progress_bar(total=self.config.steps, initial=self.step, disable=not self.config.progress,
+                            desc="train", unit="step", dynamic_ncols=True, leave=False)
+
+    def _load(self, path: str, backend: str):
+        import gozaru
+        model, optimizer, info = gozaru.load(path, backend=backend)
+        extra = _json_bytes(info.get("extra"))
+        if extra.get("kind") != "gozaru.train":
+            raise ValueError(f"{path}: not a Trainer checkpoint (no data cursor); start a new Trainer with "
+                             f"model=gozaru.load(path)[0] instead")
+        if extra["n_rows"] != len(self.rows):
+            raise ValueError(f"{path}: saved with {extra['n_rows']} training rows, but the data given has "
+                             f"{len(self.rows)}; resume needs the same data")
+        if optimizer is None:
+            raise ValueError(f"{path}: the checkpoint has no optimizer state, so training cannot resume exactly")
+        self.step = int(info["step"])
+        self.tokens_seen = int(info["tokens_seen"])
+        self.cursor = int(extra["cursor"])
+        self.history = list(extra.get("history", []))
+        self.eval_history = list(extra.get("eval_history", []))
+        self.grad_norm_sums = dict(extra.get("grad_norm_sums", {}))
+        self.grad_norm_steps = int(extra.get("grad_norm_steps", 0))
+        return model, optimizer, extra.get("config")
+
+
+def progress_bar(**kwargs):
+    """tqdm: the notebook widget when ipywidgets is installed, else the text bar (tqdm.auto would warn)."""
+    import importlib.util
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(**kwargs)
+
+
+def _json_bytes(value) -> dict:
+    if value is None or len(value) == 0:
+        return {}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode()
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def _more(names: list[str]) -> str:
+    if len(names) <= 1:
+        return ""
+    shown = ", ".join(names[1:4])
+    return f" (also {shown}{', …' if len(names) > 4 else ''}; {len(names)} tensors in all)"
+
+
+def train(model, data, config: TrainConfig | None = None, **kwargs) -> Trainer:
+    """Shortcut: ``Trainer(model, data, config, **kwargs).fit()``."""
+    return Trainer(model, data, config, **kwargs).fit()
