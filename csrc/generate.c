@@ -183,7 +183,7 @@ static gz_status check_args(const gz_model *m, const int32_t *prompts, const int
 }
 
 gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt_lens, int B, int Tmax,
-                      const gz_generate_config *cfg, int32_t *out, int32_t *out_lens) {
+                      const gz_generate_config *cfg, int32_t *out, int32_t *out_lens, float *step_logits) {
     if (!m || !prompts || !prompt_lens || !cfg || !out || !out_lens) return gz_fail(GZ_ERR_VALUE, "generate: NULL argument");
     GZ_TRY(check_args(m, prompts, prompt_lens, B, Tmax, cfg));
     int maxlen = 0;
@@ -236,6 +236,8 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
         n = 0;
         for (int b = 0; b < B; b++) {
             if (done[b]) continue;
+            if (step_logits)
+                memcpy(step_logits + ((size_t)b * NEW + step) * m->V, lg + (size_t)b * m->V, sizeof(float) * m->V);
             int id = sample(lg + (size_t)b * m->V, m->V, cfg, buf, &rng);
             out[(int64_t)b * NEW + step] = id;
             out_lens[b] = step + 1;

@@ -165,9 +165,11 @@ typedef struct {
 /* prompts: B rows of a [B, Tmax] int32 array, row b using its first prompt_lens[b] tokens
  * (each row keeps its own positions 0..len-1; no padding enters the attention).
  * out [B, max_new_tokens] receives the generated ids (eos included), out_lens[b] how many.
- * Slots after out_lens[b] are set to -1. Deterministic per seed. */
+ * Slots after out_lens[b] are set to -1. Deterministic per seed. step_logits (may be NULL)
+ * [B, max_new_tokens, V] receives the logits each token was chosen from (before temperature);
+ * rows of steps after a row ended are left as they were. */
 gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt_lens, int B, int Tmax,
-                      const gz_generate_config *cfg, int32_t *out, int32_t *out_lens);
+                      const gz_generate_config *cfg, int32_t *out, int32_t *out_lens, float *step_logits);
 
 /* ------------------------------------------------------------------ checkpoints (HDF5) */
 typedef struct {

@@ -243,10 +243,11 @@ class Model:
     # -- generation --------------------------------------------------------------
     def generate(self, prompts: Iterable[Iterable[int]], max_new_tokens: int = 64, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                 eos_token_id: int | None = None) -> list[list[int]]:
+                 eos_token_id: int | None = None, return_logits: bool = False):
         """New tokens for each prompt (a list of token ids), EOS included when hit. Greedy when
         temperature <= 0; Ctrl-C stops it with KeyboardInterrupt. eos_token_id=None uses the config's;
-        a negative one never stops early."""
+        a negative one never stops early. return_logits=True also returns, per prompt, a float32 array
+        [n_new, vocab] of the logits each new token was chosen from (before temperature)."""
         rows = [np.asarray(p) for p in prompts]
         if not rows:
             raise ValueError("prompts is empty: a zero-size batch cannot be processed")
@@ -261,9 +262,13 @@ class Model:
         lens = np.array([len(r) for r in rows], dtype=np.int32)
         if eos_token_id is None:  # the config's, unless this (small) vocabulary has no such id
             eos_token_id = self._config.eos_token_id if self._config.eos_token_id < self._config.vocab_size else -1
-        out, out_lens = self._core.generate(padded, lens, max_new_tokens, temperature=max(temperature, 0.0),
-                                            top_k=top_k, top_p=top_p, seed=seed, eos_token_id=eos_token_id)
-        return [out[i, :out_lens[i]].tolist() for i in range(len(rows))]
+        res = self._core.generate(padded, lens, max_new_tokens, temperature=max(temperature, 0.0), top_k=top_k,
+                                  top_p=top_p, seed=seed, eos_token_id=eos_token_id, return_logits=return_logits)
+        out, out_lens = res[0], res[1]
+        tokens = [out[i, :out_lens[i]].tolist() for i in range(len(rows))]
+        if return_logits:
+            return tokens, [res[2][i, :out_lens[i]].copy() for i in range(len(rows))]
+        return tokens
 
     # -- copies ------------------------------------------------------------------
     def clone(self) -> "Model":

@@ -11,6 +11,7 @@ typedef struct {
     PyArrayObject *prompts, *lens; /* private copies: another thread cannot change them under us */
     int B, Tmax;
     gz_generate_config cfg;
+    int return_logits;
 } generate_args;
 
 /* Row b uses its first lens[b] tokens: 1 <= lens[b] <= Tmax, ids in the vocabulary, and
@@ -46,11 +47,12 @@ static int check_rows(const generate_args *a, const gz_config *mc) {
 
 static int parse_args(GzModelObject *self, PyObject *args, PyObject *kwargs, generate_args *a) {
     static char *kwlist[] = {"prompts", "lens", "max_new_tokens", "temperature", "top_k", "top_p", "seed",
-                             "eos_token_id", NULL};
+                             "eos_token_id", "return_logits", NULL};
     PyObject *prompts_obj, *lens_obj, *max_new_obj, *temp_obj = NULL, *top_k_obj = NULL, *top_p_obj = NULL,
                                                      *seed_obj = NULL, *eos_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OOOOO:generate", kwlist, &prompts_obj, &lens_obj,
-                                     &max_new_obj, &temp_obj, &top_k_obj, &top_p_obj, &seed_obj, &eos_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OOOOOp:generate", kwlist, &prompts_obj, &lens_obj,
+                                     &max_new_obj, &temp_obj, &top_k_obj, &top_p_obj, &seed_obj, &eos_obj,
+                                     &a->return_logits))
         return -1;
     const gz_config *mc = gz_model_config(self->model);
     gz_generate_config *c = &a->cfg;
@@ -103,25 +105,33 @@ static int parse_args(GzModelObject *self, PyObject *args, PyObject *kwargs, gen
 
 PyObject *gzpy_model_generate(GzModelObject *self, PyObject *args, PyObject *kwargs) {
     generate_args a = {0};
-    PyArrayObject *out = NULL, *out_lens = NULL;
+    PyArrayObject *out = NULL, *out_lens = NULL, *logits = NULL;
     PyObject *result = NULL;
     if (parse_args(self, args, kwargs, &a) < 0) goto done;
     npy_intp out_dims[2] = {a.B, a.cfg.max_new_tokens};
     out = gzpy_zeros_i32(2, out_dims);
     out_lens = out ? gzpy_zeros_i32(1, out_dims) : NULL;
     if (!out_lens) goto done;
+    if (a.return_logits) {
+        npy_intp logit_dims[3] = {a.B, a.cfg.max_new_tokens, gz_model_config(self->model)->vocab_size};
+        logits = (PyArrayObject *)PyArray_ZEROS(3, logit_dims, NPY_FLOAT32, 0);
+        if (!logits) goto done;
+    }
     if (a.cfg.max_new_tokens > 0) {
         gzpy_call c;
         if (gzpy_call_begin(&c, self, GZPY_CALL_INTERRUPTIBLE) < 0) goto done;
         gz_status s = gz_generate(self->model, GZPY_I32(a.prompts), GZPY_I32(a.lens), a.B, a.Tmax, &a.cfg,
-                                  GZPY_I32(out), GZPY_I32(out_lens));
+                                  GZPY_I32(out), GZPY_I32(out_lens),
+                                  logits ? (float *)PyArray_DATA(logits) : NULL);
         if (gzpy_call_end(&c, s) < 0) goto done;
     }
-    result = Py_BuildValue("(OO)", (PyObject *)out, (PyObject *)out_lens);
+    result = logits ? Py_BuildValue("(OOO)", (PyObject *)out, (PyObject *)out_lens, (PyObject *)logits)
+                    : Py_BuildValue("(OO)", (PyObject *)out, (PyObject *)out_lens);
 done:
     Py_XDECREF(a.prompts);
     Py_XDECREF(a.lens);
     Py_XDECREF(out);
     Py_XDECREF(out_lens);
+    Py_XDECREF(logits);
     return result;
 }
