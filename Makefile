@@ -18,8 +18,10 @@ demo: install
 test-deps: install
 	$(PIP) install -q -e ".[test]" --no-build-isolation
 
+# The default suite, then the C-core and checkpoint tests under ASan + UBSan and the leak check.
 test: test-deps
 	./scripts/run_tests.sh
+	./scripts/sanitize.sh
 
 test-all: test-deps
 	./scripts/run_tests.sh -m "slow or not slow"
