@@ -5,6 +5,10 @@ Environment variables
   GOZARU_SANITIZE=1    build with AddressSanitizer + UndefinedBehaviorSanitizer (-O1 -g)
   GOZARU_HDF5_DIR      prefix holding include/ and lib/ of HDF5 (when pkg-config has none)
   GOZARU_BLAS_DIR      prefix holding include/cblas.h and lib/libopenblas (same reason)
+
+BLAS: the OpenMP build of OpenBLAS (Debian's libopenblas-openmp-dev) is preferred when installed, so
+BLAS and gozaru's own OpenMP loops share one thread pool instead of two pools fighting for the cores;
+otherwise whatever `pkg-config openblas` names (usually the pthread build) is used.
 """
 import glob
 import os
@@ -20,11 +24,16 @@ from setuptools.command.build_ext import build_ext
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def pkg_config(name):
-    """(include_dirs, library_dirs, libraries) from pkg-config, or None."""
+def pkg_config(name, search_path=None):
+    """(include_dirs, library_dirs, libraries) from pkg-config, or None. search_path: a folder of .pc files
+    searched before the default ones."""
+    env = None
+    if search_path:
+        env = dict(os.environ, PKG_CONFIG_PATH=os.pathsep.join(filter(None, [search_path,
+                                                                             os.environ.get("PKG_CONFIG_PATH")])))
     try:
         out = subprocess.run(["pkg-config", "--cflags", "--libs", name], check=True, capture_output=True,
-                             text=True).stdout
+                             text=True, env=env).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     inc, libdirs, libs = [], [], []
@@ -38,11 +47,18 @@ def pkg_config(name):
     return inc, libdirs, libs
 
 
+def openblas_openmp_pc_dir():
+    """Folder of the OpenMP OpenBLAS build's openblas.pc (Debian multiarch layout), or None."""
+    found = sorted(glob.glob(f"/usr/lib/{os.uname().machine}-*/openblas-openmp/pkgconfig/openblas.pc"))
+    return os.path.dirname(found[0]) if found else None
+
+
 def dependency(name, env, default_libs):
     prefix = os.environ.get(env)
     if prefix:
         return [os.path.join(prefix, "include")], [os.path.join(prefix, "lib")], default_libs
-    found = pkg_config(name)
+    openmp_pc = openblas_openmp_pc_dir() if name == "openblas" else None
+    found = (openmp_pc and pkg_config(name, openmp_pc)) or pkg_config(name)
     if found is None:
         sys.stderr.write(f"warning: pkg-config found no {name}; set {env} to its install prefix\n")
         return [], [], default_libs
@@ -63,7 +79,11 @@ for name, env, libs in (("hdf5", "GOZARU_HDF5_DIR", ["hdf5"]), ("openblas", "GOZ
     library_dirs += d
     libraries += l
 
-extra_compile = ["-std=c11", "-fopenmp", "-Wall", "-Wno-unused-function", "-Wno-format-truncation", "-D_GNU_SOURCE",
+# -ffp-contract=off: no fused multiply-adds, so every vector width (see GZ_VECTOR_CLONES) rounds alike.
+# -fno-math-errno, -fno-trapping-math: sqrtf and clamped loops vectorise (errno and FP traps are never used;
+# neither flag changes a computed value).
+extra_compile = ["-std=c11", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-Wall",
+                 "-Wno-unused-function", "-Wno-format-truncation", "-D_GNU_SOURCE",
                  "-DNPY_NO_DEPRECATED_API=NPY_1_20_API_VERSION"]
 extra_link = ["-fopenmp"]
 if os.environ.get("GOZARU_SANITIZE") == "1":

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 #include "cpu_ops.h"
+#include "vec_math.h"
 
 gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
                            const int32_t *pos, int N, int NH, int HS, int S) {
@@ -33,11 +34,9 @@ gz_status gz_cpu_attention_cached(float *out, float *scratch, const float *q, co
                 p[s] = d * scale;
                 if (p[s] > mx) mx = p[s];
             }
+            gz_exp_shifted(p, mx, n);
             float sum = 0.0f;
-            for (int s = 0; s < n; s++) {
-                p[s] = expf(p[s] - mx);
-                sum += p[s];
-            }
+            for (int s = 0; s < n; s++) sum += p[s];
             float inv = 1.0f / sum;
             float *o = out + (int64_t)i * NH * HS + (int64_t)h * HS;
             memset(o, 0, sizeof(float) * HS);

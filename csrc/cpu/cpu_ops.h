@@ -41,6 +41,15 @@ gz_status gz_cpu_adamw_update(float *p, const float *g, float *m, float *v, int6
                               float eps, float wd, float bias_corr1, float bias_corr2, float grad_scale,
                               double *upd_sq_host);
 
+/* Hot inner loops (kept out of OpenMP regions, whose outlined bodies would not be cloned) get AVX-512 and
+ * AVX2 versions chosen at load time. Results do not depend on the version: these loops have no cross-lane
+ * reductions, and -ffp-contract=off (setup.py) keeps the compiler from fusing multiply-adds. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && !defined(GZ_NO_VECTOR_CLONES)
+#define GZ_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define GZ_VECTOR_CLONES
+#endif
+
 /* Fixed-size chunks for deterministic parallel reductions: the partial sums and the order
  * they are combined in do not depend on the thread count. */
 #define GZ_REDUCE_CHUNK 4096

@@ -2,20 +2,39 @@
 #include <math.h>
 #include <stdlib.h>
 #include "cpu_ops.h"
+#include "vec_math.h"
 
 #define GZ_IGNORE_INDEX (-100)
+#define LANES 16 /* fixed partial maxima / sums: the same result at every vector width */
+
+/* log(sum(exp(row))) with the max subtracted first; exps summed in double, LANES partial sums. */
+GZ_VECTOR_CLONES static float row_logsumexp(const float *row, int V) {
+    float mxl[LANES];
+    for (int j = 0; j < LANES; j++) mxl[j] = -INFINITY;
+    int i = 0;
+    for (; i + LANES <= V; i += LANES)
+        for (int j = 0; j < LANES; j++) mxl[j] = row[i + j] > mxl[j] ? row[i + j] : mxl[j];
+    for (int j = 0; i + j < V; j++) mxl[j] = row[i + j] > mxl[j] ? row[i + j] : mxl[j];
+    float mx = -INFINITY;
+    for (int j = 0; j < LANES; j++) mx = mxl[j] > mx ? mxl[j] : mx;
+    double sl[LANES] = {0};
+    for (i = 0; i + LANES <= V; i += LANES)
+        for (int j = 0; j < LANES; j++) sl[j] += gz_vexp_double(row[i + j] - mx);
+    for (int j = 0; i + j < V; j++) sl[j] += gz_vexp_double(row[i + j] - mx);
+    double s = 0.0;
+    for (int j = 0; j < LANES; j++) s += sl[j];
+    return mx + (float)log(s);
+}
+
+/* d[i] = scale * exp(row[i] - lse) (softmax times scale); d may alias row. */
+GZ_VECTOR_CLONES static void row_softmax_scaled(float *d, const float *row, float lse, float scale, int V) {
+    for (int i = 0; i < V; i++) d[i] = scale * gz_vexpf(row[i] - lse);
+}
 
 gz_status gz_cpu_cross_entropy_forward(float *lse, const float *logits, const int32_t *targets, int64_t N, int V,
                                        double *loss_sum_host, int64_t *count_host) {
 #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *row = logits + n * V;
-        float mx = -INFINITY;
-        for (int i = 0; i < V; i++) mx = row[i] > mx ? row[i] : mx;
-        double s = 0.0;
-        for (int i = 0; i < V; i++) s += exp((double)(row[i] - mx));
-        lse[n] = mx + (float)log(s);
-    }
+    for (int64_t n = 0; n < N; n++) lse[n] = row_logsumexp(logits + n * V, V);
     double total = 0.0; /* summed in row order: deterministic */
     int64_t count = 0;
     for (int64_t n = 0; n < N; n++) {
@@ -38,8 +57,7 @@ gz_status gz_cpu_cross_entropy_backward(float *dlogits, const float *logits, con
             for (int i = 0; i < V; i++) d[i] = 0.0f;
             continue;
         }
-        float l = lse[n];
-        for (int i = 0; i < V; i++) d[i] = scale * expf(row[i] - l);
+        row_softmax_scaled(d, row, lse[n], scale, V);
         d[targets[n]] -= scale;
     }
     return GZ_OK;

@@ -29,13 +29,29 @@ gz_status gz_cpu_scale(float *x, float s, int64_t n) {
     return GZ_OK;
 }
 
+#define LANES 8 /* fixed partial sums inside a chunk: the same result at every vector width */
+
+static double sum_lanes(const double *acc) {
+    double s = 0.0;
+    for (int j = 0; j < LANES; j++) s += acc[j];
+    return s;
+}
+
+GZ_VECTOR_CLONES static double sum_squares_chunk(const float *x, int64_t n) {
+    double acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += (double)x[i + j] * x[i + j];
+    for (int j = 0; i + j < n; j++) acc[j] += (double)x[i + j] * x[i + j];
+    return sum_lanes(acc);
+}
+
 /* Chunked so the summation order is the same for any thread count. */
 gz_status gz_cpu_sum_squares(const float *x, int64_t n, double *out_host) {
     int64_t nchunks = (n + GZ_REDUCE_CHUNK - 1) / GZ_REDUCE_CHUNK;
     double total = 0.0;
     if (nchunks <= 64) {
-        for (int64_t i = 0; i < n; i++) total += (double)x[i] * x[i];
-        *out_host = total;
+        *out_host = sum_squares_chunk(x, n);
         return GZ_OK;
     }
     double *part;
@@ -43,14 +59,33 @@ gz_status gz_cpu_sum_squares(const float *x, int64_t n, double *out_host) {
 #pragma omp parallel for schedule(static)
     for (int64_t ch = 0; ch < nchunks; ch++) {
         int64_t i0 = ch * GZ_REDUCE_CHUNK, i1 = i0 + GZ_REDUCE_CHUNK < n ? i0 + GZ_REDUCE_CHUNK : n;
-        double s = 0.0;
-        for (int64_t i = i0; i < i1; i++) s += (double)x[i] * x[i];
-        part[ch] = s;
+        part[ch] = sum_squares_chunk(x + i0, i1 - i0);
     }
     for (int64_t ch = 0; ch < nchunks; ch++) total += part[ch];
     free(part);
     *out_host = total;
     return GZ_OK;
+}
+
+/* AdamW over n elements; returns the sum of squared updates. */
+GZ_VECTOR_CLONES static double adamw_chunk(float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                                           float b1, float b2, float eps, float wd, float bias_corr1,
+                                           float bc2_sqrt, float grad_scale) {
+    double acc[LANES] = {0};
+    int64_t i = 0;
+#define ADAMW_AT(k)                                                                                              \
+    gz_adamw_element(&p[k], g[k] * grad_scale, &m[k], &v[k], lr, b1, b2, eps, wd, bias_corr1, bc2_sqrt)
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float u = ADAMW_AT(i + j);
+            acc[j] += (double)u * u;
+        }
+    for (int j = 0; i + j < n; j++) {
+        float u = ADAMW_AT(i + j);
+        acc[j] += (double)u * u;
+    }
+#undef ADAMW_AT
+    return sum_lanes(acc);
 }
 
 gz_status gz_cpu_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
@@ -63,13 +98,8 @@ gz_status gz_cpu_adamw_update(float *p, const float *g, float *m, float *v, int6
 #pragma omp parallel for schedule(static)
     for (int64_t ch = 0; ch < nchunks; ch++) {
         int64_t i0 = ch * GZ_REDUCE_CHUNK, i1 = i0 + GZ_REDUCE_CHUNK < n ? i0 + GZ_REDUCE_CHUNK : n;
-        double s = 0.0;
-        for (int64_t i = i0; i < i1; i++) {
-            float u = gz_adamw_element(&p[i], g[i] * grad_scale, &m[i], &v[i], lr, b1, b2, eps, wd, bias_corr1,
-                                       bc2_sqrt);
-            s += (double)u * u;
-        }
-        part[ch] = s;
+        part[ch] = adamw_chunk(p + i0, g + i0, m + i0, v + i0, i1 - i0, lr, b1, b2, eps, wd, bias_corr1, bc2_sqrt,
+                               grad_scale);
     }
     double total = 0.0;
     for (int64_t ch = 0; ch < nchunks; ch++) total += part[ch];
