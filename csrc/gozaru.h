@@ -115,6 +115,11 @@ int gz_model_is_trainable(const gz_model *m, int index);
 gz_status gz_model_forward(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                            float *logits_out, float *loss_out, int64_t *n_counted_out);
 
+/* The same forward for evaluation: loss and/or logits, but nothing is kept for backward (every layer
+ * runs through one scratch set of activations), whatever is trainable. */
+gz_status gz_model_evaluate(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                            float *logits_out, float *loss_out, int64_t *n_counted_out);
+
 /* Accumulates (+=) d(loss_scale * mean_loss)/d(param) into the gradients of trainable tensors,
  * using the activations of the last forward with targets. Gradient accumulation over
  * micro-batches: call forward/backward per micro-batch with loss_scale = its share. */

@@ -199,11 +199,11 @@ static gz_status layer_forward(gz_model *m, int l, gz_layer_acts *a, int B, int 
     return GZ_OK;
 }
 
-gz_status gz_model_forward(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
-                           float *logits_out, float *loss_out, int64_t *n_counted_out) {
+static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                         float *logits_out, float *loss_out, int64_t *n_counted_out, int keep) {
     if (!m || !tokens) return gz_fail(GZ_ERR_VALUE, "model or tokens is NULL");
     GZ_TRY(check_tokens(m, tokens, targets, B, T));
-    int with_backward = targets != NULL;
+    int with_backward = targets != NULL && keep;
     int stop = with_backward ? backward_stop_layer(m) : m->L;
     m->have_acts = 0;
     GZ_TRY(ensure_activations(m, B, T, stop, with_backward));
@@ -238,10 +238,20 @@ gz_status gz_model_forward(gz_model *m, const int32_t *tokens, const int32_t *ta
         m->fwd_T = T;
         m->fwd_stop_layer = stop;
         m->fwd_count = count;
-        m->have_acts = 1;
+        m->have_acts = with_backward;
     } else {
         if (loss_out) *loss_out = NAN;
         if (n_counted_out) *n_counted_out = 0;
     }
     return be->synchronize();
+}
+
+gz_status gz_model_forward(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                           float *logits_out, float *loss_out, int64_t *n_counted_out) {
+    return forward(m, tokens, targets, B, T, logits_out, loss_out, n_counted_out, 1);
+}
+
+gz_status gz_model_evaluate(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                            float *logits_out, float *loss_out, int64_t *n_counted_out) {
+    return forward(m, tokens, targets, B, T, logits_out, loss_out, n_counted_out, 0);
 }

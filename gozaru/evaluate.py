@@ -65,7 +65,7 @@ def eval_loss(model, data, batch_size: int = 32) -> float:
         tok, tgt = trim_columns(rows.tokens[start:start + batch_size], rows.targets[start:start + batch_size])
         n = int((tgt != IGNORE_INDEX).sum())
         if n:
-            total += model.loss(tok, tgt) * n
+            total += model.loss(tok, tgt, keep_activations=False) * n
             count += n
     return total / count if count else float("nan")
 

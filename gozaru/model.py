@@ -202,28 +202,29 @@ class Model:
     def _tokens(self, tokens: Any) -> np.ndarray:
         return as_token_array(tokens, "tokens", self._config.vocab_size)
 
-    def forward(self, tokens: Any, targets: Any = None, return_logits: bool = False):
+    def forward(self, tokens: Any, targets: Any = None, return_logits: bool = False,
+                keep_activations: bool = True):
         """(loss or None, number of counted targets, logits [B, T, V] or None); keeps activations for backward
-        when targets are given."""
+        when targets are given, unless keep_activations=False (evaluation: less memory, no backward)."""
         tok = self._tokens(tokens)
         tgt = None
         if targets is not None:
             tgt = as_token_array(targets, "targets", self._config.vocab_size, allow_ignore=True)
             if tgt.shape != tok.shape:
                 raise ValueError(f"targets must have the shape of tokens {tok.shape}, got {tgt.shape}")
-        return self._core.forward(tok, tgt, return_logits)
+        return self._core.forward(tok, tgt, return_logits, keep_activations)
 
-    def loss(self, tokens: Any, targets: Any = None) -> float:
-        """Mean cross-entropy over targets != -100 (NaN when none count); keeps activations for ``backward``.
-        targets=None means next-token prediction on ``tokens`` itself."""
+    def loss(self, tokens: Any, targets: Any = None, keep_activations: bool = True) -> float:
+        """Mean cross-entropy over targets != -100 (NaN when none count); keeps activations for ``backward``
+        (keep_activations=False for evaluation). targets=None means next-token prediction on ``tokens``."""
         tok = self._tokens(tokens)
         if targets is None:
             targets = next_token_targets(tok)
-        return self.forward(tok, targets)[0]
+        return self.forward(tok, targets, keep_activations=keep_activations)[0]
 
     def logits(self, tokens: Any) -> np.ndarray:
         """Logits [B, T, vocab_size] (float32)."""
-        return self.forward(tokens, None, True)[2]
+        return self.forward(tokens, None, True, keep_activations=False)[2]
 
     def backward(self, scale: float = 1.0) -> None:
         """Accumulates d(scale * loss)/d(param) into the gradients of trainable tensors."""

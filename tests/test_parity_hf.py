@@ -202,3 +202,15 @@ def test_two_identical_runs_are_bit_identical():
     a, b = run(), run()
     for n in a:
         assert a[n].tobytes() == b[n].tobytes(), n
+
+
+def test_evaluation_forward_matches_and_keeps_nothing_for_backward():
+    cfg, hf, model = make_pair(CONFIGS[1][1])
+    tokens, targets = batch(cfg, 2, 9)
+    model.train_only(model.names)
+    kept = model.loss(tokens, targets)
+    assert model.loss(tokens, targets, keep_activations=False) == kept
+    with pytest.raises(RuntimeError, match="forward"):
+        model.backward()  # the evaluation forward replaced the kept activations
+    model.loss(tokens, targets)
+    model.backward()

@@ -243,11 +243,11 @@ static PyArrayObject *checked_ids_copy(PyObject *obj, const char *name, const np
 }
 
 static PyObject *model_forward(GzModelObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"tokens", "targets", "return_logits", NULL};
+    static char *kwlist[] = {"tokens", "targets", "return_logits", "keep_activations", NULL};
     PyObject *tokens_obj, *targets_obj = Py_None;
-    int return_logits = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|Op:forward", kwlist, &tokens_obj, &targets_obj,
-                                     &return_logits))
+    int return_logits = 0, keep = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|Opp:forward", kwlist, &tokens_obj, &targets_obj,
+                                     &return_logits, &keep))
         return NULL;
     const gz_config *cfg = gz_model_config(self->model);
     PyArrayObject *tokens = NULL, *targets = NULL, *logits = NULL;
@@ -276,8 +276,9 @@ static PyObject *model_forward(GzModelObject *self, PyObject *args, PyObject *kw
     int64_t counted = 0;
     gzpy_call c;
     if (gzpy_call_begin(&c, self, 0) < 0) goto done;
-    gz_status s = gz_model_forward(self->model, GZPY_I32(tokens), targets ? GZPY_I32(targets) : NULL, (int)B, (int)T,
-                                   logits ? GZPY_F32(logits) : NULL, targets ? &loss : NULL, targets ? &counted : NULL);
+    gz_status s = (keep ? gz_model_forward : gz_model_evaluate)(
+        self->model, GZPY_I32(tokens), targets ? GZPY_I32(targets) : NULL, (int)B, (int)T,
+        logits ? GZPY_F32(logits) : NULL, targets ? &loss : NULL, targets ? &counted : NULL);
     if (gzpy_call_end(&c, s) < 0) goto done;
     PyObject *loss_obj = targets ? PyFloat_FromDouble(loss) : (Py_INCREF(Py_None), Py_None);
     if (!loss_obj) goto done;
@@ -357,7 +358,7 @@ static PyMethodDef model_methods[] = {
      "set_trainable(name, flag)\n--\n\nMark one tensor trainable or frozen."},
     {"is_trainable", (PyCFunction)model_is_trainable, METH_O, "is_trainable(name)\n--\n\n"},
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(tokens, targets=None, return_logits=False)\n--\n\n"
+     "forward(tokens, targets=None, return_logits=False, keep_activations=True)\n--\n\n"
      "tokens/targets: int32 C-contiguous [B, T] (targets may hold -100 = ignore).\n"
      "Returns (loss or None, n_counted, logits [B, T, V] or None)."},
     {"backward", (PyCFunction)(void (*)(void))model_backward, METH_VARARGS | METH_KEYWORDS,
