@@ -20,11 +20,11 @@ test-deps: install
 
 # The default suite, then the C-core and checkpoint tests under ASan + UBSan and the leak check.
 test: test-deps
-	./scripts/run_tests.sh
-	./scripts/sanitize.sh
+	PYTHON=$(PYTHON) ./scripts/run_tests.sh
+	PYTHON=$(PYTHON) ./scripts/sanitize.sh
 
 test-all: test-deps
-	./scripts/run_tests.sh -m "slow or not slow"
+	PYTHON=$(PYTHON) ./scripts/run_tests.sh -m "slow or not slow"
 
 bench: install
 	$(PYTHON) benchmarks/bench_cpu.py

@@ -11,7 +11,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${GOZARU_ASAN_DIR:-$ROOT/build/asan}"
-PY="$(python3 -c 'import sys; print(sys.executable)')"  # the real binary: a pyenv shim is a shell script
+PY="$(${PYTHON:-python3} -c 'import sys; print(sys.executable)')"  # the real binary: a pyenv shim is a shell script
 LOGDIR="$(mktemp -d)"
 trap 'rm -rf "$LOGDIR"' EXIT
 cd "$LOGDIR"  # so no ./gozaru shadows the build under test

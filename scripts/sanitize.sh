@@ -10,7 +10,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${GOZARU_ASAN_DIR:-$ROOT/build/asan}"
-PY="$(python3 -c 'import sys; print(sys.executable)')"  # the real binary: a pyenv shim is a shell script
+PY="$(${PYTHON:-python3} -c 'import sys; print(sys.executable)')"  # the real binary: a pyenv shim is a shell script
 
 echo "== building gozaru._core with ASan + UBSan into $OUT"
 mkdir -p "$OUT"
