@@ -98,8 +98,17 @@ runtime_library_dirs = list(library_dirs)
 WITH_CUDA = os.environ.get("GOZARU_CUDA") == "1"
 cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
 if WITH_CUDA:
-    cuda_home = os.environ.get("CUDA_HOME") or os.path.dirname(os.path.dirname(shutil.which("nvcc") or
-                                                                               "/usr/local/cuda/bin/nvcc"))
+    def find_cuda_home():
+        """The first candidate holding include/cuda_runtime.h (nvcc on PATH may be a wrapper script)."""
+        nvcc_path = shutil.which("nvcc")
+        candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                      nvcc_path and os.path.dirname(os.path.dirname(os.path.realpath(nvcc_path))), "/usr/local/cuda"]
+        for home in filter(None, candidates):
+            if os.path.exists(os.path.join(home, "include", "cuda_runtime.h")):
+                return home
+        sys.exit("GOZARU_CUDA=1: no CUDA toolkit found (set CUDA_HOME to the folder holding include/cuda_runtime.h)")
+
+    cuda_home = find_cuda_home()
     define_macros.append(("GOZARU_WITH_CUDA", "1"))
     include_dirs.append(os.path.join(cuda_home, "include"))
     for sub in ("lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")):
