@@ -5,15 +5,28 @@
 #include "cpu_ops.h"
 #include "../elementwise.h"
 
+/* GELU loops in vector clones (an OpenMP region's body would not be cloned), over fixed chunks */
+#define GELU_CHUNK 2048
+
+GZ_VECTOR_CLONES static void gelu_forward_chunk(float *out, const float *inp, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = gz_gelu(inp[i]);
+}
+
+GZ_VECTOR_CLONES static void gelu_backward_chunk(float *dinp, const float *dout, const float *inp, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dinp[i] = dout[i] * gz_gelu_grad(inp[i]);
+}
+
 gz_status gz_cpu_gelu_forward(float *out, const float *inp, int64_t n) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) out[i] = gz_gelu(inp[i]);
+    for (int64_t i0 = 0; i0 < n; i0 += GELU_CHUNK)
+        gelu_forward_chunk(out + i0, inp + i0, n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK);
     return GZ_OK;
 }
 
 gz_status gz_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) dinp[i] = dout[i] * gz_gelu_grad(inp[i]);
+    for (int64_t i0 = 0; i0 < n; i0 += GELU_CHUNK)
+        gelu_backward_chunk(dinp + i0, dout + i0, inp + i0, n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK);
     return GZ_OK;
 }
 
