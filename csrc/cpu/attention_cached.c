@@ -6,7 +6,7 @@
 
 gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
                            const int32_t *pos, int N, int NH, int HS, int S) {
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) GZ_PAR_IF((int64_t)N * NH * HS)
     for (int h = 0; h < NH; h++)
         for (int i = 0; i < N; i++) {
             int64_t dst = (((int64_t)row[i] * NH + h) * S + pos[i]) * HS, src = ((int64_t)h * N + i) * HS;
@@ -19,7 +19,7 @@ gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const f
 gz_status gz_cpu_attention_cached(float *out, float *scratch, const float *q, const float *kcache, const float *vcache,
                                   const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
     const float scale = 1.0f / sqrtf((float)HS);
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) GZ_PAR_IF((int64_t)N * NH * S * HS / 4)
     for (int i = 0; i < N; i++)
         for (int h = 0; h < NH; h++) {
             const float *qi = q + ((int64_t)h * N + i) * HS;

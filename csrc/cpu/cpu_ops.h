@@ -50,6 +50,11 @@ gz_status gz_cpu_adamw_update(float *p, const float *g, float *m, float *v, int6
 #define GZ_VECTOR_CLONES
 #endif
 
+/* Loops over fewer elements than this run on one thread: waking a sleeping worker costs more than the
+ * work (generation's decode steps are made of such loops). Threading never changes the results. */
+#define GZ_PAR_MIN ((int64_t)1 << 16)
+#define GZ_PAR_IF(work) if ((int64_t)(work) >= GZ_PAR_MIN)
+
 /* Fixed-size chunks for deterministic parallel reductions: the partial sums and the order
  * they are combined in do not depend on the thread count. */
 #define GZ_REDUCE_CHUNK 4096

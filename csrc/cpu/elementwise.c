@@ -17,27 +17,27 @@ GZ_VECTOR_CLONES static void gelu_backward_chunk(float *dinp, const float *dout,
 }
 
 gz_status gz_cpu_gelu_forward(float *out, const float *inp, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) GZ_PAR_IF(n)
     for (int64_t i0 = 0; i0 < n; i0 += GELU_CHUNK)
         gelu_forward_chunk(out + i0, inp + i0, n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK);
     return GZ_OK;
 }
 
 gz_status gz_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) GZ_PAR_IF(n)
     for (int64_t i0 = 0; i0 < n; i0 += GELU_CHUNK)
         gelu_backward_chunk(dinp + i0, dout + i0, inp + i0, n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK);
     return GZ_OK;
 }
 
 gz_status gz_cpu_add(float *out, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) GZ_PAR_IF(n)
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
     return GZ_OK;
 }
 
 gz_status gz_cpu_scale(float *x, float s, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) GZ_PAR_IF(n)
     for (int64_t i = 0; i < n; i++) x[i] *= s;
     return GZ_OK;
 }

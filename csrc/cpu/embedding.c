@@ -3,7 +3,7 @@
 #include "cpu_ops.h"
 
 gz_status gz_cpu_embedding_forward(float *out, const int32_t *tokens, const float *wte, int64_t N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) GZ_PAR_IF(N * C)
     for (int64_t n = 0; n < N; n++) memcpy(out + n * C, wte + (int64_t)tokens[n] * C, sizeof(float) * C);
     return GZ_OK;
 }

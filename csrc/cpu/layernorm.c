@@ -60,7 +60,7 @@ GZ_VECTOR_CLONES static void layernorm_row_backward(float *dx, const float *dy, 
 
 gz_status gz_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                                    const float *b, int64_t N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) GZ_PAR_IF(N * C)
     for (int64_t n = 0; n < N; n++) layernorm_row(out + n * C, mean + n, rstd + n, inp + n * C, w, b, C, eps);
     return GZ_OK;
 }

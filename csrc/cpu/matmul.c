@@ -20,7 +20,7 @@ static float dot(const float *a, const float *b, int n) {
 
 static void matmul_small_n(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
                            int OC) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) GZ_PAR_IF((int64_t)OC * C)
     for (int o = 0; o < OC; o++) {
         const float *wo = w + (int64_t)o * C;
         for (int64_t n = 0; n < N; n++) out[n * OC + o] = dot(inp + n * C, wo, C) + (bias ? bias[o] : 0.0f);
@@ -35,7 +35,7 @@ gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, co
     }
     float beta = 0.0f;
     if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) GZ_PAR_IF(N * OC)
         for (int64_t n = 0; n < N; n++)
             for (int o = 0; o < OC; o++) out[n * OC + o] = bias[o];
         beta = 1.0f;

@@ -14,7 +14,7 @@ static void rotate(float *y, const float *x, const float *c, const float *s, int
 gz_status gz_cpu_rotary_split_forward(float *q, float *k, float *v, const float *qkv, const int32_t *pos,
                                       const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int rot) {
     int half = rot / 2;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) GZ_PAR_IF((int64_t)B * T * NH * HS * 3)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             int64_t bt = (int64_t)b * T + t;
@@ -35,7 +35,7 @@ gz_status gz_cpu_rotary_split_backward(float *dqkv, const float *dq, const float
                                        const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
                                        int NH, int HS, int rot) {
     int half = rot / 2;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) GZ_PAR_IF((int64_t)B * T * NH * HS * 3)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             int64_t bt = (int64_t)b * T + t;
