@@ -12,6 +12,8 @@ gz_status gz_cpu_layernorm_backward(float *dinp, float *dw, float *db, const flo
                                     const float *w, const float *mean, const float *rstd, int64_t N, int C);
 gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
                                 int OC);
+gz_status gz_cpu_matmul_few_rows(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
+                                 int OC);
 gz_status gz_cpu_matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                  const float *w, int64_t N, int C, int OC);
 gz_status gz_cpu_rotary_split_forward(float *q, float *k, float *v, const float *qkv, const int32_t *pos,

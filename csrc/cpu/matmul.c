@@ -2,37 +2,12 @@
 #include <cblas.h>
 #include "cpu_ops.h"
 
-/* A single row (batch-1 decode steps): BLAS would spend much of its time packing W for a product that
- * reads each weight once, so stream W row by row instead. With more rows the dot products become
- * compute-bound and BLAS's blocked kernel wins (measured), so they stay with BLAS. */
-#define GZ_SMALL_N 1
-
-GZ_VECTOR_CLONES
-static float dot(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-static void matmul_small_n(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
-                           int OC) {
-#pragma omp parallel for schedule(static) GZ_PAR_IF((int64_t)OC * C)
-    for (int o = 0; o < OC; o++) {
-        const float *wo = w + (int64_t)o * C;
-        for (int64_t n = 0; n < N; n++) out[n * OC + o] = dot(inp + n * C, wo, C) + (bias ? bias[o] : 0.0f);
-    }
-}
+/* Up to this many rows the streaming kernel of matmul_few_rows.c beats BLAS (measured on decode steps). */
+#define GZ_FEW_ROWS_MAX 8
 
 gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
                                 int OC) {
-    if (N <= GZ_SMALL_N) {
-        matmul_small_n(out, inp, w, bias, N, C, OC);
-        return GZ_OK;
-    }
+    if (N <= GZ_FEW_ROWS_MAX) return gz_cpu_matmul_few_rows(out, inp, w, bias, N, C, OC);
     float beta = 0.0f;
     if (bias) {
 #pragma omp parallel for schedule(static) GZ_PAR_IF(N * OC)
