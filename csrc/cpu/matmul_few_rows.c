@@ -3,8 +3,9 @@
  * With few rows the product streams W once; BLAS would first copy W into packed panels, which costs about
  * as much as the product itself. Here each pair of weight rows is loaded once and dotted with 4 input rows
  * at a time (8 accumulators, 6 loads per 8 multiply-adds). Every output is summed in the same order as
- * dot() — 8 lanes over the input, then a fixed tree — so a prompt gets bit-identical logits alone or in a
- * batch of any size. */
+ * dot() — 8 lanes over the input, then a fixed tree — so a row's result does not depend on how many rows
+ * share the call. Measured on 2 threads: faster than BLAS for up to 8 rows (on 1 thread, BLAS is faster
+ * from 2 rows on). */
 #include "cpu_ops.h"
 
 #define LANES 8
