@@ -119,7 +119,8 @@ def cublas_include_dir():
         homes.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
     wheels = [os.path.dirname(d) for r in site.getsitepackages() for d in glob.glob(os.path.join(r, "nvidia", "*",
                                                                                                 "include"))]
-    for d in [os.path.join(h, "include") for h in homes if h] + [os.path.join(w, "include") for w in wheels]:
+    fetched = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_deps", "cublas", "include")
+    for d in [os.path.join(h, "include") for h in homes if h] + [os.path.join(w, "include") for w in wheels] + [fetched]:
         if os.path.isfile(os.path.join(d, "cublas_v2.h")):
             return d
     return None
