@@ -53,7 +53,7 @@ typedef struct gz_backend {
      * out [B,T,NH*HS] (heads merged as HF does). */
     gz_status (*attention_forward)(float *out, float *att, const float *q, const float *k, const float *v, int B,
                                    int T, int NH, int HS);
-    /* scratch: B*NH*T*T floats available to the implementation (the CPU backend needs none) */
+    /* scratch: B*NH*T*T floats for the implementation (the CPU backend keeps dS there) */
     gz_status (*attention_backward)(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                     const float *att, const float *q, const float *k, const float *v, int B, int T,
                                     int NH, int HS);

@@ -23,6 +23,10 @@ CONFIGS = [
     # head size 6 x 0.5 = 3 rotary dims: HF rotates 4 dims with frequencies base^(-2i/3)
     ("odd_rotary_dims", dict(vocab_size=59, hidden_size=48, num_hidden_layers=2, num_attention_heads=8,
                              intermediate_size=40, rotary_pct=0.5, use_parallel_residual=False), 2, 7),
+    # several 32-query attention blocks, the last one partial
+    ("long_sequence", dict(vocab_size=71, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, rotary_pct=0.5, use_parallel_residual=False,
+                           max_position_embeddings=128), 2, 97),
 ]
 
 # Relative tolerances reached in fp32 (max |a-b| / max |b|), documented in the README.
@@ -39,7 +43,7 @@ def hf_params(hf):
 
 
 def make_pair(overrides, seed=0):
-    cfg = gz.GPTNeoXConfig(max_position_embeddings=64, **overrides)
+    cfg = gz.GPTNeoXConfig(**{"max_position_embeddings": 64, **overrides})
     hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
     hf_cfg._attn_implementation = "eager"
     torch.manual_seed(seed)

@@ -1,118 +1,39 @@
 /* attention.c — causal softmax attention over q, k, v [B, NH, T, HS] (fp32 scores, 1/sqrt(HS) scale).
  *
- * The dot products q.k (and dO.v) keep the plain loop's rounding: each is still summed over i = 0..HS-1
- * in order, but K (and V) are first transposed to [HS, keys] so the loop runs over i outside and
- * over a block of keys inside: the inner loop is a plain vector multiply-add with no reduction. */
+ * The per-(b, h) products go through cblas_sgemm, called from inside the OpenMP loop: the OpenMP build of
+ * OpenBLAS runs single-threaded when called inside a parallel region, so each task is one sequential
+ * sgemm and the results do not depend on scheduling. Causality is exploited by blocking along T: a block
+ * of BLOCK queries only meets the keys up to its own end (and a block of keys only the queries from its
+ * own start), so about half the T x T work is skipped for long sequences. */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include "cpu_ops.h"
 #include "vec_math.h"
 
-#define KEY_BLOCK 16   /* keys scored together (a few vector registers of accumulators) */
-#define QUERIES 4      /* queries scored together, sharing each key load */
-#define QUERY_BLOCK 32 /* queries per forward task: enough tasks to balance the causal triangle */
+#define BLOCK 32 /* queries (or keys) per causal block */
 
-static int max_threads(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int round_up(int n, int m) { return (n + m - 1) / m * m; }
-
-/* xt[i * ld + s] = x[s * HS + i] for s < n (ld >= n rounded up to KEY_BLOCK; the padding is never used). */
-static void transpose_rows(float *xt, int ld, const float *x, int n, int HS) {
-    for (int s = 0; s < n; s++)
-        for (int i = 0; i < HS; i++) xt[(int64_t)i * ld + s] = x[(int64_t)s * HS + i];
-}
-
-/* For query rows r < nq (nq <= QUERIES): d[r * ldd + s] = sum_i a[r * lda + i] * xt[i, s] for s <= n - 1,
- * summed over i in order (the plain dot product's order). Rows share the loads of xt; the
- * QUERIES x KEY_BLOCK accumulators are independent chains, so the adds do not wait on each other. */
-GZ_VECTOR_CLONES static void dots_transposed(float *d, int64_t ldd, const float *a, int64_t lda, int nq,
-                                             const float *xt, int ld, int n, int HS) {
-    const float *ar[QUERIES];
-    for (int r = 0; r < QUERIES; r++) ar[r] = a + (r < nq ? r : nq - 1) * lda;
-    for (int s0 = 0; s0 < n; s0 += KEY_BLOCK) {
-        float acc[QUERIES][KEY_BLOCK] = {{0}};
-        for (int i = 0; i < HS; i++) {
-            const float *row = xt + (int64_t)i * ld + s0;
-            for (int r = 0; r < QUERIES; r++) {
-                const float ai = ar[r][i];
-                for (int j = 0; j < KEY_BLOCK; j++) acc[r][j] += ai * row[j];
-            }
-        }
-        int m = n - s0 < KEY_BLOCK ? n - s0 : KEY_BLOCK;
-        for (int r = 0; r < nq; r++)
-            for (int j = 0; j < m; j++) d[r * ldd + s0 + j] = acc[r][j];
-    }
-}
-
-/* y[i] += sum_s w[s] * x[s, i] for s <= t, accumulated over s in order; a block of y stays in registers. */
-#define AXPY_BLOCK 64
-GZ_VECTOR_CLONES static void axpy_rows(float *y, const float *w, const float *x, int t, int HS) {
-    int i0 = 0;
-    for (; i0 + AXPY_BLOCK <= HS; i0 += AXPY_BLOCK) {
-        float acc[AXPY_BLOCK];
-        for (int j = 0; j < AXPY_BLOCK; j++) acc[j] = y[i0 + j];
-        for (int s = 0; s <= t; s++) {
-            const float ws = w[s], *xs = x + (int64_t)s * HS + i0;
-            for (int j = 0; j < AXPY_BLOCK; j++) acc[j] += ws * xs[j];
-        }
-        for (int j = 0; j < AXPY_BLOCK; j++) y[i0 + j] = acc[j];
-    }
-    for (int s = 0; s <= t && i0 < HS; s++) {
-        const float ws = w[s], *xs = x + (int64_t)s * HS;
-        for (int i = i0; i < HS; i++) y[i] += ws * xs[i];
-    }
-}
-
-/* y[s, i] += w[s] * x[i] for s <= t. */
-GZ_VECTOR_CLONES static void outer_rows(float *y, const float *w, const float *x, int t, int HS) {
-    for (int s = 0; s <= t; s++) {
-        const float ws = w[s];
-        float *ys = y + (int64_t)s * HS;
-        for (int i = 0; i < HS; i++) ys[i] += ws * x[i];
-    }
-}
+static int min_int(int a, int b) { return a < b ? a : b; }
 
 gz_status gz_cpu_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B,
                                    int T, int NH, int HS) {
     const float scale = 1.0f / sqrtf((float)HS);
-    const int C = NH * HS, ld = round_up(T, KEY_BLOCK), nqb = (T + QUERY_BLOCK - 1) / QUERY_BLOCK;
-    float *kt_all;
-    GZ_TRY(gz_calloc((void **)&kt_all, (size_t)max_threads() * HS * ld, sizeof(float), "attention key scratch"));
+    const int C = NH * HS, nqb = (T + BLOCK - 1) / BLOCK;
     /* dynamic: later query blocks see more keys; every output is still written by exactly one task */
 #pragma omp parallel for collapse(3) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int qb = 0; qb < nqb; qb++) {
                 int64_t bh = (int64_t)b * NH + h;
-                int t0 = qb * QUERY_BLOCK, t1 = t0 + QUERY_BLOCK < T ? t0 + QUERY_BLOCK : T;
+                int t0 = qb * BLOCK, t1 = min_int(t0 + BLOCK, T), nq = t1 - t0;
                 const float *kh = k + bh * T * HS, *vh = v + bh * T * HS;
-                float *kt = kt_all + (int64_t)thread_id() * HS * ld;
-                transpose_rows(kt, ld, kh, t1, HS);
+                float *p0 = att + (bh * T + t0) * T;
+                /* raw scores S[t0:t1, 0:t1] = Q K^T (keys past each row's own t are zeroed below) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, HS, 1.0f, q + (bh * T + t0) * HS, HS,
+                            kh, HS, 0.0f, p0, T);
                 for (int t = t0; t < t1; t++) {
                     float *p = att + (bh * T + t) * T;
-                    if ((t - t0) % QUERIES == 0) { /* raw scores of this query and the next few (keys past
-                                                    * each row's own t are zeroed below) */
-                        int nq = t1 - t < QUERIES ? t1 - t : QUERIES;
-                        dots_transposed(p, T, q + (bh * T + t) * HS, HS, nq, kt, ld, t + nq, HS);
-                    }
                     float mx = -INFINITY;
                     for (int s = 0; s <= t; s++) {
                         p[s] *= scale;
@@ -124,58 +45,57 @@ gz_status gz_cpu_attention_forward(float *out, float *att, const float *q, const
                     float inv = 1.0f / sum;
                     for (int s = 0; s <= t; s++) p[s] *= inv;
                     for (int s = t + 1; s < T; s++) p[s] = 0.0f;
-                    float *o = out + ((int64_t)b * T + t) * C + (int64_t)h * HS;
-                    memset(o, 0, sizeof(float) * HS);
-                    axpy_rows(o, p, vh, t, HS);
                 }
+                /* out[t0:t1] = P[t0:t1, 0:t1] V[0:t1] */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, t1, 1.0f, p0, T, vh, HS, 0.0f,
+                            out + ((int64_t)b * T + t0) * C + (int64_t)h * HS, C);
             }
-    free(kt_all);
     return GZ_OK;
 }
 
-/* scratch is not needed here: dP rows live in a small per-thread buffer. */
+/* scratch [B, NH, T, T] holds dP, turned into dS in place, for each (b, h). */
 gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                     const float *att, const float *q, const float *k, const float *v, int B, int T,
                                     int NH, int HS) {
     const float scale = 1.0f / sqrtf((float)HS);
-    const int C = NH * HS, ld = round_up(T, KEY_BLOCK);
-    (void)scratch;
-    float *work;
-    /* per thread: V transposed [HS, ld], dS [ld], dP for QUERIES queries [QUERIES, ld] */
-    const int64_t per_thread = (int64_t)HS * ld + ld + (int64_t)QUERIES * ld;
-    GZ_TRY(gz_calloc((void **)&work, (size_t)max_threads() * per_thread, sizeof(float), "attention backward scratch"));
-    /* one task per (b, h): dk and dv accumulate over queries in a fixed order */
+    const int C = NH * HS, nb = (T + BLOCK - 1) / BLOCK;
+    /* one task per (b, h): every product of a head is computed by one thread, in a fixed order */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             int64_t bh = (int64_t)b * NH + h;
-            const float *kh = k + bh * T * HS, *vh = v + bh * T * HS;
-            float *dkh = dk + bh * T * HS, *dvh = dv + bh * T * HS;
-            float *vt = work + (int64_t)thread_id() * per_thread, *ds = vt + (int64_t)HS * ld, *dp4 = ds + ld;
-            transpose_rows(vt, ld, vh, T, HS);
-            memset(dkh, 0, sizeof(float) * T * HS);
-            memset(dvh, 0, sizeof(float) * T * HS);
-            for (int t = 0; t < T; t++) {
-                const float *p = att + (bh * T + t) * T;
-                const float *go = dout + ((int64_t)b * T + t) * C + (int64_t)h * HS;
-                const float *qt = q + (bh * T + t) * HS;
-                float *dqt = dq + (bh * T + t) * HS;
-                /* dP = dO v^T (for this query and the next few) ; dV += P^T dO */
-                if (t % QUERIES == 0) {
-                    int nq = T - t < QUERIES ? T - t : QUERIES;
-                    dots_transposed(dp4, ld, go, C, nq, vt, ld, t + nq, HS);
+            const float *kh = k + bh * T * HS, *vh = v + bh * T * HS, *qh = q + bh * T * HS;
+            const float *p = att + bh * T * T, *goh = dout + (int64_t)b * T * C + (int64_t)h * HS;
+            float *dqh = dq + bh * T * HS, *dkh = dk + bh * T * HS, *dvh = dv + bh * T * HS;
+            float *ds = scratch + bh * T * T;
+            for (int qb = 0; qb < nb; qb++) {
+                int t0 = qb * BLOCK, t1 = min_int(t0 + BLOCK, T);
+                /* dP[t0:t1, 0:t1] = dO V^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, HS, 1.0f, goh + (int64_t)t0 * C, C,
+                            vh, HS, 0.0f, ds + (int64_t)t0 * T, T);
+                /* dS = P * (dP - sum(P dP)) * scale, zero past t up to the block end (P is zero there) */
+                for (int t = t0; t < t1; t++) {
+                    const float *pt = p + (int64_t)t * T;
+                    float *dst = ds + (int64_t)t * T;
+                    float dot = 0.0f;
+                    for (int s = 0; s <= t; s++) dot += pt[s] * dst[s];
+                    for (int s = 0; s <= t; s++) dst[s] = pt[s] * (dst[s] - dot) * scale;
+                    for (int s = t + 1; s < t1; s++) dst[s] = 0.0f;
                 }
-                const float *dp = dp4 + (int64_t)(t % QUERIES) * ld;
-                outer_rows(dvh, p, go, t, HS);
-                float dot = 0.0f;
-                for (int s = 0; s <= t; s++) dot += p[s] * dp[s];
-                /* dS = P * (dP - sum(P dP)) ; dQ = dS K * scale ; dK += dS^T Q * scale */
-                for (int s = 0; s <= t; s++) ds[s] = p[s] * (dp[s] - dot) * scale;
-                memset(dqt, 0, sizeof(float) * HS);
-                axpy_rows(dqt, ds, kh, t, HS);
-                outer_rows(dkh, ds, qt, t, HS);
+                /* dQ[t0:t1] = dS[t0:t1, 0:t1] K[0:t1] */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, HS, t1, 1.0f, ds + (int64_t)t0 * T, T,
+                            kh, HS, 0.0f, dqh + (int64_t)t0 * HS, HS);
+            }
+            for (int kb = 0; kb < nb; kb++) {
+                int s0 = kb * BLOCK, s1 = min_int(s0 + BLOCK, T);
+                /* keys s0..s1-1 meet queries s0..T-1 only; rows below their query block's end hold zeros */
+                /* dV[s0:s1] = P[s0:T, s0:s1]^T dO[s0:T] */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s1 - s0, HS, T - s0, 1.0f, p + (int64_t)s0 * T + s0,
+                            T, goh + (int64_t)s0 * C, C, 0.0f, dvh + (int64_t)s0 * HS, HS);
+                /* dK[s0:s1] = dS[s0:T, s0:s1]^T Q[s0:T] */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s1 - s0, HS, T - s0, 1.0f, ds + (int64_t)s0 * T + s0,
+                            T, qh + (int64_t)s0 * HS, HS, 0.0f, dkh + (int64_t)s0 * HS, HS);
             }
         }
-    free(work);
     return GZ_OK;
 }
