@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 import gozaru as gz
 from gozaru import hf as gz_hf

@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+import nbformat
+import nbclient
+import ipykernel  # noqa: F401  (the kernel the notebooks run on)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = ("01_quickstart.ipynb", "02_seed_grid.ipynb", "03_real_model.ipynb")
