@@ -24,6 +24,7 @@ import pytest
 
 import gozaru as gz
 from gozaru import _core
+from reference import hf_params, random_batch as batch, rel_err
 
 CUDA = _core.backend_available("cuda")
 _skip = pytest.mark.skipif(
@@ -60,11 +61,6 @@ def gemm_mode(monkeypatch, request):
     return mode
 
 
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
-
-
 def cosine(a, b):
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
@@ -88,14 +84,6 @@ def make_pair(overrides, seed=0, init_std=None):
     cuda = gz.Model(cfg, seed=None, backend="cuda")
     cuda.load_state_dict(cpu.state_dict())
     return cfg, cpu, cuda
-
-
-def batch(cfg, B, T, seed=1):
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
-    targets = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
-    targets[rng.random((B, T)) < 0.3] = -100  # response-only style masking
-    return tokens, targets
 
 
 def check_grad(name, got, ref, tol, mode):
@@ -261,9 +249,7 @@ def test_matches_transformers_on_the_gpu(gemm_mode):
     hf_cfg._attn_implementation = "eager"
     torch.backends.cuda.matmul.allow_tf32 = False  # the reference stays fp32
     hf = transformers.GPTNeoXForCausalLM(hf_cfg).float().cuda().eval()
-    named = dict(hf.named_parameters())
-    if "lm_head.weight" in named:  # transformers 5 names embed_out lm_head
-        named["embed_out.weight"] = named.pop("lm_head.weight")
+    named = hf_params(hf)
     state = cuda.state_dict()
     with torch.no_grad():
         for n, p in named.items():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import gozaru as gz
+from reference import hf_params
 
 import torch
 import transformers
@@ -24,8 +25,8 @@ def pair(overrides, seed=0):
     hf_cfg._attn_implementation = "eager"
     hf = transformers.GPTNeoXForCausalLM(hf_cfg).eval()
     with torch.no_grad():
-        for name, p in hf.named_parameters():
-            p.copy_(torch.from_numpy(model.params["embed_out.weight" if name == "lm_head.weight" else name]))
+        for name, p in hf_params(hf).items():
+            p.copy_(torch.from_numpy(model.params[name]))
     return cfg, model, hf
 
 

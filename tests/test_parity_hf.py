@@ -7,6 +7,7 @@ import torch
 import transformers
 
 import gozaru as gz
+from reference import hf_params, random_batch as batch, rel_err
 
 # (name, config overrides, batch, seq)
 CONFIGS = [
@@ -34,14 +35,6 @@ LOGIT_TOL = 1e-5
 GRAD_TOL = 1e-4
 
 
-def hf_params(hf):
-    """HF parameters under gozaru's names (transformers 5 calls embed_out `lm_head`)."""
-    named = dict(hf.named_parameters())
-    if "lm_head.weight" in named:
-        named["embed_out.weight"] = named.pop("lm_head.weight")
-    return named
-
-
 def make_pair(overrides, seed=0):
     cfg = gz.GPTNeoXConfig(**{"max_position_embeddings": 64, **overrides})
     hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
@@ -57,26 +50,12 @@ def make_pair(overrides, seed=0):
     return cfg, hf, model
 
 
-def batch(cfg, B, T, seed=1):
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
-    targets = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
-    targets[rng.random((B, T)) < 0.3] = -100  # response-only style masking
-    return tokens, targets
-
-
 def hf_loss(hf, tokens, targets):
     logits = hf(torch.from_numpy(tokens.astype(np.int64))).logits
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                              torch.from_numpy(targets.astype(np.int64)).reshape(-1),
                                              ignore_index=-100)
     return logits, loss
-
-
-def rel_err(a, b):
-    """max |a - b| / max |b|: the strictest scale-aware comparison, used for logits and gradients."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
 
 
 def rel_norm_err(a, b):
