@@ -29,6 +29,7 @@ void gz_model_free_activations(gz_model *m) {
     RELEASE(m->qkv); RELEASE(m->attn_out); RELEASE(m->mlp_out);
     RELEASE(m->lnf); RELEASE(m->lnf_mean); RELEASE(m->lnf_rstd); RELEASE(m->logits); RELEASE(m->lse);
     RELEASE(m->tokens); RELEASE(m->targets); RELEASE(m->pos);
+    m->pos_B = m->pos_T = 0;
     RELEASE(m->dres_a); RELEASE(m->dres_b); RELEASE(m->dh); RELEASE(m->dln); RELEASE(m->dqkv);
     RELEASE(m->dq); RELEASE(m->dk); RELEASE(m->dv); RELEASE(m->datt); RELEASE(m->datty);
     RELEASE(m->dfcg); RELEASE(m->dfch);
@@ -210,12 +211,16 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     const gz_backend *be = m->be;
     int64_t N = (int64_t)B * T;
 
-    int32_t *pos_host;
-    GZ_TRY(gz_calloc((void **)&pos_host, (size_t)N, sizeof(int32_t), "positions"));
-    for (int64_t i = 0; i < N; i++) pos_host[i] = (int32_t)(i % T);
-    gz_status st = be->upload(m->pos, pos_host, (size_t)N * sizeof(int32_t));
-    free(pos_host);
-    GZ_TRY(st);
+    if (m->pos_B != B || m->pos_T != T) { /* positions 0..T-1 per row: rebuilt only when the shape changes */
+        int32_t *pos_host;
+        GZ_TRY(gz_calloc((void **)&pos_host, (size_t)N, sizeof(int32_t), "positions"));
+        for (int64_t i = 0; i < N; i++) pos_host[i] = (int32_t)(i % T);
+        gz_status st = be->upload(m->pos, pos_host, (size_t)N * sizeof(int32_t));
+        free(pos_host);
+        GZ_TRY(st);
+        m->pos_B = B;
+        m->pos_T = T;
+    }
     GZ_TRY(be->upload(m->tokens, tokens, (size_t)N * sizeof(int32_t)));
     if (targets) GZ_TRY(be->upload(m->targets, targets, (size_t)N * sizeof(int32_t)));
 

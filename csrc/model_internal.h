@@ -57,6 +57,7 @@ struct gz_model {
     float *qkv, *attn_out, *mlp_out;
     float *lnf, *lnf_mean, *lnf_rstd, *logits, *lse;
     int32_t *tokens, *targets, *pos; /* backend copies [N] */
+    int pos_B, pos_T;                /* the (B, T) that pos currently holds (0: none) */
     /* backward scratch */
     float *dres_a, *dres_b, *dh, *dln, *dqkv, *dq, *dk, *dv, *datt, *datty, *dfcg, *dfch;
 
