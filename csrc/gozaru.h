@@ -63,6 +63,9 @@ typedef struct {
 /* Checks ranges and divisibility; returns GZ_ERR_VALUE naming the bad field. */
 gz_status gz_config_validate(const gz_config *cfg);
 
+/* Target id that is not counted by the loss (HF / PyTorch convention). The one definition. */
+#define GZ_IGNORE_INDEX (-100)
+
 /* ------------------------------------------------------------------ model */
 typedef enum { GZ_BACKEND_CPU = 0, GZ_BACKEND_CUDA = 1 } gz_backend_kind;
 
@@ -80,7 +83,24 @@ typedef struct {
     int layer;          /* -1 embed_in, 0..L-1 transformer layers, L final_layer_norm, L+1 embed_out */
     int is_matrix_weight; /* 1 for Linear/embedding weights (weight decay applies by default) */
     int trainable;
+    const char *kind;   /* see gz_tensor_spec */
 } gz_tensor_info;
+
+/* One row of the model's structure, known from the config alone (no weights). */
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];   /* shape[1] is 0 for vectors */
+    int layer;          /* as gz_tensor_info.layer */
+    int pos;            /* position in the backward sweep (internal) */
+    const char *kind;   /* "embed", "norm", "qkv", "attn_out", "mlp_up", "mlp_down" or "head" (static string) */
+    int is_matrix_weight;
+} gz_tensor_spec;
+
+/* Number of tensors of a config (-1 when the config is invalid), and the table itself in HF state-dict order.
+ * Both validate the config first, so an absurd config costs nothing. */
+int gz_tensor_count(const gz_config *cfg);
+gz_status gz_tensor_table(const gz_config *cfg, gz_tensor_spec *out, int capacity);
 
 /* Parameters are zero until gz_model_init_random or a load writes them. */
 gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_model **out);

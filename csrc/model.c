@@ -41,62 +41,68 @@ gz_status gz_config_validate(const gz_config *c) {
 }
 
 /* ---------------------------------------------------------------- tensor table */
-typedef struct {
-    char name[96];
-    int ndim;
-    int64_t shape[2];
-    int layer, pos, is_matrix;
-} tensor_spec;
-
-static void spec(tensor_spec *s, const char *name, int64_t d0, int64_t d1, int layer, int pos, int is_matrix) {
+/* The one description of the model's structure: names, shapes, layer index and kind of every tensor.
+ * Python reads it through _core.tensor_table (no weights allocated), so nothing re-parses names. */
+static void spec(gz_tensor_spec *s, const char *name, int64_t d0, int64_t d1, int layer, int pos, const char *kind,
+                 int is_matrix) {
     snprintf(s->name, sizeof s->name, "%s", name);
     s->ndim = d1 ? 2 : 1;
     s->shape[0] = d0;
     s->shape[1] = d1;
     s->layer = layer;
     s->pos = pos;
-    s->is_matrix = is_matrix;
+    s->kind = kind;
+    s->is_matrix_weight = is_matrix;
 }
 
 /* Fills specs in HF state-dict order; returns the count. specs may be NULL to count only. */
-static int build_specs(const gz_config *c, tensor_spec *specs, gz_layer_tensors *lt) {
+static int build_specs(const gz_config *c, gz_tensor_spec *specs, gz_layer_tensors *lt) {
     int n = 0, L = c->num_hidden_layers;
     int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     char buf[96];
-#define ADD(field, nm, d0, d1, layer, pos, mat)                        \
-    do {                                                               \
-        if (specs) spec(&specs[n], nm, d0, d1, layer, pos, mat);       \
-        if (lt && (layer) >= 0 && (layer) < L) lt[layer].field = n;    \
-        n++;                                                           \
-    } while (0)
-    if (specs) spec(&specs[n], "gpt_neox.embed_in.weight", V, C, -1, GZ_POS_EMBED, 1);
+    if (specs) spec(&specs[n], "gpt_neox.embed_in.weight", V, C, -1, GZ_POS_EMBED, "embed", 1);
     n++;
     for (int l = 0; l < L; l++) {
-#define LAYER(field, suffix, d0, d1, k, mat)                                   \
-    snprintf(buf, sizeof buf, "gpt_neox.layers.%d.%s", l, suffix);             \
-    ADD(field, buf, d0, d1, l, GZ_POS_LAYER(l, k), mat)
-        LAYER(ln1_w, "input_layernorm.weight", C, 0, 0, 0);
-        LAYER(ln1_b, "input_layernorm.bias", C, 0, 0, 0);
-        LAYER(ln2_w, "post_attention_layernorm.weight", C, 0, 3, 0);
-        LAYER(ln2_b, "post_attention_layernorm.bias", C, 0, 3, 0);
-        LAYER(qkv_w, "attention.query_key_value.weight", 3 * C, C, 1, 1);
-        LAYER(qkv_b, "attention.query_key_value.bias", 3 * C, 0, 1, 0);
-        LAYER(dense_w, "attention.dense.weight", C, C, 2, 1);
-        LAYER(dense_b, "attention.dense.bias", C, 0, 2, 0);
-        LAYER(fc_w, "mlp.dense_h_to_4h.weight", I, C, 4, 1);
-        LAYER(fc_b, "mlp.dense_h_to_4h.bias", I, 0, 4, 0);
-        LAYER(proj_w, "mlp.dense_4h_to_h.weight", C, I, 5, 1);
-        LAYER(proj_b, "mlp.dense_4h_to_h.bias", C, 0, 5, 0);
+#define LAYER(field, suffix, d0, d1, k, kind, mat)                                              \
+    do {                                                                                          \
+        snprintf(buf, sizeof buf, "gpt_neox.layers.%d.%s", l, suffix);                            \
+        if (specs) spec(&specs[n], buf, d0, d1, l, GZ_POS_LAYER(l, k), kind, mat);                \
+        if (lt) lt[l].field = n;                                                                  \
+        n++;                                                                                      \
+    } while (0)
+        LAYER(ln1_w, "input_layernorm.weight", C, 0, 0, "norm", 0);
+        LAYER(ln1_b, "input_layernorm.bias", C, 0, 0, "norm", 0);
+        LAYER(ln2_w, "post_attention_layernorm.weight", C, 0, 3, "norm", 0);
+        LAYER(ln2_b, "post_attention_layernorm.bias", C, 0, 3, "norm", 0);
+        LAYER(qkv_w, "attention.query_key_value.weight", 3 * C, C, 1, "qkv", 1);
+        LAYER(qkv_b, "attention.query_key_value.bias", 3 * C, 0, 1, "qkv", 0);
+        LAYER(dense_w, "attention.dense.weight", C, C, 2, "attn_out", 1);
+        LAYER(dense_b, "attention.dense.bias", C, 0, 2, "attn_out", 0);
+        LAYER(fc_w, "mlp.dense_h_to_4h.weight", I, C, 4, "mlp_up", 1);
+        LAYER(fc_b, "mlp.dense_h_to_4h.bias", I, 0, 4, "mlp_up", 0);
+        LAYER(proj_w, "mlp.dense_4h_to_h.weight", C, I, 5, "mlp_down", 1);
+        LAYER(proj_b, "mlp.dense_4h_to_h.bias", C, 0, 5, "mlp_down", 0);
 #undef LAYER
     }
-    if (specs) spec(&specs[n], "gpt_neox.final_layer_norm.weight", C, 0, L, GZ_POS_FINAL_LN(L), 0);
+    if (specs) spec(&specs[n], "gpt_neox.final_layer_norm.weight", C, 0, L, GZ_POS_FINAL_LN(L), "norm", 0);
     n++;
-    if (specs) spec(&specs[n], "gpt_neox.final_layer_norm.bias", C, 0, L, GZ_POS_FINAL_LN(L), 0);
+    if (specs) spec(&specs[n], "gpt_neox.final_layer_norm.bias", C, 0, L, GZ_POS_FINAL_LN(L), "norm", 0);
     n++;
-    if (specs) spec(&specs[n], "embed_out.weight", V, C, L + 1, GZ_POS_HEAD(L), 1);
+    if (specs) spec(&specs[n], "embed_out.weight", V, C, L + 1, GZ_POS_HEAD(L), "head", 1);
     n++;
-#undef ADD
     return n;
+}
+
+int gz_tensor_count(const gz_config *cfg) {
+    return gz_config_validate(cfg) == GZ_OK ? build_specs(cfg, NULL, NULL) : -1;
+}
+
+gz_status gz_tensor_table(const gz_config *cfg, gz_tensor_spec *out, int capacity) {
+    GZ_TRY(gz_config_validate(cfg));
+    if (!out || capacity < build_specs(cfg, NULL, NULL))
+        return gz_fail(GZ_ERR_VALUE, "tensor table: room for %d entries is too small", capacity);
+    build_specs(cfg, out, NULL);
+    return GZ_OK;
 }
 
 static gz_status build_rotary_tables(gz_model *m) {
@@ -155,7 +161,7 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
 
     gz_status st;
     int n = build_specs(cfg, NULL, NULL);
-    tensor_spec *specs = NULL;
+    gz_tensor_spec *specs = NULL;
     if ((st = gz_calloc((void **)&specs, n, sizeof *specs, "tensor specs")) ||
         (st = gz_calloc((void **)&m->lt, m->L, sizeof *m->lt, "layer table")) ||
         (st = gz_calloc((void **)&m->tensors, n, sizeof *m->tensors, "tensor table")) ||
@@ -179,7 +185,8 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
         t->numel = specs[i].shape[0] * (specs[i].ndim == 2 ? specs[i].shape[1] : 1);
         t->offset = off;
         t->layer = specs[i].layer;
-        t->is_matrix_weight = specs[i].is_matrix;
+        t->is_matrix_weight = specs[i].is_matrix_weight;
+        t->kind = specs[i].kind;
         t->trainable = 0;
         m->tensor_pos[i] = specs[i].pos;
         off += t->numel;

@@ -5,9 +5,10 @@
     m.train_only(m.names); opt = gz.AdamW(m, lr=1e-3)
     loss = m.loss(tokens, targets); m.backward(); opt.step()
 
-Submodules (``gozaru.data``, ``gozaru.train``, ``gozaru.hf``, ...) are imported on demand.
-The names that need the compiled core (Model, AdamW, load, ...) are resolved on first use, so the
-pure-Python parts (config, tokenizer, data) import even before ``gozaru._core`` is built.
+The package has three rooms over the compiled core ``gozaru._core`` (see docs/ARCHITECTURE.md):
+``gozaru.engine`` (model, optimizer, checkpoints, HF files, layer selection), ``gozaru.data`` (records,
+ござる rewriting, synthetic corpus, tokenizer, SFT rows) and ``gozaru.lab`` (trainer, evaluation, experiments,
+plots, demo, CLI). The names most used are re-exported here.
 """
 from __future__ import annotations
 
@@ -20,40 +21,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
-from .config import GPTNeoXConfig, preset
+from ._core import IGNORE_INDEX, CheckpointError, get_num_threads, set_num_threads  # noqa: E402
+from ._version import __version__  # noqa: E402
+from . import data, engine, lab  # noqa: E402
+from .engine import checkpoint, hf, layers  # noqa: E402
+from .engine import AdamW, GPTNeoXConfig, Model, load, preset  # noqa: E402
+from .lab import demo, evaluate, experiment, generate, plots  # noqa: E402
+from .lab import EvalConfig, TrainConfig, Trainer  # noqa: E402
 
-__version__ = "0.1.0"
-
-__all__ = ["GPTNeoXConfig", "preset", "Model", "AdamW", "load", "set_num_threads", "get_num_threads",
-           "CheckpointError", "__version__"]
-
-# name -> (module, attribute)
-_LAZY = {
-    "Model": (".model", "Model"),
-    "load": (".model", "load"),
-    "AdamW": (".optim", "AdamW"),
-    "set_num_threads": ("._core", "set_num_threads"),
-    "get_num_threads": ("._core", "get_num_threads"),
-    "CheckpointError": ("._core", "CheckpointError"),
-}
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'gozaru' has no attribute {name!r}")
-    import importlib
-    module_name, attr = _LAZY[name]
-    try:
-        module = importlib.import_module(module_name, __name__)
-    except ImportError as e:
-        if "_core" not in str(e):
-            raise
-        raise ImportError(f"gozaru.{name} needs the compiled core gozaru._core, which did not import ({e}); "
-                          "build it with `pip install -e .` (or `python setup.py build_ext --inplace`)") from e
-    value = getattr(module, attr)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__all__ = ["AdamW", "CheckpointError", "EvalConfig", "GPTNeoXConfig", "IGNORE_INDEX", "Model", "TrainConfig",
+           "Trainer", "__version__", "checkpoint", "data", "demo", "engine", "evaluate", "experiment", "generate",
+           "get_num_threads", "hf", "lab", "layers", "load", "plots", "preset", "set_num_threads"]

@@ -1,4 +1,4 @@
 """``python -m gozaru`` runs the command line (same as the ``gozaru`` console script)."""
-from .cli import main
+from .lab.cli import main
 
 raise SystemExit(main())

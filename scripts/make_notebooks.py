@@ -36,10 +36,10 @@ Set `GOZARU_QUICK=1` for an even smaller run (that is what the test suite does).
 import os
 import gozaru as gz
 from gozaru import data, layers
-from gozaru.tokenizer import Tokenizer
-from gozaru.train import Trainer, TrainConfig
-from gozaru.generate import generate_text
-from gozaru.evaluate import eval_loss
+from gozaru.data.tokenizer import Tokenizer
+from gozaru.lab.train import Trainer, TrainConfig
+from gozaru.lab.generate import generate_text
+from gozaru.lab.evaluate import eval_loss
 
 QUICK = os.environ.get("GOZARU_QUICK") == "1"
 N_PAIRS, STEPS = (600, 60) if QUICK else (3000, 300)
@@ -137,8 +137,8 @@ This is `gozaru demo` step by step. The base (a tiny GPT-NeoX pretrained on poli
 import os
 import gozaru as gz
 from gozaru import demo, experiment, layers, plots
-from gozaru.evaluate import EvalConfig
-from gozaru.train import TrainConfig
+from gozaru.lab.evaluate import EvalConfig
+from gozaru.lab.train import TrainConfig
 
 QUICK = os.environ.get("GOZARU_QUICK") == "1"
 settings = demo.SETTINGS["quick" if QUICK else "default"]
@@ -185,7 +185,7 @@ plots.rate_by_condition(results, by="position");
 plots.loss_curves(OUT);
 """),
     code("""
-plots.weight_change(results);
+plots.weight_change_heatmaps(results);
 """),
     md("""
 Each run's answers, loss history, gradient norms and per-tensor weight change are in `OUT/runs/<run>.json`
@@ -216,10 +216,10 @@ pipeline.
 import os
 import gozaru as gz
 from gozaru import data, demo, experiment, layers, plots
-from gozaru.evaluate import EvalConfig
-from gozaru.experiment import ExperimentData
-from gozaru.tokenizer import Tokenizer
-from gozaru.train import TrainConfig
+from gozaru.lab.evaluate import EvalConfig
+from gozaru.lab.experiment import ExperimentData
+from gozaru.data.tokenizer import Tokenizer
+from gozaru.lab.train import TrainConfig
 
 QUICK = os.environ.get("GOZARU_QUICK") == "1"
 RINNA = os.environ.get("GOZARU_RINNA_DIR")
@@ -281,7 +281,7 @@ results[["name", "trainable_pct", "gozaru_rate", "rate_low", "rate_high", "eval_
 plots.rate_by_condition(results, by="group");
 """),
     code("""
-plots.weight_change(results);
+plots.weight_change_heatmaps(results);
 """),
 ]
 

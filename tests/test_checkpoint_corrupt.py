@@ -157,7 +157,7 @@ def write_safetensors(path, tensors, dtypes):
 
 def test_bf16_safetensors_are_widened_exactly(tmp_path):
     tensors = hf_folder(tmp_path / "m", {NAME: "BF16"})
-    m = gz_hf.load_hf(tmp_path / "m")
+    m = gz.Model.from_hf(tmp_path / "m")
     expect = (tensors[NAME].view(np.uint32) & 0xFFFF0000).view(np.float32)
     assert np.array_equal(m.params[NAME], expect)
     assert np.array_equal(m.params["embed_out.weight"], tensors["embed_out.weight"])
@@ -168,7 +168,7 @@ def test_truncated_safetensors(tmp_path):
     st = tmp_path / "m" / "model.safetensors"
     st.write_bytes(st.read_bytes()[:-1000])
     with pytest.raises(gz.CheckpointError, match="model.safetensors"):
-        gz_hf.load_hf(tmp_path / "m")
+        gz.Model.from_hf(tmp_path / "m")
 
 
 def test_config_json_missing_a_field(tmp_path):
@@ -185,11 +185,11 @@ def test_missing_and_misshapen_hf_tensors(tmp_path):
     del tensors[NAME]
     write_safetensors(tmp_path / "m" / "model.safetensors", tensors, {})
     with pytest.raises(gz.CheckpointError, match=f"missing.*{NAME}"):
-        gz_hf.load_hf(tmp_path / "m")
+        gz.Model.from_hf(tmp_path / "m")
     tensors[NAME] = np.zeros((3, 32), np.float32)
     write_safetensors(tmp_path / "m" / "model.safetensors", tensors, {})
     with pytest.raises(gz.CheckpointError, match=rf"model.safetensors.*{NAME}.*\[3, 32\]"):
-        gz_hf.load_hf(tmp_path / "m")
+        gz.Model.from_hf(tmp_path / "m")
 
 
 def test_bin_weights_without_torch(tmp_path, monkeypatch):
@@ -197,13 +197,13 @@ def test_bin_weights_without_torch(tmp_path, monkeypatch):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
     with pytest.raises(ImportError, match="pytorch_model.bin.*needs torch"):
-        gz_hf.load_hf(tmp_path)
+        gz.Model.from_hf(tmp_path)
 
 
 def test_no_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(CFG.to_hf_dict()))
     with pytest.raises(FileNotFoundError, match="no weights"):
-        gz_hf.load_hf(tmp_path)
+        gz.Model.from_hf(tmp_path)
 
 
 # ---------------------------------------------------------------- fuzz (in a subprocess: a crash is a failure)
@@ -246,7 +246,7 @@ FUZZ_WORKER = textwrap.dedent('''
                 # Everything but free space is checksummed: a file that loads holds the saved values.
                 assert np.array_equal(m.core.flat_params(), reference.core.flat_params()), (flips, cut)
             else:
-                hf.load_hf(work)  # safetensors has no checksums: any values may load
+                gz.Model.from_hf(work)  # safetensors has no checksums: any values may load
             outcomes["loaded"] += 1
         except gz.CheckpointError:
             outcomes["error"] += 1

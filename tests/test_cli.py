@@ -5,9 +5,10 @@ import sys
 import pytest
 
 import gozaru as gz
-from gozaru import cli, data
-from gozaru.tokenizer import Tokenizer
-from gozaru.train import TrainConfig, Trainer
+from gozaru import data
+from gozaru.lab import cli
+from gozaru.data.tokenizer import Tokenizer
+from gozaru.lab.train import TrainConfig, Trainer
 
 COMMANDS = ("demo", "train", "eval", "grid", "import-hf", "export-hf", "info")
 

@@ -10,8 +10,8 @@ import pytest
 from gozaru.data import (IGNORE_INDEX, DataError, Record, SyntheticCorpus, format_prompt, generation_set,
                          gozaru_rate, iterate_batches, lm_arrays, load_dolly, num_batches, save_jsonl,
                          sft_arrays, to_gozaru_dataset, train_eval_split, wilson_interval)
-from gozaru.sft import encode_example, truncate_example
-from gozaru.tokenizer import Tokenizer
+from gozaru.data.sft import encode_example, truncate_example
+from gozaru.data.tokenizer import Tokenizer
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "dolly_ja")
 

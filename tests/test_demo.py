@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from gozaru import demo
-from gozaru.experiment import seed_grid
+from gozaru.lab.experiment import seed_grid
 
 
 @pytest.fixture(scope="module")

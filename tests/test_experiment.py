@@ -12,16 +12,16 @@ import pytest
 
 import gozaru as gz
 from gozaru import data
-from gozaru.experiment import Condition, load_record, load_results, run, seed_grid
-from gozaru.evaluate import EvalConfig, change_grid
-from gozaru.tokenizer import Tokenizer
+from gozaru.lab.experiment import Condition, load_record, load_results, run, seed_grid
+from gozaru.lab.evaluate import EvalConfig, change_grid
+from gozaru.data.tokenizer import Tokenizer
 
 # Builds everything an experiment needs from a tokenizer file; shared by this file and the killed subprocess.
 SETUP = textwrap.dedent("""
     import gozaru as gz
     from gozaru import data
-    from gozaru.experiment import ExperimentData
-    from gozaru.tokenizer import Tokenizer
+    from gozaru.lab.experiment import ExperimentData
+    from gozaru.data.tokenizer import Tokenizer
 
     def setup(tokenizer_path):
         tok = Tokenizer.load(tokenizer_path)
@@ -124,8 +124,8 @@ KILLED_RUN = textwrap.dedent("""
     import sys
     sys.path.insert(0, {folder!r})
     from lab_setup import setup
-    from gozaru.experiment import Condition, run
-    from gozaru.evaluate import EvalConfig
+    from gozaru.lab.experiment import Condition, run
+    from gozaru.lab.evaluate import EvalConfig
     base, exp = setup({tok!r})
     grid = [Condition("full", {{"kind": "full"}}), Condition("mlp", {{"kind": "mlp"}}),
             Condition("last 2", {{"kind": "last", "layers": 2}}), Condition("first 1", {{"kind": "first", "layers": 1}})]

@@ -136,6 +136,6 @@ def test_unknown_tensors_need_strict_false(tmp_path):
     tensors["score.weight"] = np.zeros((2, 32), np.float32)
     save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(gz.CheckpointError, match="score.weight"):
-        gz_hf.load_hf(tmp_path)
-    m = gz_hf.load_hf(tmp_path, strict=False)
+        gz.Model.from_hf(tmp_path)
+    m = gz.Model.from_hf(tmp_path, strict=False)
     assert np.array_equal(m.params["embed_out.weight"], tensors["embed_out.weight"])

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gozaru.rewrite import to_gozaru
+from gozaru.data.rewrite import to_gozaru
 
 # (input, expected) — expectations written by hand, not produced by the rewriter.
 TABLE = [

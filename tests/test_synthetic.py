@@ -4,7 +4,7 @@ import collections
 import pytest
 
 from gozaru.data import gozaru_rate, to_gozaru, to_gozaru_dataset
-from gozaru.synthetic import _FACT_TEMPLATES, CATEGORIES, SyntheticCorpus
+from gozaru.data.synthetic import _FACT_TEMPLATES, CATEGORIES, SyntheticCorpus
 
 
 @pytest.fixture(scope="module")

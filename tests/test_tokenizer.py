@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from gozaru.synthetic import SyntheticCorpus
-from gozaru.tokenizer import NEWLINE_PIECE, Tokenizer
+from gozaru.data.synthetic import SyntheticCorpus
+from gozaru.data.tokenizer import NEWLINE_PIECE, Tokenizer
 
 MIXED = [
     "日本で一番高い山は富士山です。標高は3776メートルです。",
@@ -98,8 +98,8 @@ def test_training_is_deterministic(texts, tok):
 
 _TRAIN_IN_SUBPROCESS = """
 import hashlib, sys
-from gozaru.synthetic import SyntheticCorpus
-from gozaru.tokenizer import Tokenizer
+from gozaru.data.synthetic import SyntheticCorpus
+from gozaru.data.tokenizer import Tokenizer
 texts = SyntheticCorpus(0).pretrain_texts(1500)
 tok = Tokenizer.train(texts, 1000, seed=int(sys.argv[1]), input_sentence_size=1000)
 print(hashlib.sha256(tok.model_proto()).hexdigest())

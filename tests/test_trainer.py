@@ -10,9 +10,10 @@ import pytest
 
 import gozaru as gz
 from gozaru import data
-from gozaru.schedule import warmup_cosine
-from gozaru.tokenizer import Tokenizer
-from gozaru.train import NonFiniteError, Rows, TrainConfig, Trainer, as_rows, rows_at, trim_columns
+from gozaru.lab.schedule import warmup_cosine
+from gozaru.data.tokenizer import Tokenizer
+from gozaru.lab.train import NonFiniteError, TrainConfig, Trainer
+from gozaru.data.rows import Rows, as_rows, rows_at, trim_columns
 
 
 @pytest.fixture(scope="module")

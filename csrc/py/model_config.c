@@ -122,3 +122,33 @@ PyObject *gzpy_config_to_dict(const gz_config *cfg) {
     }
     return d;
 }
+
+/* _core.tensor_table(config) -> tuple of (name, shape, layer, kind, is_matrix_weight), from the config alone. */
+PyObject *gzpy_tensor_table(PyObject *module, PyObject *config) {
+    (void)module;
+    gz_config cfg;
+    if (gzpy_config_from_dict(config, &cfg) < 0) return NULL;
+    int n = gz_tensor_count(&cfg);
+    gz_tensor_spec *specs = PyMem_Calloc((size_t)n, sizeof *specs);
+    if (!specs) return PyErr_NoMemory();
+    PyObject *out = NULL;
+    gz_status s = gz_tensor_table(&cfg, specs, n);
+    if (s != GZ_OK) {
+        gzpy_raise_status(s);
+        goto done;
+    }
+    out = PyTuple_New(n);
+    for (int i = 0; out && i < n; i++) {
+        const gz_tensor_spec *t = &specs[i];
+        PyObject *row = t->ndim == 1
+            ? Py_BuildValue("(s(L)isO)", t->name, (long long)t->shape[0], t->layer, t->kind,
+                            t->is_matrix_weight ? Py_True : Py_False)
+            : Py_BuildValue("(s(LL)isO)", t->name, (long long)t->shape[0], (long long)t->shape[1], t->layer,
+                            t->kind, t->is_matrix_weight ? Py_True : Py_False);
+        if (!row) Py_CLEAR(out);
+        else PyTuple_SET_ITEM(out, i, row);
+    }
+done:
+    PyMem_Free(specs);
+    return out;
+}

@@ -8,5 +8,6 @@
  * exception (TypeError for wrong types, ValueError for missing/unknown keys and bad values). */
 int gzpy_config_from_dict(PyObject *d, gz_config *cfg);
 PyObject *gzpy_config_to_dict(const gz_config *cfg);
+PyObject *gzpy_tensor_table(PyObject *module, PyObject *config);
 
 #endif

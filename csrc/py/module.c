@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "model_config.h"
 
 PyObject *gzpy_CheckpointError = NULL;
 
@@ -68,6 +69,9 @@ static PyMethodDef module_methods[] = {
      "backend_available(name)\n--\n\nTrue when the backend ('cpu' or 'cuda') is compiled in and usable."},
     {"read_checkpoint_meta", (PyCFunction)gzpy_read_checkpoint_meta, METH_O,
      "read_checkpoint_meta(path)\n--\n\nThe metadata of a gozaru HDF5 checkpoint as a dict."},
+    {"tensor_table", gzpy_tensor_table, METH_O,
+     "tensor_table(config)\n--\n\nEvery tensor of a model of this config (a core_dict), in core order, as\n"
+     "(name, shape, layer, kind, is_matrix_weight) tuples; validates the config, allocates no weights."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -112,7 +116,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         goto fail;
     }
     if (add_object(m, "ops", ops) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "IGNORE_INDEX", -100) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "IGNORE_INDEX", GZ_IGNORE_INDEX) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

@@ -10,8 +10,13 @@ import math
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from .model import Model
+
+# AdamW defaults (torch's, with a fine-tuning learning rate); the trainer's TrainConfig takes them from here.
+DEFAULT_LR = 1e-4
+DEFAULT_BETAS = (0.9, 0.999)
+DEFAULT_EPS = 1e-8
 
 
 def _check_lr(lr, name: str = "lr") -> float:
@@ -24,7 +29,8 @@ def _check_lr(lr, name: str = "lr") -> float:
 
 
 class AdamW:
-    def __init__(self, model: Model, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, model: Model, lr: float = DEFAULT_LR, betas: tuple[float, float] = DEFAULT_BETAS,
+                 eps: float = DEFAULT_EPS,
                  weight_decay: float = 0.0, decay_all: bool = False):
         if not isinstance(model, Model):
             raise TypeError(f"model must be a gozaru.Model, got {type(model).__name__}")

@@ -1,6 +1,7 @@
 """Which tensors to train: layer-group selection and a report of trainable shares.
 
-Everything is computed from ``config.tensor_shapes()`` (HF names), so no weights are needed.
+Everything is computed from the C core's tensor table (``config.tensors()``: name, shape, layer, kind), so no
+weights are needed and no tensor name is ever re-parsed.
 
 Kinds (``select(config, kind, ...)``):
 
@@ -36,38 +37,42 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from .config import GPTNeoXConfig
 
-KINDS = ("full", "mlp", "non_mlp", "attention", "norms", "embed", "head", "first", "last", "random", "layers",
-         "pattern")
+# Selection kinds of select() (not the core's tensor kinds, which are config.TENSOR_KINDS).
+SELECTION_KINDS = ("full", "mlp", "non_mlp", "attention", "norms", "embed", "head", "first", "last", "random",
+                   "layers", "pattern")
 EMBED = "gpt_neox.embed_in.weight"
 HEAD = "embed_out.weight"
-_LAYER_RE = re.compile(r"^gpt_neox\.layers\.(\d+)\.")
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
+# Core tensor kinds that make up each type-based selection.
+_KIND_GROUPS = {"mlp": ("mlp_up", "mlp_down"), "attention": ("qkv", "attn_out"), "norms": ("norm",),
+                "embed": ("embed",), "head": ("head",)}
 
 
 def param_counts(config: GPTNeoXConfig) -> dict[str, int]:
     """Parameter count per tensor name, in core order."""
-    return {name: _numel(shape) for name, shape in config.tensor_shapes().items()}
+    return {t.name: t.numel for t in config.tensors()}
 
 
-def layer_of(name: str) -> int | None:
-    """The layer index in a tensor name, or None for embeddings, final norm and head."""
-    m = _LAYER_RE.match(name)
-    return int(m.group(1)) if m else None
+def layer_of(config: GPTNeoXConfig, name: str) -> int | None:
+    """The transformer-layer index of a tensor, or None for embeddings, final norm and head."""
+    for t in config.tensors():
+        if t.name == name:
+            return t.layer if 0 <= t.layer < config.num_hidden_layers else None
+    raise ValueError(f"unknown tensor name {name!r} for this config")
 
 
 def layer_names(config: GPTNeoXConfig, i: int) -> list[str]:
-    prefix = f"gpt_neox.layers.{i}."
-    return [n for n in config.tensor_shapes() if n.startswith(prefix)]
+    """Every tensor of transformer layer ``i``."""
+    return [t.name for t in config.tensors() if t.layer == i and i < config.num_hidden_layers]
+
+
+def names_of_kinds(config: GPTNeoXConfig, kinds: Iterable[str]) -> set[str]:
+    """Tensors whose core kind is one of ``kinds``."""
+    kinds = set(kinds)
+    return {t.name for t in config.tensors() if t.kind in kinds}
 
 
 def select(config: GPTNeoXConfig, kind: str, budget: float | None = None, seed: int = 0, train_head: bool = True,
@@ -78,22 +83,14 @@ def select(config: GPTNeoXConfig, kind: str, budget: float | None = None, seed: 
     ``layers`` (an int: the number of layers). ``layers`` kind needs ``layers`` (indices); ``pattern`` kind
     needs ``pattern``.
     """
-    names = list(config.tensor_shapes())
+    names = [t.name for t in config.tensors()]
     L = config.num_hidden_layers
     if kind == "full":
         chosen = set(names)
-    elif kind == "mlp":
-        chosen = {n for n in names if ".mlp." in n}
     elif kind == "non_mlp":
-        chosen = {n for n in names if ".mlp." not in n}
-    elif kind == "attention":
-        chosen = {n for n in names if ".attention." in n}
-    elif kind == "norms":
-        chosen = {n for n in names if "layernorm" in n or "layer_norm" in n}
-    elif kind == "embed":
-        chosen = {EMBED}
-    elif kind == "head":
-        chosen = {HEAD}
+        chosen = set(names) - names_of_kinds(config, _KIND_GROUPS["mlp"])
+    elif kind in _KIND_GROUPS:
+        chosen = names_of_kinds(config, _KIND_GROUPS[kind])
     elif kind in ("first", "last", "random"):
         k = _layer_count(config, kind, budget, layers, train_head)
         if kind == "first":
@@ -119,7 +116,7 @@ def select(config: GPTNeoXConfig, kind: str, budget: float | None = None, seed: 
         if not chosen:  # almost always a typo
             raise ValueError(f"pattern {pattern!r} matches no tensor")
     else:
-        raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
+        raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(SELECTION_KINDS)}")
     if train_head:
         chosen.add(HEAD)
     return chosen
@@ -205,10 +202,11 @@ def report(config: GPTNeoXConfig, names: Iterable[str]) -> tuple[str, dict]:
     counts = param_counts(config)
     chosen = _checked(counts, names)
     groups: dict[str, dict] = {}
-    for name, n in counts.items():
-        i = layer_of(name)
-        g = "embed" if name == EMBED else "head" if name == HEAD else f"layer.{i}" if i is not None \
-            else "final_norm"
+    L = config.num_hidden_layers
+    for t in config.tensors():
+        name, n = t.name, t.numel
+        g = "embed" if t.layer < 0 else f"layer.{t.layer}" if t.layer < L else "final_norm" if t.layer == L \
+            else "head"
         entry = groups.setdefault(g, {"trainable": 0, "total": 0})
         entry["total"] += n
         if name in chosen:

@@ -3,53 +3,33 @@ held-out answers, forgetting on plain text, fact recall, and how far each tensor
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from .._core import IGNORE_INDEX
+from ..data import rewrite
+from ..data.rows import as_rows, trim_columns
+from ..engine.config import TENSOR_KINDS, GPTNeoXConfig
 from .generate import generate_text
-from .train import IGNORE_INDEX, as_rows, trim_columns
-
-# Column order of the weight-motion heatmap (layers × tensor kind).
-KINDS = ("embed", "norms", "qkv", "attn_out", "mlp_up", "mlp_down", "head")
-_KIND_PATTERNS = (
-    (re.compile(r"embed_in\."), "embed"),
-    (re.compile(r"layernorm\.|final_layer_norm\."), "norms"),
-    (re.compile(r"attention\.query_key_value\."), "qkv"),
-    (re.compile(r"attention\.dense\."), "attn_out"),
-    (re.compile(r"mlp\.dense_h_to_4h\."), "mlp_up"),
-    (re.compile(r"mlp\.dense_4h_to_h\."), "mlp_down"),
-    (re.compile(r"^embed_out\."), "head"),
-)
-_LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
-def tensor_kind(name: str) -> str:
-    """The heatmap column of an HF GPT-NeoX tensor name."""
-    for pattern, kind in _KIND_PATTERNS:
-        if pattern.search(name):
-            return kind
-    return "other"
-
-
-def tensor_row(name: str) -> str:
-    """The heatmap row: ``embed``, the layer index as text, or ``top`` (final norm and head)."""
-    m = _LAYER.search(name)
-    if m:
-        return m.group(1)
-    return "embed" if "embed_in" in name else "top"
+def tensor_cells(config: GPTNeoXConfig) -> dict[str, tuple[str, str]]:
+    """Heatmap cell (row, column) of every tensor, from the core's tensor table: rows are ``embed``, the layer
+    index as text, ``top`` (final norm and head); columns are the core's tensor kinds (``TENSOR_KINDS``)."""
+    L = config.num_hidden_layers
+    return {t.name: ("embed" if t.layer < 0 else str(t.layer) if t.layer < L else "top", t.kind)
+            for t in config.tensors()}
 
 
 # --------------------------------------------------------------------------- the ござる-rate
 def rate_of_texts(texts: Sequence[str]):
     """The ござる-rate of given answers as ``gozaru.data.gozaru_rate`` counts it (any answer containing ござる),
     with its Wilson 95 % interval: a ``GozaruRate`` (rate, low, high, k, n, ending_rate)."""
-    from . import data
-    return data.gozaru_rate(list(texts))
+    return rewrite.gozaru_rate(list(texts))
 
 
-def gozaru_rate(model, tokenizer, prompts: Sequence[str], **generation):
+def generated_rate(model, tokenizer, prompts: Sequence[str], **generation):
     """Generates answers to held-out prompts (greedy unless told otherwise) and measures their ござる-rate:
     ``(GozaruRate, answers)``."""
     answers = generate_text(model, tokenizer, prompts, **generation)
@@ -106,20 +86,21 @@ def weight_change(base, model):
     for m in (base, model):
         m.sync_to_host()  # device backends: the views must hold the latest weights
     trainable = set(model.trainable_names())
+    cells = tensor_cells(model.config)
     records = []
     for name in model.names:
         w0 = np.asarray(base.params[name], dtype=np.float64)
         w1 = np.asarray(model.params[name], dtype=np.float64)
         delta = float(np.linalg.norm(w1 - w0))
         norm = float(np.linalg.norm(w0))
-        records.append({"name": name, "row": tensor_row(name), "kind": tensor_kind(name), "numel": w0.size,
+        records.append({"name": name, "row": cells[name][0], "kind": cells[name][1], "numel": w0.size,
                         "trainable": name in trainable, "base_norm": norm, "delta_norm": delta,
                         "rel_change": delta / norm if norm > 0 else float("nan")})
     return pd.DataFrame.from_records(records)
 
 
 def change_grid(frame, value: str = "rel_change"):
-    """Heatmap table (rows: embed, 0..L-1, top; columns: :data:`KINDS`).
+    """Heatmap table (rows: embed, 0..L-1, top; columns: the core's tensor kinds ``TENSOR_KINDS``).
 
     ``rel_change`` combines weights and biases of a cell as sqrt(Σ‖ΔW‖²)/sqrt(Σ‖W‖²); any other column (e.g.
     ``grad_norm``) combines as the root of the sum of squares. Cells without tensors are NaN."""
@@ -134,15 +115,7 @@ def change_grid(frame, value: str = "rel_change"):
     table = series.unstack("kind")
     layers = sorted((r for r in table.index if r.isdigit()), key=int)
     rows = [r for r in ["embed", *layers, "top"] if r in table.index]
-    return table.reindex(index=rows, columns=list(KINDS))
-
-
-def grad_norm_frame(mean_grad_norms: dict[str, float]):
-    """Mean gradient norms per tensor seen in training, with heatmap row/kind (a DataFrame)."""
-    import pandas as pd
-    return pd.DataFrame.from_records([
-        {"name": n, "row": tensor_row(n), "kind": tensor_kind(n), "grad_norm": float(v)}
-        for n, v in mean_grad_norms.items()])
+    return table.reindex(index=rows, columns=list(TENSOR_KINDS))
 
 
 # --------------------------------------------------------------------------- everything at once
@@ -165,7 +138,7 @@ def evaluate(model, data, config: EvalConfig | None = None, *, plain_loss_before
 
     Returns a flat dict (one results-table row) plus ``answers`` and ``fact_answers`` lists."""
     config = config or EvalConfig()
-    rate, answers = gozaru_rate(model, data.tokenizer, data.prompts, **config.generation())
+    rate, answers = generated_rate(model, data.tokenizer, data.prompts, **config.generation())
     row = {"gozaru_rate": rate.rate, "rate_low": rate.low, "rate_high": rate.high, "n_prompts": rate.n,
            "ends_rate": rate.ending_rate}
     row["eval_loss"] = eval_loss(model, data.eval, config.batch_size) if data.eval is not None else float("nan")

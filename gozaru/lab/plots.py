@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from .evaluate import change_grid
+from .experiment import grad_norms_frame, load_record, load_results, weight_change_frame
 
 _GROUP_ORDER = ("base", "full", "mlp", "non_mlp", "first", "last", "random", "custom")
 _POSITION_ORDER = ("none", "all", "first", "last", "random")
@@ -94,12 +95,11 @@ def loss_curves(records, path=None, smooth: int = 5, title: str = "training loss
     return _save(fig, path)
 
 
-def weight_change(results_or_out, out: str | None = None, names=None, path=None, value: str = "rel_change"):
+def weight_change_heatmaps(results_or_out, out: str | None = None, names=None, path=None, value: str = "rel_change"):
     """‖ΔW‖/‖W‖ vs the base as heatmaps (rows: embed, layers, top = final norm + head; columns: tensor kind),
     one panel per run; ``names`` picks runs (default: every non-random run and the first seed of each random
     budget). ``value="grad_norm"`` shows the mean gradient norms seen in training instead."""
     plt = _pyplot()
-    from .experiment import grad_norms_frame, weight_change_frame
     out = out or (results_or_out if isinstance(results_or_out, (str, os.PathLike))
                   else getattr(results_or_out, "attrs", {}).get("out"))
     if out is None:
@@ -142,7 +142,6 @@ def weight_change(results_or_out, out: str | None = None, names=None, path=None,
 
 def _default_heatmap_runs(results_or_out, out):
     import pandas as pd
-    from .experiment import load_results
     frame = pd.DataFrame(results_or_out) if not isinstance(results_or_out, (str, os.PathLike)) \
         else load_results(out)
     frame = frame[frame["group"] != "base"]
@@ -158,7 +157,6 @@ def _default_heatmap_runs(results_or_out, out):
 
 def _records(records) -> dict:
     if isinstance(records, (str, os.PathLike)):
-        from .experiment import load_record, load_results
         frame = load_results(records)
         return {n: load_record(records, n) for n in frame["name"] if n != "base"}
     return dict(records)
@@ -178,6 +176,6 @@ def save_all(results, out: str, folder: str | None = None) -> list[str]:
     paths.append(p)
     for value, fname in (("rel_change", "weight_change.png"), ("grad_norm", "grad_norms.png")):
         p = os.path.join(folder, fname)
-        plt.close(weight_change(results, out, path=p, value=value))
+        plt.close(weight_change_heatmaps(results, out, path=p, value=value))
         paths.append(p)
     return paths

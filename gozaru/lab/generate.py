@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .progress import progress_bar
+
 
 def generate_ids(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 64, batch_size: int = 32,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
@@ -20,7 +22,6 @@ def generate_ids(model, prompts: Sequence[Sequence[int]], *, max_new_tokens: int
     out: list[list[int] | None] = [None] * len(prompts)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if progress:
-        from .train import progress_bar
         batches = progress_bar(iterable=batches, desc="generate", unit="batch", leave=False)
     for b, members in enumerate(batches):
         rows = [prompts[i] for i in members]

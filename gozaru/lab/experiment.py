@@ -15,8 +15,14 @@ import re
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from .evaluate import EvalConfig, evaluate, grad_norm_frame, weight_change
-from .train import Rows, TrainConfig, Trainer, as_rows
+from .. import data as gzdata
+from ..data.rows import Rows, as_rows
+from ..engine import layers
+from ..engine.checkpoint import load
+from ..fileio import read_json, write_json_atomic, write_text_atomic
+from .evaluate import EvalConfig, evaluate, weight_change
+from .record import RunRecord
+from .train import TrainConfig, Trainer
 
 RESULT_COLUMNS = (
     "name", "group", "position", "budget", "seed", "trainable_params", "trainable_pct", "steps",
@@ -58,7 +64,6 @@ class Condition:
 
     def select(self, config) -> set[str]:
         """The tensor names this condition trains on a model of ``config``."""
-        from . import layers
         kwargs = dict(self.selection)
         kwargs.setdefault("seed", self.seed)
         return set(layers.select(config, **kwargs))
@@ -140,7 +145,7 @@ class ExperimentData:
         """Builds the arrays from dolly-layout records (answers already in the target style, e.g. through
         ``gozaru.data.to_gozaru_dataset``): train rows, held-out eval rows and prompts from ``eval_records``
         (the first ``n_prompts`` of them), plain-text rows and ``(question, answer)`` facts formatted as prompts."""
-        from . import data
+        data = gzdata
         eval_records = list(eval_records)
         prompt_records = eval_records[:n_prompts] if n_prompts else eval_records
         plain = data.lm_arrays(plain_texts, tokenizer, seq_len) if plain_texts else None
@@ -182,7 +187,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     for i, cond in enumerate(grid):
         record_path = os.path.join(runs_dir, cond.slug + ".json")
         if os.path.exists(record_path):
-            record = _read_json(record_path)
+            record = read_json(record_path)
             _check_same_run(record, cond, train_config, record_path)
             records.append(record)
             say(f"[{i + 1}/{len(grid)}] {cond.name}: done before, skipped")
@@ -202,29 +207,30 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
 def _base_record(base, data, eval_config, runs_dir, say) -> dict:
     path = os.path.join(runs_dir, BASE_NAME + ".json")
     if os.path.exists(path):
-        return _read_json(path)
+        return read_json(path)
     row = evaluate(base, data, eval_config)
     answers = row.pop("answers")
     fact_answers = row.pop("fact_answers")
     row.update(name=BASE_NAME, group="base", position="none", budget=float("nan"), seed=0, trainable_params=0,
                trainable_pct=0.0, steps=0, train_loss=float("nan"), train_seconds=0.0, tokens_seen=0, checkpoint="")
     record = {"row": row, "answers": answers, "fact_answers": fact_answers}
-    _write_json_atomic(path, record)
+    write_json_atomic(path, record)
     say(f"base: ござる-rate {row['gozaru_rate']:.2f} [{row['rate_low']:.2f}, {row['rate_high']:.2f}], "
         f"eval loss {row['eval_loss']:.3f}, plain loss {row['plain_loss']:.3f}")
     return record
 
 
 def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_dir, plain_before, progress) -> dict:
-    import gozaru
     final = os.path.join(runs_dir, cond.slug + ".h5")
     partial = os.path.join(runs_dir, cond.slug + ".partial.h5")
     names = cond.select(base.config)
     if not names:
         raise ValueError(f"condition {cond.name!r} selects no tensors")
     if os.path.exists(final):   # trained, but killed before its record was written
-        model, _, info = gozaru.load(final, backend=base.backend)
-        details = _json_value(info.get("extra"))
+        model, _, info = load(final, backend=base.backend)
+        record = RunRecord.from_payload(info.get("extra"), final)
+        if record is None:
+            raise ValueError(f"{final}: no run record; delete the file to train condition {cond.name!r} again")
     else:
         config = dataclasses.replace(train_config, progress=progress and train_config.progress,
                                      **_train_overrides(cond.hparams))
@@ -237,16 +243,17 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
             trainer = Trainer(model, data.train, **common)
         trainer.fit()
         model = trainer.model
-        details = {"condition": cond.to_dict(), "history": trainer.history, "eval_history": trainer.eval_history,
-                   "grad_norms": trainer.mean_grad_norms(), "train_config": trainer.config.to_dict(),
-                   "trainable": sorted(names)}
-        model.save(final, step=trainer.step, tokens_seen=trainer.tokens_seen, extra=json.dumps(details).encode())
+        record = dataclasses.replace(trainer.run_record(), condition=cond.to_dict(), trainable=sorted(names))
+        model.save(final, step=trainer.step, tokens_seen=trainer.tokens_seen, extra=record.to_bytes())
         if os.path.exists(partial):
             os.remove(partial)
     row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
     answers = row.pop("answers")
     fact_answers = row.pop("fact_answers")
-    history = details.get("history", [])
+    details = {"condition": record.condition, "history": record.history, "eval_history": record.eval_history,
+               "grad_norms": record.mean_grad_norms(), "train_config": record.train_config,
+               "trainable": record.trainable}
+    history = record.history
     total = base.num_params
     trained = sum(int(base.params[n].size) for n in names)
     row.update(name=cond.name, group=cond.group, position=cond.position, budget=cond.budget, seed=cond.seed,
@@ -256,7 +263,7 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
     change = weight_change(base, model)
     record = {"row": row, "answers": answers, "fact_answers": fact_answers, **details,
               "weight_change": change.to_dict(orient="records")}
-    _write_json_atomic(os.path.join(runs_dir, cond.slug + ".json"), record)
+    write_json_atomic(os.path.join(runs_dir, cond.slug + ".json"), record)
     return record
 
 
@@ -311,7 +318,7 @@ def load_results(out: str):
 def load_record(out: str, name: str) -> dict:
     """The full record of one run (row, loss history, answers, weight change, gradient norms) by name or slug."""
     slug = name if os.path.exists(os.path.join(out, "runs", name + ".json")) else Condition(name, {}).slug
-    return _read_json(os.path.join(out, "runs", slug + ".json"))
+    return read_json(os.path.join(out, "runs", slug + ".json"))
 
 
 def weight_change_frame(out: str, name: str):
@@ -321,52 +328,19 @@ def weight_change_frame(out: str, name: str):
 
 
 def grad_norms_frame(out: str, name: str):
-    """Mean per-tensor gradient norms seen while training one run (DataFrame; NaN for frozen tensors)."""
+    """Mean per-tensor gradient norms seen while training one run (DataFrame; NaN for frozen tensors), with
+    the heatmap row/kind its weight-change table gives each tensor."""
+    import pandas as pd
     record = load_record(out, name)
     norms = record.get("grad_norms", {})
-    every = [w["name"] for w in record.get("weight_change", [])] or list(norms)
-    return grad_norm_frame({n: norms.get(n, float("nan")) for n in every})
+    return pd.DataFrame.from_records([
+        {"name": w["name"], "row": w["row"], "kind": w["kind"], "grad_norm": float(norms.get(w["name"], "nan"))}
+        for w in record.get("weight_change", [])])
 
 
 def _write_table(records: list[dict], out: str):
     frame = results_frame(records)
-    _atomic_write(os.path.join(out, "results.csv"), frame.to_csv(index=False))
-
-
-def _write_json_atomic(path: str, obj):
-    _atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=1, default=_json_default))
-
-
-def _atomic_write(path: str, text: str):
-    """Temporary file in the same folder, fsync, rename: readers never see half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    import numpy as np
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"cannot store {type(o).__name__} in a run record")
-
-
-def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _json_value(value) -> dict:
-    if value is None or len(value) == 0:
-        return {}
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        value = bytes(value).decode()
-    return json.loads(value) if isinstance(value, str) else dict(value)
+    write_text_atomic(os.path.join(out, "results.csv"), frame.to_csv(index=False))
 
 
 def _check_unique(grid: list[Condition]):
@@ -380,6 +354,5 @@ def _check_unique(grid: list[Condition]):
 
 def _as_model(base):
     if isinstance(base, (str, os.PathLike)):
-        import gozaru
-        return gozaru.load(os.fspath(base))[0]
+        return load(os.fspath(base))[0]
     return base

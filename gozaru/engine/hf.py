@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._core import CheckpointError
+from .._core import CheckpointError
 from .config import GPTNeoXConfig
 
 # Buffers HF keeps in some state dicts that are not parameters (rotary caches, attention masks).
@@ -212,20 +212,14 @@ def _plan(files: list[Path], shapes: dict[str, tuple], strict: bool, folder: Pat
     return plan
 
 
-def load_hf(folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = True,
-            progress: Callable[[str], None] | None = None):
-    """A gozaru Model with the config and weights of an HF GPT-NeoX folder.
+def read_weights_into(folder: str | os.PathLike, config: GPTNeoXConfig, params, *, strict: bool = True,
+                      progress: Callable[[str], None] | None = None) -> None:
+    """Copies the weights of an HF folder into ``params`` (name -> writable float32 array, e.g. ``Model.params``).
 
-    strict=False ignores tensors gozaru does not know; missing tensors are always an error.
-    progress, when given, is called with each tensor name as it is copied.
-    """
-    from .model import Model
-
+    Every file is checked (names, shapes, dtypes) before any weight is read; strict=False ignores tensors gozaru
+    does not know; missing tensors are always an error. progress, when given, is called with each tensor name."""
     folder = Path(folder)
-    cfg = read_hf_config(folder)
-    plan = _plan(weight_files(folder), cfg.tensor_shapes(), strict, folder)
-    model = Model(cfg, seed=None, backend=backend)
-    params = model.params
+    plan = _plan(weight_files(folder), config.tensor_shapes(), strict, folder)
     for path, names in plan.items():
         wf = _open(path)
         for name, key in names.items():
@@ -233,8 +227,6 @@ def load_hf(folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = T
             if progress:
                 progress(key)
         del wf
-    model.params_changed()
-    return model
 
 
 # ---------------------------------------------------------------- export
@@ -263,14 +255,11 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, np.ndarray]], metada
             tmp.unlink()
 
 
-def save_hf(model, folder: str | os.PathLike) -> None:
+def write_folder(folder: str | os.PathLike, config: GPTNeoXConfig, tensors: list[tuple[str, np.ndarray]]) -> None:
     """Writes config.json and model.safetensors (float32) for transformers' GPTNeoXForCausalLM."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.sync_to_host()
-    params = model.params
-    tensors = [(name, params[name]) for name in model.names]
     _write_safetensors(folder / SAFETENSORS, tensors, {"format": "pt"})
     tmp = folder / f"config.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(model.config.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, folder / "config.json")

@@ -3,12 +3,14 @@
 This module gathers the pieces (each lives in its own module) and adds dataset-level helpers:
 
 * dolly-ja records and loaders: :class:`Record`, :func:`load_dolly`, :func:`save_jsonl`, :class:`DataError`
-  (``gozaru.dolly``);
-* the ござる style: :func:`to_gozaru`, :func:`gozaru_rate`, :func:`wilson_interval` (``gozaru.rewrite``) and
+  (``gozaru.data.dolly``);
+* the ござる style: :func:`to_gozaru`, :func:`gozaru_rate`, :func:`wilson_interval` (``gozaru.data.rewrite``) and
   :func:`to_gozaru_dataset` here;
-* the offline corpus: :class:`SyntheticCorpus` (``gozaru.synthetic``);
-* SFT formats, masks, packing and batches: :func:`format_prompt`, :func:`sft_arrays`, :func:`lm_arrays`,
-  :func:`iterate_batches`, :func:`generation_set` (``gozaru.sft``);
+* the offline corpus: :class:`SyntheticCorpus` (``gozaru.data.synthetic``);
+* SFT formats, masks and packing: :func:`format_prompt`, :func:`sft_arrays`, :func:`lm_arrays`,
+  :func:`generation_set` (``gozaru.data.sft``);
+* fixed-shape rows and their order: :class:`Rows`, :func:`as_rows`, :func:`rows_at`, :func:`iterate_batches`
+  (``gozaru.data.rows``);
 * :func:`train_eval_split` here.
 """
 from __future__ import annotations
@@ -18,14 +20,15 @@ from typing import Iterable, Sequence, TypeVar
 
 from .dolly import DataError, LoadedRecords, Record, Skipped, as_record, load_dolly, save_jsonl
 from .rewrite import GozaruRate, ends_in_gozaru, gozaru_rate, to_gozaru, wilson_interval
-from .sft import (IGNORE_INDEX, STYLES, Example, GenerationSet, TokenArrays, encode_example, examples_to_arrays,
-                  format_example, format_prompt, generation_set, iterate_batches, lm_arrays, num_batches,
-                  sft_arrays, truncate_example)
+from .._core import IGNORE_INDEX
+from .rows import Rows, as_rows, epoch_order, iterate_batches, num_batches, rows_at, trim_columns
+from .sft import (STYLES, Example, GenerationSet, encode_example, examples_to_arrays, format_example, format_prompt,
+                  generation_set, lm_arrays, sft_arrays, truncate_example)
 from .synthetic import CATEGORIES, Fact, FactQuestion, SyntheticCorpus
 
 __all__ = [
     "CATEGORIES", "DataError", "Example", "Fact", "FactQuestion", "GenerationSet", "GozaruRate", "IGNORE_INDEX",
-    "LoadedRecords", "Record", "STYLES", "Skipped", "SyntheticCorpus", "TokenArrays", "as_record",
+    "LoadedRecords", "Record", "STYLES", "Skipped", "SyntheticCorpus", "Rows", "as_rows", "epoch_order", "rows_at", "trim_columns", "as_record",
     "encode_example", "ends_in_gozaru", "examples_to_arrays", "format_example", "format_prompt",
     "generation_set", "gozaru_rate", "iterate_batches", "lm_arrays", "load_dolly", "num_batches", "save_jsonl",
     "sft_arrays", "to_gozaru", "to_gozaru_dataset", "train_eval_split", "truncate_example", "wilson_interval",

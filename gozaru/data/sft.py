@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from .._core import IGNORE_INDEX
 from .dolly import Record, as_record
+from .rows import Rows
 from .tokenizer import NEWLINE_PIECE, Tokenizer, to_nl
 
-IGNORE_INDEX = -100
 STYLES = ("rinna", "alpaca")
 
 _ALPACA_HEAD_INPUT = ("以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。"
@@ -93,22 +94,6 @@ def truncate_example(ex: Example, max_ids: int, min_prompt_tokens: int | None = 
 
 # -- fixed-shape arrays ------------------------------------------------------------------
 
-@dataclasses.dataclass
-class TokenArrays:
-    """``tokens`` / ``targets`` int32 ``[rows, seq_len]`` plus counts of what went in."""
-    tokens: np.ndarray
-    targets: np.ndarray
-    n_examples: int = 0
-    n_truncated: int = 0
-
-    @property
-    def n_target_tokens(self) -> int:
-        return int((self.targets != IGNORE_INDEX).sum())
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-
 def _rows_to_arrays(rows: list[tuple[list[int], list[bool]]], seq_len: int, pad_id: int
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Rows of up to seq_len+1 ids with per-id 'is target' flags → (tokens, targets), right-padded."""
@@ -124,7 +109,7 @@ def _rows_to_arrays(rows: list[tuple[list[int], list[bool]]], seq_len: int, pad_
 
 
 def examples_to_arrays(examples: Sequence[Example], seq_len: int, pad_id: int, *, pack: bool = False,
-                       seed: int = 0, min_prompt_tokens: int | None = None) -> TokenArrays:
+                       seed: int = 0, min_prompt_tokens: int | None = None) -> Rows:
     """One example per row (``pack=False``, input order), or examples packed greedily into rows in a
     seed-shuffled order (``pack=True``: next-fit; an example never spans two rows). Targets are -100 on
     prompts and padding; inside a packed row the attention still sees the earlier examples."""
@@ -145,18 +130,18 @@ def examples_to_arrays(examples: Sequence[Example], seq_len: int, pad_id: int, *
         else:
             rows.append((ids, flags))
     tokens, targets = _rows_to_arrays(rows, seq_len, pad_id)
-    return TokenArrays(tokens, targets, n_examples=len(examples), n_truncated=n_truncated)
+    return Rows(tokens, targets, n_examples=len(examples), n_truncated=n_truncated)
 
 
 def sft_arrays(records: Iterable[Record | dict], tokenizer: Tokenizer, seq_len: int, *, style: str = "rinna",
-               pack: bool = False, seed: int = 0, min_prompt_tokens: int | None = None) -> TokenArrays:
+               pack: bool = False, seed: int = 0, min_prompt_tokens: int | None = None) -> Rows:
     """Records → response-only SFT arrays (see the module docstring for the convention)."""
     examples = [encode_example(r, tokenizer, style) for r in records]
     return examples_to_arrays(examples, seq_len, tokenizer.pad_id, pack=pack, seed=seed,
                               min_prompt_tokens=min_prompt_tokens)
 
 
-def lm_arrays(texts: Iterable[str], tokenizer: Tokenizer, seq_len: int, *, add_eos: bool = True) -> TokenArrays:
+def lm_arrays(texts: Iterable[str], tokenizer: Tokenizer, seq_len: int, *, add_eos: bool = True) -> Rows:
     """Plain language-model arrays for pretraining: all texts (each followed by ``</s>``) form one stream cut
     into rows of ``seq_len + 1`` ids that overlap by one, so every id but the first is a target exactly once."""
     stream: list[int] = []
@@ -169,47 +154,7 @@ def lm_arrays(texts: Iterable[str], tokenizer: Tokenizer, seq_len: int, *, add_e
         chunk = stream[start: start + seq_len + 1]
         rows.append((chunk, [True] * len(chunk)))
     tokens, targets = _rows_to_arrays(rows, seq_len, tokenizer.pad_id)
-    return TokenArrays(tokens, targets, n_examples=n)
-
-
-# -- batches -----------------------------------------------------------------------------
-
-def iterate_batches(data: TokenArrays | tuple[np.ndarray, np.ndarray], batch_size: int, *, seed: int = 0,
-                    shuffle: bool = True, drop_last: bool = False, epochs: int | None = 1,
-                    pad_id: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(tokens, targets)`` int32 ``[batch_size, seq_len]`` C-contiguous batches.
-
-    Rows are reshuffled every epoch from ``(seed, epoch)``; ``epochs=None`` repeats forever. Without
-    ``drop_last`` the last batch of an epoch is filled up with ignored rows (tokens ``pad_id``, targets -100)
-    so every batch has the same shape.
-    """
-    tokens, targets = (data.tokens, data.targets) if isinstance(data, TokenArrays) else data
-    n, seq_len = tokens.shape
-    if n == 0:
-        return
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    epoch = 0
-    while epochs is None or epoch < epochs:
-        order = np.arange(n)
-        if shuffle:
-            np.random.default_rng([seed, epoch]).shuffle(order)
-        for start in range(0, n, batch_size):
-            idx = order[start: start + batch_size]
-            if len(idx) < batch_size:
-                if drop_last:
-                    break
-                fill = batch_size - len(idx)
-                tok = np.concatenate([tokens[idx], np.full((fill, seq_len), pad_id, np.int32)])
-                tgt = np.concatenate([targets[idx], np.full((fill, seq_len), IGNORE_INDEX, np.int32)])
-            else:
-                tok, tgt = tokens[idx], targets[idx]
-            yield np.ascontiguousarray(tok, dtype=np.int32), np.ascontiguousarray(tgt, dtype=np.int32)
-        epoch += 1
-
-
-def num_batches(n_rows: int, batch_size: int, drop_last: bool = False) -> int:
-    return n_rows // batch_size if drop_last else -(-n_rows // batch_size)
+    return Rows(tokens, targets, n_examples=n)
 
 
 # -- generation inputs ---------------------------------------------------------------------

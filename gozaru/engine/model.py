@@ -13,15 +13,18 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import _core
+from .. import _core
+from .._core import IGNORE_INDEX
+from . import hf
 from .config import GPTNeoXConfig
-
-IGNORE_INDEX = -100
 
 
 # --------------------------------------------------------------------------- token arrays
 def as_token_array(x: Any, name: str, vocab_size: int, *, allow_ignore: bool = False) -> np.ndarray:
-    """A C-contiguous int32 [B, T] copy-or-view of integer ids, every id in [0, vocab_size) (or -100)."""
+    """A C-contiguous int32 [B, T] copy-or-view of integer ids.
+
+    The range check ([0, vocab_size), or -100 for targets) is the core's; here only ids that would wrap around
+    when narrowed to int32 are refused, since after the cast the core could no longer see them."""
     a = np.asarray(x)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         if a.size == 0 and a.dtype == np.float64:  # np.asarray([]) — report the emptiness, not the dtype
@@ -31,14 +34,14 @@ def as_token_array(x: Any, name: str, vocab_size: int, *, allow_ignore: bool = F
         raise ValueError(f"{name} must be a 2-D array [B, T], got shape {a.shape}")
     if a.size == 0:
         raise ValueError(f"{name} is empty (shape {a.shape}): a zero-size batch cannot be processed")
-    bad = (a < 0) | (a >= vocab_size)
-    if allow_ignore:
-        bad &= a != IGNORE_INDEX
-    if bad.any():
-        pos = tuple(int(i) for i in np.argwhere(bad)[0])
-        extra = " (and is not the ignore index -100)" if allow_ignore else ""
-        raise ValueError(f"{name}[{pos[0]}, {pos[1]}] = {int(a[pos])} is outside the vocabulary "
-                         f"[0, {vocab_size}){extra}")
+    if a.dtype != np.int32 and not np.can_cast(a.dtype, np.int32, "safe"):
+        limits = np.iinfo(np.int32)
+        bad = (a < limits.min) | (a > limits.max)
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            extra = " (and is not the ignore index -100)" if allow_ignore else ""
+            raise ValueError(f"{name}[{pos[0]}, {pos[1]}] = {int(a[pos])} is outside the vocabulary "
+                             f"[0, {vocab_size}){extra}")
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
@@ -324,42 +327,27 @@ class Model:
         tokens seen, and two opaque payloads (``rng``, ``extra``: bytes, str, or JSON-serialisable)."""
         opt_core, lr = None, 0.0
         if optimizer is not None:
-            from .optim import AdamW
-            if not isinstance(optimizer, AdamW):
+            # Whether it belongs to this model is the core's check (one owner).
+            opt_core, lr = getattr(optimizer, "core", None), getattr(optimizer, "lr", None)
+            if not isinstance(opt_core, _core.AdamW):
                 raise TypeError(f"optimizer must be a gozaru.AdamW, got {type(optimizer).__name__}")
-            if optimizer.model is not self:
-                raise ValueError("optimizer belongs to another Model")
-            opt_core, lr = optimizer.core, optimizer.lr
         self._core.save_checkpoint(os.fspath(path), opt_core, lr=lr, config_json=self._config.to_json(),
                                    step=step, tokens_seen=tokens_seen, rng=_as_bytes(rng, "rng"),
                                    extra=_as_bytes(extra, "extra"))
 
     @classmethod
-    def from_hf(cls, folder: str | os.PathLike, **kwargs) -> "Model":
-        """A model from an HF GPT-NeoX folder (config.json + safetensors / .bin); see ``gozaru.hf.load_hf``."""
-        from . import hf
-        return hf.load_hf(folder, **kwargs)
+    def from_hf(cls, folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = True,
+                progress=None) -> "Model":
+        """A model with the config and weights of an HF GPT-NeoX folder (config.json + safetensors / .bin).
+
+        strict=False ignores tensors gozaru does not know; missing tensors are always an error. progress, when
+        given, is called with each tensor name as it is copied."""
+        model = cls(hf.read_hf_config(folder), seed=None, backend=backend)
+        hf.read_weights_into(folder, model.config, model.params, strict=strict, progress=progress)
+        model.params_changed()
+        return model
 
     def to_hf(self, folder: str | os.PathLike) -> None:
         """Writes a folder that ``transformers.GPTNeoXForCausalLM.from_pretrained`` loads."""
-        from . import hf
-        hf.save_hf(self, folder)
-
-
-def load(path: str | os.PathLike, backend: str = "cpu"):
-    """(model, optimizer or None, info) from a gozaru checkpoint; info = dict(step, tokens_seen, rng, extra)
-    with rng/extra as the bytes that were saved."""
-    from .checkpoint import config_from_meta
-    from .optim import AdamW
-    path = os.fspath(path)
-    meta = _core.read_checkpoint_meta(path)
-    config = config_from_meta(meta, path)
-    model = Model(config, seed=None, backend=backend)
-    optimizer = None
-    if meta["has_optimizer"]:
-        a = meta["adamw"]
-        optimizer = AdamW(model, lr=meta["lr"], betas=(a["beta1"], a["beta2"]), eps=a["eps"],
-                          weight_decay=a["weight_decay"], decay_all=a["decay_all"])
-    model._core.load_checkpoint(path, optimizer.core if optimizer is not None else None)
-    info = {"step": meta["step"], "tokens_seen": meta["tokens_seen"], "rng": meta["rng"], "extra": meta["extra"]}
-    return model, optimizer, info
+        self.sync_to_host()
+        hf.write_folder(folder, self.config, [(name, self.params[name]) for name in self.names])

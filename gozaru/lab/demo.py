@@ -21,8 +21,21 @@ import shutil
 import time
 from typing import Callable
 
+import numpy as np
+
+from .. import _core
+from .. import data
+from ..data.rows import Rows
+from ..data.tokenizer import Tokenizer
+from ..engine import layers
+from ..engine.checkpoint import load
+from ..engine.config import GPTNeoXConfig
+from ..engine.model import Model
+from ..fileio import write_json_atomic
+from . import plots as plotting
+from .evaluate import EvalConfig
 from .experiment import Condition, ExperimentData, run, seed_grid
-from .train import Rows, TrainConfig, Trainer
+from .train import TrainConfig, Trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,12 +92,10 @@ SETTINGS = {
 
 # --------------------------------------------------------------------------- the pieces
 def corpus(settings: DemoSettings):
-    from . import data
     return data.SyntheticCorpus(settings.corpus_seed)
 
 
 def model_config(settings: DemoSettings, vocab_size: int):
-    from .config import GPTNeoXConfig
     return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=settings.hidden_size,
                          num_hidden_layers=settings.num_layers, num_attention_heads=settings.num_heads,
                          intermediate_size=settings.intermediate_size,
@@ -93,7 +104,6 @@ def model_config(settings: DemoSettings, vocab_size: int):
 
 def build_tokenizer(settings: DemoSettings, folder: str, texts=None):
     """The demo tokenizer (``<folder>/spiece.model``), trained on the corpus on first use."""
-    from .tokenizer import Tokenizer
     path = os.path.join(folder, "spiece.model")
     if os.path.exists(path):
         return Tokenizer.load(path)
@@ -101,8 +111,7 @@ def build_tokenizer(settings: DemoSettings, folder: str, texts=None):
         c = corpus(settings)
         pairs = c.instructions(settings.n_pretrain_pairs, seed=1)
         texts = c.pretrain_texts(settings.n_prose) + [f"{r.instruction}\n{r.input}\n{r.output}" for r in pairs]
-        from .data import to_gozaru
-        texts += [to_gozaru(r.output) for r in pairs[:500]]  # so ござる forms get their own pieces
+        texts += [data.to_gozaru(r.output) for r in pairs[:500]]  # so ござる forms get their own pieces
     os.makedirs(folder, exist_ok=True)
     tok = Tokenizer.train(texts, vocab_size=settings.vocab_size, seed=settings.corpus_seed)
     tok.save(path + f".tmp-{os.getpid()}")
@@ -112,8 +121,6 @@ def build_tokenizer(settings: DemoSettings, folder: str, texts=None):
 
 def pretrain_rows(settings: DemoSettings, tokenizer) -> Rows:
     """Plain prose as a language-model stream plus polite instruction pairs (answers only), one row set."""
-    import numpy as np
-    from . import data
     c = corpus(settings)
     prose = data.lm_arrays(c.pretrain_texts(settings.n_prose), tokenizer, settings.seq_len)
     pairs = data.sft_arrays(c.instructions(settings.n_pretrain_pairs, seed=1), tokenizer, settings.seq_len)
@@ -123,7 +130,6 @@ def pretrain_rows(settings: DemoSettings, tokenizer) -> Rows:
 def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, log: Callable[[str], None] = print):
     """(tokenizer, base model): loaded from ``folder`` when it holds a base built with the same settings,
     otherwise trained there (resumable: an interrupted pretraining continues from its checkpoint)."""
-    import gozaru
     key_path, base_path = os.path.join(folder, "settings.json"), os.path.join(folder, "base.h5")
     key = settings.base_key()
     if os.path.exists(key_path):
@@ -133,12 +139,11 @@ def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, lo
                 shutil.rmtree(folder)
     os.makedirs(folder, exist_ok=True)
     if not os.path.exists(key_path):
-        with open(key_path, "w", encoding="utf-8") as f:
-            json.dump(key, f, indent=1)
+        write_json_atomic(key_path, key)
     tokenizer = build_tokenizer(settings, folder)
     if os.path.exists(base_path):
         log(f"base model: reusing {base_path}")
-        return tokenizer, gozaru.load(base_path)[0]
+        return tokenizer, load(base_path)[0]
     rows = pretrain_rows(settings, tokenizer)
     cfg = model_config(settings, tokenizer.vocab_size)
     partial = os.path.join(folder, "pretrain.partial.h5")
@@ -149,7 +154,7 @@ def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, lo
         log(f"base model: continuing the interrupted pretraining in {partial}")
         trainer = Trainer(None, rows, config, checkpoint=partial, resume=partial, save_at_end=False)
     else:
-        model = gozaru.Model(cfg, seed=settings.corpus_seed)
+        model = Model(cfg, seed=settings.corpus_seed)
         model.train_all()
         log(f"base model: pretraining {model.num_params:,} parameters ({cfg.num_hidden_layers} layers, hidden "
             f"{cfg.hidden_size}, vocab {cfg.vocab_size}) for {settings.pretrain_steps} steps on "
@@ -169,7 +174,6 @@ def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, lo
 
 def experiment_data(settings: DemoSettings, tokenizer) -> ExperimentData:
     """ござる-rewritten fine-tuning pairs, held-out ござる pairs and prompts, plain prose and fact questions."""
-    from . import data
     c = corpus(settings)
     train = data.to_gozaru_dataset(c.instructions(settings.n_finetune_pairs, seed=2), drop_unchanged=True)
     held_out = data.to_gozaru_dataset(c.instructions(max(settings.n_eval, settings.n_prompts), seed=3),
@@ -183,7 +187,6 @@ def experiment_data(settings: DemoSettings, tokenizer) -> ExperimentData:
 def demo_budgets(config, layer_counts=(1, 2)) -> list[float]:
     """Budgets (rounded to 0.5 %) at which ``first``/``last``/``random`` select ``layer_counts`` whole layers
     plus the head on a model of ``config``."""
-    from . import layers
     counts = layers.param_counts(config)
     total = sum(counts.values())
     per_layer = sum(counts[n] for n in layers.layer_names(config, 0))
@@ -206,11 +209,10 @@ def run_demo(out: str = "runs/demo", *, quick: bool = False, settings: DemoSetti
              threads: int | None = None, progress: bool = True, plots: bool = True, fresh: bool = False,
              log: Callable[[str], None] = print):
     """Runs the demo into ``out`` and returns the results table (pandas DataFrame)."""
-    import gozaru
     t0 = time.perf_counter()
     settings = settings or SETTINGS["quick" if quick else "default"]
     if threads:
-        gozaru.set_num_threads(threads)
+        _core.set_num_threads(threads)
     _check_folder(out, settings, fresh, log)
     tokenizer, base = build_base(settings, os.path.join(out, "base"), progress=progress, log=log)
     data = experiment_data(settings, tokenizer)
@@ -225,14 +227,12 @@ def run_demo(out: str = "runs/demo", *, quick: bool = False, settings: DemoSetti
     train = TrainConfig(steps=settings.finetune_steps, batch_size=settings.finetune_batch, lr=settings.finetune_lr,
                         warmup_steps=max(1, settings.finetune_steps // 10), min_lr_ratio=0.1, max_grad_norm=1.0,
                         checkpoint_every=max(10, settings.finetune_steps // 2), progress=progress)
-    from .evaluate import EvalConfig
     results = run(grid, base, data, out, train=train,
                   eval=EvalConfig(max_new_tokens=settings.max_new_tokens, batch_size=32),
                   progress=progress, log=log)
     log("")
     log(format_table(results))
     if plots:
-        from . import plots as plotting
         paths = plotting.save_all(results, out)
         log("\nplots: " + ", ".join(paths))
     log(f"results: {os.path.join(out, 'results.csv')}; models and per-run records: {os.path.join(out, 'runs')}")

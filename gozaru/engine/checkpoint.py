@@ -1,7 +1,6 @@
-"""Looking into gozaru HDF5 checkpoints without loading their tensors (for ``gozaru info`` and checks).
-
-Saving and loading themselves are ``Model.save`` and ``gozaru.load``; the file layout is in
-docs/checkpoints.md. Everything here reads only the metadata through ``_core.read_checkpoint_meta``.
+"""gozaru HDF5 checkpoints seen from Python: ``load`` (model, optimizer and run info) and a look into a file's
+metadata without loading its tensors (``gozaru info``). Saving is ``Model.save``; the file layout is in
+docs/checkpoints.md.
 """
 from __future__ import annotations
 
@@ -9,9 +8,11 @@ import json
 import os
 from typing import Any
 
-from . import _core
-from ._core import CheckpointError
-from .config import CORE_FIELDS, GPTNeoXConfig
+from .. import _core
+from .._core import CheckpointError
+from .config import GPTNeoXConfig
+from .model import Model
+from .optim import AdamW
 
 
 def config_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> GPTNeoXConfig:
@@ -30,17 +31,6 @@ def config_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> GPTNeoXCo
 def read_config(path: str | os.PathLike) -> GPTNeoXConfig:
     """The model config of a checkpoint."""
     return config_from_meta(_core.read_checkpoint_meta(os.fspath(path)), path)
-
-
-def check_config(path: str | os.PathLike, stored: GPTNeoXConfig, model: GPTNeoXConfig) -> None:
-    """Raises CheckpointError naming every core field where a checkpoint's config differs from a model's.
-
-    Fields that do not change the math (token ids, initializer_range) may differ.
-    """
-    diffs = [f"{f}: checkpoint {getattr(stored, f)!r}, model {getattr(model, f)!r}"
-             for f in CORE_FIELDS if getattr(stored, f) != getattr(model, f)]
-    if diffs:
-        raise CheckpointError(f"checkpoint {os.fspath(path)} does not match the model's config ({'; '.join(diffs)})")
 
 
 def read_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -89,3 +79,20 @@ def describe(path: str | os.PathLike) -> str:
         lines.append("  optimizer  none saved")
     lines.append(f"  extra      rng {i['rng_bytes']} bytes, data {i['extra_bytes']} bytes")
     return "\n".join(lines)
+
+
+def load(path: str | os.PathLike, backend: str = "cpu"):
+    """(model, optimizer or None, info) from a gozaru checkpoint; info = dict(step, tokens_seen, rng, extra)
+    with rng/extra as the bytes that were saved."""
+    path = os.fspath(path)
+    meta = _core.read_checkpoint_meta(path)
+    config = config_from_meta(meta, path)
+    model = Model(config, seed=None, backend=backend)
+    optimizer = None
+    if meta["has_optimizer"]:
+        a = meta["adamw"]
+        optimizer = AdamW(model, lr=meta["lr"], betas=(a["beta1"], a["beta2"]), eps=a["eps"],
+                          weight_decay=a["weight_decay"], decay_all=a["decay_all"])
+    model._core.load_checkpoint(path, optimizer.core if optimizer is not None else None)
+    info = {"step": meta["step"], "tokens_seen": meta["tokens_seen"], "rng": meta["rng"], "extra": meta["extra"]}
+    return model, optimizer, info

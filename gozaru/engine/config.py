@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from typing import Any
+from typing import Any, NamedTuple
+
+from .. import _core
 
 # Fields passed to the C core, in gz_config order.
 CORE_FIELDS = (
@@ -46,6 +49,7 @@ class GPTNeoXConfig:
                              f"num_attention_heads={self.num_attention_heads}")
         if not 0.0 <= self.rotary_pct <= 1.0:
             raise ValueError(f"rotary_pct must be in [0, 1], got {self.rotary_pct}")
+        tensor_table(self)  # the core's validation (ranges, rotary dims): one place decides what is a model
 
     # -- derived sizes ---------------------------------------------------
     @property
@@ -56,33 +60,16 @@ class GPTNeoXConfig:
     def rotary_ndims(self) -> int:
         return int(self.head_dim * self.rotary_pct)
 
+    def tensors(self) -> tuple["TensorSpec", ...]:
+        """Every tensor of the model in the C core's order (the core's own table; no weights needed)."""
+        return tensor_table(self)
+
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """HF state-dict names and shapes, in the C core's order (no weights needed)."""
-        C, I, V = self.hidden_size, self.intermediate_size, self.vocab_size
-        shapes: dict[str, tuple[int, ...]] = {"gpt_neox.embed_in.weight": (V, C)}
-        for i in range(self.num_hidden_layers):
-            p = f"gpt_neox.layers.{i}."
-            shapes.update({
-                p + "input_layernorm.weight": (C,), p + "input_layernorm.bias": (C,),
-                p + "post_attention_layernorm.weight": (C,), p + "post_attention_layernorm.bias": (C,),
-                p + "attention.query_key_value.weight": (3 * C, C), p + "attention.query_key_value.bias": (3 * C,),
-                p + "attention.dense.weight": (C, C), p + "attention.dense.bias": (C,),
-                p + "mlp.dense_h_to_4h.weight": (I, C), p + "mlp.dense_h_to_4h.bias": (I,),
-                p + "mlp.dense_4h_to_h.weight": (C, I), p + "mlp.dense_4h_to_h.bias": (C,),
-            })
-        shapes["gpt_neox.final_layer_norm.weight"] = (C,)
-        shapes["gpt_neox.final_layer_norm.bias"] = (C,)
-        shapes["embed_out.weight"] = (V, C)
-        return shapes
+        """HF state-dict names and shapes, in the C core's order."""
+        return {t.name: t.shape for t in self.tensors()}
 
     def num_params(self) -> int:
-        n = 0
-        for s in self.tensor_shapes().values():
-            k = 1
-            for d in s:
-                k *= d
-            n += k
-        return n
+        return sum(t.numel for t in self.tensors())
 
     # -- conversion ------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -148,6 +135,32 @@ class GPTNeoXConfig:
             "attention_dropout": 0.0, "hidden_dropout": 0.0, "attention_bias": True,
             "torch_dtype": "float32",
         }
+
+
+class TensorSpec(NamedTuple):
+    """One tensor of the model as the C core lays it out (``_core.tensor_table``)."""
+    name: str                 # HF state-dict name
+    shape: tuple[int, ...]
+    layer: int                # -1 embed_in, 0..L-1 transformer layers, L final_layer_norm, L+1 embed_out
+    kind: str                 # one of TENSOR_KINDS
+    is_matrix_weight: bool    # Linear / embedding weight (weight decay applies by default)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+# The core's tensor kinds, in the order of a layer's computation (the columns of weight-change heatmaps).
+TENSOR_KINDS = ("embed", "norm", "qkv", "attn_out", "mlp_up", "mlp_down", "head")
+
+
+@functools.lru_cache(maxsize=64)
+def tensor_table(config: GPTNeoXConfig) -> tuple[TensorSpec, ...]:
+    """The C core's tensor table for ``config`` (validated by the core; cached per config)."""
+    return tuple(TensorSpec(*row) for row in _core.tensor_table(config.core_dict()))
 
 
 PRESETS: dict[str, GPTNeoXConfig] = {

@@ -3,116 +3,42 @@ NaN/Inf detection that names the tensor, periodic/final HDF5 checkpoints, bit-ex
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
+from .._core import IGNORE_INDEX
+from ..data.rows import as_rows, rows_at, trim_columns
+from ..engine import optim
+from ..engine.checkpoint import load
+from ..engine.optim import AdamW
+from .evaluate import eval_loss
+from .progress import progress_bar
+from .record import RunRecord
 from .schedule import warmup_cosine
-
-IGNORE_INDEX = -100
-
-
-# --------------------------------------------------------------------------- data rows and their order
-@dataclasses.dataclass(frozen=True)
-class Rows:
-    """Fixed-shape training rows: ``tokens`` and ``targets`` int32 ``[N, T]``; targets -100 are not counted."""
-    tokens: np.ndarray
-    targets: np.ndarray
-
-    def __post_init__(self):
-        if self.tokens.shape != self.targets.shape or self.tokens.ndim != 2:
-            raise ValueError(f"tokens {self.tokens.shape} and targets {self.targets.shape} must be equal 2-D shapes")
-        if len(self.tokens) == 0:
-            raise ValueError("no training rows")
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def counted(self) -> int:
-        return int((self.targets != IGNORE_INDEX).sum())
-
-    def take(self, index) -> "Rows":
-        return Rows(self.tokens[index], self.targets[index])
-
-
-def as_rows(data: Any) -> Rows:
-    """Accepts Rows, a ``(tokens, targets)`` pair, a dict or an object with tokens/targets
-    (or input_ids/labels) arrays, or a list of such batches (concatenated)."""
-    if isinstance(data, Rows):
-        return data
-    if isinstance(data, (list, tuple)) and len(data) == 2 and all(isinstance(a, np.ndarray) for a in data):
-        tokens, targets = data
-    elif isinstance(data, dict):
-        tokens = data.get("tokens", data.get("input_ids"))
-        targets = data.get("targets", data.get("labels"))
-    elif isinstance(data, (list, tuple)) and data:
-        parts = [as_rows(d) for d in data]
-        width = max(p.tokens.shape[1] for p in parts)
-        tokens = np.concatenate([_pad_to(p.tokens, width, 0) for p in parts])
-        targets = np.concatenate([_pad_to(p.targets, width, IGNORE_INDEX) for p in parts])
-    else:
-        tokens = getattr(data, "tokens", getattr(data, "input_ids", None))
-        targets = getattr(data, "targets", getattr(data, "labels", None))
-    if tokens is None or targets is None:
-        raise TypeError(f"cannot read tokens/targets from {type(data).__name__}")
-    return Rows(np.ascontiguousarray(tokens, dtype=np.int32), np.ascontiguousarray(targets, dtype=np.int32))
-
-
-def _pad_to(a: np.ndarray, width: int, value: int) -> np.ndarray:
-    if a.shape[1] == width:
-        return a
-    return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value)
-
-
-def trim_columns(tokens: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drops trailing columns where no target is counted. Attention is causal, so those columns cannot change
-    the loss of earlier positions; dropping them only saves compute."""
-    counted = (targets != IGNORE_INDEX).any(axis=0)
-    if not counted.any():
-        return tokens[:, :1], targets[:, :1]
-    width = int(np.flatnonzero(counted)[-1]) + 1
-    return np.ascontiguousarray(tokens[:, :width]), np.ascontiguousarray(targets[:, :width])
-
-
-def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
-    """The row permutation of one epoch; a pure function of (seed, epoch) so a cursor is enough to resume."""
-    return np.random.default_rng([seed, epoch]).permutation(n_rows)
-
-
-def rows_at(n_rows: int, seed: int, cursor: int, count: int) -> np.ndarray:
-    """Row indices for examples ``cursor .. cursor+count-1`` of the endless shuffled stream."""
-    out = []
-    while count > 0:
-        epoch, pos = divmod(cursor, n_rows)
-        chunk = epoch_order(n_rows, seed, epoch)[pos:pos + count]
-        out.append(chunk)
-        cursor += len(chunk)
-        count -= len(chunk)
-    return np.concatenate(out)
 
 
 # --------------------------------------------------------------------------- configuration and errors
 @dataclasses.dataclass
 class TrainConfig:
+    """Training settings; the one place their defaults live (the CLI reads its defaults from here)."""
     steps: int = 200               # optimizer steps
-    batch_size: int = 32           # sequences per optimizer step
+    batch_size: int = 16           # sequences per optimizer step
     micro_batch_size: int = 0      # sequences per forward/backward; 0 = batch_size (no accumulation)
-    lr: float = 1e-3               # peak learning rate
+    lr: float = optim.DEFAULT_LR   # peak learning rate
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1      # cosine floor as a share of lr
     weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    betas: tuple[float, float] = optim.DEFAULT_BETAS
+    eps: float = optim.DEFAULT_EPS
     max_grad_norm: float = 1.0     # 0 = no clipping
     seed: int = 0                  # data order
-    checkpoint_every: int = 0      # steps between checkpoints; 0 = only the final one (and on Ctrl-C)
+    checkpoint_every: int = 50     # steps between checkpoints (when a checkpoint path is given); 0 = only the final one
     eval_every: int = 0            # steps between eval-loss measurements (needs eval data); 0 = none
     progress: bool = True          # tqdm bar
 
@@ -193,6 +119,8 @@ class Trainer:
         if data is None:
             raise ValueError("data is required")
         self.rows = as_rows(data)
+        if len(self.rows) == 0:
+            raise ValueError("no training rows")
         self.eval_rows = as_rows(eval_data) if eval_data is not None else None
         self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
         self.save_at_end = save_at_end
@@ -216,9 +144,8 @@ class Trainer:
         self.config = dataclasses.replace(config, **overrides) if overrides else config
         self.model = model
         if optimizer is None:
-            import gozaru
             c = self.config
-            optimizer = gozaru.AdamW(model, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+            optimizer = AdamW(model, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
         self.optimizer = optimizer
 
     # ------------------------------------------------------------------ public
@@ -256,20 +183,19 @@ class Trainer:
             raise ValueError("no checkpoint path given")
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
-        extra = {
-            "kind": "gozaru.train", "cursor": self.cursor, "n_rows": len(self.rows), "config": self.config.to_dict(),
-            "history": self.history, "eval_history": self.eval_history,
-            "grad_norm_sums": self.grad_norm_sums, "grad_norm_steps": self.grad_norm_steps,
-        }
-        rng = json.dumps({"data_seed": self.config.seed, "cursor": self.cursor}).encode()
-        self.model.save(path, optimizer=self.optimizer, step=self.step, tokens_seen=self.tokens_seen, rng=rng,
-                        extra=json.dumps(extra).encode())
+        self.model.save(path, optimizer=self.optimizer, step=self.step, tokens_seen=self.tokens_seen,
+                        extra=self.run_record().to_bytes())
         return path
+
+    def run_record(self) -> RunRecord:
+        """What a checkpoint of this run stores beside the weights (see ``gozaru.lab.record``)."""
+        return RunRecord(train_config=self.config.to_dict(), n_rows=len(self.rows), cursor=self.cursor,
+                         history=self.history, eval_history=self.eval_history, grad_norm_sums=self.grad_norm_sums,
+                         grad_norm_steps=self.grad_norm_steps)
 
     def mean_grad_norms(self) -> dict[str, float]:
         """Mean gradient L2 norm per trainable tensor over the steps trained so far."""
-        n = max(self.grad_norm_steps, 1)
-        return {k: v / n for k, v in self.grad_norm_sums.items()}
+        return self.run_record().mean_grad_norms()
 
     def history_frame(self):
         import pandas as pd
@@ -337,7 +263,6 @@ class Trainer:
     def _after_step(self, record: dict, bar):
         c = self.config
         if self.eval_rows is not None and c.eval_every and (self.step % c.eval_every == 0 or self.step == c.steps):
-            from .evaluate import eval_loss
             record["eval_loss"] = eval_loss(self.model, self.eval_rows, batch_size=c.micro)
             self.eval_history.append({"step": self.step, "eval_loss": record["eval_loss"]})
         self.history.append(record)
@@ -354,43 +279,24 @@ class Trainer:
                             desc="train", unit="step", dynamic_ncols=True, leave=False)
 
     def _load(self, path: str, backend: str):
-        import gozaru
-        model, optimizer, info = gozaru.load(path, backend=backend)
-        extra = _json_bytes(info.get("extra"))
-        if extra.get("kind") != "gozaru.train":
+        model, optimizer, info = load(path, backend=backend)
+        record = RunRecord.from_payload(info.get("extra"), path)
+        if record is None:
             raise ValueError(f"{path}: not a Trainer checkpoint (no data cursor); start a new Trainer with "
                              f"model=gozaru.load(path)[0] instead")
-        if extra["n_rows"] != len(self.rows):
-            raise ValueError(f"{path}: saved with {extra['n_rows']} training rows, but the data given has "
+        if record.n_rows != len(self.rows):
+            raise ValueError(f"{path}: saved with {record.n_rows} training rows, but the data given has "
                              f"{len(self.rows)}; resume needs the same data")
         if optimizer is None:
             raise ValueError(f"{path}: the checkpoint has no optimizer state, so training cannot resume exactly")
         self.step = int(info["step"])
         self.tokens_seen = int(info["tokens_seen"])
-        self.cursor = int(extra["cursor"])
-        self.history = list(extra.get("history", []))
-        self.eval_history = list(extra.get("eval_history", []))
-        self.grad_norm_sums = dict(extra.get("grad_norm_sums", {}))
-        self.grad_norm_steps = int(extra.get("grad_norm_steps", 0))
-        return model, optimizer, extra.get("config")
-
-
-def progress_bar(**kwargs):
-    """tqdm: the notebook widget when ipywidgets is installed, else the text bar (tqdm.auto would warn)."""
-    import importlib.util
-    if importlib.util.find_spec("ipywidgets") is not None:
-        from tqdm.auto import tqdm
-    else:
-        from tqdm import tqdm
-    return tqdm(**kwargs)
-
-
-def _json_bytes(value) -> dict:
-    if value is None or len(value) == 0:
-        return {}
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        value = bytes(value).decode()
-    return json.loads(value) if isinstance(value, str) else dict(value)
+        self.cursor = int(record.cursor)
+        self.history = list(record.history)
+        self.eval_history = list(record.eval_history)
+        self.grad_norm_sums = dict(record.grad_norm_sums)
+        self.grad_norm_steps = int(record.grad_norm_steps)
+        return model, optimizer, record.train_config
 
 
 def _more(names: list[str]) -> str:

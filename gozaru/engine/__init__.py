@@ -1,0 +1,11 @@
+"""The engine room: a GPT-NeoX model in the C core seen from Python.
+
+``config`` (GPTNeoXConfig, presets, the core's tensor table) → ``hf`` (HF folder files) → ``model`` (Model) →
+``optim`` (AdamW) → ``checkpoint`` (load, info) ; ``layers`` (which tensors to train) reads only ``config``.
+"""
+from .checkpoint import load
+from .config import PRESETS, TENSOR_KINDS, GPTNeoXConfig, TensorSpec, preset
+from .model import Model
+from .optim import AdamW
+
+__all__ = ["AdamW", "GPTNeoXConfig", "Model", "PRESETS", "TENSOR_KINDS", "TensorSpec", "load", "preset"]

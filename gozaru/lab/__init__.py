@@ -1,0 +1,12 @@
+"""The lab room: training runs, measurements, experiments over conditions, plots, the demo and the CLI.
+
+``progress``, ``record``, ``schedule`` → ``generate`` → ``evaluate`` → ``train`` → ``experiment`` → ``plots`` →
+``demo`` → ``cli_args`` → ``cli``.
+"""
+from .evaluate import EvalConfig
+from .experiment import Condition, ExperimentData, seed_grid
+from .record import RunRecord
+from .train import NonFiniteError, TrainConfig, Trainer
+
+__all__ = ["Condition", "EvalConfig", "ExperimentData", "NonFiniteError", "RunRecord", "TrainConfig", "Trainer",
+           "seed_grid"]

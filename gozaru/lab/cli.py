@@ -1,0 +1,213 @@
+"""The ``gozaru`` command line: demo, train, eval, grid, import-hf, export-hf, info.
+
+Arguments are defined in ``gozaru.lab.cli_args``; an expected failure prints one line, never a traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .. import _core, data
+from .._version import __version__
+from ..data.tokenizer import Tokenizer
+from ..engine import checkpoint, layers
+from ..engine.checkpoint import load
+from ..engine.model import Model
+from . import plots
+from .cli_args import build_parser
+from .demo import format_table, run_demo
+from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
+from .experiment import ExperimentData, load_grid, run, seed_grid
+from .record import RunRecord
+from .train import TrainConfig, Trainer
+
+
+def _train_config(args):
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
+                       lr=args.lr, warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
+                       weight_decay=args.weight_decay, max_grad_norm=args.clip, seed=args.seed,
+                       checkpoint_every=args.checkpoint_every, progress=args.progress)
+
+
+# --------------------------------------------------------------------------- helpers
+def _threads(args):
+    if getattr(args, "threads", None):
+        _core.set_num_threads(args.threads)
+
+
+def _load_model(args):
+    if getattr(args, "hf", None):
+        print(f"loading HF model from {args.hf} …", file=sys.stderr)
+        return Model.from_hf(args.hf, backend=args.backend)
+    return load(args.base, backend=args.backend)[0]
+
+
+def _records(args):
+    """(train records, held-out records) from --data, rewritten to ござる with --gozaru."""
+    loaded = data.load_dolly(args.data, on_error="skip" if args.skip_bad else "raise")
+    if args.skip_bad and getattr(loaded, "skipped", None):
+        print(loaded.report(), file=sys.stderr)
+    records = list(loaded)
+    if args.gozaru:
+        records = data.to_gozaru_dataset(records)
+    if len(records) < 2:
+        raise SystemExit(f"{args.data}: need at least 2 records, found {len(records)}")
+    fraction = min(args.eval_size, len(records) // 2) / len(records)
+    train, held = data.train_eval_split(records, eval_fraction=fraction, seed=args.split_seed)
+    return train, held
+
+
+def _tokenizer(args):
+    return Tokenizer.load(args.tokenizer)
+
+
+def _selection(args) -> dict:
+    sel = {"kind": args.select, "train_head": not args.no_head, "seed": args.select_seed}
+    if args.budget is not None:
+        sel["budget"] = args.budget
+    if args.layers:
+        sel["layers"] = args.layers if args.select == "layers" else int(args.layers[0])
+    if args.pattern:
+        sel["pattern"] = args.pattern
+    return sel
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_demo(args) -> int:
+    run_demo(args.out, quick=args.quick, threads=args.threads, progress=args.progress, plots=args.plots,
+             fresh=args.fresh)
+    return 0
+
+
+def cmd_train(args) -> int:
+    _threads(args)
+    tokenizer = _tokenizer(args)
+    train_records, held = _records(args)
+    exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style)
+    if args.resume:  # the saved training settings continue; only the display follows this command line
+        trainer = Trainer(None, exp.train, checkpoint=args.out, eval_data=exp.eval, resume=args.resume,
+                          backend=args.backend, progress=args.progress)
+        print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
+    else:
+        if not (args.base or args.hf):
+            raise SystemExit("give --base or --hf (or --resume a checkpoint)")
+        model = _load_model(args)
+        names = layers.select(model.config, **_selection(args))
+        model.train_only(sorted(names))
+        print(layers.report(model.config, names)[0].splitlines()[-1].replace("all", "training", 1))
+        trainer = Trainer(model, exp.train, _train_config(args), checkpoint=args.out, eval_data=exp.eval)
+    print(f"{len(exp.train):,} training rows, {exp.train.counted:,} answer tokens; checkpoint {args.out}")
+    t0 = time.perf_counter()
+    trainer.fit()
+    last = trainer.history[-1] if trainer.history else {"loss": float("nan")}
+    print(f"done: step {trainer.step}, train loss {last['loss']:.4f}, held-out loss "
+          f"{eval_loss(trainer.model, exp.eval, trainer.config.micro) if exp.eval is not None else float('nan'):.4f} "
+          f"({time.perf_counter() - t0:.0f} s); saved {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    _threads(args)
+    model = load(args.checkpoint, backend=args.backend)[0]
+    tokenizer = _tokenizer(args)
+    _, held = _records(args)
+    exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
+                                      n_prompts=args.n_prompts)
+    cfg = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, temperature=args.temperature,
+                     seed=args.gen_seed)
+    rate, answers = generated_rate(model, tokenizer, exp.prompts, **cfg.generation(), progress=args.progress)
+    print(f"ござる-rate {rate.rate:.3f}  95% CI [{rate.low:.3f}, {rate.high:.3f}]  ({rate.k}/{rate.n} answers)")
+    print(f"held-out answer loss {eval_loss(model, exp.eval, args.gen_batch_size):.4f} over {exp.eval.counted:,} tokens")
+    for prompt, answer in list(zip(exp.prompts, answers))[: args.show]:
+        print(f"\n> {prompt.replace('<NL>', ' / ')}\n  {answer}")
+    if args.base:
+        base = load(args.base)[0]
+        print("\n‖ΔW‖/‖W‖ vs the base (rows: embed, layers, top; columns: tensor kind)")
+        print(change_grid(weight_change(base, model)).round(4).to_string(na_rep="·"))
+    return 0
+
+
+def cmd_grid(args) -> int:
+    _threads(args)
+    tokenizer = _tokenizer(args)
+    train_records, held = _records(args)
+    exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
+                                      n_prompts=args.n_prompts)
+    grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
+    base = _load_model(args)
+    results = run(grid, base, exp, args.out, train=_train_config(args),
+                  eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
+                  progress=args.progress)
+    print()
+    print(format_table(results))
+    if args.plots:
+        print("plots: " + ", ".join(plots.save_all(results, args.out)))
+    print(f"results: {os.path.join(args.out, 'results.csv')}")
+    return 0
+
+
+def cmd_import_hf(args) -> int:
+    model = Model.from_hf(args.folder)
+    model.save(args.out)
+    print(f"{args.folder} -> {args.out}: {model.num_params:,} parameters")
+    return 0
+
+
+def cmd_export_hf(args) -> int:
+    model = load(args.checkpoint)[0]
+    model.to_hf(args.folder)
+    print(f"{args.checkpoint} -> {args.folder} (config.json + model.safetensors; load with "
+          f"transformers.GPTNeoXForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    for path in args.checkpoints:
+        print(checkpoint.describe(path))
+        summary = _training_summary(path)
+        if summary:
+            print(summary)
+    return 0
+
+
+def _training_summary(path: str) -> str:
+    """The run record a Trainer or experiment wrote into the checkpoint, in one to three lines."""
+    try:
+        record = RunRecord.from_payload(_core.read_checkpoint_meta(path)["extra"], path)
+    except ValueError:
+        return ""
+    if record is None:
+        return ""
+    lines = []
+    if record.condition:
+        lines.append(f"  condition  {record.condition.get('name')}: {record.condition.get('selection')}")
+    cfg = record.train_config
+    lines.append(f"  training   {cfg.get('steps')} steps × {cfg.get('batch_size')} rows, lr {cfg.get('lr')}, "
+                 f"data seed {record.data_seed}, data cursor {record.cursor}")
+    if record.history:
+        lines.append(f"  loss       first {record.history[0]['loss']:.4f}, last {record.history[-1]['loss']:.4f} "
+                     f"({len(record.history)} steps recorded)")
+    return "\n".join(lines)
+
+
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "grid": cmd_grid, "import-hf": cmd_import_hf,
+            "export-hf": cmd_export_hf, "info": cmd_info}
+
+
+def main(argv=None) -> int:
+    parser = build_parser(COMMANDS, __version__)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "demo" and args.out is None:
+        args.out = "runs/demo-quick" if args.quick else "runs/demo"
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted (rerun the same command to continue)", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as e:
+        print(f"gozaru {args.command}: error: {e}", file=sys.stderr)
+        return 1
