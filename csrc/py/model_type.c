@@ -151,8 +151,9 @@ static PyObject *model_tensor_info(GzModelObject *self, PyObject *name) {
     PyObject *shape = info.ndim == 1 ? Py_BuildValue("(L)", (long long)info.shape[0])
                                      : Py_BuildValue("(LL)", (long long)info.shape[0], (long long)info.shape[1]);
     if (!shape) return NULL;
-    return Py_BuildValue("{s:s,s:N,s:L,s:L,s:i,s:O,s:O}", "name", info.name, "shape", shape, "numel",
-                         (long long)info.numel, "offset", (long long)info.offset, "layer", info.layer,
+    return Py_BuildValue("{s:s,s:N,s:L,s:L,s:i,s:s,s:O,s:O}", "name", info.name, "shape", shape, "numel",
+                         (long long)info.numel, "offset", (long long)info.offset, "layer", info.layer, "kind",
+                         info.kind,
                          "is_matrix_weight", info.is_matrix_weight ? Py_True : Py_False, "trainable",
                          gz_model_is_trainable(self->model, idx) ? Py_True : Py_False);
 }
