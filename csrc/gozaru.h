@@ -20,6 +20,9 @@
 extern "C" {
 #endif
 
+/* Target value that marks a token as not counted in the loss (HF's ignore_index). */
+#define GZ_IGNORE_INDEX (-100)
+
 /* ------------------------------------------------------------------ errors */
 typedef enum {
     GZ_OK = 0,

@@ -158,9 +158,9 @@ static gz_status check_tokens(const gz_model *m, const int32_t *tokens, const in
         if (tokens[i] < 0 || tokens[i] >= m->V)
             return gz_fail(GZ_ERR_VALUE, "tokens[%lld, %lld] = %d is outside the vocabulary [0, %d)",
                            (long long)(i / T), (long long)(i % T), tokens[i], m->V);
-        if (targets && targets[i] != -100 && (targets[i] < 0 || targets[i] >= m->V))
-            return gz_fail(GZ_ERR_VALUE, "targets[%lld, %lld] = %d is neither -100 nor inside the vocabulary [0, %d)",
-                           (long long)(i / T), (long long)(i % T), targets[i], m->V);
+        if (targets && targets[i] != GZ_IGNORE_INDEX && (targets[i] < 0 || targets[i] >= m->V))
+            return gz_fail(GZ_ERR_VALUE, "targets[%lld, %lld] = %d is neither %d nor inside the vocabulary [0, %d)",
+                           (long long)(i / T), (long long)(i % T), targets[i], GZ_IGNORE_INDEX, m->V);
     }
     return GZ_OK;
 }

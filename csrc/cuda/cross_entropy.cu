@@ -1,11 +1,10 @@
-/* cross_entropy.cu — token cross-entropy over the vocabulary; target -100 is ignored.
+/* cross_entropy.cu — token cross-entropy over the vocabulary; target GZ_IGNORE_INDEX is ignored.
  * Forward: one block per row computes lse (exp sums in double, like the CPU) and the row's loss
  * lse - logit[target] in double; the host adds the counted rows in row order (deterministic).
  * Backward: dlogits = scale * (softmax - onehot), in place when dlogits == logits. */
 #include <stdlib.h>
 #include "cuda_ops.h"
 
-#define GZ_IGNORE_INDEX (-100)
 #define GZ_CE_THREADS 512
 
 __global__ void cross_entropy_forward_kernel(float *lse, double *row_loss, const float *logits,

@@ -112,7 +112,7 @@ PyMODINIT_FUNC PyInit__core(void) {
         goto fail;
     }
     if (add_object(m, "ops", ops) < 0) goto fail;
-    if (PyModule_AddIntConstant(m, "IGNORE_INDEX", -100) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "IGNORE_INDEX", GZ_IGNORE_INDEX) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);
