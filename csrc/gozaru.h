@@ -90,6 +90,9 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
 void gz_model_free(gz_model *m);
 const gz_config *gz_model_config(const gz_model *m);
 gz_backend_kind gz_model_backend(const gz_model *m);
+/* GEMM precision of the model's backend instance: "fp32" on the CPU; "bf16", "tf32" or "fp32" on CUDA
+ * (GOZARU_CUDA_GEMM, read once when the model is created). */
+const char *gz_model_gemm_mode(const gz_model *m);
 
 int gz_model_num_tensors(const gz_model *m);
 int64_t gz_model_num_params(const gz_model *m);

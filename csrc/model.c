@@ -117,10 +117,10 @@ static gz_status build_rotary_tables(gz_model *m) {
             s[(size_t)p * half + i] = sinf(f);
         }
     }
-    gz_status st = m->be->alloc((void **)&m->cos_t, count * sizeof(float), "rotary cos table");
-    if (st == GZ_OK) st = m->be->alloc((void **)&m->sin_t, count * sizeof(float), "rotary sin table");
-    if (st == GZ_OK) st = m->be->upload(m->cos_t, c, count * sizeof(float));
-    if (st == GZ_OK) st = m->be->upload(m->sin_t, s, count * sizeof(float));
+    gz_status st = m->be->alloc(m->be->ctx, (void **)&m->cos_t, count * sizeof(float), "rotary cos table");
+    if (st == GZ_OK) st = m->be->alloc(m->be->ctx, (void **)&m->sin_t, count * sizeof(float), "rotary sin table");
+    if (st == GZ_OK) st = m->be->upload(m->be->ctx, m->cos_t, c, count * sizeof(float));
+    if (st == GZ_OK) st = m->be->upload(m->be->ctx, m->sin_t, s, count * sizeof(float));
     free(c);
     free(s);
     return st;
@@ -130,15 +130,14 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
     if (!out) return gz_fail(GZ_ERR_VALUE, "output pointer is NULL");
     *out = NULL;
     GZ_TRY(gz_config_validate(cfg));
-    const gz_backend *be = backend == GZ_BACKEND_CPU ? gz_backend_cpu()
-                           : backend == GZ_BACKEND_CUDA ? gz_backend_cuda() : NULL;
-    if (!be || !gz_backend_available(backend))
-        return gz_fail(GZ_ERR_BACKEND, backend == GZ_BACKEND_CUDA
-                                           ? "the CUDA backend is not available (build with GOZARU_CUDA=1 on a "
-                                             "machine with a CUDA GPU)"
-                                           : "unknown backend %d", (int)backend);
+    gz_backend *be;
+    GZ_TRY(gz_backend_create(backend, &be));
     gz_model *m;
-    GZ_TRY(gz_calloc((void **)&m, 1, sizeof *m, "model"));
+    gz_status cst = gz_calloc((void **)&m, 1, sizeof *m, "model");
+    if (cst != GZ_OK) {
+        gz_backend_free(be);
+        return cst;
+    }
     m->cfg = *cfg;
     m->kind = backend;
     m->be = be;
@@ -196,7 +195,7 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
         goto fail;
     if (backend == GZ_BACKEND_CPU) {
         m->params = m->params_host;
-    } else if ((st = be->alloc((void **)&m->params, (size_t)m->nparams * sizeof(float), "parameters"))) {
+    } else if ((st = be->alloc(be->ctx, (void **)&m->params, (size_t)m->nparams * sizeof(float), "parameters"))) {
         goto fail;
     }
     if ((st = build_rotary_tables(m))) goto fail;
@@ -212,10 +211,10 @@ void gz_model_free(gz_model *m) {
     if (!m) return;
     gz_model_free_activations(m);
     if (m->grads)
-        for (int i = 0; i < m->ntensors; i++) m->be->release(m->grads[i]);
-    if (m->params && m->params != m->params_host) m->be->release(m->params);
-    if (m->cos_t) m->be->release(m->cos_t);
-    if (m->sin_t) m->be->release(m->sin_t);
+        for (int i = 0; i < m->ntensors; i++) m->be->release(m->be->ctx, m->grads[i]);
+    if (m->params && m->params != m->params_host) m->be->release(m->be->ctx, m->params);
+    if (m->cos_t) m->be->release(m->be->ctx, m->cos_t);
+    if (m->sin_t) m->be->release(m->be->ctx, m->sin_t);
     free(m->params_host);
     free(m->grads);
     free(m->tensors);
@@ -224,11 +223,13 @@ void gz_model_free(gz_model *m) {
     free(m->lt);
     free(m->acts);
     free(m->res);
+    gz_backend_free(m->be);
     free(m);
 }
 
 const gz_config *gz_model_config(const gz_model *m) { return &m->cfg; }
 gz_backend_kind gz_model_backend(const gz_model *m) { return m->kind; }
+const char *gz_model_gemm_mode(const gz_model *m) { return m->be->gemm_mode(m->be->ctx); }
 int gz_model_num_tensors(const gz_model *m) { return m->ntensors; }
 int64_t gz_model_num_params(const gz_model *m) { return m->nparams; }
 
@@ -266,12 +267,12 @@ float *gz_model_params_host(gz_model *m) { return m->params_host; }
 gz_status gz_model_params_changed(gz_model *m) {
     m->have_acts = 0; /* saved activations no longer match the weights */
     if (m->params == m->params_host) return GZ_OK;
-    return m->be->upload(m->params, m->params_host, (size_t)m->nparams * sizeof(float));
+    return m->be->upload(m->be->ctx, m->params, m->params_host, (size_t)m->nparams * sizeof(float));
 }
 
 gz_status gz_model_sync_params_to_host(gz_model *m) {
     if (m->params == m->params_host) return GZ_OK;
-    return m->be->download(m->params_host, m->params, (size_t)m->nparams * sizeof(float));
+    return m->be->download(m->be->ctx, m->params_host, m->params, (size_t)m->nparams * sizeof(float));
 }
 
 int gz_model_min_trainable_pos(const gz_model *m) {
@@ -290,9 +291,9 @@ gz_status gz_model_set_trainable(gz_model *m, int index, int trainable) {
     if (trainable) {
         char what[160];
         snprintf(what, sizeof what, "gradient of %s", t->name);
-        GZ_TRY(m->be->alloc((void **)&m->grads[index], (size_t)t->numel * sizeof(float), what));
+        GZ_TRY(m->be->alloc(m->be->ctx, (void **)&m->grads[index], (size_t)t->numel * sizeof(float), what));
     } else {
-        m->be->release(m->grads[index]);
+        m->be->release(m->be->ctx, m->grads[index]);
         m->grads[index] = NULL;
     }
     t->trainable = trainable;
@@ -307,7 +308,7 @@ int gz_model_is_trainable(const gz_model *m, int index) {
 
 gz_status gz_model_zero_grad(gz_model *m) {
     for (int i = 0; i < m->ntensors; i++)
-        if (m->grads[i]) GZ_TRY(m->be->zero(m->grads[i], (size_t)m->tensors[i].numel * sizeof(float)));
+        if (m->grads[i]) GZ_TRY(m->be->zero(m->be->ctx, m->grads[i], (size_t)m->tensors[i].numel * sizeof(float)));
     return GZ_OK;
 }
 
@@ -316,7 +317,7 @@ gz_status gz_model_grad(gz_model *m, int index, float *out) {
         return gz_fail(GZ_ERR_VALUE, "tensor index %d is out of range (0..%d)", index, m->ntensors - 1);
     if (!m->grads[index])
         return gz_fail(GZ_ERR_VALUE, "%s is frozen: it has no gradient", m->tensors[index].name);
-    return m->be->download(out, m->grads[index], (size_t)m->tensors[index].numel * sizeof(float));
+    return m->be->download(m->be->ctx, out, m->grads[index], (size_t)m->tensors[index].numel * sizeof(float));
 }
 
 gz_status gz_model_grad_norms(gz_model *m, float *out) {
@@ -326,7 +327,7 @@ gz_status gz_model_grad_norms(gz_model *m, float *out) {
             continue;
         }
         double ss;
-        GZ_TRY(m->be->sum_squares(m->grads[i], m->tensors[i].numel, &ss));
+        GZ_TRY(m->be->sum_squares(m->be->ctx, m->grads[i], m->tensors[i].numel, &ss));
         out[i] = (float)sqrt(ss);
     }
     return GZ_OK;

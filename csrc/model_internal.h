@@ -30,7 +30,7 @@ typedef struct {
 struct gz_model {
     gz_config cfg;
     gz_backend_kind kind;
-    const gz_backend *be;
+    gz_backend *be;          /* this model's own backend instance (owned) */
     int L, C, NH, HS, I, V;
     int rot;          /* dims rotated per head (even) */
     int rot_freq_dim; /* HF's rotary_ndims: the frequency denominator (odd values round rot up) */

@@ -53,7 +53,7 @@ __global__ void rotary_backward_kernel(float *dqkv, const float *dq, const float
     }
 }
 
-gz_status gz_cuda_rotary_split_forward(float *q, float *k, float *v, const float *qkv, const int32_t *pos,
+gz_status gz_cuda_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv, const int32_t *pos,
                                        const float *cos_t, const float *sin_t, int B, int T, int NH, int HS,
                                        int rot) {
     int64_t total = (int64_t)B * T * NH * HS;
@@ -63,7 +63,7 @@ gz_status gz_cuda_rotary_split_forward(float *q, float *k, float *v, const float
     return GZ_OK;
 }
 
-gz_status gz_cuda_rotary_split_backward(float *dqkv, const float *dq, const float *dk, const float *dv,
+gz_status gz_cuda_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, const float *dq, const float *dk, const float *dv,
                                         const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
                                         int NH, int HS, int rot) {
     int64_t total = (int64_t)B * T * NH * HS;

@@ -10,7 +10,7 @@
 #include <limits.h>
 
 #include "args.h"
-#include "backend.h"
+#include "cpu/cpu_ops.h"
 #include "call.h"
 
 /* A non-empty float32 / int32 input. */
@@ -97,7 +97,6 @@ static PyObject *op_end(op_outputs *o, gz_status s) {
     return tuple;
 }
 
-static const gz_backend *cpu(void) { return gz_backend_cpu(); }
 
 /* ------------------------------------------------------------------ layernorm */
 static PyObject *layernorm_forward(PyObject *mod, PyObject *args, PyObject *kwargs) {
@@ -117,7 +116,7 @@ static PyObject *layernorm_forward(PyObject *mod, PyObject *args, PyObject *kwar
     op_outputs o = {0};
     float *out = OUT_F32(&o, 2, N, C), *mean = OUT_F32(&o, 1, N), *rstd = OUT_F32(&o, 1, N);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->layernorm_forward(out, mean, rstd, GZPY_F32(inp), GZPY_F32(w), GZPY_F32(b), (int64_t)N,
+    gz_status s = gz_cpu_layernorm_forward(out, mean, rstd, GZPY_F32(inp), GZPY_F32(w), GZPY_F32(b), (int64_t)N,
                                            (int)C, (float)eps);
     return op_end(&o, s);
 }
@@ -140,7 +139,7 @@ static PyObject *layernorm_backward(PyObject *mod, PyObject *args, PyObject *kwa
     op_outputs o = {0};
     float *dinp = OUT_F32(&o, 2, N, C), *dw = OUT_F32(&o, 1, C), *db = OUT_F32(&o, 1, C);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->layernorm_backward(dinp, dw, db, GZPY_F32(dout), GZPY_F32(inp), GZPY_F32(w), GZPY_F32(mean),
+    gz_status s = gz_cpu_layernorm_backward(dinp, dw, db, GZPY_F32(dout), GZPY_F32(inp), GZPY_F32(w), GZPY_F32(mean),
                                             GZPY_F32(rstd), (int64_t)N, (int)C);
     return op_end(&o, s);
 }
@@ -164,7 +163,7 @@ static PyObject *matmul_forward(PyObject *mod, PyObject *args, PyObject *kwargs)
     op_outputs o = {0};
     float *out = OUT_F32(&o, 2, N, OC);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->matmul_forward(out, GZPY_F32(inp), GZPY_F32(w), b ? GZPY_F32(b) : NULL, (int64_t)N, (int)C,
+    gz_status s = gz_cpu_matmul_forward(out, GZPY_F32(inp), GZPY_F32(w), b ? GZPY_F32(b) : NULL, (int64_t)N, (int)C,
                                         (int)OC);
     return op_end(&o, s);
 }
@@ -191,7 +190,7 @@ static PyObject *matmul_backward(PyObject *mod, PyObject *args, PyObject *kwargs
     float *dinp = OUT_F32(&o, 2, N, C), *dw = OUT_F32(&o, 2, OC, C);
     float *db = with_bias ? OUT_F32(&o, 1, OC) : skip_output(&o);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->matmul_backward(dinp, dw, db, GZPY_F32(dout), GZPY_F32(inp), GZPY_F32(w), (int64_t)N,
+    gz_status s = gz_cpu_matmul_backward(dinp, dw, db, GZPY_F32(dout), GZPY_F32(inp), GZPY_F32(w), (int64_t)N,
                                          (int)C, (int)OC);
     return op_end(&o, s);
 }
@@ -243,7 +242,7 @@ static PyObject *rotary_split_forward(PyObject *mod, PyObject *args, PyObject *k
     op_outputs o = {0};
     float *q = OUT_F32(&o, 4, B, NH, T, HS), *k = OUT_F32(&o, 4, B, NH, T, HS), *v = OUT_F32(&o, 4, B, NH, T, HS);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->rotary_split_forward(q, k, v, GZPY_F32(qkv), GZPY_I32(pos), GZPY_F32(cos_t),
+    gz_status s = gz_cpu_rotary_split_forward(q, k, v, GZPY_F32(qkv), GZPY_I32(pos), GZPY_F32(cos_t),
                                               GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS, rot);
     return op_end(&o, s);
 }
@@ -267,7 +266,7 @@ static PyObject *rotary_split_backward(PyObject *mod, PyObject *args, PyObject *
     op_outputs o = {0};
     float *dqkv = OUT_F32(&o, 5, B, T, NH, 3, HS);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->rotary_split_backward(dqkv, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), GZPY_I32(pos),
+    gz_status s = gz_cpu_rotary_split_backward(dqkv, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), GZPY_I32(pos),
                                                GZPY_F32(cos_t), GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS,
                                                rot);
     return op_end(&o, s);
@@ -287,7 +286,7 @@ static PyObject *attention_forward(PyObject *mod, PyObject *args, PyObject *kwar
     op_outputs o = {0};
     float *out = OUT_F32(&o, 3, B, T, NH * HS), *att = OUT_F32(&o, 4, B, NH, T, T);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->attention_forward(out, att, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
+    gz_status s = gz_cpu_attention_forward(out, att, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
                                            (int)T, (int)NH, (int)HS);
     return op_end(&o, s);
 }
@@ -311,7 +310,7 @@ static PyObject *attention_backward(PyObject *mod, PyObject *args, PyObject *kwa
     float *dq = OUT_F32(&o, 4, B, NH, T, HS), *dk = OUT_F32(&o, 4, B, NH, T, HS), *dv = OUT_F32(&o, 4, B, NH, T, HS);
     float *scratch = SCRATCH_F32(&o, 4, B, NH, T, T); /* d(att) / d(pre-softmax scores) */
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(att), GZPY_F32(in[0]),
+    gz_status s = gz_cpu_attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(att), GZPY_F32(in[0]),
                                             GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B, (int)T, (int)NH, (int)HS);
     return op_end(&o, s);
 }
@@ -330,7 +329,7 @@ static PyObject *gelu_forward(PyObject *mod, PyObject *inp_o) {
     op_outputs o = {0};
     float *out = add_output(&o, PyArray_NDIM(inp), PyArray_DIMS(inp), 1);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->gelu_forward(out, GZPY_F32(inp), (int64_t)PyArray_SIZE(inp));
+    gz_status s = gz_cpu_gelu_forward(out, GZPY_F32(inp), (int64_t)PyArray_SIZE(inp));
     return op_end(&o, s);
 }
 
@@ -346,7 +345,7 @@ static PyObject *gelu_backward(PyObject *mod, PyObject *args, PyObject *kwargs) 
     op_outputs o = {0};
     float *dinp = add_output(&o, PyArray_NDIM(inp), PyArray_DIMS(inp), 1);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->gelu_backward(dinp, GZPY_F32(dout), GZPY_F32(inp), (int64_t)PyArray_SIZE(inp));
+    gz_status s = gz_cpu_gelu_backward(dinp, GZPY_F32(dout), GZPY_F32(inp), (int64_t)PyArray_SIZE(inp));
     return op_end(&o, s);
 }
 
@@ -368,7 +367,7 @@ static PyObject *cross_entropy_forward(PyObject *mod, PyObject *args, PyObject *
     double loss_sum = 0.0;
     int64_t count = 0;
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->cross_entropy_forward(lse, GZPY_F32(logits), GZPY_I32(targets), (int64_t)N, (int)V,
+    gz_status s = gz_cpu_cross_entropy_forward(lse, GZPY_F32(logits), GZPY_I32(targets), (int64_t)N, (int)V,
                                                &loss_sum, &count);
     PyObject *lse_obj = op_end(&o, s);
     return lse_obj ? Py_BuildValue("(NdL)", lse_obj, loss_sum, (long long)count) : NULL;
@@ -392,7 +391,7 @@ static PyObject *cross_entropy_backward(PyObject *mod, PyObject *args, PyObject 
     op_outputs o = {0};
     float *dlogits = OUT_F32(&o, 2, N, V);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->cross_entropy_backward(dlogits, GZPY_F32(logits), GZPY_F32(lse), GZPY_I32(targets),
+    gz_status s = gz_cpu_cross_entropy_backward(dlogits, GZPY_F32(logits), GZPY_F32(lse), GZPY_I32(targets),
                                                 (int64_t)N, (int)V, (float)scale);
     return op_end(&o, s);
 }
@@ -411,7 +410,7 @@ static PyObject *embedding_forward(PyObject *mod, PyObject *args, PyObject *kwar
     op_outputs o = {0};
     float *out = OUT_F32(&o, 2, N, C);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->embedding_forward(out, GZPY_I32(tokens), GZPY_F32(wte), (int64_t)N, (int)C);
+    gz_status s = gz_cpu_embedding_forward(out, GZPY_I32(tokens), GZPY_F32(wte), (int64_t)N, (int)C);
     return op_end(&o, s);
 }
 
@@ -433,7 +432,7 @@ static PyObject *embedding_backward(PyObject *mod, PyObject *args, PyObject *kwa
     op_outputs o = {0};
     float *dwte = OUT_F32(&o, 2, (npy_intp)V, C);
     if (op_begin(&o) < 0) return NULL;
-    gz_status s = cpu()->embedding_backward(dwte, GZPY_F32(dout), GZPY_I32(tokens), (int64_t)N, (int)C);
+    gz_status s = gz_cpu_embedding_backward(dwte, GZPY_F32(dout), GZPY_I32(tokens), (int64_t)N, (int)C);
     return op_end(&o, s);
 }
 
