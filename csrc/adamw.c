@@ -113,7 +113,8 @@ gz_status gz_adamw_step(gz_adamw *o, float lr, float max_grad_norm, float *grad_
         s->last_update_norm = (float)sqrt(upd_sq);
     }
     m->have_acts = 0;
-    if (m->params != m->params_host) GZ_TRY(gz_model_sync_params_to_host(m));
+    /* the host mirror is refreshed when next read (gz_model_sync_params_to_host), not every step */
+    if (m->params != m->params_host) m->host_stale = 1;
     return be->synchronize(be->ctx);
 }
 

@@ -104,7 +104,10 @@ gz_status gz_model_init_random(gz_model *m, uint64_t seed, float std);
 
 /* Host fp32 copy of all parameters (the master copy on CPU; a mirror on CUDA).
  * After writing into it, call gz_model_params_changed(); before reading it after training
- * on a device backend, call gz_model_sync_params_to_host(). Both are no-ops on CPU. */
+ * on a device backend, call gz_model_sync_params_to_host(). Both are no-ops on CPU.
+ * On a device backend an AdamW step only marks the mirror stale; sync_params_to_host downloads
+ * when stale (and is free otherwise), and params_changed refuses (GZ_ERR_STATE) to upload a stale
+ * mirror, which would undo the steps it has not seen. */
 float *gz_model_params_host(gz_model *m);
 gz_status gz_model_params_changed(gz_model *m);
 gz_status gz_model_sync_params_to_host(gz_model *m);

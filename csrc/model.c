@@ -259,6 +259,7 @@ gz_status gz_model_init_random(gz_model *m, uint64_t seed, float std) {
         for (int64_t j = 0; j < t->numel; j++)
             p[j] = t->is_matrix_weight ? std * gz_rng_normal(&rng) : (is_ln_weight || is_final_ln_weight) ? 1.0f : 0.0f;
     }
+    m->host_stale = 0; /* every parameter was just written on the host */
     return gz_model_params_changed(m);
 }
 
@@ -267,12 +268,19 @@ float *gz_model_params_host(gz_model *m) { return m->params_host; }
 gz_status gz_model_params_changed(gz_model *m) {
     m->have_acts = 0; /* saved activations no longer match the weights */
     if (m->params == m->params_host) return GZ_OK;
+    /* Uploading a stale mirror would silently undo the training steps it has not seen. */
+    if (m->host_stale)
+        return gz_fail(GZ_ERR_STATE, "params_changed(): the host copy of the parameters is older than the device's "
+                                     "(a training step ran since it was last read); call sync_to_host() before "
+                                     "writing into parameter views");
     return m->be->upload(m->be->ctx, m->params, m->params_host, (size_t)m->nparams * sizeof(float));
 }
 
 gz_status gz_model_sync_params_to_host(gz_model *m) {
-    if (m->params == m->params_host) return GZ_OK;
-    return m->be->download(m->be->ctx, m->params_host, m->params, (size_t)m->nparams * sizeof(float));
+    if (m->params == m->params_host || !m->host_stale) return GZ_OK;
+    GZ_TRY(m->be->download(m->be->ctx, m->params_host, m->params, (size_t)m->nparams * sizeof(float)));
+    m->host_stale = 0;
+    return GZ_OK;
 }
 
 int gz_model_min_trainable_pos(const gz_model *m) {

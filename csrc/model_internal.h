@@ -42,6 +42,7 @@ struct gz_model {
     int64_t nparams;
     float *params_host;      /* host master (CPU) / mirror (device backends) */
     float *params;           /* backend memory; == params_host on CPU */
+    int host_stale;          /* device backends: params changed on the device since params_host was refreshed */
     float **grads;           /* per tensor, backend memory, NULL when frozen */
 
     gz_layer_tensors *lt;

@@ -91,6 +91,7 @@ class ParamViews(Mapping):
             if name not in self._names:
                 raise KeyError(name)
             v = self._views[name] = self._core.param(name)
+        self._core.sync_to_host()  # device backends: refreshes the host mirror when a training step left it stale
         return v
 
     def __iter__(self) -> Iterator[str]:
