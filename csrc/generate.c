@@ -70,37 +70,18 @@ static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *ro
                              const int *want) {
     gz_model *m = g->m;
     gz_backend *be = m->be;
-    int C = m->C, I = m->I, NH = m->NH, HS = m->HS;
+    int C = m->C;
     float eps = m->cfg.layer_norm_eps;
     size_t bytes = (size_t)n * sizeof(int32_t);
     GZ_TRY(be->upload(be->ctx, g->tok, tok, bytes));
     GZ_TRY(be->upload(be->ctx, g->row, row, bytes));
     GZ_TRY(be->upload(be->ctx, g->pos, pos, bytes));
     GZ_TRY(be->embedding_forward(be->ctx, g->x, g->tok, GZ_P(m, m->embed), n, C));
-    for (int l = 0; l < m->L; l++) {
-        const gz_layer_tensors *w = &m->lt[l];
-        GZ_TRY(be->layernorm_forward(be->ctx, g->ln, g->mean, g->rstd, g->x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), n, C, eps));
-        GZ_TRY(be->matmul_forward(be->ctx, g->qkv, g->ln, GZ_P(m, w->qkv_w), GZ_P(m, w->qkv_b), n, C, 3 * C));
-        GZ_TRY(be->rotary_split_forward(be->ctx, g->q, g->k, g->v, g->qkv, g->pos, m->cos_t, m->sin_t, 1, n, NH, HS, m->rot));
-        GZ_TRY(be->kv_append(be->ctx, g->kc[l], g->vc[l], g->k, g->v, g->row, g->pos, n, NH, HS, g->S));
-        GZ_TRY(be->attention_cached(be->ctx, g->atty, g->scores, g->q, g->kc[l], g->vc[l], g->row, g->pos, n, NH, HS, g->S));
-        GZ_TRY(be->matmul_forward(be->ctx, g->attn_out, g->atty, GZ_P(m, w->dense_w), GZ_P(m, w->dense_b), n, C, C));
-        const float *mlp_in = g->x;
-        if (!m->cfg.use_parallel_residual) {
-            GZ_TRY(be->add(be->ctx, g->h, g->x, g->attn_out, (int64_t)n * C));
-            mlp_in = g->h;
-        }
-        GZ_TRY(be->layernorm_forward(be->ctx, g->ln2, g->mean, g->rstd, mlp_in, GZ_P(m, w->ln2_w), GZ_P(m, w->ln2_b), n, C, eps));
-        GZ_TRY(be->matmul_forward(be->ctx, g->fch, g->ln2, GZ_P(m, w->fc_w), GZ_P(m, w->fc_b), n, C, I));
-        GZ_TRY(be->gelu_forward(be->ctx, g->fcg, g->fch, (int64_t)n * I));
-        GZ_TRY(be->matmul_forward(be->ctx, g->mlp, g->fcg, GZ_P(m, w->proj_w), GZ_P(m, w->proj_b), n, I, C));
-        if (m->cfg.use_parallel_residual) {
-            GZ_TRY(be->add(be->ctx, g->x, g->x, g->attn_out, (int64_t)n * C));
-            GZ_TRY(be->add(be->ctx, g->x, g->x, g->mlp, (int64_t)n * C));
-        } else {
-            GZ_TRY(be->add(be->ctx, g->x, g->h, g->mlp, (int64_t)n * C));
-        }
-    }
+    gz_block_bufs bb = {g->ln, g->mean, g->rstd, g->qkv, g->q, g->k, g->v, g->atty, g->attn_out, g->h,
+                        g->ln2, g->mean, g->rstd, g->fch, g->fcg, g->mlp};
+    gz_attn_step at = {.mode = GZ_ATTN_CACHED, .B = 1, .T = n, .pos = g->pos, .kcache = g->kc, .vcache = g->vc,
+                       .row = g->row, .scores = g->scores, .S = g->S};
+    for (int l = 0; l < m->L; l++) GZ_TRY(gz_block_forward(m, l, g->x, g->x, &bb, &at));
     /* final norm + head only for the tokens whose next token is sampled */
     int nw = 0;
     for (int i = 0; i < n; i++) {

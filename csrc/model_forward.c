@@ -165,41 +165,6 @@ static gz_status check_tokens(const gz_model *m, const int32_t *tokens, const in
     return GZ_OK;
 }
 
-/* One transformer layer: res[l] -> res[l+1]. */
-static gz_status layer_forward(gz_model *m, int l, gz_layer_acts *a, int B, int T) {
-    gz_backend *be = m->be;
-    const gz_layer_tensors *w = &m->lt[l];
-    int64_t N = (int64_t)B * T;
-    int C = m->C, I = m->I;
-    float eps = m->cfg.layer_norm_eps;
-    float *x = m->res[l], *y = m->res[l + 1];
-
-    GZ_TRY(be->layernorm_forward(be->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), N, C, eps));
-    GZ_TRY(be->matmul_forward(be->ctx, m->qkv, a->ln1, GZ_P(m, w->qkv_w), GZ_P(m, w->qkv_b), N, C, 3 * C));
-    GZ_TRY(be->rotary_split_forward(be->ctx, a->q, a->k, a->v, m->qkv, m->pos, m->cos_t, m->sin_t, B, T, m->NH, m->HS, m->rot));
-    GZ_TRY(be->attention_forward(be->ctx, a->atty, a->att, a->q, a->k, a->v, B, T, m->NH, m->HS));
-    GZ_TRY(be->matmul_forward(be->ctx, m->attn_out, a->atty, GZ_P(m, w->dense_w), GZ_P(m, w->dense_b), N, C, C));
-    const float *mlp_in;
-    if (m->cfg.use_parallel_residual) {
-        mlp_in = x;
-    } else {
-        GZ_TRY(be->add(be->ctx, a->h, x, m->attn_out, N * C));
-        mlp_in = a->h;
-    }
-    GZ_TRY(be->layernorm_forward(be->ctx, a->ln2, a->ln2_mean, a->ln2_rstd, mlp_in, GZ_P(m, w->ln2_w), GZ_P(m, w->ln2_b), N, C,
-                                 eps));
-    GZ_TRY(be->matmul_forward(be->ctx, a->fch, a->ln2, GZ_P(m, w->fc_w), GZ_P(m, w->fc_b), N, C, I));
-    GZ_TRY(be->gelu_forward(be->ctx, a->fcg, a->fch, N * I));
-    GZ_TRY(be->matmul_forward(be->ctx, m->mlp_out, a->fcg, GZ_P(m, w->proj_w), GZ_P(m, w->proj_b), N, I, C));
-    if (m->cfg.use_parallel_residual) {
-        GZ_TRY(be->add(be->ctx, y, x, m->attn_out, N * C));
-        GZ_TRY(be->add(be->ctx, y, y, m->mlp_out, N * C));
-    } else {
-        GZ_TRY(be->add(be->ctx, y, a->h, m->mlp_out, N * C));
-    }
-    return GZ_OK;
-}
-
 static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                          float *logits_out, float *loss_out, int64_t *n_counted_out, int keep) {
     if (!m || !tokens) return gz_fail(GZ_ERR_VALUE, "model or tokens is NULL");
@@ -227,7 +192,10 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     GZ_TRY(be->embedding_forward(be->ctx, m->res[0], m->tokens, GZ_P(m, m->embed), N, m->C));
     for (int l = 0; l < m->L; l++) {
         gz_layer_acts *a = l >= stop ? &m->acts[l] : &m->scratch_acts;
-        GZ_TRY(layer_forward(m, l, a, B, T));
+        gz_block_bufs bb = {a->ln1, a->ln1_mean, a->ln1_rstd, m->qkv, a->q, a->k, a->v, a->atty, m->attn_out, a->h,
+                            a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out};
+        gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .att = a->att};
+        GZ_TRY(gz_block_forward(m, l, m->res[l], m->res[l + 1], &bb, &at));
     }
     GZ_TRY(be->layernorm_forward(be->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),
                                  GZ_P(m, m->lnf_b), N, m->C, m->cfg.layer_norm_eps));

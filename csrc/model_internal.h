@@ -67,6 +67,33 @@ struct gz_model {
     int64_t fwd_count;
 };
 
+/* Buffers of one block call (block.c). Training points the kept members (ln*, q/k/v, atty, h, fch/fcg)
+ * at a layer's gz_layer_acts; generation points everything at shared scratch (mean/rstd may alias). */
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *q, *k, *v, *atty, *attn_out, *h;
+    float *ln2, *ln2_mean, *ln2_rstd, *fch, *fcg, *mlp_out;
+} gz_block_bufs;
+
+/* The attention step of a block, over N = B * T tokens whose positions are pos [N] (backend memory). */
+typedef enum {
+    GZ_ATTN_CAUSAL, /* full causal attention within each row of a [B, T] batch; att keeps probabilities */
+    GZ_ATTN_CACHED  /* B = 1, T = n tokens: append k/v to the cache, attend over cache row row[i] up to pos[i] */
+} gz_attn_mode;
+typedef struct {
+    gz_attn_mode mode;
+    int B, T;
+    const int32_t *pos;
+    float *att;                  /* causal: [B, NH, T, T] */
+    float **kcache, **vcache;    /* cached: per layer [rows, NH, S, HS] */
+    const int32_t *row;          /* cached: [n] */
+    float *scores;               /* cached: [n, NH, S] scratch */
+    int S;
+} gz_attn_step;
+
+/* One transformer block of layer l: x [N, C] -> y [N, C] (y may equal x). */
+gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const gz_block_bufs *a,
+                           const gz_attn_step *at);
+
 /* Lowest backward position with a trainable tensor (INT_MAX when none). */
 int gz_model_min_trainable_pos(const gz_model *m);
 #define GZ_P(m, idx) ((m)->params + (m)->tensors[idx].offset)
