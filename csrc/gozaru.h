@@ -199,11 +199,19 @@ typedef struct {
     float lr;
 } gz_checkpoint_meta;
 
+/* What a checkpoint holds besides the model's parameters. Zero-initialise and set what applies. */
+typedef struct {
+    const gz_adamw *optimizer;       /* NULL: no optimizer state */
+    float lr;                        /* learning rate recorded with the optimizer config */
+    const char *config_json;         /* NULL or "" for none */
+    int64_t step, tokens_seen;
+    const void *rng; size_t rng_len;     /* opaque bytes (may be NULL when the length is 0) */
+    const void *extra; size_t extra_len; /* opaque bytes (data cursor, user metadata) */
+} gz_checkpoint_save_args;
+
 /* Atomic: writes "<path>.tmp-<pid>-<counter>" in the same folder, flushes, fsyncs, renames; removes
- * temporary files of dead writers. */
-gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_adamw *opt, float lr,
-                             const char *config_json, int64_t step, int64_t tokens_seen,
-                             const void *rng, size_t rng_len, const void *extra, size_t extra_len);
+ * temporary files of dead writers. args may be NULL (parameters only). */
+gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_checkpoint_save_args *args);
 gz_status gz_checkpoint_read_meta(const char *path, gz_checkpoint_meta *out);
 void gz_checkpoint_meta_free(gz_checkpoint_meta *meta);
 /* Validates names, shapes, dtypes against m and fills parameters, trainable flags and (when
