@@ -79,7 +79,4 @@ void gzpy_sigint_begin(gzpy_sigint_guard *g);
  * finished anyway (status GZ_OK), the interrupt is handed on to Python so it is not lost. */
 void gzpy_sigint_end(gzpy_sigint_guard *g, gz_status status);
 
-/* ---- the ops submodule (ops_module.c) */
-PyObject *gzpy_ops_module_create(void);
-
 #endif
