@@ -31,8 +31,8 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     if (par && x_grad) dmlp_in = dx;
     if (!par && NEEDS(3)) dmlp_in = m->dh;
     if (dmlp_in) GZ_TRY(be->copy(be->ctx, dmlp_in, dy, act_bytes));
-    GZ_TRY(be->matmul_backward(be->ctx, NEEDS(5) ? m->dfcg : NULL, G(w->proj_w), G(w->proj_b), dy, a->fcg, GZ_P(m, w->proj_w),
-                               N, I, C));
+    GZ_TRY(be->matmul_backward(be->ctx, NEEDS(5) ? m->dfcg : NULL, G(w->proj_w), G(w->proj_b), dy, a->fcg,
+                               GZ_P(m, w->proj_w), N, I, C));
     if (NEEDS(5)) {
         GZ_TRY(be->gelu_backward(be->ctx, m->dfch, m->dfcg, a->fch, N * I));
         GZ_TRY(be->matmul_backward(be->ctx, NEEDS(4) ? m->dln : NULL, G(w->fc_w), G(w->fc_b), m->dfch, a->ln2,
@@ -49,15 +49,15 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     GZ_TRY(be->matmul_backward(be->ctx, NEEDS(2) ? m->datty : NULL, G(w->dense_w), G(w->dense_b), dattn, a->atty,
                                GZ_P(m, w->dense_w), N, C, C));
     if (!NEEDS(2)) return GZ_OK;
-    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T, m->NH,
-                                  m->HS));
-    GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH, m->HS,
-                                     m->rot));
+    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T,
+                                  m->NH, m->HS));
+    GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH,
+                                     m->HS, m->rot));
     GZ_TRY(be->matmul_backward(be->ctx, NEEDS(1) ? m->dln : NULL, G(w->qkv_w), G(w->qkv_b), m->dqkv, a->ln1,
                                GZ_P(m, w->qkv_w), N, C, 3 * C));
     if (NEEDS(1))
-        GZ_TRY(be->layernorm_backward(be->ctx, x_grad ? dx : NULL, G(w->ln1_w), G(w->ln1_b), m->dln, x, GZ_P(m, w->ln1_w),
-                                      a->ln1_mean, a->ln1_rstd, N, C));
+        GZ_TRY(be->layernorm_backward(be->ctx, x_grad ? dx : NULL, G(w->ln1_w), G(w->ln1_b), m->dln, x,
+                                      GZ_P(m, w->ln1_w), a->ln1_mean, a->ln1_rstd, N, C));
 #undef NEEDS
     return GZ_OK;
 }
@@ -78,8 +78,8 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
     GZ_TRY(be->cross_entropy_backward(be->ctx, m->logits, m->logits, m->lse, m->targets, N, m->V,
                                       loss_scale / (float)m->fwd_count));
     int need_lnf = min_pos < GZ_POS_HEAD(L);
-    GZ_TRY(be->matmul_backward(be->ctx, need_lnf ? m->dln : NULL, G(m->head), NULL, m->logits, m->lnf, GZ_P(m, m->head), N, C,
-                               m->V));
+    GZ_TRY(be->matmul_backward(be->ctx, need_lnf ? m->dln : NULL, G(m->head), NULL, m->logits, m->lnf, GZ_P(m, m->head),
+                               N, C, m->V));
     if (need_lnf) {
         int need_res = min_pos < GZ_POS_FINAL_LN(L);
         if (need_res) GZ_TRY(be->zero(be->ctx, m->dres_a, (size_t)N * C * sizeof(float)));

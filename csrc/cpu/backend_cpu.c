@@ -37,51 +37,68 @@ static const char *cpu_gemm_mode(gz_backend_ctx *ctx) {
 }
 static void cpu_destroy(gz_backend_ctx *ctx) { free(ctx); }
 
-static gz_status cpu_embedding_forward(gz_backend_ctx *ctx, float *out, const int32_t *tokens, const float *wte, int64_t N, int C) {
+static gz_status cpu_embedding_forward(gz_backend_ctx *ctx, float *out, const int32_t *tokens, const float *wte,
+                                       int64_t N, int C) {
     (void)ctx;
     return gz_cpu_embedding_forward(out, tokens, wte, N, C);
 }
-static gz_status cpu_embedding_backward(gz_backend_ctx *ctx, float *dwte, const float *dout, const int32_t *tokens, int64_t N, int C) {
+static gz_status cpu_embedding_backward(gz_backend_ctx *ctx, float *dwte, const float *dout, const int32_t *tokens,
+                                        int64_t N, int C) {
     (void)ctx;
     return gz_cpu_embedding_backward(dwte, dout, tokens, N, C);
 }
-static gz_status cpu_layernorm_forward(gz_backend_ctx *ctx, float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b, int64_t N, int C, float eps) {
+static gz_status cpu_layernorm_forward(gz_backend_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                                       const float *w, const float *b, int64_t N, int C, float eps) {
     (void)ctx;
     return gz_cpu_layernorm_forward(out, mean, rstd, inp, w, b, N, C, eps);
 }
-static gz_status cpu_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, const float *mean, const float *rstd, int64_t N, int C) {
+static gz_status cpu_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                        const float *inp, const float *w, const float *mean, const float *rstd,
+                                        int64_t N, int C) {
     (void)ctx;
     return gz_cpu_layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
 }
-static gz_status cpu_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w, const float *bias, int64_t N, int C, int OC) {
+static gz_status cpu_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w,
+                                    const float *bias, int64_t N, int C, int OC) {
     (void)ctx;
     return gz_cpu_matmul_forward(out, inp, w, bias, N, C, OC);
 }
-static gz_status cpu_matmul_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int64_t N, int C, int OC) {
+static gz_status cpu_matmul_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                     const float *inp, const float *w, int64_t N, int C, int OC) {
     (void)ctx;
     return gz_cpu_matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
 }
-static gz_status cpu_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int rot) {
+static gz_status cpu_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv,
+                                          const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
+                                          int NH, int HS, int rot) {
     (void)ctx;
     return gz_cpu_rotary_split_forward(q, k, v, qkv, pos, cos_t, sin_t, B, T, NH, HS, rot);
 }
-static gz_status cpu_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, const float *dq, const float *dk, const float *dv, const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int rot) {
+static gz_status cpu_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, const float *dq, const float *dk,
+                                           const float *dv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                                           int B, int T, int NH, int HS, int rot) {
     (void)ctx;
     return gz_cpu_rotary_split_backward(dqkv, dq, dk, dv, pos, cos_t, sin_t, B, T, NH, HS, rot);
 }
-static gz_status cpu_attention_forward(gz_backend_ctx *ctx, float *out, float *att, const float *q, const float *k, const float *v, int B, int T, int NH, int HS) {
+static gz_status cpu_attention_forward(gz_backend_ctx *ctx, float *out, float *att, const float *q, const float *k,
+                                       const float *v, int B, int T, int NH, int HS) {
     (void)ctx;
     return gz_cpu_attention_forward(out, att, q, k, v, B, T, NH, HS);
 }
-static gz_status cpu_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *att, const float *q, const float *k, const float *v, int B, int T, int NH, int HS) {
+static gz_status cpu_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch,
+                                        const float *dout, const float *att, const float *q, const float *k,
+                                        const float *v, int B, int T, int NH, int HS) {
     (void)ctx;
     return gz_cpu_attention_backward(dq, dk, dv, scratch, dout, att, q, k, v, B, T, NH, HS);
 }
-static gz_status cpu_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v, const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
+static gz_status cpu_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
+                               const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
     (void)ctx;
     return gz_cpu_kv_append(kcache, vcache, k, v, row, pos, N, NH, HS, S);
 }
-static gz_status cpu_attention_cached(gz_backend_ctx *ctx, float *out, float *scratch, const float *q, const float *kcache, const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
+static gz_status cpu_attention_cached(gz_backend_ctx *ctx, float *out, float *scratch, const float *q,
+                                      const float *kcache, const float *vcache, const int32_t *row, const int32_t *pos,
+                                      int N, int NH, int HS, int S) {
     (void)ctx;
     return gz_cpu_attention_cached(out, scratch, q, kcache, vcache, row, pos, N, NH, HS, S);
 }
@@ -97,11 +114,13 @@ static gz_status cpu_add(gz_backend_ctx *ctx, float *out, const float *a, const 
     (void)ctx;
     return gz_cpu_add(out, a, b, n);
 }
-static gz_status cpu_cross_entropy_forward(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets, int64_t N, int V, double *loss_sum_host, int64_t *count_host) {
+static gz_status cpu_cross_entropy_forward(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets,
+                                           int64_t N, int V, double *loss_sum_host, int64_t *count_host) {
     (void)ctx;
     return gz_cpu_cross_entropy_forward(lse, logits, targets, N, V, loss_sum_host, count_host);
 }
-static gz_status cpu_cross_entropy_backward(gz_backend_ctx *ctx, float *dlogits, const float *logits, const float *lse, const int32_t *targets, int64_t N, int V, float scale) {
+static gz_status cpu_cross_entropy_backward(gz_backend_ctx *ctx, float *dlogits, const float *logits, const float *lse,
+                                            const int32_t *targets, int64_t N, int V, float scale) {
     (void)ctx;
     return gz_cpu_cross_entropy_backward(dlogits, logits, lse, targets, N, V, scale);
 }
@@ -113,7 +132,9 @@ static gz_status cpu_scale(gz_backend_ctx *ctx, float *x, float s, int64_t n) {
     (void)ctx;
     return gz_cpu_scale(x, s, n);
 }
-static gz_status cpu_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2, float eps, float wd, float bias_corr1, float bias_corr2, float grad_scale, double *upd_sq_host) {
+static gz_status cpu_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n,
+                                  float lr, float b1, float b2, float eps, float wd, float bias_corr1, float bias_corr2,
+                                  float grad_scale, double *upd_sq_host) {
     (void)ctx;
     return gz_cpu_adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, bias_corr1, bias_corr2, grad_scale, upd_sq_host);
 }

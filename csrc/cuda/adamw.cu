@@ -14,9 +14,9 @@ __global__ void adamw_kernel(double *parts, float *p, const float *g, float *m, 
     if (threadIdx.x == 0) parts[blockIdx.x] = s;
 }
 
-gz_status gz_cuda_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
-                               float eps, float wd, float bias_corr1, float bias_corr2, float grad_scale,
-                               double *upd_sq_host) {
+gz_status gz_cuda_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                               float b1, float b2, float eps, float wd, float bias_corr1, float bias_corr2,
+                               float grad_scale, double *upd_sq_host) {
     gz_cuda_weights_written(ctx, p, (size_t)(n > 0 ? n : 0) * sizeof(float)); /* the weight changes: re-round */
     if (n <= 0) {
         if (upd_sq_host) *upd_sq_host = 0.0;

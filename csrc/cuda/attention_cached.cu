@@ -56,8 +56,8 @@ __global__ void attention_cached_kernel(float *out, float *scratch, const float 
     }
 }
 
-gz_status gz_cuda_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
-                            const int32_t *pos, int N, int NH, int HS, int S) {
+gz_status gz_cuda_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
+                            const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
     int64_t total = (int64_t)NH * N * HS;
     if (total <= 0) return GZ_OK;
     kv_append_kernel<<<gz_blocks_for(total), GZ_THREADS>>>(kcache, vcache, k, v, row, pos, N, NH, HS, S);

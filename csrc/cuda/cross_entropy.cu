@@ -43,8 +43,8 @@ __global__ void cross_entropy_backward_kernel(float *dlogits, const float *logit
     }
 }
 
-gz_status gz_cuda_cross_entropy_forward(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets, int64_t N, int V,
-                                        double *loss_sum_host, int64_t *count_host) {
+gz_status gz_cuda_cross_entropy_forward(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets,
+                                        int64_t N, int V, double *loss_sum_host, int64_t *count_host) {
     *loss_sum_host = 0.0;
     *count_host = 0;
     if (N <= 0) return GZ_OK;

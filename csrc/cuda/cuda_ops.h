@@ -39,38 +39,42 @@ void gz_cuda_gemm_release(gz_backend_ctx *ctx);
 void gz_cuda_weights_free(gz_backend_ctx *ctx);
 
 /* matmul.cu */
-gz_status gz_cuda_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
-                                 int OC);
-gz_status gz_cuda_matmul_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                                  const float *w, int64_t N, int C, int OC);
+gz_status gz_cuda_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w, const float *bias,
+                                 int64_t N, int C, int OC);
+gz_status gz_cuda_matmul_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                  const float *inp, const float *w, int64_t N, int C, int OC);
 
 /* embedding.cu */
-gz_status gz_cuda_embedding_forward(gz_backend_ctx *ctx, float *out, const int32_t *tokens, const float *wte, int64_t N, int C);
-gz_status gz_cuda_embedding_backward(gz_backend_ctx *ctx, float *dwte, const float *dout, const int32_t *tokens, int64_t N, int C);
+gz_status gz_cuda_embedding_forward(gz_backend_ctx *ctx, float *out, const int32_t *tokens, const float *wte, int64_t N,
+                                    int C);
+gz_status gz_cuda_embedding_backward(gz_backend_ctx *ctx, float *dwte, const float *dout, const int32_t *tokens,
+                                     int64_t N, int C);
 
 /* layernorm.cu */
-gz_status gz_cuda_layernorm_forward(gz_backend_ctx *ctx, float *out, float *mean, float *rstd, const float *inp, const float *w,
-                                    const float *b, int64_t N, int C, float eps);
-gz_status gz_cuda_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                                     const float *w, const float *mean, const float *rstd, int64_t N, int C);
+gz_status gz_cuda_layernorm_forward(gz_backend_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                                    const float *w, const float *b, int64_t N, int C, float eps);
+gz_status gz_cuda_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                     const float *inp, const float *w, const float *mean, const float *rstd, int64_t N,
+                                     int C);
 
 /* rotary.cu */
-gz_status gz_cuda_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv, const int32_t *pos,
-                                       const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int rot);
-gz_status gz_cuda_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, const float *dq, const float *dk, const float *dv,
-                                        const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
-                                        int NH, int HS, int rot);
+gz_status gz_cuda_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv,
+                                       const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T, int NH,
+                                       int HS, int rot);
+gz_status gz_cuda_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, const float *dq, const float *dk,
+                                        const float *dv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                                        int B, int T, int NH, int HS, int rot);
 
 /* attention.cu */
-gz_status gz_cuda_attention_forward(gz_backend_ctx *ctx, float *out, float *att, const float *q, const float *k, const float *v, int B,
-                                    int T, int NH, int HS);
-gz_status gz_cuda_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                                     const float *att, const float *q, const float *k, const float *v, int B, int T,
-                                     int NH, int HS);
+gz_status gz_cuda_attention_forward(gz_backend_ctx *ctx, float *out, float *att, const float *q, const float *k,
+                                    const float *v, int B, int T, int NH, int HS);
+gz_status gz_cuda_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch,
+                                     const float *dout, const float *att, const float *q, const float *k,
+                                     const float *v, int B, int T, int NH, int HS);
 
 /* attention_cached.cu */
-gz_status gz_cuda_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
-                            const int32_t *pos, int N, int NH, int HS, int S);
+gz_status gz_cuda_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
+                            const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S);
 gz_status gz_cuda_attention_cached(gz_backend_ctx *ctx, float *out, float *scratch, const float *q, const float *kcache,
                                    const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS,
                                    int S);
@@ -82,8 +86,8 @@ gz_status gz_cuda_add(gz_backend_ctx *ctx, float *out, const float *a, const flo
 gz_status gz_cuda_scale(gz_backend_ctx *ctx, float *x, float s, int64_t n);
 
 /* cross_entropy.cu */
-gz_status gz_cuda_cross_entropy_forward(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets, int64_t N, int V,
-                                        double *loss_sum_host, int64_t *count_host);
+gz_status gz_cuda_cross_entropy_forward(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets,
+                                        int64_t N, int V, double *loss_sum_host, int64_t *count_host);
 gz_status gz_cuda_cross_entropy_backward(gz_backend_ctx *ctx, float *dlogits, const float *logits, const float *lse,
                                          const int32_t *targets, int64_t N, int V, float scale);
 
@@ -91,8 +95,8 @@ gz_status gz_cuda_cross_entropy_backward(gz_backend_ctx *ctx, float *dlogits, co
 gz_status gz_cuda_sum_squares(gz_backend_ctx *ctx, const float *x, int64_t n, double *out_host);
 
 /* adamw.cu */
-gz_status gz_cuda_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
-                               float eps, float wd, float bias_corr1, float bias_corr2, float grad_scale,
-                               double *upd_sq_host);
+gz_status gz_cuda_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                               float b1, float b2, float eps, float wd, float bias_corr1, float bias_corr2,
+                               float grad_scale, double *upd_sq_host);
 
 #endif

@@ -9,8 +9,8 @@ __global__ void bias_fill_kernel(float *out, const float *bias, int64_t N, int O
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) out[i] = bias[i % OC];
 }
 
-gz_status gz_cuda_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
-                                 int OC) {
+gz_status gz_cuda_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w, const float *bias,
+                                 int64_t N, int C, int OC) {
     if (N <= 0 || OC <= 0) return GZ_OK;
     float beta = 0.0f;
     if (bias) {
@@ -29,8 +29,8 @@ struct BiasGrad {
     __device__ void operator()(int64_t n, int c, float *v0, float *) const { *v0 += dout[n * OC + c]; }
 };
 
-gz_status gz_cuda_matmul_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                                  const float *w, int64_t N, int C, int OC) {
+gz_status gz_cuda_matmul_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                  const float *inp, const float *w, int64_t N, int C, int OC) {
     if (N <= 0) return GZ_OK;
     /* dout feeds both GEMMs: in bf16 mode it is rounded once, here */
     const void *d = dout;

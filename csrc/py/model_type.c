@@ -130,7 +130,10 @@ static PyObject *get_backend(GzModelObject *self, void *closure) {
     return PyUnicode_FromString(gz_model_backend(self->model) == GZ_BACKEND_CUDA ? "cuda" : "cpu");
 }
 
-static PyObject *get_gemm_mode(GzModelObject *self, void *c) { (void)c; return PyUnicode_FromString(gz_model_gemm_mode(self->model)); }
+static PyObject *get_gemm_mode(GzModelObject *self, void *c) {
+    (void)c;
+    return PyUnicode_FromString(gz_model_gemm_mode(self->model));
+}
 
 static PyObject *get_config(GzModelObject *self, void *closure) {
     (void)closure;

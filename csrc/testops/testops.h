@@ -23,7 +23,8 @@ PyArrayObject *gzt_i32_in(PyObject *obj, const char *name, int ndim, const npy_i
 
 /* Sizes the backend takes as int must fit one. */
 int gzt_dims_fit(const npy_intp *d, size_t n);
-#define DIMS_FIT(...) gzt_dims_fit((const npy_intp[]){__VA_ARGS__}, sizeof((const npy_intp[]){__VA_ARGS__}) / sizeof(npy_intp))
+#define DIMS_FIT(...) \
+    gzt_dims_fit((const npy_intp[]){__VA_ARGS__}, sizeof((const npy_intp[]){__VA_ARGS__}) / sizeof(npy_intp))
 
 /* The fresh arrays one op writes into (and private copies of its id inputs), and the call that fills
  * them. The op's result is its returned outputs in order (one alone, several as a tuple, a skipped one
