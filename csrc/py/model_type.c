@@ -125,15 +125,11 @@ static PyObject *get_num_params(GzModelObject *self, void *closure) {
     return PyLong_FromLongLong((long long)gz_model_num_params(self->model));
 }
 
-static PyObject *get_backend(GzModelObject *self, void *closure) {
-    (void)closure;
+static PyObject *get_backend(GzModelObject *self, void *c) {
     return PyUnicode_FromString(gz_model_backend(self->model) == GZ_BACKEND_CUDA ? "cuda" : "cpu");
 }
 
-static PyObject *get_gemm_mode(GzModelObject *self, void *c) {
-    (void)c;
-    return PyUnicode_FromString(gz_model_gemm_mode(self->model));
-}
+static PyObject *get_gemm_mode(GzModelObject *self, void *c) { return PyUnicode_FromString(gz_model_gemm_mode(self->model)); }
 
 static PyObject *get_config(GzModelObject *self, void *closure) {
     (void)closure;
@@ -167,8 +163,9 @@ static PyObject *model_tensor_info(GzModelObject *self, PyObject *name) {
 /* A writable float32 view of `count` parameters at `offset`, shaped `dims`; its base is the model. */
 static PyObject *param_view(GzModelObject *self, int ndim, npy_intp *dims, int64_t offset) {
     gzpy_call c; /* device backends: refresh the host mirror if a training step left it stale */
-    if (gzpy_call_begin(&c, self, 0) < 0) return NULL;
-    if (gzpy_call_end(&c, gz_model_sync_params_to_host(self->model)) < 0) return NULL;
+    if (gz_model_backend(self->model) != GZ_BACKEND_CPU &&
+        (gzpy_call_begin(&c, self, 0) < 0 || gzpy_call_end(&c, gz_model_sync_params_to_host(self->model)) < 0))
+        return NULL;
     float *host = gz_model_params_host(self->model);
     if (!host) {
         PyErr_SetString(PyExc_RuntimeError, "the model has no host copy of its parameters");
