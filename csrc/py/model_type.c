@@ -129,7 +129,9 @@ static PyObject *get_backend(GzModelObject *self, void *c) {
     return PyUnicode_FromString(gz_model_backend(self->model) == GZ_BACKEND_CUDA ? "cuda" : "cpu");
 }
 
-static PyObject *get_gemm_mode(GzModelObject *self, void *c) { return PyUnicode_FromString(gz_model_gemm_mode(self->model)); }
+static PyObject *get_gemm_mode(GzModelObject *self, void *c) {
+    return PyUnicode_FromString(gz_model_gemm_mode(self->model));
+}
 
 static PyObject *get_config(GzModelObject *self, void *closure) {
     (void)closure;
@@ -140,8 +142,7 @@ static PyGetSetDef model_getset[] = {
     {"names", (getter)get_names, NULL, "HF tensor names in core order (tuple of str).", NULL},
     {"num_params", (getter)get_num_params, NULL, "Number of parameters.", NULL},
     {"backend", (getter)get_backend, NULL, "'cpu' or 'cuda'.", NULL},
-    {"gemm_mode", (getter)get_gemm_mode, NULL, "GEMM precision in use: 'fp32' on the CPU; CUDA: GOZARU_CUDA_GEMM "
-     "('bf16', 'tf32', 'fp32'; unknown values give 'bf16') as it was when the model was created.", NULL},
+    {"gemm_mode", (getter)get_gemm_mode, NULL, "GEMM precision in use (CUDA: GOZARU_CUDA_GEMM at creation).", NULL},
     {"config", (getter)get_config, NULL, "The core config as a dict (CORE_FIELDS).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
