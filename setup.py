@@ -3,6 +3,9 @@
 Environment variables
   GOZARU_CUDA=1        also compile csrc/cuda/*.cu with nvcc and link cuBLAS + CUDA runtime
   GOZARU_SANITIZE=1    build with AddressSanitizer + UndefinedBehaviorSanitizer (-O1 -g)
+  GOZARU_TEST_OPS=1    also build _gozaru_testops (csrc/testops: the CPU ops on NumPy arrays, for the test
+                       suite only; a top-level module outside the gozaru package, so never installed with it);
+                       =only builds just that module (scripts/run_tests.sh: the installed _core stays as built)
   GOZARU_HDF5_DIR      prefix holding include/ and lib/ of HDF5 (when pkg-config has none)
   GOZARU_BLAS_DIR      prefix holding include/cblas.h and lib/libopenblas (same reason)
 
@@ -123,7 +126,7 @@ class BuildExt(build_ext):
     """Compiles the .cu files with nvcc into objects linked into the extension."""
 
     def build_extension(self, ext):
-        if WITH_CUDA and cuda_sources:
+        if WITH_CUDA and cuda_sources and ext.name == "gozaru._core":
             nvcc = shutil.which("nvcc") or os.path.join(cuda_home, "bin", "nvcc")
             arch = os.environ.get("GOZARU_CUDA_ARCH", "90")
             objs = []
@@ -141,12 +144,15 @@ class BuildExt(build_ext):
         super().build_extension(ext)
 
 
-setup(
-    ext_modules=[Extension(
-        "gozaru._core", sources=sources, include_dirs=include_dirs, library_dirs=library_dirs,
-        runtime_library_dirs=runtime_library_dirs, libraries=libraries, define_macros=define_macros,
-        extra_compile_args=extra_compile, extra_link_args=extra_link,
-        depends=rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.h"), recursive=True)),
-    )],
-    cmdclass={"build_ext": BuildExt},
-)
+ext_args = dict(include_dirs=include_dirs, library_dirs=library_dirs, runtime_library_dirs=runtime_library_dirs,
+                libraries=libraries, define_macros=define_macros, extra_compile_args=extra_compile,
+                extra_link_args=extra_link,
+                depends=rel(glob.glob(os.path.join(ROOT, "csrc", "**", "*.h"), recursive=True)))
+TEST_OPS = os.environ.get("GOZARU_TEST_OPS", "")
+ext_modules = [] if TEST_OPS == "only" else [Extension("gozaru._core", sources=sources, **ext_args)]
+if TEST_OPS in ("1", "only"):
+    testops_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "testops", "*.c"))
+                          + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.c"))) + ["csrc/util.c", "csrc/py/args.c"]
+    ext_modules.append(Extension("_gozaru_testops", sources=testops_sources, **ext_args))
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

@@ -205,24 +205,48 @@ def worker_main(args):
 
 
 def run_case(args, who, mode):
-    for micro in MICRO[(who, mode)]:
-        if args.global_batch % micro:
-            continue
+    """Runs one case, starting at the largest micro-batch that divides the global batch; after an
+    out-of-memory or a timeout it retries with half that micro-batch (down to 1). Every attempt is
+    recorded in the result's "attempts"; a timeout never stops the remaining cases."""
+    micro = next((m for m in MICRO[(who, mode)] if args.global_batch % m == 0), 1)
+    attempts = []
+    while True:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", who, "--mode", mode, "--micro", str(micro)]
         cmd += passthrough(args)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.case_timeout)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            res = dict(error="failed", message=(proc.stderr or proc.stdout)[-2000:])
-        else:
-            res = json.loads(line[len("RESULT "):])
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.case_timeout)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                res = dict(error="failed", message=(proc.stderr or proc.stdout)[-2000:])
+            else:
+                res = json.loads(line[len("RESULT "):])
+        except subprocess.TimeoutExpired as e:
+            out = e.stderr or e.stdout or b""
+            out = out.decode(errors="replace") if isinstance(out, bytes) else out
+            res = dict(error="timeout", message=f"no result within --case-timeout {args.case_timeout:g} s"
+                       + (": " + out[-1000:] if out else ""))
         res["wall_s"] = time.perf_counter() - t0
+        res.setdefault("micro_batch", micro)
+        attempts.append(dict(micro_batch=micro, error=res.get("error"), wall_s=res["wall_s"]))
         print(f"  {who:7s} {mode:7s} micro {micro}: "
               + (f"{res['tokens_per_s']:,.0f} tok/s" if "error" not in res else res["error"]), flush=True)
-        if res.get("error") != "oom":
+        if res.get("error") not in ("oom", "timeout") or micro == 1:
+            res["attempts"] = attempts
             return res
-    return res
+        micro = max(1, micro // 2)
+        while args.global_batch % micro:
+            micro -= 1
+
+
+def write_report(path, report):
+    """Atomic: a reader (or a killed run) sees the previous complete file or the new one."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def passthrough(args):
@@ -303,22 +327,36 @@ def main(argv=None):
     print(f"shape: {cfg.num_params():,} params, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
           f"seq {args.seq}, {args.global_batch} sequences per step", flush=True)
     results = {}
-    for case in [c.strip() for c in args.only.split(",") if c.strip()]:
-        who, mode = case.split("/")
-        results[case] = run_case(args, who, mode)
-    report = dict(config=cfg.to_dict(), seq=args.seq, global_batch=args.global_batch, steps=args.steps,
-                  warmup=args.warmup, small=args.small, cpu_dry_run=args.cpu_dry_run, info=device_info(args),
-                  results=results, ratios=ratios(results))
-    print()
-    print(f"device: {report['info'].get('device', 'cpu')}")
-    print(table(results))
-    for k, v in report["ratios"].items():
-        print(f"{k}: {v:.2f}x")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.out}")
 
+    def report():
+        return dict(config=cfg.to_dict(), seq=args.seq, global_batch=args.global_batch, steps=args.steps,
+                    warmup=args.warmup, small=args.small, cpu_dry_run=args.cpu_dry_run, info=info,
+                    results=results, ratios=ratios(results))
+
+    info = {}
+    try:
+        info = device_info(args)
+    except Exception as e:  # noqa: BLE001 — the cases still run and the JSON still says what failed
+        info = dict(error=f"{type(e).__name__}: {e}")
+    try:
+        for case in [c.strip() for c in args.only.split(",") if c.strip()]:
+            who, mode = case.split("/")
+            try:
+                results[case] = run_case(args, who, mode)
+            except Exception as e:  # noqa: BLE001 — recorded; the remaining cases still run
+                results[case] = dict(error="failed", message=f"{type(e).__name__}: {e}")
+            if args.out:
+                write_report(args.out, report())  # after every case: a stage killed later keeps these
+    finally:
+        if args.out:
+            write_report(args.out, report())
+            print(f"wrote {args.out}")
+    print()
+    print(f"device: {info.get('device', 'cpu')}")
+    print(table(results))
+    for k, v in ratios(results).items():
+        print(f"{k}: {v:.2f}x")
+    return 0 if results and all("error" not in r for r in results.values()) else 1
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -46,8 +46,8 @@ gz_status gz_adamw_create(gz_model *m, const gz_adamw_config *cfg, gz_adamw **ou
 void gz_adamw_free(gz_adamw *o) {
     if (!o) return;
     for (int i = 0; i < o->model->ntensors; i++) {
-        if (o->st[i].m) o->model->be->release(o->st[i].m);
-        if (o->st[i].v) o->model->be->release(o->st[i].v);
+        if (o->st[i].m) o->model->be->release(o->model->be->ctx, o->st[i].m);
+        if (o->st[i].v) o->model->be->release(o->model->be->ctx, o->st[i].v);
     }
     free(o->st);
     free(o);
@@ -62,10 +62,10 @@ static gz_status ensure_state(gz_adamw *o, int i) {
     char what[160];
     snprintf(what, sizeof what, "AdamW moments of %s", t->name);
     size_t bytes = (size_t)t->numel * sizeof(float);
-    GZ_TRY(o->model->be->alloc((void **)&s->m, bytes, what));
-    gz_status st = o->model->be->alloc((void **)&s->v, bytes, what);
+    GZ_TRY(o->model->be->alloc(o->model->be->ctx, (void **)&s->m, bytes, what));
+    gz_status st = o->model->be->alloc(o->model->be->ctx, (void **)&s->v, bytes, what);
     if (st != GZ_OK) {
-        o->model->be->release(s->m);
+        o->model->be->release(o->model->be->ctx, s->m);
         s->m = NULL;
     }
     return st;
@@ -73,7 +73,7 @@ static gz_status ensure_state(gz_adamw *o, int i) {
 
 gz_status gz_adamw_step(gz_adamw *o, float lr, float max_grad_norm, float *grad_norm_out) {
     gz_model *m = o->model;
-    const gz_backend *be = m->be;
+    gz_backend *be = m->be;
     if (!(lr >= 0.0f) || !isfinite(lr)) return gz_fail(GZ_ERR_VALUE, "learning rate = %g must be >= 0", lr);
     if (isnan(max_grad_norm)) return gz_fail(GZ_ERR_VALUE, "max_grad_norm is NaN");
     /* 1. global norm; refuse non-finite gradients before touching anything */
@@ -82,7 +82,7 @@ gz_status gz_adamw_step(gz_adamw *o, float lr, float max_grad_norm, float *grad_
     for (int i = 0; i < m->ntensors; i++) {
         if (!m->tensors[i].trainable) continue;
         double ss;
-        GZ_TRY(be->sum_squares(m->grads[i], m->tensors[i].numel, &ss));
+        GZ_TRY(be->sum_squares(be->ctx, m->grads[i], m->tensors[i].numel, &ss));
         if (!isfinite(ss))
             return gz_fail(GZ_ERR_VALUE, "non-finite gradient in %s (NaN or Inf); the step was not applied",
                            m->tensors[i].name);
@@ -108,13 +108,14 @@ gz_status gz_adamw_step(gz_adamw *o, float lr, float max_grad_norm, float *grad_
         double bc2 = 1.0 - pow((double)o->cfg.beta2, (double)s->step);
         float wd = (t->is_matrix_weight || o->cfg.decay_all) ? o->cfg.weight_decay : 0.0f;
         double upd_sq = 0.0;
-        GZ_TRY(be->adamw_update(m->params + t->offset, m->grads[i], s->m, s->v, t->numel, lr, o->cfg.beta1,
+        GZ_TRY(be->adamw_update(be->ctx, m->params + t->offset, m->grads[i], s->m, s->v, t->numel, lr, o->cfg.beta1,
                                 o->cfg.beta2, o->cfg.eps, wd, (float)bc1, (float)bc2, grad_scale, &upd_sq));
         s->last_update_norm = (float)sqrt(upd_sq);
     }
     m->have_acts = 0;
-    if (m->params != m->params_host) GZ_TRY(gz_model_sync_params_to_host(m));
-    return be->synchronize();
+    /* the host mirror is refreshed when next read (gz_model_sync_params_to_host), not every step */
+    if (m->params != m->params_host) m->host_stale = 1;
+    return be->synchronize(be->ctx);
 }
 
 int gz_adamw_has_state(const gz_adamw *o, int i) {
@@ -126,8 +127,8 @@ gz_status gz_adamw_get_state(const gz_adamw *o, int i, float *m_out, float *v_ou
     const tensor_state *s = &o->st[i];
     if (!s->m) return gz_fail(GZ_ERR_VALUE, "%s has no optimizer state", o->model->tensors[i].name);
     size_t bytes = (size_t)o->model->tensors[i].numel * sizeof(float);
-    if (m_out) GZ_TRY(o->model->be->download(m_out, s->m, bytes));
-    if (v_out) GZ_TRY(o->model->be->download(v_out, s->v, bytes));
+    if (m_out) GZ_TRY(o->model->be->download(o->model->be->ctx, m_out, s->m, bytes));
+    if (v_out) GZ_TRY(o->model->be->download(o->model->be->ctx, v_out, s->v, bytes));
     if (step_out) *step_out = s->step;
     return GZ_OK;
 }
@@ -138,8 +139,8 @@ gz_status gz_adamw_set_state(gz_adamw *o, int i, const float *m_in, const float 
     if (!m_in || !v_in) return gz_fail(GZ_ERR_VALUE, "optimizer state buffers are NULL");
     GZ_TRY(ensure_state(o, i));
     size_t bytes = (size_t)o->model->tensors[i].numel * sizeof(float);
-    GZ_TRY(o->model->be->upload(o->st[i].m, m_in, bytes));
-    GZ_TRY(o->model->be->upload(o->st[i].v, v_in, bytes));
+    GZ_TRY(o->model->be->upload(o->model->be->ctx, o->st[i].m, m_in, bytes));
+    GZ_TRY(o->model->be->upload(o->model->be->ctx, o->st[i].v, v_in, bytes));
     o->st[i].step = step;
     return GZ_OK;
 }

@@ -11,85 +11,104 @@
 
 #include "internal.h"
 
+/* Each backend defines this struct for itself (scratch buffers, library handles, settings read once at
+ * creation); code outside the backend only passes the pointer back. */
+typedef struct gz_backend_ctx gz_backend_ctx;
+
+/* One backend instance: the operations (shared per backend kind) plus this instance's state, which
+ * every operation receives as its first argument: be->op(be->ctx, ...). Each model owns one. */
 typedef struct gz_backend {
     const char *name;
+    gz_backend_ctx *ctx;
+    void (*destroy)(gz_backend_ctx *ctx); /* frees ctx and everything it holds */
+    /* GEMM precision this instance uses ("fp32" on the CPU; on CUDA set by GOZARU_CUDA_GEMM at creation) */
+    const char *(*gemm_mode)(gz_backend_ctx *ctx);
 
     /* memory */
-    gz_status (*alloc)(void **p, size_t bytes, const char *what); /* zeroed */
-    void (*release)(void *p);
-    gz_status (*upload)(void *dst, const void *src_host, size_t bytes);
-    gz_status (*download)(void *dst_host, const void *src, size_t bytes);
-    gz_status (*zero)(void *p, size_t bytes);
-    gz_status (*copy)(void *dst, const void *src, size_t bytes);
-    gz_status (*synchronize)(void);
+    gz_status (*alloc)(gz_backend_ctx *ctx, void **p, size_t bytes, const char *what); /* zeroed */
+    void (*release)(gz_backend_ctx *ctx, void *p);
+    gz_status (*upload)(gz_backend_ctx *ctx, void *dst, const void *src_host, size_t bytes);
+    gz_status (*download)(gz_backend_ctx *ctx, void *dst_host, const void *src, size_t bytes);
+    gz_status (*zero)(gz_backend_ctx *ctx, void *p, size_t bytes);
+    gz_status (*copy)(gz_backend_ctx *ctx, void *dst, const void *src, size_t bytes);
+    gz_status (*synchronize)(gz_backend_ctx *ctx);
 
     /* out[N,C] = wte[tokens[n], :] */
-    gz_status (*embedding_forward)(float *out, const int32_t *tokens, const float *wte, int64_t N, int C);
-    gz_status (*embedding_backward)(float *dwte, const float *dout, const int32_t *tokens, int64_t N, int C);
+    gz_status (*embedding_forward)(gz_backend_ctx *ctx, float *out, const int32_t *tokens, const float *wte, int64_t N,
+                                   int C);
+    gz_status (*embedding_backward)(gz_backend_ctx *ctx, float *dwte, const float *dout, const int32_t *tokens,
+                                    int64_t N, int C);
 
     /* out = (inp - mean) * rstd * w + b, per row of C; mean/rstd [N] saved for backward */
-    gz_status (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp, const float *w,
-                                   const float *b, int64_t N, int C, float eps);
-    gz_status (*layernorm_backward)(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                                    const float *w, const float *mean, const float *rstd, int64_t N, int C);
+    gz_status (*layernorm_forward)(gz_backend_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                                   const float *w, const float *b, int64_t N, int C, float eps);
+    gz_status (*layernorm_backward)(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                    const float *inp, const float *w, const float *mean, const float *rstd, int64_t N,
+                                    int C);
 
-    /* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias[OC] (bias may be NULL) */
-    gz_status (*matmul_forward)(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
-                                int OC);
-    gz_status (*matmul_backward)(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                                 const float *w, int64_t N, int C, int OC);
+    /* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias[OC] (bias may be NULL). w is a weight: a backend may keep a
+     * converted copy of it until that memory is written through this interface (upload, copy, zero, scale,
+     * adamw_update) or any buffer is released. */
+    gz_status (*matmul_forward)(gz_backend_ctx *ctx, float *out, const float *inp, const float *w, const float *bias,
+                                int64_t N, int C, int OC);
+    gz_status (*matmul_backward)(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                 const float *inp, const float *w, int64_t N, int C, int OC);
 
     /* Split qkv [B,T,NH,3,HS] (HF's per-head q|k|v layout) into q,k,v [B,NH,T,HS], rotating
      * the first rot dims of q and k (rotate-half). pos [B*T] gives each token's position.
      * cos/sin tables are [max_pos, rot/2]. */
-    gz_status (*rotary_split_forward)(float *q, float *k, float *v, const float *qkv, const int32_t *pos,
-                                      const float *cos_t, const float *sin_t, int B, int T, int NH, int HS,
-                                      int rot);
-    gz_status (*rotary_split_backward)(float *dqkv, const float *dq, const float *dk, const float *dv,
-                                       const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
-                                       int NH, int HS, int rot);
+    gz_status (*rotary_split_forward)(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv,
+                                      const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T, int NH,
+                                      int HS, int rot);
+    gz_status (*rotary_split_backward)(gz_backend_ctx *ctx, float *dqkv, const float *dq, const float *dk,
+                                       const float *dv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                                       int B, int T, int NH, int HS, int rot);
 
     /* Causal softmax attention. att [B,NH,T,T] keeps probabilities for backward;
      * out [B,T,NH*HS] (heads merged as HF does). */
-    gz_status (*attention_forward)(float *out, float *att, const float *q, const float *k, const float *v, int B,
-                                   int T, int NH, int HS);
+    gz_status (*attention_forward)(gz_backend_ctx *ctx, float *out, float *att, const float *q, const float *k,
+                                   const float *v, int B, int T, int NH, int HS);
     /* scratch: B*NH*T*T floats for the implementation (the CPU backend keeps dS there) */
-    gz_status (*attention_backward)(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                                    const float *att, const float *q, const float *k, const float *v, int B, int T,
-                                    int NH, int HS);
+    gz_status (*attention_backward)(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch,
+                                    const float *dout, const float *att, const float *q, const float *k, const float *v,
+                                    int B, int T, int NH, int HS);
 
     /* Generation with a KV cache. Caches are [rows, NH, S, HS]. k, v, q come from rotary_split_forward
      * called with B = 1, T = N (layout [NH, N, HS]); token i belongs to cache row row[i] at position pos[i]. */
-    gz_status (*kv_append)(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
-                           const int32_t *pos, int N, int NH, int HS, int S);
+    gz_status (*kv_append)(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
+                           const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S);
     /* out[N, NH*HS]: token i attends to cache row row[i], positions 0..pos[i]. scratch: N*NH*S floats. */
-    gz_status (*attention_cached)(float *out, float *scratch, const float *q, const float *kcache,
+    gz_status (*attention_cached)(gz_backend_ctx *ctx, float *out, float *scratch, const float *q, const float *kcache,
                                   const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS,
                                   int S);
 
-    gz_status (*gelu_forward)(float *out, const float *inp, int64_t n);
-    gz_status (*gelu_backward)(float *dinp, const float *dout, const float *inp, int64_t n);
-    gz_status (*add)(float *out, const float *a, const float *b, int64_t n);
+    gz_status (*gelu_forward)(gz_backend_ctx *ctx, float *out, const float *inp, int64_t n);
+    gz_status (*gelu_backward)(gz_backend_ctx *ctx, float *dinp, const float *dout, const float *inp, int64_t n);
+    gz_status (*add)(gz_backend_ctx *ctx, float *out, const float *a, const float *b, int64_t n);
 
-    /* Per row: loss contribution and logsumexp; rows with target -100 are skipped.
+    /* Per row: loss contribution and logsumexp; rows with target GZ_IGNORE_INDEX are skipped.
      * *loss_sum_host and *count_host are summed over rows on the host side. */
-    gz_status (*cross_entropy_forward)(float *lse, const float *logits, const int32_t *targets, int64_t N, int V,
-                                       double *loss_sum_host, int64_t *count_host);
+    gz_status (*cross_entropy_forward)(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets,
+                                       int64_t N, int V, double *loss_sum_host, int64_t *count_host);
     /* dlogits = scale * (softmax(logits) - onehot(target)) for counted rows, 0 elsewhere.
      * May alias logits (in place). */
-    gz_status (*cross_entropy_backward)(float *dlogits, const float *logits, const float *lse,
+    gz_status (*cross_entropy_backward)(gz_backend_ctx *ctx, float *dlogits, const float *logits, const float *lse,
                                         const int32_t *targets, int64_t N, int V, float scale);
 
     /* sum(x^2) in double, deterministic order */
-    gz_status (*sum_squares)(const float *x, int64_t n, double *out_host);
-    gz_status (*scale)(float *x, float s, int64_t n);
+    gz_status (*sum_squares)(gz_backend_ctx *ctx, const float *x, int64_t n, double *out_host);
+    gz_status (*scale)(gz_backend_ctx *ctx, float *x, float s, int64_t n);
     /* one AdamW update (torch.optim.AdamW semantics); upd_sq_host gets sum of squared updates */
-    gz_status (*adamw_update)(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1,
-                              float b2, float eps, float wd, float bias_corr1, float bias_corr2, float grad_scale,
-                              double *upd_sq_host);
+    gz_status (*adamw_update)(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                              float b1, float b2, float eps, float wd, float bias_corr1, float bias_corr2,
+                              float grad_scale, double *upd_sq_host);
 } gz_backend;
 
-const gz_backend *gz_backend_cpu(void);
-const gz_backend *gz_backend_cuda(void); /* NULL when not compiled in */
+/* New instances (*out owned by the caller, freed with gz_backend_free). The CUDA one fails with
+ * GZ_ERR_BACKEND when it is not compiled in. */
+gz_status gz_backend_cpu_create(gz_backend **out);
+gz_status gz_backend_cuda_create(gz_backend **out);
+gz_status gz_backend_create(gz_backend_kind kind, gz_backend **out);
+void gz_backend_free(gz_backend *be);
 
 #endif

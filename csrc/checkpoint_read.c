@@ -301,6 +301,7 @@ static gz_status stage(const char *path, const gz_model *m, const gz_adamw *opt,
 /* Only allocation failures inside the model or optimizer can stop this half-way. */
 static gz_status commit(gz_model *m, gz_adamw *opt, const staged_load *s) {
     for (int i = 0; i < s->n; i++) GZ_TRY(gz_model_set_trainable(m, i, s->trainable[i]));
+    GZ_TRY(gz_model_sync_params_to_host(m)); /* device backends: no stale mirror left to re-upload */
     memcpy(gz_model_params_host(m), s->params, (size_t)gz_model_num_params(m) * sizeof(float));
     GZ_TRY(gz_model_params_changed(m));
     for (int i = 0; opt && i < s->n; i++)

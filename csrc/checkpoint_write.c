@@ -103,19 +103,17 @@ static gz_status write_optimizer(const char *file, hid_t f, gz_model *m, const g
 }
 
 /* Everything but the rename; on failure the caller deletes tmp. */
-static gz_status write_file(const char *tmp, const char *path, gz_model *m, const gz_adamw *opt, float lr,
-                            const char *config_json, int64_t step, int64_t tokens_seen, const void *rng,
-                            size_t rng_len, const void *extra, size_t extra_len) {
+static gz_status write_file(const char *tmp, const char *path, gz_model *m, const gz_checkpoint_save_args *a) {
     hid_t fapl = ckpt_fapl(), fcpl = ckpt_compact_plist(H5P_FILE_CREATE);
     hid_t f = fapl < 0 || fcpl < 0 ? -1 : H5Fcreate(tmp, H5F_ACC_EXCL, fcpl, fapl);
     ckpt_close(fapl);
     ckpt_close(fcpl);
     if (f < 0) return gz_fail(GZ_ERR_IO, "%s: creating %s failed (HDF5: %s)", path, tmp, ckpt_h5_detail());
-    gz_status st = write_root(path, f, config_json, step, tokens_seen);
+    gz_status st = write_root(path, f, a->config_json ? a->config_json : "", a->step, a->tokens_seen);
     if (st == GZ_OK) st = write_params(path, f, m);
-    if (st == GZ_OK && opt) st = write_optimizer(path, f, m, opt, lr);
-    if (st == GZ_OK) st = ckpt_write_bytes(path, f, "rng", rng, rng_len);
-    if (st == GZ_OK) st = ckpt_write_bytes(path, f, "data", extra, extra_len);
+    if (st == GZ_OK && a->optimizer) st = write_optimizer(path, f, m, a->optimizer, a->lr);
+    if (st == GZ_OK) st = ckpt_write_bytes(path, f, "rng", a->rng, a->rng_len);
+    if (st == GZ_OK) st = ckpt_write_bytes(path, f, "data", a->extra, a->extra_len);
     if (st == GZ_OK && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0)
         st = gz_fail(GZ_ERR_IO, "%s: flushing %s failed (HDF5: %s)", path, tmp, ckpt_h5_detail());
     if (H5Fclose(f) < 0 && st == GZ_OK)
@@ -123,11 +121,13 @@ static gz_status write_file(const char *tmp, const char *path, gz_model *m, cons
     return st;
 }
 
-gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_adamw *opt, float lr,
-                             const char *config_json, int64_t step, int64_t tokens_seen,
-                             const void *rng, size_t rng_len, const void *extra, size_t extra_len) {
+gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_checkpoint_save_args *args) {
     if (!path || !*path || !m) return gz_fail(GZ_ERR_VALUE, "gz_checkpoint_save: path and model are required");
-    if ((rng_len && !rng) || (extra_len && !extra))
+    const gz_checkpoint_save_args none = {0}, *a = args ? args : &none;
+    if (a->step < 0 || a->tokens_seen < 0)
+        return gz_fail(GZ_ERR_VALUE, "gz_checkpoint_save: step = %lld and tokens_seen = %lld must be >= 0",
+                       (long long)a->step, (long long)a->tokens_seen);
+    if ((a->rng_len && !a->rng) || (a->extra_len && !a->extra))
         return gz_fail(GZ_ERR_VALUE, "gz_checkpoint_save: a byte blob has a length but no data");
     GZ_TRY(gz_model_sync_params_to_host(m));
     ckpt_lock();
@@ -135,7 +135,7 @@ gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_adamw *opt,
     char *tmp = NULL;
     gz_status st = ckpt_temp_path(path, &tmp);
     if (st == GZ_OK) {
-        st = write_file(tmp, path, m, opt, lr, config_json, step, tokens_seen, rng, rng_len, extra, extra_len);
+        st = write_file(tmp, path, m, a);
         if (st == GZ_OK) st = ckpt_commit(tmp, path);
         if (st != GZ_OK) unlink(tmp); /* harmless when the rename already happened */
     }

@@ -19,17 +19,17 @@ typedef struct {
 } gen_state;
 
 static void gen_free(gen_state *g) {
-    const gz_backend *be = g->m->be;
+    gz_backend *be = g->m->be;
     float **bufs[] = {&g->x, &g->ln, &g->qkv, &g->q, &g->k, &g->v, &g->atty, &g->attn_out, &g->h, &g->ln2,
                       &g->fch, &g->fcg, &g->mlp, &g->mean, &g->rstd, &g->scores, &g->last, &g->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-        if (*bufs[i]) be->release(*bufs[i]);
-    if (g->tok) be->release(g->tok);
-    if (g->row) be->release(g->row);
-    if (g->pos) be->release(g->pos);
+        if (*bufs[i]) be->release(be->ctx, *bufs[i]);
+    if (g->tok) be->release(be->ctx, g->tok);
+    if (g->row) be->release(be->ctx, g->row);
+    if (g->pos) be->release(be->ctx, g->pos);
     for (int l = 0; g->kc && l < g->m->L; l++) {
-        if (g->kc[l]) be->release(g->kc[l]);
-        if (g->vc[l]) be->release(g->vc[l]);
+        if (g->kc[l]) be->release(be->ctx, g->kc[l]);
+        if (g->vc[l]) be->release(be->ctx, g->vc[l]);
     }
     free(g->kc);
     free(g->vc);
@@ -37,7 +37,7 @@ static void gen_free(gen_state *g) {
 
 static gz_status gen_alloc(gen_state *g) {
     gz_model *m = g->m;
-    const gz_backend *be = m->be;
+    gz_backend *be = m->be;
     int64_t N = g->cap, C = m->C, I = m->I;
     struct { float **p; int64_t n; const char *what; } bufs[] = {
         {&g->x, N * C, "generation hidden state"}, {&g->ln, N * C, "generation layernorm"},
@@ -50,16 +50,16 @@ static gz_status gen_alloc(gen_state *g) {
         {&g->last, (int64_t)g->rows * C, "generation last hidden"}, {&g->logits, (int64_t)g->rows * m->V, "logits"},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-        GZ_TRY(be->alloc((void **)bufs[i].p, (size_t)bufs[i].n * sizeof(float), bufs[i].what));
-    GZ_TRY(be->alloc((void **)&g->tok, (size_t)N * sizeof(int32_t), "generation tokens"));
-    GZ_TRY(be->alloc((void **)&g->row, (size_t)N * sizeof(int32_t), "generation rows"));
-    GZ_TRY(be->alloc((void **)&g->pos, (size_t)N * sizeof(int32_t), "generation positions"));
+        GZ_TRY(be->alloc(be->ctx, (void **)bufs[i].p, (size_t)bufs[i].n * sizeof(float), bufs[i].what));
+    GZ_TRY(be->alloc(be->ctx, (void **)&g->tok, (size_t)N * sizeof(int32_t), "generation tokens"));
+    GZ_TRY(be->alloc(be->ctx, (void **)&g->row, (size_t)N * sizeof(int32_t), "generation rows"));
+    GZ_TRY(be->alloc(be->ctx, (void **)&g->pos, (size_t)N * sizeof(int32_t), "generation positions"));
     GZ_TRY(gz_calloc((void **)&g->kc, m->L, sizeof(float *), "KV cache table"));
     GZ_TRY(gz_calloc((void **)&g->vc, m->L, sizeof(float *), "KV cache table"));
     size_t cache = (size_t)g->rows * m->NH * g->S * m->HS * sizeof(float);
     for (int l = 0; l < m->L; l++) {
-        GZ_TRY(be->alloc((void **)&g->kc[l], cache, "KV cache (keys)"));
-        GZ_TRY(be->alloc((void **)&g->vc[l], cache, "KV cache (values)"));
+        GZ_TRY(be->alloc(be->ctx, (void **)&g->kc[l], cache, "KV cache (keys)"));
+        GZ_TRY(be->alloc(be->ctx, (void **)&g->vc[l], cache, "KV cache (values)"));
     }
     return GZ_OK;
 }
@@ -69,49 +69,30 @@ static gz_status gen_alloc(gen_state *g) {
 static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *row, const int32_t *pos, int n,
                              const int *want) {
     gz_model *m = g->m;
-    const gz_backend *be = m->be;
-    int C = m->C, I = m->I, NH = m->NH, HS = m->HS;
+    gz_backend *be = m->be;
+    int C = m->C;
     float eps = m->cfg.layer_norm_eps;
     size_t bytes = (size_t)n * sizeof(int32_t);
-    GZ_TRY(be->upload(g->tok, tok, bytes));
-    GZ_TRY(be->upload(g->row, row, bytes));
-    GZ_TRY(be->upload(g->pos, pos, bytes));
-    GZ_TRY(be->embedding_forward(g->x, g->tok, GZ_P(m, m->embed), n, C));
-    for (int l = 0; l < m->L; l++) {
-        const gz_layer_tensors *w = &m->lt[l];
-        GZ_TRY(be->layernorm_forward(g->ln, g->mean, g->rstd, g->x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), n, C, eps));
-        GZ_TRY(be->matmul_forward(g->qkv, g->ln, GZ_P(m, w->qkv_w), GZ_P(m, w->qkv_b), n, C, 3 * C));
-        GZ_TRY(be->rotary_split_forward(g->q, g->k, g->v, g->qkv, g->pos, m->cos_t, m->sin_t, 1, n, NH, HS, m->rot));
-        GZ_TRY(be->kv_append(g->kc[l], g->vc[l], g->k, g->v, g->row, g->pos, n, NH, HS, g->S));
-        GZ_TRY(be->attention_cached(g->atty, g->scores, g->q, g->kc[l], g->vc[l], g->row, g->pos, n, NH, HS, g->S));
-        GZ_TRY(be->matmul_forward(g->attn_out, g->atty, GZ_P(m, w->dense_w), GZ_P(m, w->dense_b), n, C, C));
-        const float *mlp_in = g->x;
-        if (!m->cfg.use_parallel_residual) {
-            GZ_TRY(be->add(g->h, g->x, g->attn_out, (int64_t)n * C));
-            mlp_in = g->h;
-        }
-        GZ_TRY(be->layernorm_forward(g->ln2, g->mean, g->rstd, mlp_in, GZ_P(m, w->ln2_w), GZ_P(m, w->ln2_b), n, C, eps));
-        GZ_TRY(be->matmul_forward(g->fch, g->ln2, GZ_P(m, w->fc_w), GZ_P(m, w->fc_b), n, C, I));
-        GZ_TRY(be->gelu_forward(g->fcg, g->fch, (int64_t)n * I));
-        GZ_TRY(be->matmul_forward(g->mlp, g->fcg, GZ_P(m, w->proj_w), GZ_P(m, w->proj_b), n, I, C));
-        if (m->cfg.use_parallel_residual) {
-            GZ_TRY(be->add(g->x, g->x, g->attn_out, (int64_t)n * C));
-            GZ_TRY(be->add(g->x, g->x, g->mlp, (int64_t)n * C));
-        } else {
-            GZ_TRY(be->add(g->x, g->h, g->mlp, (int64_t)n * C));
-        }
-    }
+    GZ_TRY(be->upload(be->ctx, g->tok, tok, bytes));
+    GZ_TRY(be->upload(be->ctx, g->row, row, bytes));
+    GZ_TRY(be->upload(be->ctx, g->pos, pos, bytes));
+    GZ_TRY(be->embedding_forward(be->ctx, g->x, g->tok, GZ_P(m, m->embed), n, C));
+    gz_block_bufs bb = {g->ln, g->mean, g->rstd, g->qkv, g->q, g->k, g->v, g->atty, g->attn_out, g->h,
+                        g->ln2, g->mean, g->rstd, g->fch, g->fcg, g->mlp};
+    gz_attn_step at = {.mode = GZ_ATTN_CACHED, .B = 1, .T = n, .pos = g->pos, .kcache = g->kc, .vcache = g->vc,
+                       .row = g->row, .scores = g->scores, .S = g->S};
+    for (int l = 0; l < m->L; l++) GZ_TRY(gz_block_forward(m, l, g->x, g->x, &bb, &at));
     /* final norm + head only for the tokens whose next token is sampled */
     int nw = 0;
     for (int i = 0; i < n; i++) {
         if (!want[i]) continue;
-        GZ_TRY(be->copy(g->last + (size_t)row[i] * C, g->x + (size_t)i * C, C * sizeof(float)));
+        GZ_TRY(be->copy(be->ctx, g->last + (size_t)row[i] * C, g->x + (size_t)i * C, C * sizeof(float)));
         nw++;
     }
     if (nw == 0) return GZ_OK;
-    GZ_TRY(be->layernorm_forward(g->ln, g->mean, g->rstd, g->last, GZ_P(m, m->lnf_w), GZ_P(m, m->lnf_b), g->rows, C,
-                                 eps));
-    GZ_TRY(be->matmul_forward(g->logits, g->ln, GZ_P(m, m->head), NULL, g->rows, C, m->V));
+    GZ_TRY(be->layernorm_forward(be->ctx, g->ln, g->mean, g->rstd, g->last, GZ_P(m, m->lnf_w), GZ_P(m, m->lnf_b),
+                                 g->rows, C, eps));
+    GZ_TRY(be->matmul_forward(be->ctx, g->logits, g->ln, GZ_P(m, m->head), NULL, g->rows, C, m->V));
     return GZ_OK;
 }
 
@@ -232,7 +213,7 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
             st = gz_fail(GZ_ERR_INTERRUPTED, "generation interrupted");
             goto out;
         }
-        if ((st = m->be->download(lg, g.logits, (size_t)B * m->V * sizeof(float)))) goto out;
+        if ((st = m->be->download(m->be->ctx, lg, g.logits, (size_t)B * m->V * sizeof(float)))) goto out;
         n = 0;
         for (int b = 0; b < B; b++) {
             if (done[b]) continue;
@@ -254,7 +235,7 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
         if (n == 0) break;
         if ((st = gen_forward(&g, tok, row, pos, n, want))) goto out;
     }
-    st = m->be->synchronize();
+    st = m->be->synchronize(m->be->ctx);
 out:
     gen_free(&g);
     free(tok), free(row), free(pos), free(want), free(cur), free(done), free(buf), free(lg);

@@ -20,6 +20,9 @@
 extern "C" {
 #endif
 
+/* Target value that marks a token as not counted in the loss (HF's ignore_index). */
+#define GZ_IGNORE_INDEX (-100)
+
 /* ------------------------------------------------------------------ errors */
 typedef enum {
     GZ_OK = 0,
@@ -63,9 +66,6 @@ typedef struct {
 /* Checks ranges and divisibility; returns GZ_ERR_VALUE naming the bad field. */
 gz_status gz_config_validate(const gz_config *cfg);
 
-/* Target id that is not counted by the loss (HF / PyTorch convention). The one definition. */
-#define GZ_IGNORE_INDEX (-100)
-
 /* ------------------------------------------------------------------ model */
 typedef enum { GZ_BACKEND_CPU = 0, GZ_BACKEND_CUDA = 1 } gz_backend_kind;
 
@@ -107,6 +107,9 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
 void gz_model_free(gz_model *m);
 const gz_config *gz_model_config(const gz_model *m);
 gz_backend_kind gz_model_backend(const gz_model *m);
+/* GEMM precision of the model's backend instance: "fp32" on the CPU; "bf16", "tf32" or "fp32" on CUDA
+ * (GOZARU_CUDA_GEMM, read once when the model is created). */
+const char *gz_model_gemm_mode(const gz_model *m);
 
 int gz_model_num_tensors(const gz_model *m);
 int64_t gz_model_num_params(const gz_model *m);
@@ -118,7 +121,10 @@ gz_status gz_model_init_random(gz_model *m, uint64_t seed, float std);
 
 /* Host fp32 copy of all parameters (the master copy on CPU; a mirror on CUDA).
  * After writing into it, call gz_model_params_changed(); before reading it after training
- * on a device backend, call gz_model_sync_params_to_host(). Both are no-ops on CPU. */
+ * on a device backend, call gz_model_sync_params_to_host(). Both are no-ops on CPU.
+ * On a device backend an AdamW step only marks the mirror stale; sync_params_to_host downloads
+ * when stale (and is free otherwise), and params_changed refuses (GZ_ERR_STATE) to upload a stale
+ * mirror, which would undo the steps it has not seen. */
 float *gz_model_params_host(gz_model *m);
 gz_status gz_model_params_changed(gz_model *m);
 gz_status gz_model_sync_params_to_host(gz_model *m);
@@ -210,11 +216,19 @@ typedef struct {
     float lr;
 } gz_checkpoint_meta;
 
+/* What a checkpoint holds besides the model's parameters. Zero-initialise and set what applies. */
+typedef struct {
+    const gz_adamw *optimizer;       /* NULL: no optimizer state */
+    float lr;                        /* learning rate recorded with the optimizer config */
+    const char *config_json;         /* NULL or "" for none */
+    int64_t step, tokens_seen;
+    const void *rng; size_t rng_len;     /* opaque bytes (may be NULL when the length is 0) */
+    const void *extra; size_t extra_len; /* opaque bytes (data cursor, user metadata) */
+} gz_checkpoint_save_args;
+
 /* Atomic: writes "<path>.tmp-<pid>-<counter>" in the same folder, flushes, fsyncs, renames; removes
- * temporary files of dead writers. */
-gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_adamw *opt, float lr,
-                             const char *config_json, int64_t step, int64_t tokens_seen,
-                             const void *rng, size_t rng_len, const void *extra, size_t extra_len);
+ * temporary files of dead writers. args may be NULL (parameters only). */
+gz_status gz_checkpoint_save(const char *path, gz_model *m, const gz_checkpoint_save_args *args);
 gz_status gz_checkpoint_read_meta(const char *path, gz_checkpoint_meta *out);
 void gz_checkpoint_meta_free(gz_checkpoint_meta *meta);
 /* Validates names, shapes, dtypes against m and fills parameters, trainable flags and (when

@@ -123,10 +123,10 @@ static gz_status build_rotary_tables(gz_model *m) {
             s[(size_t)p * half + i] = sinf(f);
         }
     }
-    gz_status st = m->be->alloc((void **)&m->cos_t, count * sizeof(float), "rotary cos table");
-    if (st == GZ_OK) st = m->be->alloc((void **)&m->sin_t, count * sizeof(float), "rotary sin table");
-    if (st == GZ_OK) st = m->be->upload(m->cos_t, c, count * sizeof(float));
-    if (st == GZ_OK) st = m->be->upload(m->sin_t, s, count * sizeof(float));
+    gz_status st = m->be->alloc(m->be->ctx, (void **)&m->cos_t, count * sizeof(float), "rotary cos table");
+    if (st == GZ_OK) st = m->be->alloc(m->be->ctx, (void **)&m->sin_t, count * sizeof(float), "rotary sin table");
+    if (st == GZ_OK) st = m->be->upload(m->be->ctx, m->cos_t, c, count * sizeof(float));
+    if (st == GZ_OK) st = m->be->upload(m->be->ctx, m->sin_t, s, count * sizeof(float));
     free(c);
     free(s);
     return st;
@@ -136,15 +136,14 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
     if (!out) return gz_fail(GZ_ERR_VALUE, "output pointer is NULL");
     *out = NULL;
     GZ_TRY(gz_config_validate(cfg));
-    const gz_backend *be = backend == GZ_BACKEND_CPU ? gz_backend_cpu()
-                           : backend == GZ_BACKEND_CUDA ? gz_backend_cuda() : NULL;
-    if (!be || !gz_backend_available(backend))
-        return gz_fail(GZ_ERR_BACKEND, backend == GZ_BACKEND_CUDA
-                                           ? "the CUDA backend is not available (build with GOZARU_CUDA=1 on a "
-                                             "machine with a CUDA GPU)"
-                                           : "unknown backend %d", (int)backend);
+    gz_backend *be;
+    GZ_TRY(gz_backend_create(backend, &be));
     gz_model *m;
-    GZ_TRY(gz_calloc((void **)&m, 1, sizeof *m, "model"));
+    gz_status cst = gz_calloc((void **)&m, 1, sizeof *m, "model");
+    if (cst != GZ_OK) {
+        gz_backend_free(be);
+        return cst;
+    }
     m->cfg = *cfg;
     m->kind = backend;
     m->be = be;
@@ -203,7 +202,7 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
         goto fail;
     if (backend == GZ_BACKEND_CPU) {
         m->params = m->params_host;
-    } else if ((st = be->alloc((void **)&m->params, (size_t)m->nparams * sizeof(float), "parameters"))) {
+    } else if ((st = be->alloc(be->ctx, (void **)&m->params, (size_t)m->nparams * sizeof(float), "parameters"))) {
         goto fail;
     }
     if ((st = build_rotary_tables(m))) goto fail;
@@ -219,10 +218,10 @@ void gz_model_free(gz_model *m) {
     if (!m) return;
     gz_model_free_activations(m);
     if (m->grads)
-        for (int i = 0; i < m->ntensors; i++) m->be->release(m->grads[i]);
-    if (m->params && m->params != m->params_host) m->be->release(m->params);
-    if (m->cos_t) m->be->release(m->cos_t);
-    if (m->sin_t) m->be->release(m->sin_t);
+        for (int i = 0; i < m->ntensors; i++) m->be->release(m->be->ctx, m->grads[i]);
+    if (m->params && m->params != m->params_host) m->be->release(m->be->ctx, m->params);
+    if (m->cos_t) m->be->release(m->be->ctx, m->cos_t);
+    if (m->sin_t) m->be->release(m->be->ctx, m->sin_t);
     free(m->params_host);
     free(m->grads);
     free(m->tensors);
@@ -231,11 +230,13 @@ void gz_model_free(gz_model *m) {
     free(m->lt);
     free(m->acts);
     free(m->res);
+    gz_backend_free(m->be);
     free(m);
 }
 
 const gz_config *gz_model_config(const gz_model *m) { return &m->cfg; }
 gz_backend_kind gz_model_backend(const gz_model *m) { return m->kind; }
+const char *gz_model_gemm_mode(const gz_model *m) { return m->be->gemm_mode(m->be->ctx); }
 int gz_model_num_tensors(const gz_model *m) { return m->ntensors; }
 int64_t gz_model_num_params(const gz_model *m) { return m->nparams; }
 
@@ -265,6 +266,7 @@ gz_status gz_model_init_random(gz_model *m, uint64_t seed, float std) {
         for (int64_t j = 0; j < t->numel; j++)
             p[j] = t->is_matrix_weight ? std * gz_rng_normal(&rng) : (is_ln_weight || is_final_ln_weight) ? 1.0f : 0.0f;
     }
+    m->host_stale = 0; /* every parameter was just written on the host */
     return gz_model_params_changed(m);
 }
 
@@ -273,12 +275,19 @@ float *gz_model_params_host(gz_model *m) { return m->params_host; }
 gz_status gz_model_params_changed(gz_model *m) {
     m->have_acts = 0; /* saved activations no longer match the weights */
     if (m->params == m->params_host) return GZ_OK;
-    return m->be->upload(m->params, m->params_host, (size_t)m->nparams * sizeof(float));
+    /* Uploading a stale mirror would silently undo the training steps it has not seen. */
+    if (m->host_stale)
+        return gz_fail(GZ_ERR_STATE, "params_changed(): the host copy of the parameters is older than the device's "
+                                     "(a training step ran since it was last read); call sync_to_host() before "
+                                     "writing into parameter views");
+    return m->be->upload(m->be->ctx, m->params, m->params_host, (size_t)m->nparams * sizeof(float));
 }
 
 gz_status gz_model_sync_params_to_host(gz_model *m) {
-    if (m->params == m->params_host) return GZ_OK;
-    return m->be->download(m->params_host, m->params, (size_t)m->nparams * sizeof(float));
+    if (m->params == m->params_host || !m->host_stale) return GZ_OK;
+    GZ_TRY(m->be->download(m->be->ctx, m->params_host, m->params, (size_t)m->nparams * sizeof(float)));
+    m->host_stale = 0;
+    return GZ_OK;
 }
 
 int gz_model_min_trainable_pos(const gz_model *m) {
@@ -297,9 +306,9 @@ gz_status gz_model_set_trainable(gz_model *m, int index, int trainable) {
     if (trainable) {
         char what[160];
         snprintf(what, sizeof what, "gradient of %s", t->name);
-        GZ_TRY(m->be->alloc((void **)&m->grads[index], (size_t)t->numel * sizeof(float), what));
+        GZ_TRY(m->be->alloc(m->be->ctx, (void **)&m->grads[index], (size_t)t->numel * sizeof(float), what));
     } else {
-        m->be->release(m->grads[index]);
+        m->be->release(m->be->ctx, m->grads[index]);
         m->grads[index] = NULL;
     }
     t->trainable = trainable;
@@ -314,7 +323,7 @@ int gz_model_is_trainable(const gz_model *m, int index) {
 
 gz_status gz_model_zero_grad(gz_model *m) {
     for (int i = 0; i < m->ntensors; i++)
-        if (m->grads[i]) GZ_TRY(m->be->zero(m->grads[i], (size_t)m->tensors[i].numel * sizeof(float)));
+        if (m->grads[i]) GZ_TRY(m->be->zero(m->be->ctx, m->grads[i], (size_t)m->tensors[i].numel * sizeof(float)));
     return GZ_OK;
 }
 
@@ -323,7 +332,7 @@ gz_status gz_model_grad(gz_model *m, int index, float *out) {
         return gz_fail(GZ_ERR_VALUE, "tensor index %d is out of range (0..%d)", index, m->ntensors - 1);
     if (!m->grads[index])
         return gz_fail(GZ_ERR_VALUE, "%s is frozen: it has no gradient", m->tensors[index].name);
-    return m->be->download(out, m->grads[index], (size_t)m->tensors[index].numel * sizeof(float));
+    return m->be->download(m->be->ctx, out, m->grads[index], (size_t)m->tensors[index].numel * sizeof(float));
 }
 
 gz_status gz_model_grad_norms(gz_model *m, float *out) {
@@ -333,7 +342,7 @@ gz_status gz_model_grad_norms(gz_model *m, float *out) {
             continue;
         }
         double ss;
-        GZ_TRY(m->be->sum_squares(m->grads[i], m->tensors[i].numel, &ss));
+        GZ_TRY(m->be->sum_squares(m->be->ctx, m->grads[i], m->tensors[i].numel, &ss));
         out[i] = (float)sqrt(ss);
     }
     return GZ_OK;

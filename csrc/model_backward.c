@@ -14,7 +14,7 @@
  * w.r.t. its input x when anything below the layer is trainable. */
 static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, const float *dy, float *dx, int min_pos,
                                 int B, int T) {
-    const gz_backend *be = m->be;
+    gz_backend *be = m->be;
     const gz_layer_tensors *w = &m->lt[l];
     int64_t N = (int64_t)B * T;
     int C = m->C, I = m->I;
@@ -30,34 +30,34 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     float *dmlp_in = NULL;
     if (par && x_grad) dmlp_in = dx;
     if (!par && NEEDS(3)) dmlp_in = m->dh;
-    if (dmlp_in) GZ_TRY(be->copy(dmlp_in, dy, act_bytes));
-    GZ_TRY(be->matmul_backward(NEEDS(5) ? m->dfcg : NULL, G(w->proj_w), G(w->proj_b), dy, a->fcg, GZ_P(m, w->proj_w),
-                               N, I, C));
+    if (dmlp_in) GZ_TRY(be->copy(be->ctx, dmlp_in, dy, act_bytes));
+    GZ_TRY(be->matmul_backward(be->ctx, NEEDS(5) ? m->dfcg : NULL, G(w->proj_w), G(w->proj_b), dy, a->fcg,
+                               GZ_P(m, w->proj_w), N, I, C));
     if (NEEDS(5)) {
-        GZ_TRY(be->gelu_backward(m->dfch, m->dfcg, a->fch, N * I));
-        GZ_TRY(be->matmul_backward(NEEDS(4) ? m->dln : NULL, G(w->fc_w), G(w->fc_b), m->dfch, a->ln2,
+        GZ_TRY(be->gelu_backward(be->ctx, m->dfch, m->dfcg, a->fch, N * I));
+        GZ_TRY(be->matmul_backward(be->ctx, NEEDS(4) ? m->dln : NULL, G(w->fc_w), G(w->fc_b), m->dfch, a->ln2,
                                    GZ_P(m, w->fc_w), N, C, I));
         if (NEEDS(4))
-            GZ_TRY(be->layernorm_backward(dmlp_in, G(w->ln2_w), G(w->ln2_b), m->dln, mlp_in, GZ_P(m, w->ln2_w),
+            GZ_TRY(be->layernorm_backward(be->ctx, dmlp_in, G(w->ln2_w), G(w->ln2_b), m->dln, mlp_in, GZ_P(m, w->ln2_w),
                                           a->ln2_mean, a->ln2_rstd, N, C));
     }
 
     /* ---- attention branch, reached when the dense projection or anything before it is trainable */
     if (!NEEDS(3)) return GZ_OK;
     const float *dattn = par ? dy : m->dh;
-    if (!par && x_grad) GZ_TRY(be->copy(dx, m->dh, act_bytes));
-    GZ_TRY(be->matmul_backward(NEEDS(2) ? m->datty : NULL, G(w->dense_w), G(w->dense_b), dattn, a->atty,
+    if (!par && x_grad) GZ_TRY(be->copy(be->ctx, dx, m->dh, act_bytes));
+    GZ_TRY(be->matmul_backward(be->ctx, NEEDS(2) ? m->datty : NULL, G(w->dense_w), G(w->dense_b), dattn, a->atty,
                                GZ_P(m, w->dense_w), N, C, C));
     if (!NEEDS(2)) return GZ_OK;
-    GZ_TRY(be->attention_backward(m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T, m->NH,
-                                  m->HS));
-    GZ_TRY(be->rotary_split_backward(m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH, m->HS,
-                                     m->rot));
-    GZ_TRY(be->matmul_backward(NEEDS(1) ? m->dln : NULL, G(w->qkv_w), G(w->qkv_b), m->dqkv, a->ln1,
+    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T,
+                                  m->NH, m->HS));
+    GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH,
+                                     m->HS, m->rot));
+    GZ_TRY(be->matmul_backward(be->ctx, NEEDS(1) ? m->dln : NULL, G(w->qkv_w), G(w->qkv_b), m->dqkv, a->ln1,
                                GZ_P(m, w->qkv_w), N, C, 3 * C));
     if (NEEDS(1))
-        GZ_TRY(be->layernorm_backward(x_grad ? dx : NULL, G(w->ln1_w), G(w->ln1_b), m->dln, x, GZ_P(m, w->ln1_w),
-                                      a->ln1_mean, a->ln1_rstd, N, C));
+        GZ_TRY(be->layernorm_backward(be->ctx, x_grad ? dx : NULL, G(w->ln1_w), G(w->ln1_b), m->dln, x,
+                                      GZ_P(m, w->ln1_w), a->ln1_mean, a->ln1_rstd, N, C));
 #undef NEEDS
     return GZ_OK;
 }
@@ -70,20 +70,20 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
     if (min_pos == INT_MAX) return gz_fail(GZ_ERR_STATE, "backward(): no tensor is trainable");
     if (!isfinite(loss_scale)) return gz_fail(GZ_ERR_VALUE, "loss_scale = %g is not finite", loss_scale);
     if (m->fwd_count == 0) return GZ_OK; /* every target ignored: the loss does not depend on the weights */
-    const gz_backend *be = m->be;
+    gz_backend *be = m->be;
     int B = m->fwd_B, T = m->fwd_T, L = m->L, C = m->C;
     int64_t N = (int64_t)B * T;
 
     /* logits -> dlogits in place; mean over counted targets */
-    GZ_TRY(be->cross_entropy_backward(m->logits, m->logits, m->lse, m->targets, N, m->V,
+    GZ_TRY(be->cross_entropy_backward(be->ctx, m->logits, m->logits, m->lse, m->targets, N, m->V,
                                       loss_scale / (float)m->fwd_count));
     int need_lnf = min_pos < GZ_POS_HEAD(L);
-    GZ_TRY(be->matmul_backward(need_lnf ? m->dln : NULL, G(m->head), NULL, m->logits, m->lnf, GZ_P(m, m->head), N, C,
-                               m->V));
+    GZ_TRY(be->matmul_backward(be->ctx, need_lnf ? m->dln : NULL, G(m->head), NULL, m->logits, m->lnf, GZ_P(m, m->head),
+                               N, C, m->V));
     if (need_lnf) {
         int need_res = min_pos < GZ_POS_FINAL_LN(L);
-        if (need_res) GZ_TRY(be->zero(m->dres_a, (size_t)N * C * sizeof(float)));
-        GZ_TRY(be->layernorm_backward(need_res ? m->dres_a : NULL, G(m->lnf_w), G(m->lnf_b), m->dln, m->res[L],
+        if (need_res) GZ_TRY(be->zero(be->ctx, m->dres_a, (size_t)N * C * sizeof(float)));
+        GZ_TRY(be->layernorm_backward(be->ctx, need_res ? m->dres_a : NULL, G(m->lnf_w), G(m->lnf_b), m->dln, m->res[L],
                                       GZ_P(m, m->lnf_w), m->lnf_mean, m->lnf_rstd, N, C));
         float *dy = m->dres_a, *dx = m->dres_b;
         for (int l = L - 1; l >= 0 && min_pos < GZ_POS_LAYER(l + 1, 0); l--) {
@@ -94,8 +94,8 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
             dy = dx;
             dx = t;
         }
-        if (G(m->embed)) GZ_TRY(be->embedding_backward(G(m->embed), dy, m->tokens, N, C));
+        if (G(m->embed)) GZ_TRY(be->embedding_backward(be->ctx, G(m->embed), dy, m->tokens, N, C));
     }
     m->have_acts = 0; /* dlogits overwrote the logits */
-    return be->synchronize();
+    return be->synchronize(be->ctx);
 }

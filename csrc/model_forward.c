@@ -9,7 +9,7 @@
 
 #define RELEASE(ptr)                          \
     do {                                      \
-        if (ptr) m->be->release(ptr);         \
+        if (ptr) m->be->release(m->be->ctx, ptr);         \
         (ptr) = NULL;                         \
     } while (0)
 
@@ -49,7 +49,7 @@ static gz_status alloc_all(gz_model *m, alloc_item *items, int n) {
         if (*items[i].ptr) continue;
         if (items[i].count > (int64_t)(SIZE_MAX / 8 / items[i].elem))
             return gz_fail(GZ_ERR_NOMEM, "activation buffer %s is too large", items[i].what);
-        GZ_TRY(m->be->alloc(items[i].ptr, (size_t)items[i].count * items[i].elem, items[i].what));
+        GZ_TRY(m->be->alloc(m->be->ctx, items[i].ptr, (size_t)items[i].count * items[i].elem, items[i].what));
     }
     return GZ_OK;
 }
@@ -158,44 +158,9 @@ static gz_status check_tokens(const gz_model *m, const int32_t *tokens, const in
         if (tokens[i] < 0 || tokens[i] >= m->V)
             return gz_fail(GZ_ERR_VALUE, "tokens[%lld, %lld] = %d is outside the vocabulary [0, %d)",
                            (long long)(i / T), (long long)(i % T), tokens[i], m->V);
-        if (targets && targets[i] != -100 && (targets[i] < 0 || targets[i] >= m->V))
-            return gz_fail(GZ_ERR_VALUE, "targets[%lld, %lld] = %d is neither -100 nor inside the vocabulary [0, %d)",
-                           (long long)(i / T), (long long)(i % T), targets[i], m->V);
-    }
-    return GZ_OK;
-}
-
-/* One transformer layer: res[l] -> res[l+1]. */
-static gz_status layer_forward(gz_model *m, int l, gz_layer_acts *a, int B, int T) {
-    const gz_backend *be = m->be;
-    const gz_layer_tensors *w = &m->lt[l];
-    int64_t N = (int64_t)B * T;
-    int C = m->C, I = m->I;
-    float eps = m->cfg.layer_norm_eps;
-    float *x = m->res[l], *y = m->res[l + 1];
-
-    GZ_TRY(be->layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), N, C, eps));
-    GZ_TRY(be->matmul_forward(m->qkv, a->ln1, GZ_P(m, w->qkv_w), GZ_P(m, w->qkv_b), N, C, 3 * C));
-    GZ_TRY(be->rotary_split_forward(a->q, a->k, a->v, m->qkv, m->pos, m->cos_t, m->sin_t, B, T, m->NH, m->HS, m->rot));
-    GZ_TRY(be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, m->NH, m->HS));
-    GZ_TRY(be->matmul_forward(m->attn_out, a->atty, GZ_P(m, w->dense_w), GZ_P(m, w->dense_b), N, C, C));
-    const float *mlp_in;
-    if (m->cfg.use_parallel_residual) {
-        mlp_in = x;
-    } else {
-        GZ_TRY(be->add(a->h, x, m->attn_out, N * C));
-        mlp_in = a->h;
-    }
-    GZ_TRY(be->layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, mlp_in, GZ_P(m, w->ln2_w), GZ_P(m, w->ln2_b), N, C,
-                                 eps));
-    GZ_TRY(be->matmul_forward(a->fch, a->ln2, GZ_P(m, w->fc_w), GZ_P(m, w->fc_b), N, C, I));
-    GZ_TRY(be->gelu_forward(a->fcg, a->fch, N * I));
-    GZ_TRY(be->matmul_forward(m->mlp_out, a->fcg, GZ_P(m, w->proj_w), GZ_P(m, w->proj_b), N, I, C));
-    if (m->cfg.use_parallel_residual) {
-        GZ_TRY(be->add(y, x, m->attn_out, N * C));
-        GZ_TRY(be->add(y, y, m->mlp_out, N * C));
-    } else {
-        GZ_TRY(be->add(y, a->h, m->mlp_out, N * C));
+        if (targets && targets[i] != GZ_IGNORE_INDEX && (targets[i] < 0 || targets[i] >= m->V))
+            return gz_fail(GZ_ERR_VALUE, "targets[%lld, %lld] = %d is neither %d nor inside the vocabulary [0, %d)",
+                           (long long)(i / T), (long long)(i % T), targets[i], GZ_IGNORE_INDEX, m->V);
     }
     return GZ_OK;
 }
@@ -208,35 +173,38 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     int stop = with_backward ? backward_stop_layer(m) : m->L;
     m->have_acts = 0;
     GZ_TRY(ensure_activations(m, B, T, stop, with_backward));
-    const gz_backend *be = m->be;
+    gz_backend *be = m->be;
     int64_t N = (int64_t)B * T;
 
     if (m->pos_B != B || m->pos_T != T) { /* positions 0..T-1 per row: rebuilt only when the shape changes */
         int32_t *pos_host;
         GZ_TRY(gz_calloc((void **)&pos_host, (size_t)N, sizeof(int32_t), "positions"));
         for (int64_t i = 0; i < N; i++) pos_host[i] = (int32_t)(i % T);
-        gz_status st = be->upload(m->pos, pos_host, (size_t)N * sizeof(int32_t));
+        gz_status st = be->upload(be->ctx, m->pos, pos_host, (size_t)N * sizeof(int32_t));
         free(pos_host);
         GZ_TRY(st);
         m->pos_B = B;
         m->pos_T = T;
     }
-    GZ_TRY(be->upload(m->tokens, tokens, (size_t)N * sizeof(int32_t)));
-    if (targets) GZ_TRY(be->upload(m->targets, targets, (size_t)N * sizeof(int32_t)));
+    GZ_TRY(be->upload(be->ctx, m->tokens, tokens, (size_t)N * sizeof(int32_t)));
+    if (targets) GZ_TRY(be->upload(be->ctx, m->targets, targets, (size_t)N * sizeof(int32_t)));
 
-    GZ_TRY(be->embedding_forward(m->res[0], m->tokens, GZ_P(m, m->embed), N, m->C));
+    GZ_TRY(be->embedding_forward(be->ctx, m->res[0], m->tokens, GZ_P(m, m->embed), N, m->C));
     for (int l = 0; l < m->L; l++) {
         gz_layer_acts *a = l >= stop ? &m->acts[l] : &m->scratch_acts;
-        GZ_TRY(layer_forward(m, l, a, B, T));
+        gz_block_bufs bb = {a->ln1, a->ln1_mean, a->ln1_rstd, m->qkv, a->q, a->k, a->v, a->atty, m->attn_out, a->h,
+                            a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out};
+        gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .att = a->att};
+        GZ_TRY(gz_block_forward(m, l, m->res[l], m->res[l + 1], &bb, &at));
     }
-    GZ_TRY(be->layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),
+    GZ_TRY(be->layernorm_forward(be->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),
                                  GZ_P(m, m->lnf_b), N, m->C, m->cfg.layer_norm_eps));
-    GZ_TRY(be->matmul_forward(m->logits, m->lnf, GZ_P(m, m->head), NULL, N, m->C, m->V));
-    if (logits_out) GZ_TRY(be->download(logits_out, m->logits, (size_t)N * m->V * sizeof(float)));
+    GZ_TRY(be->matmul_forward(be->ctx, m->logits, m->lnf, GZ_P(m, m->head), NULL, N, m->C, m->V));
+    if (logits_out) GZ_TRY(be->download(be->ctx, logits_out, m->logits, (size_t)N * m->V * sizeof(float)));
     if (targets) {
         double sum;
         int64_t count;
-        GZ_TRY(be->cross_entropy_forward(m->lse, m->logits, m->targets, N, m->V, &sum, &count));
+        GZ_TRY(be->cross_entropy_forward(be->ctx, m->lse, m->logits, m->targets, N, m->V, &sum, &count));
         if (loss_out) *loss_out = count ? (float)(sum / (double)count) : NAN;
         if (n_counted_out) *n_counted_out = count;
         m->fwd_B = B;
@@ -248,7 +216,7 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
         if (loss_out) *loss_out = NAN;
         if (n_counted_out) *n_counted_out = 0;
     }
-    return be->synchronize();
+    return be->synchronize(be->ctx);
 }
 
 gz_status gz_model_forward(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,

@@ -30,7 +30,7 @@ typedef struct {
 struct gz_model {
     gz_config cfg;
     gz_backend_kind kind;
-    const gz_backend *be;
+    gz_backend *be;          /* this model's own backend instance (owned) */
     int L, C, NH, HS, I, V;
     int rot;          /* dims rotated per head (even) */
     int rot_freq_dim; /* HF's rotary_ndims: the frequency denominator (odd values round rot up) */
@@ -42,6 +42,7 @@ struct gz_model {
     int64_t nparams;
     float *params_host;      /* host master (CPU) / mirror (device backends) */
     float *params;           /* backend memory; == params_host on CPU */
+    int host_stale;          /* device backends: params changed on the device since params_host was refreshed */
     float **grads;           /* per tensor, backend memory, NULL when frozen */
 
     gz_layer_tensors *lt;
@@ -65,6 +66,33 @@ struct gz_model {
     int fwd_B, fwd_T, fwd_stop_layer;
     int64_t fwd_count;
 };
+
+/* Buffers of one block call (block.c). Training points the kept members (ln*, q/k/v, atty, h, fch/fcg)
+ * at a layer's gz_layer_acts; generation points everything at shared scratch (mean/rstd may alias). */
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *q, *k, *v, *atty, *attn_out, *h;
+    float *ln2, *ln2_mean, *ln2_rstd, *fch, *fcg, *mlp_out;
+} gz_block_bufs;
+
+/* The attention step of a block, over N = B * T tokens whose positions are pos [N] (backend memory). */
+typedef enum {
+    GZ_ATTN_CAUSAL, /* full causal attention within each row of a [B, T] batch; att keeps probabilities */
+    GZ_ATTN_CACHED  /* B = 1, T = n tokens: append k/v to the cache, attend over cache row row[i] up to pos[i] */
+} gz_attn_mode;
+typedef struct {
+    gz_attn_mode mode;
+    int B, T;
+    const int32_t *pos;
+    float *att;                  /* causal: [B, NH, T, T] */
+    float **kcache, **vcache;    /* cached: per layer [rows, NH, S, HS] */
+    const int32_t *row;          /* cached: [n] */
+    float *scores;               /* cached: [n, NH, S] scratch */
+    int S;
+} gz_attn_step;
+
+/* One transformer block of layer l: x [N, C] -> y [N, C] (y may equal x). */
+gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const gz_block_bufs *a,
+                           const gz_attn_step *at);
 
 /* Lowest backward position with a trainable tensor (INT_MAX when none). */
 int gz_model_min_trainable_pos(const gz_model *m);

@@ -12,9 +12,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${GOZARU_ASAN_DIR:-$ROOT/build/asan}"
 PY="$(${PYTHON:-python3} -c 'import sys; print(sys.executable)')"  # the real binary: a pyenv shim is a shell script
 
-echo "== building gozaru._core with ASan + UBSan into $OUT"
+echo "== building gozaru._core and the test-only _gozaru_testops with ASan + UBSan into $OUT"
 mkdir -p "$OUT"
-(cd "$ROOT" && GOZARU_SANITIZE=1 "$PY" setup.py -q build_py --build-lib "$OUT/lib" \
+(cd "$ROOT" && GOZARU_SANITIZE=1 GOZARU_TEST_OPS=1 "$PY" setup.py -q build_py --build-lib "$OUT/lib" \
     build_ext --build-lib "$OUT/lib" --build-temp "$OUT/tmp" >"$OUT/build.log" 2>&1) \
     || { cat "$OUT/build.log"; echo "ASan build failed" >&2; exit 1; }
 

@@ -55,7 +55,7 @@ CONFIGS = [
 
 @pytest.fixture
 def gemm_mode(monkeypatch, request):
-    """Sets GOZARU_CUDA_GEMM (read by the backend at every GEMM) for one test."""
+    """Sets GOZARU_CUDA_GEMM (read when a model's backend is created) for one test."""
     mode = getattr(request, "param", "bf16")
     monkeypatch.setenv("GOZARU_CUDA_GEMM", mode)
     return mode
@@ -69,9 +69,9 @@ def cosine(a, b):
     return float(a @ b / max(na * nb, 1e-300))
 
 
-def make_pair(overrides, seed=0, init_std=None):
+def make_pair(overrides, seed=0, init_std=None, max_pos=256):
     """A CPU model with non-trivial LayerNorm/bias values and a CUDA model holding the same weights."""
-    cfg = gz.GPTNeoXConfig(max_position_embeddings=256, **overrides)
+    cfg = gz.GPTNeoXConfig(max_position_embeddings=max_pos, **overrides)
     if init_std is not None:
         cfg = cfg.replace(initializer_range=init_std)
     cpu = gz.Model(cfg, seed=seed, backend="cpu")
@@ -83,6 +83,8 @@ def make_pair(overrides, seed=0, init_std=None):
     cpu.params_changed()
     cuda = gz.Model(cfg, seed=None, backend="cuda")
     cuda.load_state_dict(cpu.state_dict())
+    want = os.environ.get("GOZARU_CUDA_GEMM") or "bf16"
+    assert cuda.core.gemm_mode == (want if want in MODES else "bf16"), "the model does not use the mode under test"
     return cfg, cpu, cuda
 
 
@@ -293,17 +295,88 @@ def test_greedy_generation_matches_cpu(gemm_mode):
         assert top2[1] - top2[0] < 1e-4, f"CUDA picked {b[i]}, CPU {a[i]} at step {i} with a margin {top2[1]-top2[0]}"
 
 
+def test_cpu_models_report_their_gemm_mode(monkeypatch):
+    monkeypatch.setenv("GOZARU_CUDA_GEMM", "bf16")
+    assert gz.Model(gz.GPTNeoXConfig(**CONFIGS[0][1]), seed=0).core.gemm_mode == "fp32"
+
+
 @needs_cuda
-def test_gemm_mode_env_is_read():
-    """An unknown GOZARU_CUDA_GEMM falls back to bf16 rather than failing mid-training."""
-    cfg, cpu, cuda = make_pair(CONFIGS[0][1])
+def test_gemm_mode_is_read_once_when_the_model_is_created(monkeypatch):
+    """Each mode is the one used (and an unknown value falls back to bf16 rather than failing mid-training);
+    changing the variable later does not change an existing model."""
+    cfg = gz.GPTNeoXConfig(max_position_embeddings=64, **CONFIGS[0][1])
     tokens, _ = batch(cfg, 1, 5)
-    old = os.environ.get("GOZARU_CUDA_GEMM")
-    os.environ["GOZARU_CUDA_GEMM"] = "no-such-mode"
-    try:
-        assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < TOL["bf16"][0]
-    finally:
-        if old is None:
-            os.environ.pop("GOZARU_CUDA_GEMM", None)
-        else:
-            os.environ["GOZARU_CUDA_GEMM"] = old
+    for value, want in [("fp32", "fp32"), ("tf32", "tf32"), ("bf16", "bf16"), ("", "bf16"), ("no-such-mode", "bf16")]:
+        monkeypatch.setenv("GOZARU_CUDA_GEMM", value)
+        m = gz.Model(cfg, seed=0, backend="cuda")
+        assert m.core.gemm_mode == want, value
+        monkeypatch.setenv("GOZARU_CUDA_GEMM", "tf32" if want != "tf32" else "fp32")
+        m.logits(tokens)
+        assert m.core.gemm_mode == want, value
+    monkeypatch.setenv("GOZARU_CUDA_GEMM", "fp32")
+    fp32 = gz.Model(cfg, seed=0, backend="cuda")
+    monkeypatch.setenv("GOZARU_CUDA_GEMM", "bf16")
+    bf16 = gz.Model(cfg, seed=0, backend="cuda")
+    cpu = gz.Model(cfg, seed=0, backend="cpu")
+    ref = cpu.logits(tokens)
+    # the fp32 model keeps fp32 accuracy although the variable now says bf16; the bf16 model rounds
+    assert rel_err(fp32.logits(tokens), ref) < TOL["fp32"][0]
+    assert rel_err(bf16.logits(tokens), ref) > TOL["fp32"][0]
+
+
+# N = 2 x 560 = 1120 tokens (past every 1024-sized launch bound), vocabularies over 600 (several
+# cross-entropy blocks per row), head sizes 40 and 80 (not multiples of 32 or 64).
+LARGE_CONFIGS = [
+    ("head_size_40", dict(vocab_size=640, hidden_size=80, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=200, rotary_pct=0.25, use_parallel_residual=True)),
+    ("head_size_80", dict(vocab_size=611, hidden_size=160, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=320, rotary_pct=0.5, use_parallel_residual=False)),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", ["fp32"], indirect=True)
+@pytest.mark.parametrize("name,overrides", LARGE_CONFIGS, ids=[c[0] for c in LARGE_CONFIGS])
+def test_fp32_matches_cpu_at_1120_tokens(gemm_mode, name, overrides):
+    tol_logits, tol_loss, tol_grad = TOL["fp32"]
+    cfg, cpu, cuda = make_pair(overrides, max_pos=600)
+    tokens, targets = batch(cfg, 2, 560)
+    assert tokens.size >= 1100 and cfg.vocab_size >= 600
+    assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < tol_logits
+    for m in (cpu, cuda):
+        m.train_all()
+        m.zero_grad()
+    loss_cpu, n_cpu, _ = cpu.forward(tokens, targets)
+    loss_cuda, n_cuda, _ = cuda.forward(tokens, targets)
+    assert n_cuda == n_cpu
+    assert abs(loss_cuda - loss_cpu) <= tol_loss * abs(loss_cpu)
+    cpu.backward()
+    cuda.backward()
+    for n in cpu.names:
+        check_grad(n, cuda.grad(n), cpu.grad(n), tol_grad, "fp32")
+
+
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", ["fp32"], indirect=True)
+def test_host_copy_is_refreshed_when_read_after_device_steps(gemm_mode):
+    """AdamW steps leave the host mirror stale; reading params (views, state_dict) refreshes it, and
+    params_changed() refuses to upload a stale mirror through an old view."""
+    cfg, cpu, cuda = make_pair(CONFIGS[0][1])
+    tokens, targets = batch(cfg, 2, 7)
+    name = cuda.names[1]
+    old_view = cuda.core.param(name)
+    before = old_view.copy()
+    cuda.train_all()
+    opt = gz.AdamW(cuda, lr=1e-2)
+    cuda.forward(tokens, targets)
+    cuda.backward()
+    opt.step()
+    assert np.array_equal(old_view, before)  # stale until read
+    with pytest.raises(RuntimeError, match="sync_to_host"):
+        cuda.core.params_changed()
+    fresh = cuda.params[name]  # reading refreshes
+    assert not np.array_equal(fresh, before)
+    assert np.array_equal(old_view, fresh)  # one host buffer
+    cuda.params_changed()  # no longer stale: allowed
+
+

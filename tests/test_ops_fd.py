@@ -1,4 +1,4 @@
-"""Finite-difference gradient checks of each CPU op, through ``gozaru._core.ops``.
+"""Finite-difference gradient checks of each CPU op, through the test-only module ``_gozaru_testops``.
 
 Method: for an op y = f(x) and a fixed random upstream gradient g, the scalar L(x) = sum(g * f(x)) is
 evaluated in float64 from the float32 op; its central difference (L(x + h e_i) - L(x - h e_i)) / (2h), with
@@ -13,9 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from gozaru import _core
-
-ops = _core.ops
+from testops import ops
 TOL = 2e-3
 FWD_TOL = 1e-5
 

@@ -1,22 +1,148 @@
-/* backend_cpu.c — the CPU backend: host memory plus the op implementations in this folder. */
+/* backend_cpu.c — the CPU backend: host memory plus the op implementations in this folder.
+ * Its context holds nothing yet (the ops are stateless); the wrappers below adapt the plain
+ * gz_cpu_* kernels, which the test-only op module also calls directly, to the backend interface. */
 #include <stdlib.h>
 #include <string.h>
 #include "cpu_ops.h"
 
-static gz_status cpu_alloc(void **p, size_t bytes, const char *what) { return gz_calloc(p, bytes, 1, what); }
-static void cpu_release(void *p) { free(p); }
-static gz_status cpu_copy(void *dst, const void *src, size_t bytes) {
-    if (bytes) memcpy(dst, src, bytes);
+struct gz_backend_ctx {
+    int unused;
+};
+
+static gz_status cpu_alloc(gz_backend_ctx *ctx, void **p, size_t bytes, const char *what) {
+    (void)ctx;
+    return gz_calloc(p, bytes, 1, what);
+}
+static void cpu_release(gz_backend_ctx *ctx, void *p) {
+    (void)ctx;
+    free(p);
+}
+static gz_status cpu_copy(gz_backend_ctx *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx;
+    if (bytes && dst != src) memcpy(dst, src, bytes);
     return GZ_OK;
 }
-static gz_status cpu_zero(void *p, size_t bytes) {
+static gz_status cpu_zero(gz_backend_ctx *ctx, void *p, size_t bytes) {
+    (void)ctx;
     if (bytes) memset(p, 0, bytes);
     return GZ_OK;
 }
-static gz_status cpu_synchronize(void) { return GZ_OK; }
+static gz_status cpu_synchronize(gz_backend_ctx *ctx) {
+    (void)ctx;
+    return GZ_OK;
+}
+static const char *cpu_gemm_mode(gz_backend_ctx *ctx) {
+    (void)ctx;
+    return "fp32";
+}
+static void cpu_destroy(gz_backend_ctx *ctx) { free(ctx); }
+
+static gz_status cpu_embedding_forward(gz_backend_ctx *ctx, float *out, const int32_t *tokens, const float *wte,
+                                       int64_t N, int C) {
+    (void)ctx;
+    return gz_cpu_embedding_forward(out, tokens, wte, N, C);
+}
+static gz_status cpu_embedding_backward(gz_backend_ctx *ctx, float *dwte, const float *dout, const int32_t *tokens,
+                                        int64_t N, int C) {
+    (void)ctx;
+    return gz_cpu_embedding_backward(dwte, dout, tokens, N, C);
+}
+static gz_status cpu_layernorm_forward(gz_backend_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                                       const float *w, const float *b, int64_t N, int C, float eps) {
+    (void)ctx;
+    return gz_cpu_layernorm_forward(out, mean, rstd, inp, w, b, N, C, eps);
+}
+static gz_status cpu_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                        const float *inp, const float *w, const float *mean, const float *rstd,
+                                        int64_t N, int C) {
+    (void)ctx;
+    return gz_cpu_layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+}
+static gz_status cpu_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w,
+                                    const float *bias, int64_t N, int C, int OC) {
+    (void)ctx;
+    return gz_cpu_matmul_forward(out, inp, w, bias, N, C, OC);
+}
+static gz_status cpu_matmul_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                     const float *inp, const float *w, int64_t N, int C, int OC) {
+    (void)ctx;
+    return gz_cpu_matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
+}
+static gz_status cpu_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv,
+                                          const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
+                                          int NH, int HS, int rot) {
+    (void)ctx;
+    return gz_cpu_rotary_split_forward(q, k, v, qkv, pos, cos_t, sin_t, B, T, NH, HS, rot);
+}
+static gz_status cpu_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, const float *dq, const float *dk,
+                                           const float *dv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                                           int B, int T, int NH, int HS, int rot) {
+    (void)ctx;
+    return gz_cpu_rotary_split_backward(dqkv, dq, dk, dv, pos, cos_t, sin_t, B, T, NH, HS, rot);
+}
+static gz_status cpu_attention_forward(gz_backend_ctx *ctx, float *out, float *att, const float *q, const float *k,
+                                       const float *v, int B, int T, int NH, int HS) {
+    (void)ctx;
+    return gz_cpu_attention_forward(out, att, q, k, v, B, T, NH, HS);
+}
+static gz_status cpu_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch,
+                                        const float *dout, const float *att, const float *q, const float *k,
+                                        const float *v, int B, int T, int NH, int HS) {
+    (void)ctx;
+    return gz_cpu_attention_backward(dq, dk, dv, scratch, dout, att, q, k, v, B, T, NH, HS);
+}
+static gz_status cpu_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
+                               const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
+    (void)ctx;
+    return gz_cpu_kv_append(kcache, vcache, k, v, row, pos, N, NH, HS, S);
+}
+static gz_status cpu_attention_cached(gz_backend_ctx *ctx, float *out, float *scratch, const float *q,
+                                      const float *kcache, const float *vcache, const int32_t *row, const int32_t *pos,
+                                      int N, int NH, int HS, int S) {
+    (void)ctx;
+    return gz_cpu_attention_cached(out, scratch, q, kcache, vcache, row, pos, N, NH, HS, S);
+}
+static gz_status cpu_gelu_forward(gz_backend_ctx *ctx, float *out, const float *inp, int64_t n) {
+    (void)ctx;
+    return gz_cpu_gelu_forward(out, inp, n);
+}
+static gz_status cpu_gelu_backward(gz_backend_ctx *ctx, float *dinp, const float *dout, const float *inp, int64_t n) {
+    (void)ctx;
+    return gz_cpu_gelu_backward(dinp, dout, inp, n);
+}
+static gz_status cpu_add(gz_backend_ctx *ctx, float *out, const float *a, const float *b, int64_t n) {
+    (void)ctx;
+    return gz_cpu_add(out, a, b, n);
+}
+static gz_status cpu_cross_entropy_forward(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets,
+                                           int64_t N, int V, double *loss_sum_host, int64_t *count_host) {
+    (void)ctx;
+    return gz_cpu_cross_entropy_forward(lse, logits, targets, N, V, loss_sum_host, count_host);
+}
+static gz_status cpu_cross_entropy_backward(gz_backend_ctx *ctx, float *dlogits, const float *logits, const float *lse,
+                                            const int32_t *targets, int64_t N, int V, float scale) {
+    (void)ctx;
+    return gz_cpu_cross_entropy_backward(dlogits, logits, lse, targets, N, V, scale);
+}
+static gz_status cpu_sum_squares(gz_backend_ctx *ctx, const float *x, int64_t n, double *out_host) {
+    (void)ctx;
+    return gz_cpu_sum_squares(x, n, out_host);
+}
+static gz_status cpu_scale(gz_backend_ctx *ctx, float *x, float s, int64_t n) {
+    (void)ctx;
+    return gz_cpu_scale(x, s, n);
+}
+static gz_status cpu_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n,
+                                  float lr, float b1, float b2, float eps, float wd, float bias_corr1, float bias_corr2,
+                                  float grad_scale, double *upd_sq_host) {
+    (void)ctx;
+    return gz_cpu_adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, bias_corr1, bias_corr2, grad_scale, upd_sq_host);
+}
 
 static const gz_backend CPU_BACKEND = {
     .name = "cpu",
+    .destroy = cpu_destroy,
+    .gemm_mode = cpu_gemm_mode,
     .alloc = cpu_alloc,
     .release = cpu_release,
     .upload = cpu_copy,
@@ -24,26 +150,38 @@ static const gz_backend CPU_BACKEND = {
     .zero = cpu_zero,
     .copy = cpu_copy,
     .synchronize = cpu_synchronize,
-    .embedding_forward = gz_cpu_embedding_forward,
-    .embedding_backward = gz_cpu_embedding_backward,
-    .layernorm_forward = gz_cpu_layernorm_forward,
-    .layernorm_backward = gz_cpu_layernorm_backward,
-    .matmul_forward = gz_cpu_matmul_forward,
-    .matmul_backward = gz_cpu_matmul_backward,
-    .rotary_split_forward = gz_cpu_rotary_split_forward,
-    .rotary_split_backward = gz_cpu_rotary_split_backward,
-    .attention_forward = gz_cpu_attention_forward,
-    .attention_backward = gz_cpu_attention_backward,
-    .kv_append = gz_cpu_kv_append,
-    .attention_cached = gz_cpu_attention_cached,
-    .gelu_forward = gz_cpu_gelu_forward,
-    .gelu_backward = gz_cpu_gelu_backward,
-    .add = gz_cpu_add,
-    .cross_entropy_forward = gz_cpu_cross_entropy_forward,
-    .cross_entropy_backward = gz_cpu_cross_entropy_backward,
-    .sum_squares = gz_cpu_sum_squares,
-    .scale = gz_cpu_scale,
-    .adamw_update = gz_cpu_adamw_update,
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .layernorm_forward = cpu_layernorm_forward,
+    .layernorm_backward = cpu_layernorm_backward,
+    .matmul_forward = cpu_matmul_forward,
+    .matmul_backward = cpu_matmul_backward,
+    .rotary_split_forward = cpu_rotary_split_forward,
+    .rotary_split_backward = cpu_rotary_split_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .kv_append = cpu_kv_append,
+    .attention_cached = cpu_attention_cached,
+    .gelu_forward = cpu_gelu_forward,
+    .gelu_backward = cpu_gelu_backward,
+    .add = cpu_add,
+    .cross_entropy_forward = cpu_cross_entropy_forward,
+    .cross_entropy_backward = cpu_cross_entropy_backward,
+    .sum_squares = cpu_sum_squares,
+    .scale = cpu_scale,
+    .adamw_update = cpu_adamw_update,
 };
 
-const gz_backend *gz_backend_cpu(void) { return &CPU_BACKEND; }
+gz_status gz_backend_cpu_create(gz_backend **out) {
+    *out = NULL;
+    gz_backend *be;
+    GZ_TRY(gz_calloc((void **)&be, 1, sizeof *be, "CPU backend"));
+    *be = CPU_BACKEND;
+    gz_status st = gz_calloc((void **)&be->ctx, 1, sizeof *be->ctx, "CPU backend context");
+    if (st != GZ_OK) {
+        free(be);
+        return st;
+    }
+    *out = be;
+    return GZ_OK;
+}

@@ -1,10 +1,9 @@
-/* cross_entropy.c — mean token cross-entropy over the vocabulary; target -100 is ignored. */
+/* cross_entropy.c — mean token cross-entropy over the vocabulary; target GZ_IGNORE_INDEX is ignored. */
 #include <math.h>
 #include <stdlib.h>
 #include "cpu_ops.h"
 #include "vec_math.h"
 
-#define GZ_IGNORE_INDEX (-100)
 #define LANES 16 /* fixed partial maxima / sums: the same result at every vector width */
 
 /* log(sum(exp(row))) with the max subtracted first; exps summed in double, LANES partial sums. */

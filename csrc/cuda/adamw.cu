@@ -14,20 +14,21 @@ __global__ void adamw_kernel(double *parts, float *p, const float *g, float *m, 
     if (threadIdx.x == 0) parts[blockIdx.x] = s;
 }
 
-gz_status gz_cuda_adamw_update(float *p, const float *g, float *m, float *v, int64_t n, float lr, float b1, float b2,
-                               float eps, float wd, float bias_corr1, float bias_corr2, float grad_scale,
-                               double *upd_sq_host) {
+gz_status gz_cuda_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                               float b1, float b2, float eps, float wd, float bias_corr1, float bias_corr2,
+                               float grad_scale, double *upd_sq_host) {
+    gz_cuda_weights_written(ctx, p, (size_t)(n > 0 ? n : 0) * sizeof(float)); /* the weight changes: re-round */
     if (n <= 0) {
         if (upd_sq_host) *upd_sq_host = 0.0;
         return GZ_OK;
     }
     int nb = gz_reduce_blocks(n);
     void *parts;
-    GZ_TRY(gz_cuda_scratch(GZ_SCRATCH_REDUCE, (size_t)nb * sizeof(double), &parts));
+    GZ_TRY(gz_cuda_scratch(ctx, GZ_SCRATCH_REDUCE, (size_t)nb * sizeof(double), &parts));
     /* bias_corr2 is 1 - b2^t, as the CPU backend takes it; the element update wants its root */
     adamw_kernel<<<nb, GZ_THREADS>>>((double *)parts, p, g, m, v, n, lr, b1, b2, eps, wd, bias_corr1,
                                      sqrtf(bias_corr2), grad_scale);
     GZ_LAUNCH_CHECK("adamw_update");
     if (!upd_sq_host) return GZ_OK;
-    return gz_cuda_finish_sum((const double *)parts, nb, upd_sq_host);
+    return gz_cuda_finish_sum(ctx, (const double *)parts, nb, upd_sq_host);
 }

@@ -56,8 +56,8 @@ __global__ void attention_cached_kernel(float *out, float *scratch, const float 
     }
 }
 
-gz_status gz_cuda_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
-                            const int32_t *pos, int N, int NH, int HS, int S) {
+gz_status gz_cuda_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
+                            const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
     int64_t total = (int64_t)NH * N * HS;
     if (total <= 0) return GZ_OK;
     kv_append_kernel<<<gz_blocks_for(total), GZ_THREADS>>>(kcache, vcache, k, v, row, pos, N, NH, HS, S);
@@ -65,7 +65,7 @@ gz_status gz_cuda_kv_append(float *kcache, float *vcache, const float *k, const 
     return GZ_OK;
 }
 
-gz_status gz_cuda_attention_cached(float *out, float *scratch, const float *q, const float *kcache,
+gz_status gz_cuda_attention_cached(gz_backend_ctx *ctx, float *out, float *scratch, const float *q, const float *kcache,
                                    const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS,
                                    int S) {
     int64_t blocks = (int64_t)N * NH;

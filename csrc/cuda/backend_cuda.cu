@@ -1,9 +1,22 @@
-/* backend_cuda.cu — assembles the CUDA vtable (backend.h) and answers whether a device is present. */
+/* backend_cuda.cu — the CUDA operations table (backend.h), creating / destroying an instance and its
+ * context (scratch, cuBLAS handle, GEMM mode, bf16 weight copies), and whether a device is present. */
+#include <stdlib.h>
 #include "cuda_ops.h"
+
+static void destroy_ctx(gz_backend_ctx *ctx) {
+    if (!ctx) return;
+    gz_cuda_gemm_release(ctx);
+    gz_cuda_weights_free(ctx);
+    for (int i = 0; i < GZ_SCRATCH_COUNT; i++)
+        if (ctx->scratch[i]) cudaFree(ctx->scratch[i]);
+    free(ctx);
+}
 
 static gz_backend make_cuda_backend(void) {
     gz_backend b = {};
     b.name = "cuda";
+    b.destroy = destroy_ctx;
+    b.gemm_mode = gz_cuda_gemm_mode_name;
     b.alloc = gz_cuda_alloc;
     b.release = gz_cuda_release;
     b.upload = gz_cuda_upload;
@@ -34,13 +47,28 @@ static gz_backend make_cuda_backend(void) {
     return b;
 }
 
-/* Every entry of backend.h is filled above: when the interface grows, this fails to compile until the
- * new operation is implemented here too (count = name + operations). */
-static_assert(sizeof(gz_backend) == 28 * sizeof(void *), "backend.h changed: implement the new entries in csrc/cuda");
-
 static const gz_backend CUDA_BACKEND = make_cuda_backend();
 
-extern "C" const gz_backend *gz_backend_cuda(void) { return &CUDA_BACKEND; }
+extern "C" gz_status gz_backend_cuda_create(gz_backend **out) {
+    *out = NULL;
+    gz_backend *be = (gz_backend *)calloc(1, sizeof *be);
+    gz_backend_ctx *ctx = (gz_backend_ctx *)calloc(1, sizeof *ctx);
+    if (!be || !ctx) {
+        free(be);
+        free(ctx);
+        return gz_fail(GZ_ERR_NOMEM, "out of memory creating the CUDA backend");
+    }
+    *be = CUDA_BACKEND;
+    be->ctx = ctx;
+    gz_status st = gz_cuda_gemm_init(ctx);
+    if (st != GZ_OK) {
+        destroy_ctx(ctx);
+        free(be);
+        return st;
+    }
+    *out = be;
+    return GZ_OK;
+}
 
 /* 1 when the runtime finds at least one device (0 without a driver or GPU: the error is cleared so
  * it is not reported by a later, unrelated call). */

@@ -1,11 +1,10 @@
-/* cross_entropy.cu — token cross-entropy over the vocabulary; target -100 is ignored.
+/* cross_entropy.cu — token cross-entropy over the vocabulary; target GZ_IGNORE_INDEX is ignored.
  * Forward: one block per row computes lse (exp sums in double, like the CPU) and the row's loss
  * lse - logit[target] in double; the host adds the counted rows in row order (deterministic).
  * Backward: dlogits = scale * (softmax - onehot), in place when dlogits == logits. */
 #include <stdlib.h>
 #include "cuda_ops.h"
 
-#define GZ_IGNORE_INDEX (-100)
 #define GZ_CE_THREADS 512
 
 __global__ void cross_entropy_forward_kernel(float *lse, double *row_loss, const float *logits,
@@ -44,23 +43,23 @@ __global__ void cross_entropy_backward_kernel(float *dlogits, const float *logit
     }
 }
 
-gz_status gz_cuda_cross_entropy_forward(float *lse, const float *logits, const int32_t *targets, int64_t N, int V,
-                                        double *loss_sum_host, int64_t *count_host) {
+gz_status gz_cuda_cross_entropy_forward(gz_backend_ctx *ctx, float *lse, const float *logits, const int32_t *targets,
+                                        int64_t N, int V, double *loss_sum_host, int64_t *count_host) {
     *loss_sum_host = 0.0;
     *count_host = 0;
     if (N <= 0) return GZ_OK;
     if (N > 0x7fffffffLL) return gz_fail(GZ_ERR_VALUE, "cross_entropy_forward: %lld rows is too many", (long long)N);
     void *rows;
     size_t bytes = (size_t)N * (sizeof(double) + sizeof(int32_t));
-    GZ_TRY(gz_cuda_scratch(GZ_SCRATCH_ROWS, bytes, &rows));
+    GZ_TRY(gz_cuda_scratch(ctx, GZ_SCRATCH_ROWS, bytes, &rows));
     double *row_loss = (double *)rows;
     cross_entropy_forward_kernel<<<(unsigned)N, GZ_CE_THREADS>>>(lse, row_loss, logits, targets, V);
     GZ_LAUNCH_CHECK("cross_entropy_forward");
     double *loss_h = (double *)malloc(bytes);
     if (!loss_h) return gz_fail(GZ_ERR_NOMEM, "out of memory for %lld per-row losses", (long long)N);
     int32_t *tgt_h = (int32_t *)(loss_h + N);
-    gz_status st = gz_cuda_download(loss_h, row_loss, (size_t)N * sizeof(double));
-    if (st == GZ_OK) st = gz_cuda_download(tgt_h, targets, (size_t)N * sizeof(int32_t));
+    gz_status st = gz_cuda_download(ctx, loss_h, row_loss, (size_t)N * sizeof(double));
+    if (st == GZ_OK) st = gz_cuda_download(ctx, tgt_h, targets, (size_t)N * sizeof(int32_t));
     if (st == GZ_OK) {
         double total = 0.0; /* row order, as the CPU backend */
         int64_t count = 0;
@@ -76,7 +75,7 @@ gz_status gz_cuda_cross_entropy_forward(float *lse, const float *logits, const i
     return st;
 }
 
-gz_status gz_cuda_cross_entropy_backward(float *dlogits, const float *logits, const float *lse,
+gz_status gz_cuda_cross_entropy_backward(gz_backend_ctx *ctx, float *dlogits, const float *logits, const float *lse,
                                          const int32_t *targets, int64_t N, int V, float scale) {
     if (N <= 0) return GZ_OK;
     if (N > 0x7fffffffLL) return gz_fail(GZ_ERR_VALUE, "cross_entropy_backward: %lld rows is too many", (long long)N);

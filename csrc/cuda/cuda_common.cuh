@@ -74,20 +74,49 @@ __device__ inline float gz_block_max(float v) {
     return gz_warp_max(r);
 }
 
-/* ---- scratch buffers owned by the backend (grow-only, one per purpose). Not shared between
- * threads: one model computes at a time per process (the Python layer holds no two in flight). */
+/* ---- scratch buffers owned by one backend instance (grow-only, one per purpose). Not shared between
+ * threads: an instance belongs to one model, and a model computes one call at a time. */
 typedef enum {
     GZ_SCRATCH_GEMM_A = 0, /* bf16 copy of a GEMM operand */
     GZ_SCRATCH_GEMM_B,     /* bf16 copy of the other operand */
+    GZ_SCRATCH_DOUT,       /* bf16 copy of matmul_backward's dout, shared by its two GEMMs */
     GZ_SCRATCH_REDUCE,     /* per-block partial sums (double) */
     GZ_SCRATCH_ROWS,       /* per-row values downloaded to the host */
     GZ_SCRATCH_COUNT
 } gz_cuda_scratch_slot;
-gz_status gz_cuda_scratch(gz_cuda_scratch_slot slot, size_t bytes, void **out);
+gz_status gz_cuda_scratch(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, size_t bytes, void **out);
+
+/* GEMM precision (GOZARU_CUDA_GEMM, read once when the instance is created; see gemm.cu). */
+typedef enum { GZ_GEMM_BF16 = 0, GZ_GEMM_TF32, GZ_GEMM_FP32 } gz_gemm_mode;
+
+/* bf16 copy of one weight tensor, reused until that memory is written (upload, copy, zero, scale,
+ * adamw_update) or any buffer is released: generation's decode steps then round each weight once. */
+typedef struct {
+    const float *src;
+    int64_t count;
+    void *bf16;
+    size_t bytes;
+    int valid;
+} gz_cuda_weight_copy;
+
+struct cublasContext; /* cublas_v2.h's handle type, named here so this header needs no cuBLAS */
+
+struct gz_backend_ctx {
+    void *scratch[GZ_SCRATCH_COUNT];
+    size_t scratch_bytes[GZ_SCRATCH_COUNT];
+    struct cublasContext *cublas;
+    void *cublas_workspace;
+    gz_gemm_mode gemm_mode;
+    gz_cuda_weight_copy *weights;
+    int nweights, cap_weights;
+};
+
+/* memory.cu: marks cached bf16 weight copies overlapping [p, p + bytes) stale (bytes 0: all of them). */
+void gz_cuda_weights_written(gz_backend_ctx *ctx, const void *p, size_t bytes);
 
 /* Two-pass deterministic sum of per-block doubles already in GZ_SCRATCH_REDUCE: reduces
  * nparts values to one on the device and downloads it. */
-gz_status gz_cuda_finish_sum(const double *parts, int nparts, double *out_host);
+gz_status gz_cuda_finish_sum(gz_backend_ctx *ctx, const double *parts, int nparts, double *out_host);
 /* Block count for a reduction over n elements: a function of n only, so the partition (and the
  * bits of the result) never depend on the device. */
 static inline int gz_reduce_blocks(int64_t n) {

@@ -19,29 +19,30 @@ __global__ void scale_kernel(float *x, float s, int64_t n) {
     GRID_STRIDE(i, n) x[i] *= s;
 }
 
-gz_status gz_cuda_gelu_forward(float *out, const float *inp, int64_t n) {
+gz_status gz_cuda_gelu_forward(gz_backend_ctx *ctx, float *out, const float *inp, int64_t n) {
     if (n <= 0) return GZ_OK;
     gelu_forward_kernel<<<gz_blocks_for(n), GZ_THREADS>>>(out, inp, n);
     GZ_LAUNCH_CHECK("gelu_forward");
     return GZ_OK;
 }
 
-gz_status gz_cuda_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n) {
+gz_status gz_cuda_gelu_backward(gz_backend_ctx *ctx, float *dinp, const float *dout, const float *inp, int64_t n) {
     if (n <= 0) return GZ_OK;
     gelu_backward_kernel<<<gz_blocks_for(n), GZ_THREADS>>>(dinp, dout, inp, n);
     GZ_LAUNCH_CHECK("gelu_backward");
     return GZ_OK;
 }
 
-gz_status gz_cuda_add(float *out, const float *a, const float *b, int64_t n) {
+gz_status gz_cuda_add(gz_backend_ctx *ctx, float *out, const float *a, const float *b, int64_t n) {
     if (n <= 0) return GZ_OK;
     add_kernel<<<gz_blocks_for(n), GZ_THREADS>>>(out, a, b, n);
     GZ_LAUNCH_CHECK("add");
     return GZ_OK;
 }
 
-gz_status gz_cuda_scale(float *x, float s, int64_t n) {
+gz_status gz_cuda_scale(gz_backend_ctx *ctx, float *x, float s, int64_t n) {
     if (n <= 0) return GZ_OK;
+    gz_cuda_weights_written(ctx, x, (size_t)n * sizeof(float));
     scale_kernel<<<gz_blocks_for(n), GZ_THREADS>>>(x, s, n);
     GZ_LAUNCH_CHECK("scale");
     return GZ_OK;

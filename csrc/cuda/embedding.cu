@@ -34,14 +34,16 @@ __global__ void embedding_backward_kernel(float *dwte, const float *dout, const 
     }
 }
 
-gz_status gz_cuda_embedding_forward(float *out, const int32_t *tokens, const float *wte, int64_t N, int C) {
+gz_status gz_cuda_embedding_forward(gz_backend_ctx *ctx, float *out, const int32_t *tokens, const float *wte, int64_t N,
+                                    int C) {
     if (N <= 0 || C <= 0) return GZ_OK;
     embedding_forward_kernel<<<gz_blocks_for(N * C), GZ_THREADS>>>(out, tokens, wte, N, C);
     GZ_LAUNCH_CHECK("embedding_forward");
     return GZ_OK;
 }
 
-gz_status gz_cuda_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int64_t N, int C) {
+gz_status gz_cuda_embedding_backward(gz_backend_ctx *ctx, float *dwte, const float *dout, const int32_t *tokens,
+                                     int64_t N, int C) {
     if (N <= 0 || C <= 0 || !dwte) return GZ_OK;
     dim3 grid((C + GZ_EMB_COLS - 1) / GZ_EMB_COLS, GZ_EMB_BUCKETS);
     embedding_backward_kernel<<<grid, GZ_EMB_COLS>>>(dwte, dout, tokens, N, C);

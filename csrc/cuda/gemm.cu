@@ -1,6 +1,6 @@
-/* gemm.cu — the cuBLAS handle and one GEMM wrapper for the whole backend.
+/* gemm.cu — the cuBLAS handle of a backend instance and one GEMM wrapper for the whole backend.
  *
- * Precision (GOZARU_CUDA_GEMM, read at every call so tests can switch it):
+ * Precision (GOZARU_CUDA_GEMM, read once when the instance is created; gz_model_gemm_mode reports it):
  *   bf16 (default) operands rounded to bf16 in backend scratch, fp32 accumulate and fp32 output:
  *                  the design's compute precision; relative error per product ~ 2^-9 * sqrt(k)-ish.
  *   tf32           fp32 operands, TF32 tensor cores (10-bit mantissa), fp32 accumulate.
@@ -9,7 +9,6 @@
  * (their FLOPs are ~3 % of a step at seq 512) and fp32 in fp32 mode. */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
-#include <mutex>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +22,7 @@
                            cublasGetStatusString(gz_s_));                                                   \
     } while (0)
 
-typedef enum { GZ_GEMM_BF16 = 0, GZ_GEMM_TF32, GZ_GEMM_FP32 } gz_gemm_mode;
-
-static gz_gemm_mode gemm_mode(void) {
+static gz_gemm_mode mode_from_env(void) {
     const char *s = getenv("GOZARU_CUDA_GEMM");
     if (!s || !*s || !strcmp(s, "bf16")) return GZ_GEMM_BF16;
     if (!strcmp(s, "tf32")) return GZ_GEMM_TF32;
@@ -33,43 +30,38 @@ static gz_gemm_mode gemm_mode(void) {
     return GZ_GEMM_BF16; /* unknown values fall back to the default; gz_cuda_gemm_mode_name() shows it */
 }
 
-const char *gz_cuda_gemm_mode_name(void) {
-    switch (gemm_mode()) {
+const char *gz_cuda_gemm_mode_name(gz_backend_ctx *ctx) {
+    switch (ctx->gemm_mode) {
     case GZ_GEMM_TF32: return "tf32";
     case GZ_GEMM_FP32: return "fp32";
     default: return "bf16";
     }
 }
 
-/* ---- the handle, created on first use with a 32 MiB workspace (what cuBLAS advises for Hopper) */
-static cublasHandle_t g_handle;
-static std::once_flag g_handle_once;
-static gz_status g_handle_status = GZ_OK;
-static char g_handle_error[256];
-
-static void create_handle(void) {
-    cublasStatus_t s = cublasCreate(&g_handle);
-    if (s != CUBLAS_STATUS_SUCCESS) {
-        snprintf(g_handle_error, sizeof g_handle_error, "cublasCreate: %s", cublasGetStatusString(s));
-        g_handle_status = GZ_ERR_BACKEND;
-        return;
-    }
+/* The instance's handle, bound to the legacy default stream, with a 32 MiB workspace (what cuBLAS
+ * advises for Hopper). The stream is set first: cublasSetStream resets the workspace to cuBLAS's own. */
+gz_status gz_cuda_gemm_init(gz_backend_ctx *ctx) {
+    ctx->gemm_mode = mode_from_env();
+    cublasHandle_t h = NULL;
+    GZ_CUBLAS_CHECK(cublasCreate(&h));
+    ctx->cublas = h;
+    GZ_CUBLAS_CHECK(cublasSetStream(h, 0));
     const size_t ws_bytes = 32u << 20;
-    void *ws = NULL;
-    if (cudaMalloc(&ws, ws_bytes) == cudaSuccess) {
-        cublasSetWorkspace(g_handle, ws, ws_bytes);
+    if (cudaMalloc(&ctx->cublas_workspace, ws_bytes) == cudaSuccess) {
+        GZ_CUBLAS_CHECK(cublasSetWorkspace(h, ctx->cublas_workspace, ws_bytes));
     } else {
-        cudaGetLastError(); /* cuBLAS falls back to its own small workspace */
+        cudaGetLastError(); /* not sticky; cuBLAS keeps its own small workspace */
+        ctx->cublas_workspace = NULL;
     }
-    cublasSetStream(g_handle, 0);
-    cublasSetMathMode(g_handle, CUBLAS_DEFAULT_MATH); /* precision is chosen per call below */
+    GZ_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH)); /* precision is chosen per call below */
+    return GZ_OK;
 }
 
-static gz_status get_handle(cublasHandle_t *out) {
-    std::call_once(g_handle_once, create_handle);
-    if (g_handle_status != GZ_OK) return gz_fail(g_handle_status, "%s", g_handle_error);
-    *out = g_handle;
-    return GZ_OK;
+void gz_cuda_gemm_release(gz_backend_ctx *ctx) {
+    if (ctx->cublas) cublasDestroy(ctx->cublas); /* synchronises the device first */
+    ctx->cublas = NULL;
+    if (ctx->cublas_workspace) cudaFree(ctx->cublas_workspace);
+    ctx->cublas_workspace = NULL;
 }
 
 /* ---- fp32 -> bf16 copies (round to nearest even), 4 elements per thread where aligned */
@@ -91,32 +83,80 @@ __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int64_t n) 
     }
 }
 
-static gz_status to_bf16(gz_cuda_scratch_slot slot, const float *src, int64_t n, const void **out) {
-    void *dst;
-    GZ_TRY(gz_cuda_scratch(slot, (size_t)n * sizeof(__nv_bfloat16), &dst));
+static gz_status round_into(void *dst, const float *src, int64_t n) {
     to_bf16_kernel<<<gz_blocks_for((n + 3) / 4), GZ_THREADS>>>((__nv_bfloat16 *)dst, src, n);
     GZ_LAUNCH_CHECK("to_bf16");
+    return GZ_OK;
+}
+
+gz_status gz_cuda_to_bf16(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, const float *src, int64_t n,
+                          const void **out) {
+    void *dst;
+    GZ_TRY(gz_cuda_scratch(ctx, slot, (size_t)n * sizeof(__nv_bfloat16), &dst));
+    GZ_TRY(round_into(dst, src, n));
     *out = dst;
     return GZ_OK;
 }
 
-gz_status gz_cuda_gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *A, int lda,
-                       int64_t stride_a, int64_t a_count, const float *B, int ldb, int64_t stride_b, int64_t b_count,
-                       float beta, float *C, int ldc, int64_t stride_c, int batch, bool allow_bf16) {
-    if (m <= 0 || n <= 0 || batch <= 0) return GZ_OK;
-    cublasHandle_t h = NULL;
-    GZ_TRY(get_handle(&h));
-    gz_gemm_mode mode = gemm_mode();
-    cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    const void *a = A, *b = B;
-    cudaDataType_t in_type = CUDA_R_32F;
-    cublasComputeType_t compute = mode == GZ_GEMM_FP32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
-    if (mode == GZ_GEMM_BF16 && allow_bf16 && batch == 1 && k > 0) {
-        GZ_TRY(to_bf16(GZ_SCRATCH_GEMM_A, A, a_count, &a));
-        GZ_TRY(to_bf16(GZ_SCRATCH_GEMM_B, B, b_count, &b));
-        in_type = CUDA_R_16BF;
-        compute = CUBLAS_COMPUTE_32F;
+/* The bf16 copy of weight w[count]: made on first use and after every write to w (memory.cu). */
+static gz_status weight_bf16(gz_backend_ctx *ctx, const float *w, int64_t count, const void **out) {
+    gz_cuda_weight_copy *e = NULL;
+    for (int i = 0; i < ctx->nweights && !e; i++)
+        if (ctx->weights[i].src == w && ctx->weights[i].count == count) e = &ctx->weights[i];
+    if (!e) {
+        if (ctx->nweights == ctx->cap_weights) {
+            int cap = ctx->cap_weights ? 2 * ctx->cap_weights : 64;
+            void *grown = realloc(ctx->weights, (size_t)cap * sizeof *ctx->weights);
+            if (!grown) return gz_fail(GZ_ERR_NOMEM, "bf16 weight table (%d entries)", cap);
+            ctx->weights = (gz_cuda_weight_copy *)grown;
+            ctx->cap_weights = cap;
+        }
+        e = &ctx->weights[ctx->nweights];
+        *e = gz_cuda_weight_copy{w, count, NULL, 0, 0};
+        GZ_TRY(gz_cuda_alloc(ctx, &e->bf16, (size_t)count * sizeof(__nv_bfloat16), "bf16 weight copy"));
+        e->bytes = (size_t)count * sizeof(__nv_bfloat16);
+        ctx->nweights++;
     }
+    if (!e->valid) {
+        GZ_TRY(round_into(e->bf16, w, count));
+        e->valid = 1;
+    }
+    *out = e->bf16;
+    return GZ_OK;
+}
+
+void gz_cuda_weights_free(gz_backend_ctx *ctx) {
+    for (int i = 0; i < ctx->nweights; i++) cudaFree(ctx->weights[i].bf16);
+    free(ctx->weights);
+    ctx->weights = NULL;
+    ctx->nweights = ctx->cap_weights = 0;
+}
+
+/* An operand in the form cuBLAS gets: bf16 (rounded now, cached, or already rounded) or fp32. */
+static gz_status operand(gz_backend_ctx *ctx, gz_operand kind, gz_cuda_scratch_slot slot, const float *p,
+                         int64_t count, bool bf16, const void **out) {
+    *out = p;
+    if (!bf16) return kind == GZ_OPERAND_BF16 ? gz_fail(GZ_ERR_BACKEND, "internal: bf16 operand in an fp32 GEMM")
+                                              : GZ_OK;
+    if (kind == GZ_OPERAND_ROUND) return gz_cuda_to_bf16(ctx, slot, p, count, out);
+    if (kind == GZ_OPERAND_WEIGHT) return weight_bf16(ctx, p, count, out);
+    return GZ_OK; /* GZ_OPERAND_BF16: already rounded by the caller */
+}
+
+gz_status gz_cuda_gemm(gz_backend_ctx *ctx, bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                       const void *A, gz_operand a_kind, int lda, int64_t stride_a, int64_t a_count, const void *B,
+                       gz_operand b_kind, int ldb, int64_t stride_b, int64_t b_count, float beta, float *C, int ldc,
+                       int64_t stride_c, int batch) {
+    if (m <= 0 || n <= 0 || batch <= 0) return GZ_OK;
+    cublasHandle_t h = ctx->cublas;
+    gz_gemm_mode mode = ctx->gemm_mode;
+    cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    bool bf16 = gz_cuda_gemm_uses_bf16(ctx, a_kind, b_kind, k, batch);
+    const void *a, *b;
+    GZ_TRY(operand(ctx, a_kind, GZ_SCRATCH_GEMM_A, (const float *)A, a_count, bf16, &a));
+    GZ_TRY(operand(ctx, b_kind, GZ_SCRATCH_GEMM_B, (const float *)B, b_count, bf16, &b));
+    cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasComputeType_t compute = bf16 || mode == GZ_GEMM_FP32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
     if (batch == 1) {
         GZ_CUBLAS_CHECK(cublasGemmEx(h, oa, ob, m, n, k, &alpha, a, in_type, lda, b, in_type, ldb, &beta, C,
                                      CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));

@@ -61,8 +61,8 @@ struct LnParamGrad {
     }
 };
 
-gz_status gz_cuda_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
-                                    const float *b, int64_t N, int C, float eps) {
+gz_status gz_cuda_layernorm_forward(gz_backend_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                                    const float *w, const float *b, int64_t N, int C, float eps) {
     if (N <= 0 || C <= 0) return GZ_OK;
     unsigned blocks = (unsigned)((N + GZ_LN_ROWS_PER_BLOCK - 1) / GZ_LN_ROWS_PER_BLOCK);
     layernorm_forward_kernel<<<blocks, 32 * GZ_LN_ROWS_PER_BLOCK>>>(out, mean, rstd, inp, w, b, N, C, eps);
@@ -70,8 +70,9 @@ gz_status gz_cuda_layernorm_forward(float *out, float *mean, float *rstd, const 
     return GZ_OK;
 }
 
-gz_status gz_cuda_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                                     const float *w, const float *mean, const float *rstd, int64_t N, int C) {
+gz_status gz_cuda_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
+                                     const float *inp, const float *w, const float *mean, const float *rstd, int64_t N,
+                                     int C) {
     if (N <= 0 || C <= 0) return GZ_OK;
     if (dinp) {
         unsigned blocks = (unsigned)((N + GZ_LN_ROWS_PER_BLOCK - 1) / GZ_LN_ROWS_PER_BLOCK);

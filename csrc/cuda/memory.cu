@@ -1,10 +1,9 @@
 /* memory.cu — device memory for the CUDA backend: zeroed allocations, host<->device copies and the
- * backend's own grow-only scratch buffers. All work runs on the legacy default stream, so a
+ * instance's own grow-only scratch buffers. All work runs on the legacy default stream, so a
  * blocking cudaMemcpy also orders against every kernel launched before it. */
-#include <mutex>
 #include "cuda_ops.h"
 
-gz_status gz_cuda_alloc(void **p, size_t bytes, const char *what) {
+gz_status gz_cuda_alloc(gz_backend_ctx *ctx, void **p, size_t bytes, const char *what) {
     *p = NULL;
     size_t n = bytes ? bytes : 1; /* a valid, freeable pointer, as on the CPU */
     cudaError_t e = cudaMalloc(p, n);
@@ -30,31 +29,36 @@ gz_status gz_cuda_alloc(void **p, size_t bytes, const char *what) {
     return GZ_OK;
 }
 
-void gz_cuda_release(void *p) {
-    if (p) cudaFree(p); /* a failure here cannot be reported (void in the vtable) */
+void gz_cuda_release(gz_backend_ctx *ctx, void *p) {
+    if (!p) return;
+    gz_cuda_weights_written(ctx, NULL, 0); /* the address may come back holding something else */
+    cudaFree(p); /* a failure here cannot be reported (void in the vtable) */
 }
 
-gz_status gz_cuda_upload(void *dst, const void *src_host, size_t bytes) {
+gz_status gz_cuda_upload(gz_backend_ctx *ctx, void *dst, const void *src_host, size_t bytes) {
+    gz_cuda_weights_written(ctx, dst, bytes);
     if (bytes) GZ_CUDA_CHECK(cudaMemcpy(dst, src_host, bytes, cudaMemcpyHostToDevice));
     return GZ_OK;
 }
 
-gz_status gz_cuda_download(void *dst_host, const void *src, size_t bytes) {
+gz_status gz_cuda_download(gz_backend_ctx *ctx, void *dst_host, const void *src, size_t bytes) {
     if (bytes) GZ_CUDA_CHECK(cudaMemcpy(dst_host, src, bytes, cudaMemcpyDeviceToHost));
     return GZ_OK;
 }
 
-gz_status gz_cuda_zero(void *p, size_t bytes) {
+gz_status gz_cuda_zero(gz_backend_ctx *ctx, void *p, size_t bytes) {
+    gz_cuda_weights_written(ctx, p, bytes);
     if (bytes) GZ_CUDA_CHECK(cudaMemset(p, 0, bytes));
     return GZ_OK;
 }
 
-gz_status gz_cuda_copy(void *dst, const void *src, size_t bytes) {
+gz_status gz_cuda_copy(gz_backend_ctx *ctx, void *dst, const void *src, size_t bytes) {
+    gz_cuda_weights_written(ctx, dst, bytes);
     if (bytes && dst != src) GZ_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
     return GZ_OK;
 }
 
-gz_status gz_cuda_synchronize(void) {
+gz_status gz_cuda_synchronize(gz_backend_ctx *ctx) {
     GZ_CUDA_CHECK(cudaDeviceSynchronize());
     GZ_LAUNCH_CHECK("(pending)");
     return GZ_OK;
@@ -62,20 +66,24 @@ gz_status gz_cuda_synchronize(void) {
 
 /* ---- scratch: grown by reallocation; cudaFree waits for the device, so no queued kernel still
  * reads the old buffer when it goes. */
-static void *g_scratch[GZ_SCRATCH_COUNT];
-static size_t g_scratch_bytes[GZ_SCRATCH_COUNT];
-static std::mutex g_scratch_lock;
-
-gz_status gz_cuda_scratch(gz_cuda_scratch_slot slot, size_t bytes, void **out) {
-    std::lock_guard<std::mutex> guard(g_scratch_lock);
-    if (bytes > g_scratch_bytes[slot]) {
-        if (g_scratch[slot]) GZ_CUDA_CHECK(cudaFree(g_scratch[slot]));
-        g_scratch[slot] = NULL;
-        g_scratch_bytes[slot] = 0;
+gz_status gz_cuda_scratch(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, size_t bytes, void **out) {
+    if (bytes > ctx->scratch_bytes[slot]) {
+        if (ctx->scratch[slot]) GZ_CUDA_CHECK(cudaFree(ctx->scratch[slot]));
+        ctx->scratch[slot] = NULL;
+        ctx->scratch_bytes[slot] = 0;
         size_t grown = bytes + bytes / 8; /* headroom for slightly larger later requests */
-        GZ_TRY(gz_cuda_alloc(&g_scratch[slot], grown, "CUDA backend scratch"));
-        g_scratch_bytes[slot] = grown;
+        GZ_TRY(gz_cuda_alloc(ctx, &ctx->scratch[slot], grown, "CUDA backend scratch"));
+        ctx->scratch_bytes[slot] = grown;
     }
-    *out = g_scratch[slot];
+    *out = ctx->scratch[slot];
     return GZ_OK;
+}
+
+void gz_cuda_weights_written(gz_backend_ctx *ctx, const void *p, size_t bytes) {
+    const char *lo = (const char *)p, *hi = lo + bytes;
+    for (int i = 0; i < ctx->nweights; i++) {
+        gz_cuda_weight_copy *w = &ctx->weights[i];
+        const char *a = (const char *)w->src, *b = a + (size_t)w->count * sizeof(float);
+        if (!p || (a < hi && lo < b)) w->valid = 0;
+    }
 }

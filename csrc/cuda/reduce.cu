@@ -18,23 +18,23 @@ __global__ void finish_sum_kernel(double *out, const double *parts, int nparts) 
     if (threadIdx.x == 0) *out = s;
 }
 
-gz_status gz_cuda_finish_sum(const double *parts, int nparts, double *out_host) {
+gz_status gz_cuda_finish_sum(gz_backend_ctx *ctx, const double *parts, int nparts, double *out_host) {
     void *rows;
-    GZ_TRY(gz_cuda_scratch(GZ_SCRATCH_ROWS, sizeof(double), &rows));
+    GZ_TRY(gz_cuda_scratch(ctx, GZ_SCRATCH_ROWS, sizeof(double), &rows));
     finish_sum_kernel<<<1, 1024>>>((double *)rows, parts, nparts);
     GZ_LAUNCH_CHECK("finish_sum");
-    return gz_cuda_download(out_host, rows, sizeof(double));
+    return gz_cuda_download(ctx, out_host, rows, sizeof(double));
 }
 
-gz_status gz_cuda_sum_squares(const float *x, int64_t n, double *out_host) {
+gz_status gz_cuda_sum_squares(gz_backend_ctx *ctx, const float *x, int64_t n, double *out_host) {
     if (n <= 0) {
         *out_host = 0.0;
         return GZ_OK;
     }
     int nb = gz_reduce_blocks(n);
     void *parts;
-    GZ_TRY(gz_cuda_scratch(GZ_SCRATCH_REDUCE, (size_t)nb * sizeof(double), &parts));
+    GZ_TRY(gz_cuda_scratch(ctx, GZ_SCRATCH_REDUCE, (size_t)nb * sizeof(double), &parts));
     sum_squares_kernel<<<nb, GZ_THREADS>>>((double *)parts, x, n);
     GZ_LAUNCH_CHECK("sum_squares");
-    return gz_cuda_finish_sum((const double *)parts, nb, out_host);
+    return gz_cuda_finish_sum(ctx, (const double *)parts, nb, out_host);
 }

@@ -53,9 +53,9 @@ __global__ void rotary_backward_kernel(float *dqkv, const float *dq, const float
     }
 }
 
-gz_status gz_cuda_rotary_split_forward(float *q, float *k, float *v, const float *qkv, const int32_t *pos,
-                                       const float *cos_t, const float *sin_t, int B, int T, int NH, int HS,
-                                       int rot) {
+gz_status gz_cuda_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv,
+                                       const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T, int NH,
+                                       int HS, int rot) {
     int64_t total = (int64_t)B * T * NH * HS;
     if (total <= 0) return GZ_OK;
     rotary_forward_kernel<<<gz_blocks_for(total), GZ_THREADS>>>(q, k, v, qkv, pos, cos_t, sin_t, B, T, NH, HS, rot);
@@ -63,9 +63,9 @@ gz_status gz_cuda_rotary_split_forward(float *q, float *k, float *v, const float
     return GZ_OK;
 }
 
-gz_status gz_cuda_rotary_split_backward(float *dqkv, const float *dq, const float *dk, const float *dv,
-                                        const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
-                                        int NH, int HS, int rot) {
+gz_status gz_cuda_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, const float *dq, const float *dk,
+                                        const float *dv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                                        int B, int T, int NH, int HS, int rot) {
     int64_t total = (int64_t)B * T * NH * HS;
     if (total <= 0) return GZ_OK;
     rotary_backward_kernel<<<gz_blocks_for(total), GZ_THREADS>>>(dqkv, dq, dk, dv, pos, cos_t, sin_t, B, T, NH, HS,

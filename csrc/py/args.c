@@ -94,7 +94,7 @@ int gzpy_check_ids(PyArrayObject *a, const char *name, int hi, int allow_ignore,
     npy_intp n = PyArray_SIZE(a);
     for (npy_intp i = 0; i < n; i++) {
         int32_t v = p[i];
-        if ((v >= 0 && v < hi) || (allow_ignore && v == -100)) continue;
+        if ((v >= 0 && v < hi) || (allow_ignore && v == GZ_IGNORE_INDEX)) continue;
         /* name the position with one index per axis */
         char pos[160];
         size_t len = 0;
@@ -106,8 +106,11 @@ int gzpy_check_ids(PyArrayObject *a, const char *name, int hi, int allow_ignore,
         }
         for (int d = 0; d < PyArray_NDIM(a) && len < sizeof pos; d++)
             len += (size_t)snprintf(pos + len, sizeof pos - len, "%s%lld", d ? ", " : "", (long long)idx[d]);
-        PyErr_Format(PyExc_ValueError, "%s[%s] = %d is outside the %s [0, %d)%s", name, pos, (int)v, range_name,
-                     hi, allow_ignore ? " (and is not the ignore index -100)" : "");
+        if (allow_ignore)
+            PyErr_Format(PyExc_ValueError, "%s[%s] = %d is outside the %s [0, %d) (and is not the ignore index %d)",
+                         name, pos, (int)v, range_name, hi, GZ_IGNORE_INDEX);
+        else
+            PyErr_Format(PyExc_ValueError, "%s[%s] = %d is outside the %s [0, %d)", name, pos, (int)v, range_name, hi);
         return -1;
     }
     return 0;

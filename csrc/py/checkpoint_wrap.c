@@ -41,9 +41,11 @@ PyObject *gzpy_model_save_checkpoint(GzModelObject *self, PyObject *args, PyObje
     const char *cpath = PyBytes_AS_STRING(path);
     gzpy_call c;
     if (gzpy_call_begin(&c, self, GZPY_CALL_INTERRUPTIBLE) < 0) goto done;
-    gz_status s = gz_checkpoint_save(cpath, self->model, opt, (float)lr, config_json, (int64_t)step,
-                                     (int64_t)tokens_seen, rng.buf, rng.obj ? (size_t)rng.len : 0, extra.buf,
-                                     extra.obj ? (size_t)extra.len : 0);
+    gz_checkpoint_save_args sa = {.optimizer = opt, .lr = (float)lr, .config_json = config_json,
+                                  .step = (int64_t)step, .tokens_seen = (int64_t)tokens_seen,
+                                  .rng = rng.buf, .rng_len = rng.obj ? (size_t)rng.len : 0,
+                                  .extra = extra.buf, .extra_len = extra.obj ? (size_t)extra.len : 0};
+    gz_status s = gz_checkpoint_save(cpath, self->model, &sa);
     if (gzpy_call_end(&c, s) < 0) goto done;
     result = Py_NewRef(Py_None);
 done:

@@ -125,9 +125,12 @@ static PyObject *get_num_params(GzModelObject *self, void *closure) {
     return PyLong_FromLongLong((long long)gz_model_num_params(self->model));
 }
 
-static PyObject *get_backend(GzModelObject *self, void *closure) {
-    (void)closure;
+static PyObject *get_backend(GzModelObject *self, void *c) {
     return PyUnicode_FromString(gz_model_backend(self->model) == GZ_BACKEND_CUDA ? "cuda" : "cpu");
+}
+
+static PyObject *get_gemm_mode(GzModelObject *self, void *c) {
+    return PyUnicode_FromString(gz_model_gemm_mode(self->model));
 }
 
 static PyObject *get_config(GzModelObject *self, void *closure) {
@@ -139,6 +142,7 @@ static PyGetSetDef model_getset[] = {
     {"names", (getter)get_names, NULL, "HF tensor names in core order (tuple of str).", NULL},
     {"num_params", (getter)get_num_params, NULL, "Number of parameters.", NULL},
     {"backend", (getter)get_backend, NULL, "'cpu' or 'cuda'.", NULL},
+    {"gemm_mode", (getter)get_gemm_mode, NULL, "GEMM precision in use (CUDA: GOZARU_CUDA_GEMM at creation).", NULL},
     {"config", (getter)get_config, NULL, "The core config as a dict (CORE_FIELDS).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -160,6 +164,10 @@ static PyObject *model_tensor_info(GzModelObject *self, PyObject *name) {
 
 /* A writable float32 view of `count` parameters at `offset`, shaped `dims`; its base is the model. */
 static PyObject *param_view(GzModelObject *self, int ndim, npy_intp *dims, int64_t offset) {
+    gzpy_call c; /* device backends: refresh the host mirror if a training step left it stale */
+    if (gz_model_backend(self->model) != GZ_BACKEND_CPU &&
+        (gzpy_call_begin(&c, self, 0) < 0 || gzpy_call_end(&c, gz_model_sync_params_to_host(self->model)) < 0))
+        return NULL;
     float *host = gz_model_params_host(self->model);
     if (!host) {
         PyErr_SetString(PyExc_RuntimeError, "the model has no host copy of its parameters");

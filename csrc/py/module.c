@@ -109,13 +109,6 @@ PyMODINIT_FUNC PyInit__core(void) {
     if (add_object(m, "Model", (PyObject *)&GzModel_Type) < 0) goto fail;
     Py_INCREF(&GzAdamW_Type);
     if (add_object(m, "AdamW", (PyObject *)&GzAdamW_Type) < 0) goto fail;
-    PyObject *ops = gzpy_ops_module_create();
-    /* registered in sys.modules too, so `import gozaru._core.ops` works like the attribute */
-    if (!ops || PyDict_SetItemString(PyImport_GetModuleDict(), "gozaru._core.ops", ops) < 0) {
-        Py_XDECREF(ops);
-        goto fail;
-    }
-    if (add_object(m, "ops", ops) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "IGNORE_INDEX", GZ_IGNORE_INDEX) < 0) goto fail;
     return m;
 fail:

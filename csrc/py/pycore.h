@@ -4,8 +4,9 @@
  * requires) and sets up the NumPy C API so that one table, imported in module.c, serves all files.
  *
  * Files: module.c (init, exceptions, threads), args.c (every boundary check), call.c (running a core
- * call: busy guard, GIL release, status to exception), model_config.c (config dict), model_type.c (Model), adamw_type.c (AdamW), generate_wrap.c, checkpoint_wrap.c,
- * interrupt.c (Ctrl-C), ops_module.c (_core.ops for op-level tests).
+ * call: busy guard, GIL release, status to exception), model_config.c (config dict), model_type.c
+ * (Model), adamw_type.c (AdamW), generate_wrap.c, checkpoint_wrap.c, interrupt.c (Ctrl-C).
+ * The test-only module csrc/testops (_gozaru_testops) reuses args.c and this header.
  */
 #ifndef GOZARU_PYCORE_H
 #define GOZARU_PYCORE_H
@@ -78,8 +79,5 @@ void gzpy_sigint_begin(gzpy_sigint_guard *g);
 /* Restores the previous handler and clears the core's flag. When a Ctrl-C arrived but the call
  * finished anyway (status GZ_OK), the interrupt is handed on to Python so it is not lost. */
 void gzpy_sigint_end(gzpy_sigint_guard *g, gz_status status);
-
-/* ---- the ops submodule (ops_module.c) */
-PyObject *gzpy_ops_module_create(void);
 
 #endif

@@ -85,6 +85,7 @@ class ParamViews(Mapping):
 
     def __init__(self, core: _core.Model):
         self._core = core
+        self._device = core.backend != "cpu"  # the host copy is a mirror that training steps leave stale
         self._names = core.names
         self._views: dict[str, np.ndarray] = {}
 
@@ -94,6 +95,8 @@ class ParamViews(Mapping):
             if name not in self._names:
                 raise KeyError(name)
             v = self._views[name] = self._core.param(name)
+        if self._device:
+            self._core.sync_to_host()  # downloads only when a training step left the mirror stale
         return v
 
     def __iter__(self) -> Iterator[str]:

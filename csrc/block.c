@@ -1,0 +1,57 @@
+/* block.c — one GPT-NeoX transformer block, shared by the training forward (model_forward.c) and
+ * generation (generate.c). What differs between the two is passed in: the attention step
+ * (causal attention over the batch keeping probabilities for backward, or KV-cache append plus
+ * cached attention) and the buffers (per-layer activations kept for backward, or shared scratch). */
+#include "model_internal.h"
+
+/* Every Linear layer of the block goes through here: the one place where adapters or other
+ * GEMM input formats are added. */
+static gz_status block_linear(gz_model *m, float *out, const float *inp, int w, int b, int64_t N, int C, int OC) {
+    return m->be->matmul_forward(m->be->ctx, out, inp, GZ_P(m, w), GZ_P(m, b), N, C, OC);
+}
+
+static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at) {
+    gz_backend *be = m->be;
+    if (at->mode == GZ_ATTN_CAUSAL)
+        return be->attention_forward(be->ctx, a->atty, at->att, a->q, a->k, a->v, at->B, at->T, m->NH, m->HS);
+    int n = at->B * at->T;
+    GZ_TRY(be->kv_append(be->ctx, at->kcache[l], at->vcache[l], a->k, a->v, at->row, at->pos, n, m->NH, m->HS, at->S));
+    return be->attention_cached(be->ctx, a->atty, at->scores, a->q, at->kcache[l], at->vcache[l], at->row, at->pos, n,
+                                m->NH, m->HS, at->S);
+}
+
+gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const gz_block_bufs *a,
+                           const gz_attn_step *at) {
+    gz_backend *be = m->be;
+    const gz_layer_tensors *w = &m->lt[l];
+    int64_t N = (int64_t)at->B * at->T;
+    int C = m->C, I = m->I;
+    float eps = m->cfg.layer_norm_eps;
+
+    GZ_TRY(be->layernorm_forward(be->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), N,
+                                 C, eps));
+    GZ_TRY(block_linear(m, a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
+    GZ_TRY(be->rotary_split_forward(be->ctx, a->q, a->k, a->v, a->qkv, at->pos, m->cos_t, m->sin_t, at->B, at->T,
+                                    m->NH, m->HS, m->rot));
+    GZ_TRY(attention_step(m, l, a, at));
+    GZ_TRY(block_linear(m, a->attn_out, a->atty, w->dense_w, w->dense_b, N, C, C));
+    /* Sequential: y = h + mlp(ln2(h)), h = x + attn(ln1(x)). Parallel: y = x + attn(ln1(x)) + mlp(ln2(x)).
+     * y may be x (generation updates its hidden state in place): x is last read before y is written. */
+    const float *mlp_in = x;
+    if (!m->cfg.use_parallel_residual) {
+        GZ_TRY(be->add(be->ctx, a->h, x, a->attn_out, N * C));
+        mlp_in = a->h;
+    }
+    GZ_TRY(be->layernorm_forward(be->ctx, a->ln2, a->ln2_mean, a->ln2_rstd, mlp_in, GZ_P(m, w->ln2_w),
+                                 GZ_P(m, w->ln2_b), N, C, eps));
+    GZ_TRY(block_linear(m, a->fch, a->ln2, w->fc_w, w->fc_b, N, C, I));
+    GZ_TRY(be->gelu_forward(be->ctx, a->fcg, a->fch, N * I));
+    GZ_TRY(block_linear(m, a->mlp_out, a->fcg, w->proj_w, w->proj_b, N, I, C));
+    if (m->cfg.use_parallel_residual) {
+        GZ_TRY(be->add(be->ctx, y, x, a->attn_out, N * C));
+        GZ_TRY(be->add(be->ctx, y, y, a->mlp_out, N * C));
+    } else {
+        GZ_TRY(be->add(be->ctx, y, a->h, a->mlp_out, N * C));
+    }
+    return GZ_OK;
+}

@@ -1,0 +1,125 @@
+/* ops_attention.c — rotary split and causal attention of the test-only op module (testops.h). */
+#include "testops.h"
+
+/* ------------------------------------------------------------------ rotary + split */
+/* q, k, v (or their gradients): three [B, NH, T, HS] arrays of one shape. */
+static int qkv_in(PyObject *q_o, PyObject *k_o, PyObject *v_o, const char *names[3], PyArrayObject *out[3]) {
+    out[0] = gzt_f32_in(q_o, names[0], 4, NULL, "[B, NH, T, HS]");
+    out[1] = out[0] ? gzt_f32_in(k_o, names[1], 4, PyArray_DIMS(out[0]), "[B, NH, T, HS]") : NULL;
+    out[2] = out[1] ? gzt_f32_in(v_o, names[2], 4, PyArray_DIMS(out[0]), "[B, NH, T, HS]") : NULL;
+    return out[2] ? 0 : -1;
+}
+
+/* The [P, rot/2] cos/sin tables; pos ids are checked against P (*P) by the caller. */
+static int check_rotary_tables(PyArrayObject **cos_t, PyArrayObject **sin_t, PyObject *cos_o, PyObject *sin_o,
+                               npy_intp HS, int *rot, int *P_out) {
+    *cos_t = gzt_f32_in(cos_o, "cos", 2, NULL, "[max_pos, rot/2]");
+    if (!*cos_t) return -1;
+    *sin_t = gzt_f32_in(sin_o, "sin", 2, PyArray_DIMS(*cos_t), "[max_pos, rot/2]");
+    if (!*sin_t) return -1;
+    npy_intp P = PyArray_DIM(*cos_t, 0), half = PyArray_DIM(*cos_t, 1);
+    if (2 * half > HS) {
+        PyErr_Format(PyExc_ValueError, "cos/sin have rot/2 = %lld columns, but rot = %lld exceeds the head size %lld",
+                     (long long)half, (long long)(2 * half), (long long)HS);
+        return -1;
+    }
+    if (gzpy_check_int_dim(P, "max_pos") < 0) return -1;
+    *P_out = (int)P;
+    *rot = (int)(2 * half);
+    return 0;
+}
+
+PyObject *gzt_rotary_split_forward(PyObject *mod, PyObject *args, PyObject *kwargs) {
+    (void)mod;
+    static char *kwlist[] = {"qkv", "pos", "cos", "sin", NULL};
+    PyObject *qkv_o, *pos_o, *cos_o, *sin_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO:rotary_split_forward", kwlist, &qkv_o, &pos_o, &cos_o,
+                                     &sin_o))
+        return NULL;
+    PyArrayObject *cos_t, *sin_t;
+    npy_intp want_qkv[5] = {GZPY_ANY, GZPY_ANY, GZPY_ANY, 3, GZPY_ANY};
+    PyArrayObject *qkv = gzt_f32_in(qkv_o, "qkv", 5, want_qkv, "[B, T, NH, 3, HS]");
+    if (!qkv) return NULL;
+    npy_intp B = PyArray_DIM(qkv, 0), T = PyArray_DIM(qkv, 1), NH = PyArray_DIM(qkv, 2), HS = PyArray_DIM(qkv, 4);
+    int rot, P;
+    if (check_rotary_tables(&cos_t, &sin_t, cos_o, sin_o, HS, &rot, &P) < 0) return NULL;
+    if (DIMS_FIT(B, T, NH, HS, B * T * NH * 3 * HS) < 0) return NULL;
+    op_outputs o = {0};
+    PyArrayObject *pos = gzt_ids_in(&o, pos_o, "pos", 2, PyArray_DIMS(qkv), "[B, T]", P, 0, "table rows");
+    if (!pos) return NULL;
+    float *q = OUT_F32(&o, 4, B, NH, T, HS), *k = OUT_F32(&o, 4, B, NH, T, HS), *v = OUT_F32(&o, 4, B, NH, T, HS);
+    if (gzt_op_begin(&o) < 0) return NULL;
+    gz_status s = gz_cpu_rotary_split_forward(q, k, v, GZPY_F32(qkv), GZPY_I32(pos), GZPY_F32(cos_t),
+                                              GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS, rot);
+    return gzt_op_end(&o, s);
+}
+
+PyObject *gzt_rotary_split_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
+    (void)mod;
+    static char *kwlist[] = {"dq", "dk", "dv", "pos", "cos", "sin", NULL};
+    PyObject *dq_o, *dk_o, *dv_o, *pos_o, *cos_o, *sin_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO:rotary_split_backward", kwlist, &dq_o, &dk_o, &dv_o,
+                                     &pos_o, &cos_o, &sin_o))
+        return NULL;
+    PyArrayObject *cos_t, *sin_t, *in[3];
+    if (qkv_in(dq_o, dk_o, dv_o, (const char *[]){"dq", "dk", "dv"}, in) < 0) return NULL;
+    npy_intp B = PyArray_DIM(in[0], 0), NH = PyArray_DIM(in[0], 1), T = PyArray_DIM(in[0], 2),
+             HS = PyArray_DIM(in[0], 3);
+    npy_intp want_pos[2] = {B, T};
+    int rot, P;
+    if (check_rotary_tables(&cos_t, &sin_t, cos_o, sin_o, HS, &rot, &P) < 0) return NULL;
+    if (DIMS_FIT(B, T, NH, HS, B * T * NH * 3 * HS) < 0) return NULL;
+    op_outputs o = {0};
+    PyArrayObject *pos = gzt_ids_in(&o, pos_o, "pos", 2, want_pos, "[B, T]", P, 0, "table rows");
+    if (!pos) return NULL;
+    float *dqkv = OUT_F32(&o, 5, B, T, NH, 3, HS);
+    if (gzt_op_begin(&o) < 0) return NULL;
+    gz_status s = gz_cpu_rotary_split_backward(dqkv, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), GZPY_I32(pos),
+                                               GZPY_F32(cos_t), GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS,
+                                               rot);
+    return gzt_op_end(&o, s);
+}
+
+/* ------------------------------------------------------------------ attention */
+PyObject *gzt_attention_forward(PyObject *mod, PyObject *args, PyObject *kwargs) {
+    (void)mod;
+    static char *kwlist[] = {"q", "k", "v", NULL};
+    PyObject *q_o, *k_o, *v_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:attention_forward", kwlist, &q_o, &k_o, &v_o)) return NULL;
+    PyArrayObject *in[3];
+    if (qkv_in(q_o, k_o, v_o, (const char *[]){"q", "k", "v"}, in) < 0) return NULL;
+    PyArrayObject *q = in[0];
+    npy_intp B = PyArray_DIM(q, 0), NH = PyArray_DIM(q, 1), T = PyArray_DIM(q, 2), HS = PyArray_DIM(q, 3);
+    if (DIMS_FIT(B, NH, T, HS, NH * HS) < 0) return NULL;
+    op_outputs o = {0};
+    float *out = OUT_F32(&o, 3, B, T, NH * HS), *att = OUT_F32(&o, 4, B, NH, T, T);
+    if (gzt_op_begin(&o) < 0) return NULL;
+    gz_status s = gz_cpu_attention_forward(out, att, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
+                                           (int)T, (int)NH, (int)HS);
+    return gzt_op_end(&o, s);
+}
+
+PyObject *gzt_attention_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
+    (void)mod;
+    static char *kwlist[] = {"dout", "att", "q", "k", "v", NULL};
+    PyObject *dout_o, *att_o, *q_o, *k_o, *v_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:attention_backward", kwlist, &dout_o, &att_o, &q_o, &k_o,
+                                     &v_o))
+        return NULL;
+    PyArrayObject *in[3];
+    if (qkv_in(q_o, k_o, v_o, (const char *[]){"q", "k", "v"}, in) < 0) return NULL;
+    PyArrayObject *q = in[0];
+    npy_intp B = PyArray_DIM(q, 0), NH = PyArray_DIM(q, 1), T = PyArray_DIM(q, 2), HS = PyArray_DIM(q, 3);
+    npy_intp want_att[4] = {B, NH, T, T}, want_dout[3] = {B, T, NH * HS};
+    PyArrayObject *att = gzt_f32_in(att_o, "att", 4, want_att, "[B, NH, T, T]");
+    PyArrayObject *dout = att ? gzt_f32_in(dout_o, "dout", 3, want_dout, "[B, T, NH*HS]") : NULL;
+    if (!dout || DIMS_FIT(B, NH, T, HS, NH * HS) < 0) return NULL;
+    op_outputs o = {0};
+    float *dq = OUT_F32(&o, 4, B, NH, T, HS), *dk = OUT_F32(&o, 4, B, NH, T, HS), *dv = OUT_F32(&o, 4, B, NH, T, HS);
+    float *scratch = SCRATCH_F32(&o, 4, B, NH, T, T); /* d(att) / d(pre-softmax scores) */
+    if (gzt_op_begin(&o) < 0) return NULL;
+    gz_status s = gz_cpu_attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(att), GZPY_F32(in[0]),
+                                            GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B, (int)T, (int)NH, (int)HS);
+    return gzt_op_end(&o, s);
+}
+
