@@ -20,12 +20,19 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
+# Loads libscipy_openblas.so (the BLAS _core links, by soname) before _core is imported, wherever pip put it;
+# absent only in builds with GOZARU_BLAS=system (see setup.py).
+try:
+    import scipy_openblas32  # noqa: F401
+except ImportError:
+    pass
+
 from .config import GPTNeoXConfig, preset
 
 __version__ = "0.1.0"
 
 __all__ = ["GPTNeoXConfig", "preset", "Model", "AdamW", "load", "set_num_threads", "get_num_threads",
-           "CheckpointError", "__version__"]
+           "CheckpointError", "build_info", "__version__"]
 
 # name -> (module, attribute)
 _LAZY = {
@@ -35,6 +42,7 @@ _LAZY = {
     "set_num_threads": ("._core", "set_num_threads"),
     "get_num_threads": ("._core", "get_num_threads"),
     "CheckpointError": ("._core", "CheckpointError"),
+    "build_info": (".engine.system", "build_info"),
 }
 
 

@@ -239,6 +239,11 @@ def cmd_export_hf(args) -> int:
 
 def cmd_info(args) -> int:
     from . import checkpoint
+    if args.system:
+        from .engine.system import build_info, format_build_info
+        print(format_build_info(build_info()))
+    elif not args.checkpoints:
+        raise SystemExit("gozaru info: name checkpoints to describe, or pass --system")
     for path in args.checkpoints:
         print(checkpoint.describe(path))
         summary = _training_summary(path)
@@ -385,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  gozaru info runs/demo/base/base.h5 runs/demo/runs/*.h5",
                        description="Prints model shape, step, tokens seen, optimizer settings and, for checkpoints "
                        "written by the trainer or an experiment, the training summary.")
-    p.add_argument("checkpoints", nargs="+", help="gozaru .h5 checkpoints")
+    p.add_argument("checkpoints", nargs="*", help="gozaru .h5 checkpoints")
+    p.add_argument("--system", action="store_true",
+                   help="describe this machine instead: BLAS and its kernel, threads, OpenMP, CPU features, backends")
     p.set_defaults(func=cmd_info)
     return parser
 

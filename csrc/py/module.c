@@ -66,6 +66,8 @@ static PyMethodDef module_methods[] = {
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads()\n--\n\nThreads used on the CPU backend."},
     {"backend_available", backend_available, METH_O,
      "backend_available(name)\n--\n\nTrue when the backend ('cpu' or 'cuda') is compiled in and usable."},
+    {"build_info", gzpy_build_info, METH_NOARGS,
+     "build_info()\n--\n\nBLAS (name, version, kernel, threads), OpenMP, CPU features and backends, as a dict."},
     {"read_checkpoint_meta", (PyCFunction)gzpy_read_checkpoint_meta, METH_O,
      "read_checkpoint_meta(path)\n--\n\nThe metadata of a gozaru HDF5 checkpoint as a dict."},
     {NULL, NULL, 0, NULL},
