@@ -25,6 +25,10 @@
 
 /* ---- thread control and identity (blas.c); safe on any BLAS: OpenBLAS-only queries answer "" / 0 */
 
+/* Once, before any BLAS call: routes a scipy-openblas32 OpenBLAS's parallel jobs onto gozaru's OpenMP threads. */
+void gz_blas_init(void);
+/* How many parallel BLAS calls ran through that route so far (0 with other BLAS builds). */
+int gz_blas_callback_calls(void);
 /* Sets the BLAS library's own thread count (its pthread pool; no effect on other BLAS builds). */
 void gz_blas_set_num_threads(int n);
 /* The BLAS library's thread count (0 when unknown). */

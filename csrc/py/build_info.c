@@ -61,7 +61,8 @@ PyObject *gzpy_build_info(PyObject *module, PyObject *unused) {
     if (set_str(d, "blas", gz_blas_vendor()) < 0 || set_str(d, "blas_config", gz_blas_config()) < 0 ||
         set_str(d, "blas_corename", gz_blas_corename()) < 0 ||
         set_str(d, "blas_library", library_of((const void *)&cblas_sgemm)) < 0 ||
-        set_int(d, "blas_threads", gz_blas_get_num_threads()) < 0 || set_int(d, "threads", gz_get_num_threads()) < 0)
+        set_int(d, "blas_threads", gz_blas_get_num_threads()) < 0 ||
+        set_int(d, "blas_parallel_calls_on_openmp", gz_blas_callback_calls()) < 0 || set_int(d, "threads", gz_get_num_threads()) < 0)
         goto fail;
 #ifdef _OPENMP
     if (set_int(d, "openmp_spec", _OPENMP) < 0 || set_int(d, "omp_max_threads", omp_get_max_threads()) < 0 ||

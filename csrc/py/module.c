@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "../blas.h"
 
 PyObject *gzpy_CheckpointError = NULL;
 
@@ -91,6 +92,7 @@ static int add_object(PyObject *m, const char *name, PyObject *obj) {
 
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
+    gz_blas_init(); /* blas.c: BLAS threads on gozaru's OpenMP pool */
     if (PyType_Ready(&GzModel_Type) < 0 || PyType_Ready(&GzAdamW_Type) < 0) return NULL;
 
     PyObject *m = PyModule_Create(&module_def);
