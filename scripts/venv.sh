@@ -6,13 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="${BASE_PYTHON:-python3}"
 if [ -x .venv/bin/python ]; then exit 0; fi
-if ! "$BASE" -c "import ensurepip, venv" 2>/dev/null; then
+install_venv_package() {
+  local ver SUDO=""
   ver=$("$BASE" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "installing python${ver}-venv (needed to create .venv)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "python${ver}-venv" >/dev/null \
     || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+}
+# Debian/Ubuntu move ensurepip (which venv needs for pip) into python3.X-venv
+if ! "$BASE" -c "import ensurepip, venv" 2>/dev/null || ! "$BASE" -m venv .venv >/dev/null 2>&1; then
+  rm -rf .venv
+  install_venv_package
+  "$BASE" -m venv .venv
 fi
-"$BASE" -m venv .venv
 echo "created .venv ($(.venv/bin/python --version)); activate it with:  . .venv/bin/activate"
