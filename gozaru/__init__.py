@@ -21,7 +21,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 # OpenBLAS's pthread workers busy-wait 2^28 cycles (~0.1 s) after each BLAS call before sleeping; on a busy
-# core that steals it from the OpenMP loop that follows (greedy decoding measured 10x slower on 2 cores).
+# core that steals it from the OpenMP loop that follows (greedy decoding measured several times slower on 2
+# loaded cores). Since blas.c routes OpenBLAS's jobs onto OpenMP, those workers only exist idle.
 # 2^4 cycles: they sleep at once. Read when the library loads, i.e. by the import below; the user's value wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # Loads libscipy_openblas.so (the BLAS _core links, by soname) before _core is imported, wherever pip put it;
