@@ -1,14 +1,28 @@
 # The two commands of the README:  `make demo`  and  `make test`.
+#
+# Python: an active virtual env (VIRTUAL_ENV set) is used as it is; otherwise the project env .venv is created
+# and used (scripts/venv.sh): a stock Debian 12 / Ubuntu 24.04 python3 is "externally managed" (PEP 668) and
+# refuses pip installs. `make PYTHON=/path/to/python ...` overrides both.
+ifdef VIRTUAL_ENV
 PYTHON ?= python3
+VENV =
+else
+PYTHON ?= .venv/bin/python
+VENV = venv
+endif
 PIP = $(PYTHON) -m pip
 
-.PHONY: deps install demo test test-deps test-all bench sanitize
+.PHONY: deps venv install demo test test-deps test-all bench sanitize
+
+venv:
+	./scripts/venv.sh
 
 deps:
 	./scripts/system_deps.sh
 
-install: deps
-	$(PIP) install -q numpy setuptools wheel
+# scipy-openblas32 (the BLAS, see setup.py) must be present before a --no-build-isolation build
+install: deps $(VENV)
+	$(PIP) install -q numpy setuptools wheel scipy-openblas32
 	$(PIP) install -q --no-build-isolation -e .
 
 demo: install

@@ -7,11 +7,18 @@ Environment variables
                        suite only; a top-level module outside the gozaru package, so never installed with it);
                        =only builds just that module (scripts/run_tests.sh: the installed _core stays as built)
   GOZARU_HDF5_DIR      prefix holding include/ and lib/ of HDF5 (when pkg-config has none)
-  GOZARU_BLAS_DIR      prefix holding include/cblas.h and lib/libopenblas (same reason)
+  GOZARU_BLAS          "scipy-openblas32" (default) or "system"
+  GOZARU_BLAS_DIR      with GOZARU_BLAS=system: prefix holding include/cblas.h and lib/ (else pkg-config openblas)
+  GOZARU_BLAS_LIBS     with GOZARU_BLAS=system: comma-separated libraries to link (default "openblas"; e.g.
+                       "mkl_rt" for MKL)
 
-BLAS: the OpenMP build of OpenBLAS (Debian's libopenblas-openmp-dev) is preferred when installed, so
-BLAS and gozaru's own OpenMP loops share one thread pool instead of two pools fighting for the cores;
-otherwise whatever `pkg-config openblas` names (usually the pthread build) is used.
+BLAS: by default the OpenBLAS of the PyPI package scipy-openblas32 (what NumPy/SciPy ship): built with
+DYNAMIC_ARCH, so it picks AVX2/AVX-512 kernels on the CPU it runs on, the same release on every machine.
+(Debian 12's OpenBLAS 0.3.21 falls back to generic Prescott kernels on newer Xeons: 3.6x slower.) Its symbols
+carry a scipy_ prefix; csrc/blas.h maps the plain CBLAS names to them (GZ_BLAS_PREFIX). At run time
+gozaru/__init__.py imports scipy_openblas32 before _core, which loads the library by its soname, so the
+extension finds it wherever pip put it (a wheel built in an isolated build env cannot rely on the rpath of
+that temporary env); the rpath entries below are a fallback for builds that import _core directly.
 """
 import glob
 import os
@@ -50,18 +57,11 @@ def pkg_config(name, search_path=None):
     return inc, libdirs, libs
 
 
-def openblas_openmp_pc_dir():
-    """Folder of the OpenMP OpenBLAS build's openblas.pc (Debian multiarch layout), or None."""
-    found = sorted(glob.glob(f"/usr/lib/{os.uname().machine}-*/openblas-openmp/pkgconfig/openblas.pc"))
-    return os.path.dirname(found[0]) if found else None
-
-
 def dependency(name, env, default_libs):
     prefix = os.environ.get(env)
     if prefix:
         return [os.path.join(prefix, "include")], [os.path.join(prefix, "lib")], default_libs
-    openmp_pc = openblas_openmp_pc_dir() if name == "openblas" else None
-    found = (openmp_pc and pkg_config(name, openmp_pc)) or pkg_config(name)
+    found = pkg_config(name)
     if found is None:
         sys.stderr.write(f"warning: pkg-config found no {name}; set {env} to its install prefix\n")
         return [], [], default_libs
@@ -76,11 +76,40 @@ sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.c")) + glob.glob(os.path.j
               + glob.glob(os.path.join(ROOT, "csrc", "py", "*.c")))
 include_dirs = [os.path.join("csrc"), np.get_include()]
 library_dirs, libraries = [], []
-for name, env, libs in (("hdf5", "GOZARU_HDF5_DIR", ["hdf5"]), ("openblas", "GOZARU_BLAS_DIR", ["openblas"])):
-    i, d, l = dependency(name, env, libs)
+i, d, l = dependency("hdf5", "GOZARU_HDF5_DIR", ["hdf5"])
+include_dirs += i
+library_dirs += d
+libraries += l
+define_macros = []
+runtime_library_dirs = list(library_dirs)
+
+BLAS = os.environ.get("GOZARU_BLAS", "scipy-openblas32")
+if BLAS == "scipy-openblas32":
+    try:
+        import scipy_openblas32
+    except ImportError:
+        sys.exit("gozaru builds against the PyPI package scipy-openblas32 (a build requirement in pyproject.toml): "
+                 "`pip install scipy-openblas32`, or set GOZARU_BLAS=system to use a system BLAS")
+    blas_lib = scipy_openblas32.get_lib_dir()
+    include_dirs.append(scipy_openblas32.get_include_dir())
+    library_dirs.append(blas_lib)
+    libraries.append(scipy_openblas32.get_library())
+    # the package's cblas.h declares scipy_cblas_* etc.; csrc/blas.h pastes this prefix onto the plain names
+    define_macros.append(("GZ_BLAS_PREFIX", "scipy_"))
+    runtime_library_dirs += [blas_lib, "$ORIGIN/../scipy_openblas32/lib"]
+elif BLAS == "system":
+    blas_libs = [x for x in os.environ.get("GOZARU_BLAS_LIBS", "openblas").split(",") if x]
+    i, d, l = dependency("openblas", "GOZARU_BLAS_DIR", blas_libs)
+    if os.environ.get("GOZARU_BLAS_LIBS"):
+        l = blas_libs
     include_dirs += i
     library_dirs += d
+    runtime_library_dirs += d
     libraries += l
+    if any("openblas" in x for x in l):  # thread control and kernel queries are OpenBLAS extensions
+        define_macros.append(("GZ_BLAS_SYSTEM_OPENBLAS", "1"))
+else:
+    sys.exit(f"GOZARU_BLAS={BLAS!r}: choose 'scipy-openblas32' (default) or 'system'")
 
 # -ffp-contract=off: no fused multiply-adds, so every vector width (see GZ_VECTOR_CLONES) rounds alike.
 # -fno-math-errno, -fno-trapping-math: sqrtf and clamped loops vectorise (errno and FP traps are never used;
@@ -95,11 +124,14 @@ if os.environ.get("GOZARU_SANITIZE") == "1":
     extra_link += ["-fsanitize=address,undefined"]
 else:
     extra_compile += ["-O3", "-march=x86-64-v2" if os.uname().machine == "x86_64" else "-O3"]
-define_macros = []
-runtime_library_dirs = list(library_dirs)
 
 WITH_CUDA = os.environ.get("GOZARU_CUDA") == "1"
 cuda_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+if WITH_CUDA and not cuda_sources:
+    sys.exit(f"GOZARU_CUDA=1 but {os.path.join(ROOT, 'csrc', 'cuda')} holds no .cu sources: this source tree is "
+             "incomplete (an sdist made without MANIFEST.in?); build from a full checkout or a complete sdist")
+if not WITH_CUDA and not cuda_sources and (shutil.which("nvcc") or os.path.exists("/usr/local/cuda/include")):
+    sys.stderr.write("note: a CUDA toolkit is installed but csrc/cuda/ holds no .cu sources; building CPU only\n")
 if WITH_CUDA:
     def find_cuda_home():
         """The first candidate holding include/cuda_runtime.h (nvcc on PATH may be a wrapper script)."""

@@ -5,6 +5,9 @@ Each measurement runs in its own subprocess (same thread count) so peak RSS is p
 Every step is timed alone and tokens/s comes from the median step, so a burst of load from other processes
 moves the figure less than a mean would; --repeats N runs the engines N times, interleaved, and keeps each
 engine's best median (the same treatment for both).
+The JSON and the printout carry gozaru.build_info() (CPU, BLAS kernel, threads) and the SGEMM ceiling at
+n=2048 measured in the same run with the same threads; each row's achieved FLOP/s is given as a share of it
+(FLOP model: benchmarks/machine.py).
 Usage: python benchmarks/bench_cpu.py [--threads N] [--steps N] [--repeats N] [--out benchmarks/results/cpu.json]
 """
 import argparse
@@ -15,6 +18,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import machine
 
 B, T = 8, 128
 MODES = ("full", "last_layer_head")
@@ -115,6 +120,11 @@ def main():
     if args.worker:
         return worker(*args.worker, args.steps, args.warmup, args.threads)
 
+    import gozaru as gz
+    gz.set_num_threads(args.threads)
+    info = machine.build_info()
+    ceiling = machine.sgemm_gflops()
+    cfg = gz.preset("tiny")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
     by = {}
     for _ in range(args.repeats):
@@ -127,7 +137,12 @@ def main():
                 if (engine, mode) not in by or r["tokens_per_s"] > by[engine, mode]["tokens_per_s"]:
                     by[engine, mode] = r
     rows = [by[e, m] for m in MODES for e in ("gozaru", "torch")]
+    for r in rows:
+        r["flops_per_step"] = machine.train_step_flops(cfg, B, T, r["mode"])
+        r["gflops"] = r["flops_per_step"] * r["tokens_per_s"] / (B * T) / 1e9
+        r["share_of_sgemm_ceiling"] = r["gflops"] / ceiling
     summary = {
+        "build_info": info, "sgemm_2048_gflops": ceiling,
         "threads": args.threads, "batch": B, "seq": T, "repeats": args.repeats, "rows": rows,
         "full_ft_speedup_vs_torch": by["gozaru", "full"]["tokens_per_s"] / by["torch", "full"]["tokens_per_s"],
         "last_layer_speedup_vs_torch": by["gozaru", "last_layer_head"]["tokens_per_s"]
@@ -135,11 +150,14 @@ def main():
         "last_layer_vs_own_full_ft": by["gozaru", "last_layer_head"]["tokens_per_s"]
         / by["gozaru", "full"]["tokens_per_s"],
     }
+    machine.print_build_info(info)
+    print(f"SGEMM n=2048 ceiling: {ceiling:.1f} GFLOP/s ({args.threads} threads)")
     print(f"tiny preset, batch {B} x seq {T}, {args.threads} threads, tokens/s from the median step "
           f"(best of {args.repeats} interleaved runs)")
-    print(f"{'engine':8} {'mode':16} {'tokens/s':>10} {'peak RSS MB':>12}")
+    print(f"{'engine':8} {'mode':16} {'tokens/s':>10} {'GFLOP/s':>8} {'of ceiling':>10} {'peak RSS MB':>12}")
     for r in rows:
-        print(f"{r['engine']:8} {r['mode']:16} {r['tokens_per_s']:10.0f} {r['peak_rss_mb']:12.0f}")
+        print(f"{r['engine']:8} {r['mode']:16} {r['tokens_per_s']:10.0f} {r['gflops']:8.1f} "
+              f"{r['share_of_sgemm_ceiling']:10.0%} {r['peak_rss_mb']:12.0f}")
     print(f"full FT: gozaru / torch = {summary['full_ft_speedup_vs_torch']:.2f}x")
     print(f"last layer + head: gozaru / torch = {summary['last_layer_speedup_vs_torch']:.2f}x")
     print(f"gozaru last layer + head / gozaru full FT = {summary['last_layer_vs_own_full_ft']:.2f}x")

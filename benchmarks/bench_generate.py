@@ -2,6 +2,8 @@
 
 Tiny preset with random weights, greedy, 128 new tokens (EOS disabled so every row runs to the end),
 batch 1 and batch 8 with prompts of 16..32 tokens.
+Records gozaru.build_info() and the SGEMM ceiling at n=2048 (same run, same threads); achieved FLOP/s is
+given as a share of it (FLOP model: benchmarks/machine.py; decoding is memory-bound, so the share is small).
 Usage: python benchmarks/bench_generate.py [--threads N] [--new 128] [--out benchmarks/results/generate.json]
 """
 import argparse
@@ -10,6 +12,8 @@ import os
 import time
 
 import numpy as np
+
+import machine
 
 
 def prompts(batch, vocab, seed=0):
@@ -64,21 +68,31 @@ def main():
         for name, p in hf.named_parameters():
             p.copy_(torch.from_numpy(model.params["embed_out.weight" if name == "lm_head.weight" else name]))
 
+    info = machine.build_info()
+    ceiling = machine.sgemm_gflops()
     rows = []
     for batch in (1, 8):
         g_tps, g_out = bench_gozaru(model, batch, args.new)
         h_tps, h_out = bench_hf(hf, torch, batch, args.new, cfg.vocab_size)
         same = sum(a == b for a, b in zip(g_out, h_out))
+        # mean context over the decode: prompt (~24) plus half the new tokens
+        flops = machine.decode_flops_per_token(cfg, 24 + args.new // 2)
         rows.append({"batch": batch, "gozaru_tokens_per_s": g_tps, "hf_tokens_per_s": h_tps,
-                     "speedup": g_tps / h_tps, "identical_rows": same})
+                     "speedup": g_tps / h_tps, "identical_rows": same, "flops_per_token": flops,
+                     "gozaru_share_of_sgemm_ceiling": g_tps * flops / 1e9 / ceiling,
+                     "hf_share_of_sgemm_ceiling": h_tps * flops / 1e9 / ceiling})
+    machine.print_build_info(info)
+    print(f"SGEMM n=2048 ceiling: {ceiling:.1f} GFLOP/s ({args.threads} threads)")
     print(f"tiny preset, greedy, {args.new} new tokens, {args.threads} threads")
-    print(f"{'batch':>5} {'gozaru tok/s':>13} {'HF tok/s':>10} {'speedup':>8} {'same tokens':>12}")
+    print(f"{'batch':>5} {'gozaru tok/s':>13} {'HF tok/s':>10} {'speedup':>8} {'same tokens':>12} "
+          f"{'gozaru of ceiling':>18}")
     for r in rows:
         print(f"{r['batch']:5d} {r['gozaru_tokens_per_s']:13.1f} {r['hf_tokens_per_s']:10.1f} "
-              f"{r['speedup']:7.2f}x {r['identical_rows']:>9d}/{r['batch']}")
+              f"{r['speedup']:7.2f}x {r['identical_rows']:>9d}/{r['batch']} {r['gozaru_share_of_sgemm_ceiling']:17.1%}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump({"threads": args.threads, "new_tokens": args.new, "rows": rows}, f, indent=2)
+        json.dump({"build_info": info, "sgemm_2048_gflops": ceiling, "threads": args.threads,
+                   "new_tokens": args.new, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

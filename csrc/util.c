@@ -8,6 +8,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include "blas.h"
 #include "internal.h"
 
 static _Thread_local char g_error[1024];
@@ -49,10 +50,6 @@ void gz_request_interrupt(void) { atomic_store(&g_interrupt, 1); }
 void gz_clear_interrupt(void) { atomic_store(&g_interrupt, 0); }
 int gz_interrupt_requested(void) { return atomic_load(&g_interrupt); }
 
-/* OpenBLAS exports these; declared here to avoid depending on which cblas.h is found. */
-void openblas_set_num_threads(int);
-int openblas_get_num_threads(void);
-
 static int g_threads = 0;
 void gz_set_num_threads(int n) {
     if (n <= 0) return;
@@ -60,7 +57,9 @@ void gz_set_num_threads(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    openblas_set_num_threads(n);
+    /* BLAS's pthread pool gets the same count: BLAS calls run only between OpenMP regions (or, inside one,
+     * single-threaded: see gz_blas_serial_begin), so the two pools never run at once and never exceed n. */
+    gz_blas_set_num_threads(n);
 }
 int gz_get_num_threads(void) {
     if (g_threads > 0) return g_threads;

@@ -21,14 +21,27 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
+# OpenBLAS's pthread workers busy-wait 2^28 cycles (~0.1 s) after each BLAS call before sleeping; on a busy
+# core that steals it from the OpenMP loop that follows (greedy decoding measured several times slower on 2
+# loaded cores). Since blas.c routes OpenBLAS's jobs onto OpenMP, those workers only exist idle.
+# 2^4 cycles: they sleep at once. Read when the library loads, i.e. by the import below; the user's value wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# Loads libscipy_openblas.so (the BLAS _core links, by soname) before _core is imported, wherever pip put it;
+# absent only in builds with GOZARU_BLAS=system (see setup.py).
+try:
+    import scipy_openblas32  # noqa: F401
+except ImportError:
+    pass
+
 from ._core import IGNORE_INDEX, CheckpointError, get_num_threads, set_num_threads  # noqa: E402
 from ._version import __version__  # noqa: E402
 from . import data, engine, lab  # noqa: E402
 from .engine import checkpoint, hf, layers  # noqa: E402
 from .engine import AdamW, GPTNeoXConfig, Model, load, preset  # noqa: E402
+from .engine.system import build_info  # noqa: E402
 from .lab import demo, evaluate, experiment, generate, plots  # noqa: E402
 from .lab import EvalConfig, TrainConfig, Trainer  # noqa: E402
 
 __all__ = ["AdamW", "CheckpointError", "EvalConfig", "GPTNeoXConfig", "IGNORE_INDEX", "Model", "TrainConfig",
-           "Trainer", "__version__", "checkpoint", "data", "demo", "engine", "evaluate", "experiment", "generate",
+           "Trainer", "__version__", "build_info", "checkpoint", "data", "demo", "engine", "evaluate", "experiment", "generate",
            "get_num_threads", "hf", "lab", "layers", "load", "plots", "preset", "set_num_threads"]

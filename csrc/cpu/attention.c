@@ -1,11 +1,11 @@
 /* attention.c — causal softmax attention over q, k, v [B, NH, T, HS] (fp32 scores, 1/sqrt(HS) scale).
  *
- * The per-(b, h) products go through cblas_sgemm, called from inside the OpenMP loop: the OpenMP build of
- * OpenBLAS runs single-threaded when called inside a parallel region, so each task is one sequential
- * sgemm and the results do not depend on scheduling. Causality is exploited by blocking along T: a block
+ * The per-(b, h) products go through cblas_sgemm, called from inside the OpenMP loop with BLAS set to one
+ * thread (gz_blas_serial_begin), so each task is one sequential sgemm, no second thread pool competes for
+ * the cores, and the results do not depend on scheduling. Causality is exploited by blocking along T: a block
  * of BLOCK queries only meets the keys up to its own end (and a block of keys only the queries from its
  * own start), so about half the T x T work is skipped for long sequences. */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +20,7 @@ gz_status gz_cpu_attention_forward(float *out, float *att, const float *q, const
                                    int T, int NH, int HS) {
     const float scale = 1.0f / sqrtf((float)HS);
     const int C = NH * HS, nqb = (T + BLOCK - 1) / BLOCK;
+    int blas_saved = gz_blas_serial_begin();
     /* dynamic: later query blocks see more keys; every output is still written by exactly one task */
 #pragma omp parallel for collapse(3) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
@@ -50,6 +51,7 @@ gz_status gz_cpu_attention_forward(float *out, float *att, const float *q, const
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, t1, 1.0f, p0, T, vh, HS, 0.0f,
                             out + ((int64_t)b * T + t0) * C + (int64_t)h * HS, C);
             }
+    gz_blas_serial_end(blas_saved);
     return GZ_OK;
 }
 
@@ -59,6 +61,7 @@ gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scra
                                     int NH, int HS) {
     const float scale = 1.0f / sqrtf((float)HS);
     const int C = NH * HS, nb = (T + BLOCK - 1) / BLOCK;
+    int blas_saved = gz_blas_serial_begin();
     /* one task per (b, h): every product of a head is computed by one thread, in a fixed order */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
@@ -97,5 +100,6 @@ gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scra
                             T, qh + (int64_t)s0 * HS, HS, 0.0f, dkh + (int64_t)s0 * HS, HS);
             }
         }
+    gz_blas_serial_end(blas_saved);
     return GZ_OK;
 }

@@ -1,5 +1,5 @@
 /* matmul.c — Linear layers (y = x W^T + b, W stored [out, in] as HF does) through CBLAS. */
-#include <cblas.h>
+#include "blas.h"
 #include "cpu_ops.h"
 
 /* Up to this many rows the streaming kernel of matmul_few_rows.c beats BLAS (measured on decode steps). */

@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "model_config.h"
+#include "../blas.h"
 
 PyObject *gzpy_CheckpointError = NULL;
 
@@ -67,6 +68,8 @@ static PyMethodDef module_methods[] = {
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads()\n--\n\nThreads used on the CPU backend."},
     {"backend_available", backend_available, METH_O,
      "backend_available(name)\n--\n\nTrue when the backend ('cpu' or 'cuda') is compiled in and usable."},
+    {"build_info", gzpy_build_info, METH_NOARGS,
+     "build_info()\n--\n\nBLAS (name, version, kernel, threads), OpenMP, CPU features and backends, as a dict."},
     {"read_checkpoint_meta", (PyCFunction)gzpy_read_checkpoint_meta, METH_O,
      "read_checkpoint_meta(path)\n--\n\nThe metadata of a gozaru HDF5 checkpoint as a dict."},
     {"tensor_table", gzpy_tensor_table, METH_O,
@@ -93,6 +96,7 @@ static int add_object(PyObject *m, const char *name, PyObject *obj) {
 
 PyMODINIT_FUNC PyInit__core(void) {
     import_array();
+    gz_blas_init(); /* blas.c: BLAS threads on gozaru's OpenMP pool */
     if (PyType_Ready(&GzModel_Type) < 0 || PyType_Ready(&GzAdamW_Type) < 0) return NULL;
 
     PyObject *m = PyModule_Create(&module_def);

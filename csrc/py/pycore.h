@@ -30,6 +30,9 @@ extern PyObject *gzpy_CheckpointError;
 /* Raises the Python exception for a failed core call (message from gz_last_error()); returns NULL. */
 PyObject *gzpy_raise_status(gz_status s);
 
+/* _core.build_info() (build_info.c) */
+PyObject *gzpy_build_info(PyObject *module, PyObject *unused);
+
 /* "cpu" / "cuda" -> backend kind (TypeError / ValueError otherwise). */
 int gzpy_backend_kind(PyObject *name, gz_backend_kind *out);
 

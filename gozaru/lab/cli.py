@@ -14,6 +14,7 @@ from ..data.tokenizer import Tokenizer
 from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
 from ..engine.model import Model
+from ..engine.system import build_info, format_build_info
 from . import plots
 from .cli_args import build_parser
 from .demo import format_table, run_demo
@@ -163,6 +164,10 @@ def cmd_export_hf(args) -> int:
 
 
 def cmd_info(args) -> int:
+    if args.system:
+        print(format_build_info(build_info()))
+    elif not args.checkpoints:
+        raise SystemExit("gozaru info: name checkpoints to describe, or pass --system")
     for path in args.checkpoints:
         print(checkpoint.describe(path))
         summary = _training_summary(path)

@@ -199,7 +199,9 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
                        epilog="example:\n  gozaru info runs/demo/base/base.h5 runs/demo/runs/*.h5",
                        description="Prints model shape, step, tokens seen, optimizer settings and, for checkpoints "
                        "written by the trainer or an experiment, the training summary.")
-    p.add_argument("checkpoints", nargs="+", help="gozaru .h5 checkpoints")
+    p.add_argument("checkpoints", nargs="*", help="gozaru .h5 checkpoints")
+    p.add_argument("--system", action="store_true",
+                   help="describe this machine instead: BLAS and its kernel, threads, OpenMP, CPU features, backends")
     p.set_defaults(func=commands["info"])
     return parser
 

@@ -1,0 +1,71 @@
+"""What the CPU benchmarks record beside their numbers: the machine (gozaru.build_info()), the SGEMM ceiling of
+the BLAS gozaru links (measured in the same run, same threads) and the FLOP count of what was timed.
+
+FLOP model (multiply-add = 2 FLOPs; embedding lookups, LayerNorm, GELU, softmax and AdamW are not counted):
+  P = matmul parameters = layers x (4 C^2 + 2 C I) + C V   (QKV, dense, MLP in/out, head; not embed_in)
+  forward  = 2 P N + attention,  attention = layers x 2 B T^2 C   (causal: QK^T and PV over the lower
+             triangle, 2 x B x T^2/2 x C multiply-adds each)
+  full fine-tuning step  = 3 x forward                 (backward: gradient of inputs and of weights, 2 x forward)
+  last layer + head step = forward + 2 x (2 P_t N + attention of one layer)   (P_t: last layer + head)
+  greedy decoding        = 2 P + layers x 4 C ctx per new token (ctx = tokens in the KV cache)
+The step formulas are the standard 6 x params x tokens estimate plus attention; "share of ceiling" is achieved
+FLOP/s over the SGEMM rate at n=2048, i.e. how far the whole step runs from the BLAS peak on this machine.
+"""
+import ctypes
+import time
+
+import numpy as np
+
+
+def build_info():
+    import gozaru
+    return gozaru.build_info()
+
+
+def print_build_info(info):
+    from gozaru.engine.system import format_build_info
+    print(format_build_info(info))
+
+
+def sgemm_gflops(n=2048, repeats=3):
+    """GFLOP/s of one n x n x n SGEMM through the BLAS gozaru links, at gozaru's current thread count (best of
+    `repeats`, after one warm-up call)."""
+    info = build_info()
+    lib = ctypes.CDLL(info["blas_library"])  # the already loaded library: same instance, same thread setting
+    name = ("scipy_" if info["blas"] == "scipy-openblas32" else "") + "cblas_sgemm"
+    sgemm = getattr(lib, name)
+    f, i, p = ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+    sgemm.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    c = np.zeros((n, n), np.float32)
+    row_major, no_trans = 101, 111
+    best = float("inf")
+    for k in range(repeats + 1):
+        t0 = time.perf_counter()
+        sgemm(row_major, no_trans, no_trans, n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0, c.ctypes.data, n)
+        if k:  # the first call pays for page faults and thread start-up
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def matmul_params(cfg, layers=None):
+    C, I, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
+    return (L if layers is None else layers) * (4 * C * C + 2 * C * I) + C * V
+
+
+def attention_flops(cfg, B, T, layers=None):
+    return (cfg.num_hidden_layers if layers is None else layers) * 2 * B * T * T * cfg.hidden_size
+
+
+def train_step_flops(cfg, B, T, mode):
+    N = B * T
+    forward = 2 * matmul_params(cfg) * N + attention_flops(cfg, B, T)
+    if mode == "full":
+        return 3 * forward
+    trained = 2 * matmul_params(cfg, layers=1) * N + attention_flops(cfg, B, T, layers=1)
+    return forward + 2 * trained
+
+
+def decode_flops_per_token(cfg, ctx):
+    return 2 * matmul_params(cfg) + cfg.num_hidden_layers * 4 * cfg.hidden_size * ctx
