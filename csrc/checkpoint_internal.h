@@ -34,6 +34,10 @@ const char *ckpt_h5_detail(void);
  * ignores ids <= 0 so cleanup paths can call it unconditionally. */
 void ckpt_close(hid_t id);
 
+/* H5Fclose that, when the close fails, still releases the file and every id under it (so libhdf5's
+ * shutdown finds nothing half-closed); 0 or -1 (the error is on HDF5's stack). */
+int ckpt_close_file(hid_t f);
+
 /* File access properties: 1.10 format (checksummed metadata), no flock (files are replaced
  * by rename, never modified in place), strong close. */
 hid_t ckpt_fapl(void);
@@ -67,6 +71,10 @@ gz_status ckpt_read_f32(const char *file, hid_t group, const char *groupname, co
 gz_status ckpt_write_bytes(const char *file, hid_t loc, const char *name, const void *data, size_t len);
 /* *out is malloc'ed (never NULL on success, even for len 0). */
 gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **out, size_t *len);
+
+/* GZ_ERR_FORMAT unless loc/name is a hard link: soft, external and user-defined links are refused, so
+ * a checkpoint never makes the reader open another file (locname: "" for the root, for messages). */
+gz_status ckpt_check_link(const char *file, hid_t loc, const char *locname, const char *name);
 
 /* 1 when group/name exists, 0 when not, GZ_ERR_FORMAT (returned negated as -1) on error. */
 int ckpt_exists(hid_t loc, const char *name);

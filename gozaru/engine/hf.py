@@ -154,6 +154,19 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
                             f"{TORCH_BIN}, {TORCH_BIN_INDEX})")
 
 
+def check_weights_size(folder: str | os.PathLike, config: GPTNeoXConfig) -> None:
+    """CheckpointError when the weight files are too small for the parameters config.json declares (at 2 bytes
+    each, the narrowest dtype), before a model of that size is allocated. Only safetensors are sized this way
+    (a .bin needs torch, which names its own errors)."""
+    files = weight_files(folder)
+    if any(p.suffix != ".safetensors" for p in files):
+        return
+    have = sum(p.stat().st_size for p in files)
+    if config.num_params() * 2 > have:
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: declares {config.num_params():,} parameters but the "
+                              f"weight files hold only {have:,} bytes")
+
+
 def _open(path: Path):
     return _SafetensorsFile(path) if path.suffix == ".safetensors" else _TorchFile(path)
 

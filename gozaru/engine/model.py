@@ -342,7 +342,9 @@ class Model:
 
         strict=False ignores tensors gozaru does not know; missing tensors are always an error. progress, when
         given, is called with each tensor name as it is copied."""
-        model = cls(hf.read_hf_config(folder), seed=None, backend=backend)
+        config = hf.read_hf_config(folder)
+        hf.check_weights_size(folder, config)
+        model = cls(config, seed=None, backend=backend)
         hf.read_weights_into(folder, model.config, model.params, strict=strict, progress=progress)
         model.params_changed()
         return model
