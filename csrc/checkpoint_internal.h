@@ -96,7 +96,7 @@ gz_status ckpt_temp_path(const char *path, char **out);
 /* Removes "<basename>.tmp-<pid>-<n>" files next to path whose writer process is gone
  * (or is this process: its saves are serialized, so such a file is a leftover). */
 void ckpt_remove_stale_temps(const char *path);
-/* fsync(tmp), rename(tmp, path), fsync(folder). */
+/* chmod(tmp) to the mode of an existing path, fsync(tmp), rename(tmp, path), fsync(folder). */
 gz_status ckpt_commit(const char *tmp, const char *path);
 
 #endif

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .._core import CheckpointError
+from ..fileio import atomic_writer, write_text_atomic
 from .config import GPTNeoXConfig
 
 # Buffers HF keeps in some state dicts that are not parameters (rotary caches, attention masks).
@@ -253,19 +254,11 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, np.ndarray]], metada
         offset += a.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data that follows stays 8-byte aligned
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for _, a in tensors:
-                f.write(memoryview(np.ascontiguousarray(a, dtype="<f4")).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_writer(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for _, a in tensors:
+            f.write(memoryview(np.ascontiguousarray(a, dtype="<f4")).cast("B"))
 
 
 def write_folder(folder: str | os.PathLike, config: GPTNeoXConfig, tensors: list[tuple[str, np.ndarray]]) -> None:
@@ -273,6 +266,4 @@ def write_folder(folder: str | os.PathLike, config: GPTNeoXConfig, tensors: list
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_safetensors(folder / SAFETENSORS, tensors, {"format": "pt"})
-    tmp = folder / f"config.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / "config.json")
+    write_text_atomic(folder / "config.json", json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n")
