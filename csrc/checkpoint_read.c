@@ -241,6 +241,8 @@ static gz_status stage_moments(const char *path, hid_t gm, hid_t gv, const gz_mo
         if (st == GZ_OK) st = ckpt_read_f32(path, gm, "/optim/m", t.name, t.ndim, t.shape, s->m[i], &dm);
         if (st == GZ_OK) st = ckpt_read_attr_i64(path, dm, t.name, "step", &s->steps[i]);
         if (st == GZ_OK) st = ckpt_read_f32(path, gv, "/optim/v", t.name, t.ndim, t.shape, s->v[i], &dv);
+        if (st == GZ_OK && gz_adamw_check_moments(t.name, s->m[i], s->v[i], t.numel) != GZ_OK)
+            st = gz_fail_context(GZ_ERR_FORMAT, "checkpoint %s", path);
         if (st == GZ_OK && s->steps[i] < 0)
             st = gz_fail(GZ_ERR_FORMAT, "checkpoint %s: optimizer step of %s is %lld (must be >= 0)", path, t.name,
                          (long long)s->steps[i]);
