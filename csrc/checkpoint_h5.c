@@ -14,9 +14,19 @@ static pthread_mutex_t g_hdf5_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static pthread_once_t g_init_once = PTHREAD_ONCE_INIT;
 
+/* fork() waits for a checkpoint call in another thread to finish: a child must not inherit the lock held
+ * (it would wait forever) nor libhdf5 in the middle of writing a file. */
+static void fork_prepare(void) { pthread_mutex_lock(&g_hdf5_lock); }
+static void fork_release(void) { pthread_mutex_unlock(&g_hdf5_lock); }
+
 /* No H5close at exit: a file whose close failed stays half-open (see ckpt_close_file), and the
  * library's shutdown would crash on it. Every file gozaru opens is closed before its call returns. */
-static void init_hdf5(void) { H5dont_atexit(); }
+static void init_hdf5(void) {
+    H5dont_atexit();
+    pthread_atfork(fork_prepare, fork_release, fork_release);
+}
+
+__attribute__((constructor)) static void init_at_load(void) { pthread_once(&g_init_once, init_hdf5); }
 
 void ckpt_lock(void) {
     pthread_once(&g_init_once, init_hdf5);
