@@ -1,5 +1,5 @@
-/* checkpoint_h5.c — checked HDF5 helpers for checkpoints: lock, error text, attributes,
- * fp32 tensors with checksums, byte blobs, group listings. */
+/* checkpoint_h5.c — checked HDF5 helpers for checkpoints: lock, error text, closing, attributes,
+ * fp32 tensors with checksums, byte blobs (reader checks and listings: checkpoint_check.c). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -322,81 +322,11 @@ static void format_shape(char *buf, size_t size, int ndim, const hsize_t *dims) 
     if (n > 0 && (size_t)n < size) snprintf(buf + n, size - n, "]");
 }
 
-gz_status ckpt_check_link(const char *file, hid_t loc, const char *locname, const char *name) {
-    H5L_info_t info;
-    if (H5Lget_info(loc, name, &info, H5P_DEFAULT) < 0)
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s is missing or unreadable (HDF5: %s)", file, locname,
-                       name, ckpt_h5_detail());
-    if (info.type != H5L_TYPE_HARD)
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s is a%s link, not stored in the file itself; "
-                       "gozaru checkpoints hold only their own data", file, locname, name,
-                       info.type == H5L_TYPE_SOFT ? " soft" : info.type == H5L_TYPE_EXTERNAL ? "n external"
-                                                                                             : " user-defined");
-    return GZ_OK;
-}
-
-/* The dataset must be stored the way the writer stores it: inside this file (no external raw data, no
- * virtual mapping onto other datasets or files), no filter but Fletcher-32, which every non-empty one
- * has, and at least as many stored bytes as its declared extent (checked before anything that size is
- * allocated). */
-static gz_status check_storage(const char *file, hid_t ds, const char *locname, const char *name,
-                               hsize_t numel, size_t elem_size) {
-    hid_t dcpl = H5Dget_create_plist(ds);
-    if (dcpl < 0)
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s is unreadable (HDF5: %s)", file, locname, name,
-                       ckpt_h5_detail());
-    H5D_layout_t layout = H5Pget_layout(dcpl);
-    int external = H5Pget_external_count(dcpl), nfilters = H5Pget_nfilters(dcpl), fletcher = 0;
-    H5Z_filter_t other = H5Z_FILTER_NONE;
-    for (int i = 0; i < nfilters; i++) {
-        unsigned flags = 0, config = 0;
-        size_t nvals = 0;
-        char fname[1];
-        H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &nvals, NULL, sizeof fname, fname, &config);
-        if (id == H5Z_FILTER_FLETCHER32) fletcher = 1;
-        else other = id;
-    }
-    ckpt_close(dcpl);
-    H5Eclear2(H5E_DEFAULT);
-    if (external != 0)
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s keeps its data in another file (external storage); "
-                       "gozaru checkpoints hold only their own data", file, locname, name);
-    if (layout == H5D_VIRTUAL)
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s is a virtual dataset (data mapped from elsewhere); "
-                       "gozaru checkpoints hold only their own data", file, locname, name);
-    if (layout != H5D_CONTIGUOUS && layout != H5D_CHUNKED && layout != H5D_COMPACT)
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s has an unknown storage layout", file, locname, name);
-    if (nfilters < 0 || other != H5Z_FILTER_NONE)
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s uses HDF5 filter %d; gozaru checkpoints use only the "
-                       "Fletcher-32 checksum", file, locname, name, (int)other);
-    if (numel > 0 && !fletcher)
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s has no Fletcher-32 checksum (gozaru writes every "
-                       "non-empty dataset with one)", file, locname, name);
-    hsize_t stored = H5Dget_storage_size(ds);
-    H5Eclear2(H5E_DEFAULT);
-    if (numel > 0 && (numel > ((hsize_t)-1) / elem_size || stored < numel * elem_size))
-        return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: %s/%s declares %llu elements but stores only %llu bytes; "
-                       "the file is truncated or crafted", file, locname, name, (unsigned long long)numel,
-                       (unsigned long long)stored);
-    return GZ_OK;
-}
-
-/* Opens loc/name after checking it is a hard link (an external link would open another file). */
-static gz_status open_dataset(const char *file, hid_t loc, const char *locname, const char *name, hid_t *out) {
-    *out = -1;
-    GZ_TRY(ckpt_check_link(file, loc, locname, name));
-    *out = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (*out < 0)
-        return gz_fail(GZ_ERR_FORMAT, "%s: opening %s/%s failed (HDF5: %s)", file, locname, name,
-                       ckpt_h5_detail());
-    return GZ_OK;
-}
-
 gz_status ckpt_read_f32(const char *file, hid_t group, const char *groupname, const char *name, int ndim,
                         const int64_t *shape, float *data, hid_t *out_dataset) {
     *out_dataset = -1;
     hid_t ds;
-    GZ_TRY(open_dataset(file, group, groupname, name, &ds));
+    GZ_TRY(ckpt_open_dataset(file, group, groupname, name, &ds));
     gz_status st = GZ_OK;
     hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
     H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
@@ -419,7 +349,7 @@ gz_status ckpt_read_f32(const char *file, hid_t group, const char *groupname, co
         format_shape(want_s, sizeof want_s, ndim, want);
         st = gz_fail(GZ_ERR_FORMAT, "%s: tensor %s/%s has shape %s%s, the model expects %s", file, groupname,
                      name, got_s, got_ndim > 2 ? " (and more dims)" : "", want_s);
-    } else if ((st = check_storage(file, ds, groupname, name, dims[0] * (ndim == 2 ? dims[1] : 1), sizeof(float)))
+    } else if ((st = ckpt_check_storage(file, ds, groupname, name, dims[0] * (ndim == 2 ? dims[1] : 1), sizeof(float)))
                != GZ_OK) {
     } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         st = gz_fail(GZ_ERR_FORMAT, "%s: reading tensor %s/%s failed, the file is corrupt (HDF5: %s)", file,
@@ -453,7 +383,7 @@ gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **
     *out = NULL;
     *len = 0;
     hid_t ds;
-    GZ_TRY(open_dataset(file, loc, "", name, &ds));
+    GZ_TRY(ckpt_open_dataset(file, loc, "", name, &ds));
     hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
     int ndim = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
     hsize_t dims[1] = {0};
@@ -462,7 +392,7 @@ gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **
         H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
         H5Eclear2(H5E_DEFAULT);
         st = gz_fail(GZ_ERR_FORMAT, "%s: /%s is not a 1-D uint8 dataset", file, name);
-    } else if ((st = check_storage(file, ds, "", name, dims[0], 1)) != GZ_OK) {
+    } else if ((st = ckpt_check_storage(file, ds, "", name, dims[0], 1)) != GZ_OK) {
     } else {
         st = gz_calloc(out, (size_t)dims[0], 1, name);
         if (st == GZ_OK && dims[0] && H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
@@ -477,48 +407,4 @@ gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **
     ckpt_close(space);
     ckpt_close(ds);
     return st;
-}
-
-int ckpt_exists(hid_t loc, const char *name) {
-    htri_t e = H5Lexists(loc, name, H5P_DEFAULT);
-    return e < 0 ? -1 : e > 0;
-}
-
-/* ------------------------------------------------------------------ listings */
-
-void ckpt_free_names(char **names, int count) {
-    if (!names) return;
-    for (int i = 0; i < count; i++) free(names[i]);
-    free(names);
-}
-
-gz_status ckpt_list_group(const char *file, hid_t group, const char *groupname, char ***names, int *count) {
-    *names = NULL;
-    *count = 0;
-    H5G_info_t info;
-    if (H5Gget_info(group, &info) < 0)
-        return gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname, ckpt_h5_detail());
-    if (info.nlinks > (1u << 24))
-        return gz_fail(GZ_ERR_FORMAT, "%s: %s claims %llu entries; the file is corrupt", file, groupname,
-                       (unsigned long long)info.nlinks);
-    char **list = NULL;
-    int n = (int)info.nlinks;
-    GZ_TRY(gz_calloc((void **)&list, n, sizeof *list, "a checkpoint group listing"));
-    for (int i = 0; i < n; i++) {
-        ssize_t len = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, NULL, 0, H5P_DEFAULT);
-        gz_status st = len < 0 ? gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname,
-                                         ckpt_h5_detail())
-                               : gz_calloc((void **)&list[i], (size_t)len + 1, 1, "a tensor name");
-        if (st == GZ_OK &&
-            H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, list[i], (size_t)len + 1,
-                               H5P_DEFAULT) < 0)
-            st = gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname, ckpt_h5_detail());
-        if (st != GZ_OK) {
-            ckpt_free_names(list, n);
-            return st;
-        }
-    }
-    *names = list;
-    *count = n;
-    return GZ_OK;
 }

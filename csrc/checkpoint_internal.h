@@ -72,9 +72,17 @@ gz_status ckpt_write_bytes(const char *file, hid_t loc, const char *name, const 
 /* *out is malloc'ed (never NULL on success, even for len 0). */
 gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **out, size_t *len);
 
+/* ---- what the reader accepts (checkpoint_check.c) */
 /* GZ_ERR_FORMAT unless loc/name is a hard link: soft, external and user-defined links are refused, so
  * a checkpoint never makes the reader open another file (locname: "" for the root, for messages). */
 gz_status ckpt_check_link(const char *file, hid_t loc, const char *locname, const char *name);
+/* H5Dopen2 of loc/name after ckpt_check_link. */
+gz_status ckpt_open_dataset(const char *file, hid_t loc, const char *locname, const char *name, hid_t *out);
+/* GZ_ERR_FORMAT unless dataset ds is stored as the writer stores it: data inside the file (no external
+ * storage, not virtual), no filter but Fletcher-32 (required when numel > 0), and at least
+ * numel * elem_size stored bytes. Call before allocating numel elements. */
+gz_status ckpt_check_storage(const char *file, hid_t ds, const char *locname, const char *name, hsize_t numel,
+                             size_t elem_size);
 
 /* 1 when group/name exists, 0 when not, GZ_ERR_FORMAT (returned negated as -1) on error. */
 int ckpt_exists(hid_t loc, const char *name);
