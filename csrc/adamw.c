@@ -133,10 +133,23 @@ gz_status gz_adamw_get_state(const gz_adamw *o, int i, float *m_out, float *v_ou
     return GZ_OK;
 }
 
+gz_status gz_adamw_check_moments(const char *tensor, const float *m, const float *v, int64_t numel) {
+    for (int64_t j = 0; j < numel; j++) {
+        if (!isfinite(m[j]))
+            return gz_fail(GZ_ERR_VALUE, "optimizer first moment of %s[%lld] is %g (must be finite)", tensor, (long long)j, (double)m[j]);
+        /* sqrt(v) is the update's denominator: a negative or NaN v turns the parameter into NaN. */
+        if (!(v[j] >= 0.0f) || !isfinite(v[j]))
+            return gz_fail(GZ_ERR_VALUE, "optimizer second moment of %s[%lld] is %g (must be finite and >= 0)",
+                           tensor, (long long)j, (double)v[j]);
+    }
+    return GZ_OK;
+}
+
 gz_status gz_adamw_set_state(gz_adamw *o, int i, const float *m_in, const float *v_in, int64_t step) {
     if (i < 0 || i >= o->model->ntensors) return gz_fail(GZ_ERR_VALUE, "tensor index %d is out of range", i);
     if (step < 0) return gz_fail(GZ_ERR_VALUE, "optimizer step = %lld must be >= 0", (long long)step);
     if (!m_in || !v_in) return gz_fail(GZ_ERR_VALUE, "optimizer state buffers are NULL");
+    GZ_TRY(gz_adamw_check_moments(o->model->tensors[i].name, m_in, v_in, o->model->tensors[i].numel));
     GZ_TRY(ensure_state(o, i));
     size_t bytes = (size_t)o->model->tensors[i].numel * sizeof(float);
     GZ_TRY(o->model->be->upload(o->model->be->ctx, o->st[i].m, m_in, bytes));

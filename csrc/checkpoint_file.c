@@ -106,6 +106,10 @@ static gz_status fsync_path(const char *path, int is_folder, const char *what) {
 }
 
 gz_status ckpt_commit(const char *tmp, const char *path) {
+    /* A re-saved checkpoint keeps the mode of the file it replaces (a private 0600 stays private). */
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && chmod(tmp, st.st_mode & 07777) != 0)
+        return gz_fail(GZ_ERR_IO, "%s: setting the mode of %s failed: %s", path, tmp, strerror(errno));
     GZ_TRY(fsync_path(tmp, 0, path));
     if (rename(tmp, path) != 0)
         return gz_fail(GZ_ERR_IO, "%s: renaming %s into place failed: %s", path, tmp, strerror(errno));

@@ -1,6 +1,9 @@
-/* checkpoint_h5.c — checked HDF5 helpers for checkpoints: lock, error text, attributes,
- * fp32 tensors with checksums, byte blobs, group listings. */
+/* checkpoint_h5.c — checked HDF5 helpers for checkpoints: lock, error text, closing, attributes,
+ * fp32 tensors with checksums, byte blobs (reader checks and listings: checkpoint_check.c). */
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include "checkpoint_internal.h"
@@ -9,7 +12,24 @@
  * checkpoint calls, so all HDF5 use goes through this lock. */
 static pthread_mutex_t g_hdf5_lock = PTHREAD_MUTEX_INITIALIZER;
 
+static pthread_once_t g_init_once = PTHREAD_ONCE_INIT;
+
+/* fork() waits for a checkpoint call in another thread to finish: a child must not inherit the lock held
+ * (it would wait forever) nor libhdf5 in the middle of writing a file. */
+static void fork_prepare(void) { pthread_mutex_lock(&g_hdf5_lock); }
+static void fork_release(void) { pthread_mutex_unlock(&g_hdf5_lock); }
+
+/* No H5close at exit: a file whose close failed stays half-open (see ckpt_close_file), and the
+ * library's shutdown would crash on it. Every file gozaru opens is closed before its call returns. */
+static void init_hdf5(void) {
+    H5dont_atexit();
+    pthread_atfork(fork_prepare, fork_release, fork_release);
+}
+
+__attribute__((constructor)) static void init_at_load(void) { pthread_once(&g_init_once, init_hdf5); }
+
 void ckpt_lock(void) {
+    pthread_once(&g_init_once, init_hdf5);
     pthread_mutex_lock(&g_hdf5_lock);
     /* Per-thread in thread-safe HDF5 builds, so done on every entry. */
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -18,25 +38,43 @@ void ckpt_lock(void) {
 void ckpt_unlock(void) { pthread_mutex_unlock(&g_hdf5_lock); }
 
 static char g_detail[256];
+static int g_errno;
 
-static herr_t take_first(unsigned n, const H5E_error2_t *err, void *data) {
+/* HDF5's low-level write/read errors are multi-line texts with times and pointer values; what a person
+ * needs is the system error they carry ("errno = 28, ..."), so that is kept when present. */
+static herr_t take_detail(unsigned n, const H5E_error2_t *err, void *data) {
     (void)data;
-    if (n == 0 && err && err->desc) snprintf(g_detail, sizeof g_detail, "%s", err->desc);
+    if (!err || !err->desc) return 0;
+    const char *e = strstr(err->desc, "errno = ");
+    if (e && !g_errno) g_errno = atoi(e + 8);
+    if (n == 0) {
+        size_t len = strcspn(err->desc, "\n");
+        if (len >= sizeof g_detail) len = sizeof g_detail - 1;
+        memcpy(g_detail, err->desc, len);
+        g_detail[len] = '\0';
+    }
     return 0;
 }
 
 const char *ckpt_h5_detail(void) {
+    int saved_errno = errno;
     snprintf(g_detail, sizeof g_detail, "no detail");
+    g_errno = 0;
     /* Upward: the innermost (most specific) error comes first. */
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_first, NULL);
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, take_detail, NULL);
     H5Eclear2(H5E_DEFAULT);
+    if (g_errno > 0)
+        snprintf(g_detail, sizeof g_detail, "%s", strerror(g_errno));
+    else if (!strcmp(g_detail, "no detail") && (saved_errno == ENOSPC || saved_errno == EFBIG ||
+                                                saved_errno == EDQUOT || saved_errno == EIO))
+        snprintf(g_detail, sizeof g_detail, "%s", strerror(saved_errno));
     return g_detail;
 }
 
 void ckpt_close(hid_t id) {
     if (id <= 0) return;
     switch (H5Iget_type(id)) {
-    case H5I_FILE: H5Fclose(id); break;
+    case H5I_FILE: ckpt_close_file(id); break;
     case H5I_GROUP: H5Gclose(id); break;
     case H5I_DATASET: H5Dclose(id); break;
     case H5I_ATTR: H5Aclose(id); break;
@@ -45,6 +83,23 @@ void ckpt_close(hid_t id) {
     case H5I_GENPROP_LST: H5Pclose(id); break;
     default: break;
     }
+}
+
+int ckpt_close_file(hid_t f) {
+    if (f <= 0) return 0;
+    int *fd = NULL;
+    unsigned intent = 0;
+    if (H5Fget_intent(f, &intent) < 0 || H5Fget_vfd_handle(f, H5P_DEFAULT, (void **)&fd) < 0) fd = NULL;
+    H5Eclear2(H5E_DEFAULT);
+    if (H5Fclose(f) >= 0) return 0;
+    /* A close whose final flush failed (full disk, file size limit) leaves the file id open, and
+     * libhdf5 1.10 crashes when that id is closed again, by us or by its own shutdown at exit (which
+     * ckpt_lock turns off). So the id is left alone; truncating the (already unlinked or soon
+     * unlinked) temporary file gives its disk space back at once. */
+    if (fd && (intent & H5F_ACC_RDWR) && H5Iis_valid(f) > 0 && ftruncate(*fd, 0) != 0) {
+        /* best effort: the space comes back when the process exits */
+    }
+    return -1;
 }
 
 hid_t ckpt_fapl(void) {
@@ -171,7 +226,9 @@ gz_status ckpt_read_attr_str(const char *file, hid_t obj, const char *objname, c
     } else {
         size_t size = H5Tget_size(type);
         char *buf = NULL;
-        st = size == 0 ? gz_fail(GZ_ERR_FORMAT, "%s: attribute %s of %s is unreadable", file, attr, objname)
+        /* Attribute values live in object headers; a declared size beyond this is a corrupt type. */
+        st = size == 0 || size > (1u << 26)
+                 ? gz_fail(GZ_ERR_FORMAT, "%s: attribute %s of %s is unreadable", file, attr, objname)
                        : gz_calloc((void **)&buf, size + 1, 1, "a checkpoint string attribute");
         if (st == GZ_OK) {
             /* The stored type itself as memory type: same size, padding and character set. */
@@ -268,10 +325,8 @@ static void format_shape(char *buf, size_t size, int ndim, const hsize_t *dims) 
 gz_status ckpt_read_f32(const char *file, hid_t group, const char *groupname, const char *name, int ndim,
                         const int64_t *shape, float *data, hid_t *out_dataset) {
     *out_dataset = -1;
-    hid_t ds = H5Dopen2(group, name, H5P_DEFAULT);
-    if (ds < 0)
-        return gz_fail(GZ_ERR_FORMAT, "%s: opening tensor %s/%s failed (HDF5: %s)", file, groupname, name,
-                       ckpt_h5_detail());
+    hid_t ds;
+    GZ_TRY(ckpt_open_dataset(file, group, groupname, name, &ds));
     gz_status st = GZ_OK;
     hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
     H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
@@ -294,6 +349,8 @@ gz_status ckpt_read_f32(const char *file, hid_t group, const char *groupname, co
         format_shape(want_s, sizeof want_s, ndim, want);
         st = gz_fail(GZ_ERR_FORMAT, "%s: tensor %s/%s has shape %s%s, the model expects %s", file, groupname,
                      name, got_s, got_ndim > 2 ? " (and more dims)" : "", want_s);
+    } else if ((st = ckpt_check_storage(file, ds, groupname, name, dims[0] * (ndim == 2 ? dims[1] : 1), sizeof(float)))
+               != GZ_OK) {
     } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         st = gz_fail(GZ_ERR_FORMAT, "%s: reading tensor %s/%s failed, the file is corrupt (HDF5: %s)", file,
                      groupname, name, ckpt_h5_detail());
@@ -325,9 +382,8 @@ gz_status ckpt_write_bytes(const char *file, hid_t loc, const char *name, const 
 gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **out, size_t *len) {
     *out = NULL;
     *len = 0;
-    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (ds < 0)
-        return gz_fail(GZ_ERR_FORMAT, "%s: opening /%s failed (HDF5: %s)", file, name, ckpt_h5_detail());
+    hid_t ds;
+    GZ_TRY(ckpt_open_dataset(file, loc, "", name, &ds));
     hid_t type = H5Dget_type(ds), space = H5Dget_space(ds);
     int ndim = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
     hsize_t dims[1] = {0};
@@ -336,6 +392,7 @@ gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **
         H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
         H5Eclear2(H5E_DEFAULT);
         st = gz_fail(GZ_ERR_FORMAT, "%s: /%s is not a 1-D uint8 dataset", file, name);
+    } else if ((st = ckpt_check_storage(file, ds, "", name, dims[0], 1)) != GZ_OK) {
     } else {
         st = gz_calloc(out, (size_t)dims[0], 1, name);
         if (st == GZ_OK && dims[0] && H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
@@ -350,48 +407,4 @@ gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **
     ckpt_close(space);
     ckpt_close(ds);
     return st;
-}
-
-int ckpt_exists(hid_t loc, const char *name) {
-    htri_t e = H5Lexists(loc, name, H5P_DEFAULT);
-    return e < 0 ? -1 : e > 0;
-}
-
-/* ------------------------------------------------------------------ listings */
-
-void ckpt_free_names(char **names, int count) {
-    if (!names) return;
-    for (int i = 0; i < count; i++) free(names[i]);
-    free(names);
-}
-
-gz_status ckpt_list_group(const char *file, hid_t group, const char *groupname, char ***names, int *count) {
-    *names = NULL;
-    *count = 0;
-    H5G_info_t info;
-    if (H5Gget_info(group, &info) < 0)
-        return gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname, ckpt_h5_detail());
-    if (info.nlinks > (1u << 24))
-        return gz_fail(GZ_ERR_FORMAT, "%s: %s claims %llu entries; the file is corrupt", file, groupname,
-                       (unsigned long long)info.nlinks);
-    char **list = NULL;
-    int n = (int)info.nlinks;
-    GZ_TRY(gz_calloc((void **)&list, n, sizeof *list, "a checkpoint group listing"));
-    for (int i = 0; i < n; i++) {
-        ssize_t len = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, NULL, 0, H5P_DEFAULT);
-        gz_status st = len < 0 ? gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname,
-                                         ckpt_h5_detail())
-                               : gz_calloc((void **)&list[i], (size_t)len + 1, 1, "a tensor name");
-        if (st == GZ_OK &&
-            H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, (hsize_t)i, list[i], (size_t)len + 1,
-                               H5P_DEFAULT) < 0)
-            st = gz_fail(GZ_ERR_FORMAT, "%s: listing %s failed (HDF5: %s)", file, groupname, ckpt_h5_detail());
-        if (st != GZ_OK) {
-            ckpt_free_names(list, n);
-            return st;
-        }
-    }
-    *names = list;
-    *count = n;
-    return GZ_OK;
 }

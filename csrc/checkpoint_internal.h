@@ -34,6 +34,10 @@ const char *ckpt_h5_detail(void);
  * ignores ids <= 0 so cleanup paths can call it unconditionally. */
 void ckpt_close(hid_t id);
 
+/* H5Fclose that, when the close fails, still releases the file and every id under it (so libhdf5's
+ * shutdown finds nothing half-closed); 0 or -1 (the error is on HDF5's stack). */
+int ckpt_close_file(hid_t f);
+
 /* File access properties: 1.10 format (checksummed metadata), no flock (files are replaced
  * by rename, never modified in place), strong close. */
 hid_t ckpt_fapl(void);
@@ -68,6 +72,18 @@ gz_status ckpt_write_bytes(const char *file, hid_t loc, const char *name, const 
 /* *out is malloc'ed (never NULL on success, even for len 0). */
 gz_status ckpt_read_bytes(const char *file, hid_t loc, const char *name, void **out, size_t *len);
 
+/* ---- what the reader accepts (checkpoint_check.c) */
+/* GZ_ERR_FORMAT unless loc/name is a hard link: soft, external and user-defined links are refused, so
+ * a checkpoint never makes the reader open another file (locname: "" for the root, for messages). */
+gz_status ckpt_check_link(const char *file, hid_t loc, const char *locname, const char *name);
+/* H5Dopen2 of loc/name after ckpt_check_link. */
+gz_status ckpt_open_dataset(const char *file, hid_t loc, const char *locname, const char *name, hid_t *out);
+/* GZ_ERR_FORMAT unless dataset ds is stored as the writer stores it: data inside the file (no external
+ * storage, not virtual), no filter but Fletcher-32 (required when numel > 0), and at least
+ * numel * elem_size stored bytes. Call before allocating numel elements. */
+gz_status ckpt_check_storage(const char *file, hid_t ds, const char *locname, const char *name, hsize_t numel,
+                             size_t elem_size);
+
 /* 1 when group/name exists, 0 when not, GZ_ERR_FORMAT (returned negated as -1) on error. */
 int ckpt_exists(hid_t loc, const char *name);
 
@@ -88,7 +104,7 @@ gz_status ckpt_temp_path(const char *path, char **out);
 /* Removes "<basename>.tmp-<pid>-<n>" files next to path whose writer process is gone
  * (or is this process: its saves are serialized, so such a file is a leftover). */
 void ckpt_remove_stale_temps(const char *path);
-/* fsync(tmp), rename(tmp, path), fsync(folder). */
+/* chmod(tmp) to the mode of an existing path, fsync(tmp), rename(tmp, path), fsync(folder). */
 gz_status ckpt_commit(const char *tmp, const char *path);
 
 #endif

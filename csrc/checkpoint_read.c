@@ -38,7 +38,9 @@ static gz_status open_checkpoint(const char *path, hid_t *out) {
     return GZ_OK;
 }
 
-static gz_status open_group(const char *path, hid_t loc, const char *name, hid_t *out) {
+static gz_status open_group(const char *path, hid_t loc, const char *locname, const char *name, hid_t *out) {
+    *out = -1;
+    GZ_TRY(ckpt_check_link(path, loc, locname, name));
     *out = H5Gopen2(loc, name, H5P_DEFAULT);
     if (*out < 0)
         return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: group %s is missing or unreadable (HDF5: %s)", path, name,
@@ -53,7 +55,7 @@ static gz_status read_optimizer_meta(const char *path, hid_t f, gz_checkpoint_me
     if (e < 0) return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: unreadable (HDF5: %s)", path, ckpt_h5_detail());
     if (e == 0) return GZ_OK;
     hid_t g;
-    GZ_TRY(open_group(path, f, "optim", &g));
+    GZ_TRY(open_group(path, f, "", "optim", &g));
     float betas[2];
     int64_t decay_all = 0;
     gz_status st = ckpt_read_attr_f32(path, g, "/optim", "lr", &out->lr, 1);
@@ -195,7 +197,7 @@ static gz_status check_names(const char *path, hid_t g, const char *groupname, c
 
 static gz_status stage_params(const char *path, hid_t f, const gz_model *m, staged_load *s) {
     hid_t g;
-    GZ_TRY(open_group(path, f, "params", &g));
+    GZ_TRY(open_group(path, f, "", "params", &g));
     int *present = NULL;
     gz_status st = ckpt_check_config(path, g, gz_model_config(m));
     if (st == GZ_OK) st = gz_calloc((void **)&present, s->n, sizeof(int), "a name check");
@@ -239,6 +241,8 @@ static gz_status stage_moments(const char *path, hid_t gm, hid_t gv, const gz_mo
         if (st == GZ_OK) st = ckpt_read_f32(path, gm, "/optim/m", t.name, t.ndim, t.shape, s->m[i], &dm);
         if (st == GZ_OK) st = ckpt_read_attr_i64(path, dm, t.name, "step", &s->steps[i]);
         if (st == GZ_OK) st = ckpt_read_f32(path, gv, "/optim/v", t.name, t.ndim, t.shape, s->v[i], &dv);
+        if (st == GZ_OK && gz_adamw_check_moments(t.name, s->m[i], s->v[i], t.numel) != GZ_OK)
+            st = gz_fail_context(GZ_ERR_FORMAT, "checkpoint %s", path);
         if (st == GZ_OK && s->steps[i] < 0)
             st = gz_fail(GZ_ERR_FORMAT, "checkpoint %s: optimizer step of %s is %lld (must be >= 0)", path, t.name,
                          (long long)s->steps[i]);
@@ -256,9 +260,9 @@ static gz_status stage_optimizer(const char *path, hid_t f, const gz_model *m, c
     if (e < 0) return gz_fail(GZ_ERR_FORMAT, "checkpoint %s: unreadable (HDF5: %s)", path, ckpt_h5_detail());
     if (e == 1) {
         hid_t g = -1, gm = -1, gv = -1;
-        gz_status st = open_group(path, f, "optim", &g);
-        if (st == GZ_OK) st = open_group(path, g, "m", &gm);
-        if (st == GZ_OK) st = open_group(path, g, "v", &gv);
+        gz_status st = open_group(path, f, "", "optim", &g);
+        if (st == GZ_OK) st = open_group(path, g, "/optim", "m", &gm);
+        if (st == GZ_OK) st = open_group(path, g, "/optim", "v", &gv);
         if (st == GZ_OK) st = stage_moments(path, gm, gv, m, s);
         ckpt_close(gv);
         ckpt_close(gm);
@@ -291,7 +295,7 @@ static gz_status stage(const char *path, const gz_model *m, const gz_adamw *opt,
     if (st == GZ_OK) {
         st = stage_params(path, f, m, s);
         if (st == GZ_OK && opt) st = stage_optimizer(path, f, m, opt, s);
-        if (H5Fclose(f) < 0 && st == GZ_OK)
+        if (ckpt_close_file(f) < 0 && st == GZ_OK)
             st = gz_fail(GZ_ERR_FORMAT, "checkpoint %s: closing failed (HDF5: %s)", path, ckpt_h5_detail());
     }
     ckpt_unlock();

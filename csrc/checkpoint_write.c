@@ -116,7 +116,7 @@ static gz_status write_file(const char *tmp, const char *path, gz_model *m, cons
     if (st == GZ_OK) st = ckpt_write_bytes(path, f, "data", a->extra, a->extra_len);
     if (st == GZ_OK && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0)
         st = gz_fail(GZ_ERR_IO, "%s: flushing %s failed (HDF5: %s)", path, tmp, ckpt_h5_detail());
-    if (H5Fclose(f) < 0 && st == GZ_OK)
+    if (ckpt_close_file(f) < 0 && st == GZ_OK)
         st = gz_fail(GZ_ERR_IO, "%s: closing %s failed (HDF5: %s)", path, tmp, ckpt_h5_detail());
     return st;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "model_internal.h"
+#include "sample.h"
 
 typedef struct {
     gz_model *m;
@@ -96,50 +97,6 @@ static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *ro
     return GZ_OK;
 }
 
-/* ---------------------------------------------------------------- sampling (host) */
-typedef struct { float logit; int id; } scored;
-
-static int cmp_desc(const void *a, const void *b) {
-    const scored *x = a, *y = b;
-    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
-    return x->id - y->id; /* ties: lower id first, deterministic */
-}
-
-static int argmax(const float *lg, int V) {
-    int best = 0;
-    for (int i = 1; i < V; i++)
-        if (lg[i] > lg[best]) best = i;
-    return best;
-}
-
-static int sample(const float *lg, int V, const gz_generate_config *cfg, scored *buf, gz_rng *rng) {
-    if (cfg->temperature <= 0.0f) return argmax(lg, V);
-    for (int i = 0; i < V; i++) buf[i] = (scored){lg[i] / cfg->temperature, i};
-    qsort(buf, V, sizeof *buf, cmp_desc);
-    int keep = V;
-    if (cfg->top_k > 0 && cfg->top_k < keep) keep = cfg->top_k;
-    double total = 0.0;
-    for (int i = 0; i < keep; i++) total += exp((double)(buf[i].logit - buf[0].logit));
-    if (cfg->top_p < 1.0f) { /* nucleus: smallest prefix whose probability reaches top_p */
-        double cum = 0.0;
-        for (int i = 0; i < keep; i++) {
-            cum += exp((double)(buf[i].logit - buf[0].logit)) / total;
-            if (cum >= cfg->top_p) {
-                keep = i + 1;
-                break;
-            }
-        }
-        total = 0.0;
-        for (int i = 0; i < keep; i++) total += exp((double)(buf[i].logit - buf[0].logit));
-    }
-    double u = (double)gz_rng_uniform(rng) * total, cum = 0.0;
-    for (int i = 0; i < keep; i++) {
-        cum += exp((double)(buf[i].logit - buf[0].logit));
-        if (u < cum) return buf[i].id;
-    }
-    return buf[keep - 1].id;
-}
-
 static gz_status check_args(const gz_model *m, const int32_t *prompts, const int32_t *lens, int B, int Tmax,
                             const gz_generate_config *cfg) {
     if (B <= 0) return gz_fail(GZ_ERR_VALUE, "generate: empty batch (B = %d)", B);
@@ -181,7 +138,7 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
     gen_state g = {.m = m, .rows = B, .S = maxlen + NEW, .cap = (int)(total > B ? total : B)};
     int32_t *tok = NULL, *row = NULL, *pos = NULL, *cur = NULL;
     int *want = NULL, *done = NULL;
-    scored *buf = NULL;
+    gz_scored *buf = NULL;
     float *lg = NULL;
     gz_status st;
     if ((st = gz_calloc((void **)&tok, g.cap, sizeof *tok, "generation tokens")) ||
@@ -219,7 +176,8 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
             if (done[b]) continue;
             if (step_logits)
                 memcpy(step_logits + ((size_t)b * NEW + step) * m->V, lg + (size_t)b * m->V, sizeof(float) * m->V);
-            int id = sample(lg + (size_t)b * m->V, m->V, cfg, buf, &rng);
+            int id;
+            if ((st = gz_sample_token(lg + (size_t)b * m->V, m->V, cfg, buf, &rng, b, step, &id))) goto out;
             out[(int64_t)b * NEW + step] = id;
             out_lens[b] = step + 1;
             if (id == cfg->eos_token_id || step == NEW - 1) {

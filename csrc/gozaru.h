@@ -186,7 +186,7 @@ gz_status gz_adamw_update_norms(const gz_adamw *opt, float *out);
 /* ------------------------------------------------------------------ generation */
 typedef struct {
     int max_new_tokens;
-    float temperature;  /* <= 0: greedy */
+    float temperature;  /* below GZ_GREEDY_TEMPERATURE (1e-6, sample.h), 0 included: greedy */
     int top_k;          /* 0: off */
     float top_p;        /* >= 1: off */
     uint64_t seed;

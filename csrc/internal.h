@@ -29,6 +29,10 @@ gz_status gz_fail_context(gz_status code, const char *fmt, ...)
 gz_status gz_calloc(void **out, size_t count, size_t size, const char *what);
 
 /* Deterministic RNG (splitmix64 seeding + xoshiro256**), shared by init and sampling. */
+/* GZ_ERR_VALUE naming tensor and element unless every m is finite and every v finite and >= 0 (AdamW
+ * moments from a caller or a file). */
+gz_status gz_adamw_check_moments(const char *tensor, const float *m, const float *v, int64_t numel);
+
 typedef struct { uint64_t s[4]; } gz_rng;
 void gz_rng_seed(gz_rng *r, uint64_t seed);
 uint64_t gz_rng_next(gz_rng *r);

@@ -1,5 +1,6 @@
 /* util.c — error messages, checked allocation, interrupt flag, thread count, RNG. */
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,9 +52,12 @@ void gz_clear_interrupt(void) { atomic_store(&g_interrupt, 0); }
 int gz_interrupt_requested(void) { return atomic_load(&g_interrupt); }
 
 static int g_threads = 0;
-void gz_set_num_threads(int n) {
-    if (n <= 0) return;
-    g_threads = n;
+/* Set in a child made by fork(): libgomp's thread pool (and an OpenMP OpenBLAS's) belongs to the parent and
+ * its threads do not exist in the child, so a parallel region with more than one thread waits forever.
+ * A region of one thread never touches the pool, so the child runs every loop on its one thread. */
+static atomic_int g_forked;
+
+static void apply_threads(int n) {
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
@@ -61,7 +65,25 @@ void gz_set_num_threads(int n) {
      * single-threaded: see gz_blas_serial_begin), so the two pools never run at once and never exceed n. */
     gz_blas_set_num_threads(n);
 }
+
+static void after_fork_in_child(void) {
+    atomic_store(&g_forked, 1);
+    apply_threads(1);
+}
+
+__attribute__((constructor)) static void register_fork_handler(void) {
+    pthread_atfork(NULL, NULL, after_fork_in_child);
+}
+
+static int forked(void) { return atomic_load(&g_forked); }
+
+void gz_set_num_threads(int n) {
+    if (n <= 0) return;
+    g_threads = n;
+    apply_threads(forked() ? 1 : n);
+}
 int gz_get_num_threads(void) {
+    if (forked()) return 1;
     if (g_threads > 0) return g_threads;
 #ifdef _OPENMP
     return omp_get_max_threads();

@@ -197,6 +197,29 @@ static PyObject *model_flat_params(GzModelObject *self, PyObject *unused) {
     return param_view(self, 1, &n, 0);
 }
 
+/* A copy of every parameter from one consistent step; RuntimeError (nothing copied) while another thread is
+ * inside a call on this model. The copy keeps the GIL instead of marking the model busy: no other thread can
+ * start a call meanwhile (that needs the GIL), and a thread about to train waits for the GIL rather than
+ * failing on a busy model. */
+static PyObject *model_snapshot(GzModelObject *self, PyObject *unused) {
+    (void)unused;
+    if (self->busy) {
+        gzpy_model_begin(self); /* fails: sets the busy RuntimeError */
+        return NULL;
+    }
+    npy_intp n = (npy_intp)gz_model_num_params(self->model);
+    PyObject *out = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
+    if (!out) return NULL;
+    gz_status s = gz_model_sync_params_to_host(self->model);
+    if (s != GZ_OK) {
+        Py_DECREF(out);
+        gzpy_raise_status(s);
+        return NULL;
+    }
+    memcpy(PyArray_DATA((PyArrayObject *)out), gz_model_params_host(self->model), (size_t)n * sizeof(float));
+    return out;
+}
+
 /* Runs a core call that takes only the model, with the busy guard and the GIL released. */
 static PyObject *run_model_call(GzModelObject *self, gz_status (*fn)(gz_model *)) {
     gzpy_call c;
@@ -359,6 +382,9 @@ static PyMethodDef model_methods[] = {
      "param(name)\n--\n\nA writable zero-copy float32 view of one tensor (keeps the model alive)."},
     {"flat_params", (PyCFunction)model_flat_params, METH_NOARGS,
      "flat_params()\n--\n\nA writable 1-D view of the whole parameter buffer."},
+    {"snapshot", (PyCFunction)model_snapshot, METH_NOARGS,
+     "snapshot()\n--\n\nA copy of the whole parameter buffer taken under the model's busy guard (one consistent "
+     "step; RuntimeError while another thread uses the model)."},
     {"params_changed", (PyCFunction)model_params_changed, METH_NOARGS,
      "params_changed()\n--\n\nCall after writing into views (uploads on device backends; no-op on CPU)."},
     {"sync_to_host", (PyCFunction)model_sync_to_host, METH_NOARGS,

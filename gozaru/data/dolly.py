@@ -14,6 +14,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..fileio import atomic_writer
+
 FIELDS = ("instruction", "input", "output", "category", "index")
 REQUIRED = ("instruction", "output")
 SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -32,6 +34,9 @@ class Record:
 
     def replace(self, **changes) -> "Record":
         return dataclasses.replace(self, **changes)
+
+
+NESTED = "JSON nested too deeply (records are flat objects of strings)"
 
 
 class DataError(ValueError):
@@ -93,8 +98,18 @@ def record_from_mapping(obj: Any, file: str, where: str | None, required: tuple[
             v = str(v)
         elif not isinstance(v, str):
             raise DataError(file, where, field, f"expected a string, got {type(v).__name__}")
+        _check_text(v, file, where, field)
         values[field] = v
     return Record(**values)
+
+
+def _check_text(v: str, file: str, where: str | None, field: str) -> None:
+    """DataError for a lone surrogate (JSON's "\\ud800" escape): not text, and no UTF-8 writer can store it."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(file, where, field, f"contains a lone surrogate (U+{ord(v[e.start]):04X}) at character "
+                                            f"{e.start}; not valid Unicode text") from None
 
 
 def load_dolly(path: str | os.PathLike, *, on_error: str = "raise") -> LoadedRecords:
@@ -159,6 +174,9 @@ def _read_jsonl(f: Path) -> Iterator[Record | DataError]:
             except json.JSONDecodeError as e:
                 yield DataError(name, f"{where} column {e.colno}", None, f"invalid JSON: {e.msg}")
                 continue
+            except RecursionError:
+                yield DataError(name, where, None, NESTED)
+                continue
             try:
                 yield record_from_mapping(obj, name, where)
             except DataError as e:
@@ -177,6 +195,9 @@ def _read_json_array(f: Path) -> Iterator[Record | DataError]:
         json.loads(text)  # whole-file syntax check first, so a broken file gives JSON's own position
     except json.JSONDecodeError as e:
         yield DataError(name, f"line {e.lineno} column {e.colno}", None, f"invalid JSON: {e.msg}")
+        return
+    except RecursionError:
+        yield DataError(name, None, None, NESTED)
         return
     decoder = json.JSONDecoder()
     pos = _skip_ws(text, 0)
@@ -227,11 +248,15 @@ def _read_parquet(f: Path) -> Iterator[Record | DataError]:
 
 
 def save_jsonl(records: Iterable[Record | dict], path: str | os.PathLike) -> str:
-    """Write records as dolly-ja ``.jsonl`` (UTF-8, one object per line, Japanese kept readable)."""
+    """Write records as dolly-ja ``.jsonl`` (UTF-8, one object per line, Japanese kept readable), atomically: a
+    record that cannot be stored (DataError naming it) or a full disk leaves the old file as it was."""
     path = str(path)
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in records:
+    with atomic_writer(path) as fh:
+        for i, r in enumerate(records):
             d = r.to_dict() if isinstance(r, Record) else dict(r)
+            for field, v in d.items():
+                if isinstance(v, str):
+                    _check_text(v, path, f"record {i}", field)
             fh.write(json.dumps(d, ensure_ascii=False) + "\n")
     return path
 

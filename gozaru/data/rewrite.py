@@ -33,77 +33,77 @@ from typing import Iterable
 _PAIRED_QUOTES = {"「": "」", "『": "』", "“": "”"}
 _URL_RE = re.compile(r"(?:https?|ftp)://[^\s<>「」『』（）()\"'、。]+|www\.[^\s<>「」『』（）()\"'、。]+")
 _NUMBER_RE = re.compile(r"[0-9０-９]+(?:[.,．，:：][0-9０-９]+)*")
-# Placeholders come from a private-use plane that real text does not use.
-_PLACEHOLDER_BASE = 0xF0000
+# Stands for one protected span in the text the ending rules see: not a kana, kanji or sentence mark, so an
+# ending next to a span is treated like one next to a symbol. Spans are put back by position, never by
+# this character's value, so text that contains it (or any private-use character) round-trips.
+_SPAN_MARK = "\ufffc"
 
 
-def _mask(text: str) -> tuple[str, list[str]]:
-    """Replace quotes, code, URLs and numbers by one placeholder character each."""
-    spans: list[str] = []
-    out: list[str] = []
+class _Masked:
+    """``text`` with each protected span (quote, code, URL, number) shown as one _SPAN_MARK in ``masked``;
+    ``original(a, b)`` is the original text of ``masked[a:b]``."""
 
-    def hold(s: str) -> None:
-        out.append(chr(_PLACEHOLDER_BASE + len(spans)))
-        spans.append(s)
+    def __init__(self, text: str):
+        self.text = text
+        chars: list[str] = []
+        starts: list[int] = []  # where each char of `masked` starts in `text`
+        closes = _matching_closes(text)
+        missing: set[str] = set()  # closing tokens known to be absent after the current position
 
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if text.startswith("```", i):
-            j = text.find("```", i + 3)
-            if j >= 0:
-                hold(text[i: j + 3])
-                i = j + 3
-                continue
-        if c == "`":
-            j = text.find("`", i + 1)
-            if j >= 0:
-                hold(text[i: j + 1])
-                i = j + 1
-                continue
-        if c in _PAIRED_QUOTES:
-            j = _matching_close(text, i)
-            if j >= 0:
-                hold(text[i: j + 1])
-                i = j + 1
-                continue
-        if c == '"':
-            j = text.find('"', i + 1)
-            if j >= 0:
-                hold(text[i: j + 1])
-                i = j + 1
-                continue
-        m = _URL_RE.match(text, i) or _NUMBER_RE.match(text, i)
-        if m:
-            hold(m.group(0))
-            i = m.end()
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out), spans
+        def find(token: str, start: int) -> int:
+            if token in missing:
+                return -1
+            j = text.find(token, start)
+            if j < 0:
+                missing.add(token)  # absent from here on: later searches would rescan to the end for nothing
+            return j
 
+        i, n = 0, len(text)
+        while i < n:
+            c = text[i]
+            end = -1
+            if text.startswith("```", i):
+                j = find("```", i + 3)
+                end = j + 3 if j >= 0 else -1
+            if end < 0 and c == "`":
+                j = find("`", i + 1)
+                end = j + 1 if j >= 0 else -1
+            if end < 0 and c in _PAIRED_QUOTES:
+                j = closes.get(i, -1)
+                end = j + 1 if j >= 0 else -1
+            if end < 0 and c == '"':
+                j = find('"', i + 1)
+                end = j + 1 if j >= 0 else -1
+            if end < 0:
+                m = _URL_RE.match(text, i) or _NUMBER_RE.match(text, i)
+                end = m.end() if m else -1
+            starts.append(i)
+            if end > i:
+                chars.append(_SPAN_MARK)
+                i = end
+            else:
+                chars.append(c)
+                i += 1
+        starts.append(n)
+        self.masked = "".join(chars)
+        self._starts = starts
 
-def _matching_close(text: str, start: int) -> int:
-    """Index of the bracket closing ``text[start]`` (nesting of the same kind counted), or -1."""
-    open_c = text[start]
-    close_c = _PAIRED_QUOTES[open_c]
-    depth = 0
-    for k in range(start, len(text)):
-        if text[k] == open_c:
-            depth += 1
-        elif text[k] == close_c:
-            depth -= 1
-            if depth == 0:
-                return k
-    return -1
+    def original(self, a: int, b: int) -> str:
+        return self.text[self._starts[a]: self._starts[b]]
 
 
-def _unmask(text: str, spans: list[str]) -> str:
-    if not spans:
-        return text
-    top = _PLACEHOLDER_BASE + len(spans)
-    return "".join(spans[ord(c) - _PLACEHOLDER_BASE] if _PLACEHOLDER_BASE <= ord(c) < top else c
-                   for c in text)
+def _matching_closes(text: str) -> dict[int, int]:
+    """For each opening bracket of _PAIRED_QUOTES, the index of the bracket closing it (nesting of the same
+    kind counted); unclosed ones are absent. One pass with a stack per kind."""
+    closing = {v: k for k, v in _PAIRED_QUOTES.items()}
+    stacks: dict[str, list[int]] = {k: [] for k in _PAIRED_QUOTES}
+    out: dict[int, int] = {}
+    for k, c in enumerate(text):
+        if c in stacks:
+            stacks[c].append(k)
+        elif c in closing and stacks[closing[c]]:
+            out[stacks[closing[c]].pop()] = k
+    return out
 
 
 # -- verb conjugation from the masu-stem --------------------------------------
@@ -226,41 +226,41 @@ _ENDING_RE = re.compile(
 def to_gozaru(text: str) -> str:
     """Rewrite the sentence-final polite endings of ``text`` into ござる speech (see the module docstring).
 
-    Text without polite endings comes back unchanged; rewriting twice changes nothing more.
+    Text without polite endings comes back unchanged; rewriting twice changes nothing more. Linear in the
+    length of the text.
     """
     if not text:
         return text
-    masked, spans = _mask(text)
+    mk = _Masked(text)
+    masked = mk.masked
     pieces: list[str] = []
     pos = 0
     for m in _ENDING_RE.finditer(masked):
-        head = masked[pos: m.start()]
-        new_head, new_ending = _rewrite_ending(head, m.group(1))
-        pieces.append(new_head)
+        cut, new_ending = _rewrite_ending(masked[pos: m.start()], m.group(1))
+        pieces.append(mk.original(pos, m.start() - cut))
         pieces.append(new_ending + _PARTICLES.get(m.group(2) or "", ""))
         pos = m.end()
     if not pieces:
         return text
-    pieces.append(masked[pos:])
-    return _unmask("".join(pieces), spans)
+    pieces.append(mk.original(pos, len(masked)))
+    return "".join(pieces)
 
 
-def _rewrite_ending(head: str, ending: str) -> tuple[str, str]:
-    """(text before the ending, rewritten ending); verb endings may change the end of ``head``."""
+def _rewrite_ending(head: str, ending: str) -> tuple[int, str]:
+    """(chars to cut from the end of ``head``, rewritten ending); verb endings change the stem's end."""
     if ending in _FIXED:
-        return head, _FIXED[ending]
+        return 0, _FIXED[ending]
     forms = _verb_forms(_stem_tail(head))
     if forms is None:  # no recognisable verb stem before the ending: leave it as written
-        return head, ending
+        return 0, ending
     cut, dic, past, neg = forms
-    stem = head[: len(head) - cut]
     if ending in ("ます", "ましょう"):
-        return stem, dic + "でござる"
+        return cut, dic + "でござる"
     if ending == "ました":
-        return stem, past + "でござる"
+        return cut, past + "でござる"
     if ending == "ません":
-        return stem, neg + "ぬでござる"
-    return stem, neg + "なかったでござる"  # ませんでした
+        return cut, neg + "ぬでござる"
+    return cut, neg + "なかったでござる"  # ませんでした
 
 
 def _stem_tail(head: str) -> str:

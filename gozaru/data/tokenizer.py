@@ -24,6 +24,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from ..fileio import atomic_writer
+
 NEWLINE_PIECE = "<NL>"
 
 # Candidate piece spellings per special token, rinna's first.
@@ -135,7 +137,7 @@ class Tokenizer:
     def save(self, path: str | os.PathLike) -> str:
         """Write the model file (``spiece.model`` format); returns the path."""
         path = str(path)
-        with open(path, "wb") as f:
+        with atomic_writer(path, "wb") as f:
             f.write(self.model_proto())
         self.source = path
         return path

@@ -28,6 +28,15 @@ def config_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> GPTNeoXCo
         raise CheckpointError(str(e)) from None
 
 
+def check_size(config: GPTNeoXConfig, path: str | os.PathLike) -> None:
+    """CheckpointError when the file is too small to hold the float32 parameters its config declares, so a
+    small crafted file cannot make the reader allocate a huge model."""
+    need, have = config.num_params() * 4, os.path.getsize(path)
+    if need > have:
+        raise CheckpointError(f"checkpoint {os.fspath(path)}: its config declares {config.num_params():,} "
+                              f"parameters ({need:,} bytes) but the file has {have:,} bytes")
+
+
 def read_config(path: str | os.PathLike) -> GPTNeoXConfig:
     """The model config of a checkpoint."""
     return config_from_meta(_core.read_checkpoint_meta(os.fspath(path)), path)
@@ -87,6 +96,7 @@ def load(path: str | os.PathLike, backend: str = "cpu"):
     path = os.fspath(path)
     meta = _core.read_checkpoint_meta(path)
     config = config_from_meta(meta, path)
+    check_size(config, path)
     model = Model(config, seed=None, backend=backend)
     optimizer = None
     if meta["has_optimizer"]:

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .._core import CheckpointError
+from ..fileio import atomic_writer, write_text_atomic
 from .config import GPTNeoXConfig
 
 # Buffers HF keeps in some state dicts that are not parameters (rotary caches, attention masks).
@@ -154,6 +155,19 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
                             f"{TORCH_BIN}, {TORCH_BIN_INDEX})")
 
 
+def check_weights_size(folder: str | os.PathLike, config: GPTNeoXConfig) -> None:
+    """CheckpointError when the weight files are too small for the parameters config.json declares (at 2 bytes
+    each, the narrowest dtype), before a model of that size is allocated. Only safetensors are sized this way
+    (a .bin needs torch, which names its own errors)."""
+    files = weight_files(folder)
+    if any(p.suffix != ".safetensors" for p in files):
+        return
+    have = sum(p.stat().st_size for p in files)
+    if config.num_params() * 2 > have:
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: declares {config.num_params():,} parameters but the "
+                              f"weight files hold only {have:,} bytes")
+
+
 def _open(path: Path):
     return _SafetensorsFile(path) if path.suffix == ".safetensors" else _TorchFile(path)
 
@@ -240,19 +254,11 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, np.ndarray]], metada
         offset += a.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the data that follows stays 8-byte aligned
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for _, a in tensors:
-                f.write(memoryview(np.ascontiguousarray(a, dtype="<f4")).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_writer(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for _, a in tensors:
+            f.write(memoryview(np.ascontiguousarray(a, dtype="<f4")).cast("B"))
 
 
 def write_folder(folder: str | os.PathLike, config: GPTNeoXConfig, tensors: list[tuple[str, np.ndarray]]) -> None:
@@ -260,6 +266,4 @@ def write_folder(folder: str | os.PathLike, config: GPTNeoXConfig, tensors: list
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_safetensors(folder / SAFETENSORS, tensors, {"format": "pt"})
-    tmp = folder / f"config.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / "config.json")
+    write_text_atomic(folder / "config.json", json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator
 
@@ -252,7 +253,7 @@ class Model:
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  eos_token_id: int | None = None, return_logits: bool = False):
         """New tokens for each prompt (a list of token ids), EOS included when hit. Greedy when
-        temperature <= 0; Ctrl-C stops it with KeyboardInterrupt. eos_token_id=None uses the config's;
+        temperature below 1e-6 (0 included); Ctrl-C stops it with KeyboardInterrupt. eos_token_id=None uses the config's;
         a negative one never stops early. return_logits=True also returns, per prompt, a float32 array
         [n_new, vocab] of the logits each new token was chosen from (before temperature)."""
         rows = [np.asarray(p) for p in prompts]
@@ -278,19 +279,39 @@ class Model:
         return tokens
 
     # -- copies ------------------------------------------------------------------
+    def snapshot(self, timeout: float = 10.0) -> np.ndarray:
+        """A copy of all parameters (flat, the core's order) from one consistent step: taken under the model's
+        busy guard, waiting up to ``timeout`` seconds while another thread is inside a call on this model
+        (then RuntimeError)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._core.snapshot()
+            except RuntimeError as e:
+                if "in use by another thread" not in str(e) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.0005)
+
+    def _tensors_of(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        out, offset = {}, 0
+        for t in self._config.tensors():
+            out[t.name] = flat[offset: offset + t.numel].reshape(t.shape)
+            offset += t.numel
+        return out
+
     def clone(self) -> "Model":
-        """Same config and backend, copied parameters and trainable flags (no gradients)."""
-        self._core.sync_to_host()
+        """Same config and backend, copied parameters (one consistent step, see ``snapshot``) and trainable
+        flags (no gradients)."""
+        flat = self.snapshot()
         other = Model(self._config, seed=None, backend=self.backend)
-        other._core.flat_params()[...] = self._core.flat_params()
+        other._core.flat_params()[...] = flat
         other._core.params_changed()
         other.set_trainable(self.trainable_names(), True)
         return other
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of every tensor, by HF name."""
-        self._core.sync_to_host()
-        return {n: self._params[n].copy() for n in self.names}
+        """Copies of every tensor, by HF name, all from one consistent step (see ``snapshot``)."""
+        return self._tensors_of(self.snapshot())
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Copies tensors in by HF name; names and shapes must match exactly (checked before anything changes)."""
@@ -345,12 +366,14 @@ class Model:
 
         strict=False ignores tensors gozaru does not know; missing tensors are always an error. progress, when
         given, is called with each tensor name as it is copied."""
-        model = cls(hf.read_hf_config(folder), seed=None, backend=backend)
+        config = hf.read_hf_config(folder)
+        hf.check_weights_size(folder, config)
+        model = cls(config, seed=None, backend=backend)
         hf.read_weights_into(folder, model.config, model.params, strict=strict, progress=progress)
         model.params_changed()
         return model
 
     def to_hf(self, folder: str | os.PathLike) -> None:
         """Writes a folder that ``transformers.GPTNeoXForCausalLM.from_pretrained`` loads."""
-        self.sync_to_host()
-        hf.write_folder(folder, self.config, [(name, self.params[name]) for name in self.names])
+        tensors = self._tensors_of(self.snapshot())  # one consistent step even while another thread trains
+        hf.write_folder(folder, self.config, [(name, tensors[name]) for name in self.names])

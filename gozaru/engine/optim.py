@@ -89,10 +89,11 @@ class AdamW:
     def step(self, lr: float | None = None, max_grad_norm: float | None = None) -> float:
         """One update of every trainable tensor; returns the global gradient L2 norm before clipping.
         ``lr`` (when given) also becomes ``self.lr``; ``max_grad_norm`` None or 0 means no clipping.
-        A non-finite gradient raises ValueError naming the tensor and changes nothing."""
-        if lr is not None:
-            self.lr = lr
-        return self._core.step(self._lr, 0.0 if max_grad_norm is None else max_grad_norm)
+        A non-finite gradient raises ValueError naming the tensor and changes nothing (``self.lr`` included)."""
+        new_lr = self._lr if lr is None else _check_lr(lr)
+        norm = self._core.step(new_lr, 0.0 if max_grad_norm is None else max_grad_norm)
+        self._lr = new_lr  # only once the step was taken
+        return norm
 
     # -- state -------------------------------------------------------------------
     def has_state(self, name: str) -> bool:

@@ -6,7 +6,7 @@
 from .evaluate import EvalConfig
 from .experiment import Condition, ExperimentData, seed_grid
 from .record import RunRecord
-from .train import NonFiniteError, TrainConfig, Trainer
+from .train import DivergedError, NonFiniteError, TrainConfig, Trainer
 
-__all__ = ["Condition", "EvalConfig", "ExperimentData", "NonFiniteError", "RunRecord", "TrainConfig", "Trainer",
+__all__ = ["Condition", "DivergedError", "EvalConfig", "ExperimentData", "NonFiniteError", "RunRecord", "TrainConfig", "Trainer",
            "seed_grid"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 
 from .. import _core, data
@@ -32,6 +33,24 @@ def _train_config(args):
 
 
 # --------------------------------------------------------------------------- helpers
+def _check_writable(path: str, is_folder: bool = False) -> None:
+    """OSError now, before any work, when ``path`` (a file, or a folder with is_folder) cannot be written:
+    the nearest existing folder on its way must take a new file."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target) and not is_folder:
+        raise IsADirectoryError(f"{path} is a folder; give a file name")
+    folder = target if is_folder else os.path.dirname(target)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"cannot write {path}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def _threads(args):
     if getattr(args, "threads", None):
         _core.set_num_threads(args.threads)
@@ -82,6 +101,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
+    _check_writable(args.out)
     _threads(args)
     tokenizer = _tokenizer(args)
     train_records, held = _records(args)
@@ -130,6 +150,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_grid(args) -> int:
+    _check_writable(args.out, is_folder=True)
     _threads(args)
     tokenizer = _tokenizer(args)
     train_records, held = _records(args)
@@ -149,6 +170,7 @@ def cmd_grid(args) -> int:
 
 
 def cmd_import_hf(args) -> int:
+    _check_writable(args.out)
     model = Model.from_hf(args.folder)
     model.save(args.out)
     print(f"{args.folder} -> {args.out}: {model.num_params:,} parameters")
@@ -156,6 +178,7 @@ def cmd_import_hf(args) -> int:
 
 
 def cmd_export_hf(args) -> int:
+    _check_writable(args.folder, is_folder=True)
     model = load(args.checkpoint)[0]
     model.to_hf(args.folder)
     print(f"{args.checkpoint} -> {args.folder} (config.json + model.safetensors; load with "
@@ -213,6 +236,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted (rerun the same command to continue)", file=sys.stderr)
         return 130
-    except (OSError, ValueError) as e:
-        print(f"gozaru {args.command}: error: {e}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError, ArithmeticError, MemoryError, ImportError) as e:
+        # Expected failures (bad files and arguments, a missing backend, divergence, NaN) as one line.
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"gozaru {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -114,8 +114,7 @@ def build_tokenizer(settings: DemoSettings, folder: str, texts=None):
         texts += [data.to_gozaru(r.output) for r in pairs[:500]]  # so ござる forms get their own pieces
     os.makedirs(folder, exist_ok=True)
     tok = Tokenizer.train(texts, vocab_size=settings.vocab_size, seed=settings.corpus_seed)
-    tok.save(path + f".tmp-{os.getpid()}")
-    os.replace(path + f".tmp-{os.getpid()}", path)
+    tok.save(path)  # atomic
     return tok
 
 
@@ -272,5 +271,4 @@ def _check_folder(out: str, settings: DemoSettings, fresh: bool, log):
         log(f"continuing the demo in {out} (finished runs are skipped)")
         return
     os.makedirs(out, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(settings.to_dict(), f, indent=1)
+    write_json_atomic(path, settings.to_dict())

@@ -41,11 +41,19 @@ class TrainConfig:
     checkpoint_every: int = 50     # steps between checkpoints (when a checkpoint path is given); 0 = only the final one
     eval_every: int = 0            # steps between eval-loss measurements (needs eval data); 0 = none
     progress: bool = True          # tqdm bar
+    # Divergence: training stops with DivergedError when the train loss stays above divergence_factor times
+    # max(first step's loss, 1) for divergence_patience consecutive steps (or is above it at the last step);
+    # a non-finite loss stops it at once (NonFiniteError). Checkpoints are not written while the loss is
+    # above that bound, so the last one written holds the last good model. divergence_factor 0 = no check.
+    divergence_factor: float = 10.0
+    divergence_patience: int = 3
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.steps < 0 or self.batch_size <= 0 or self.micro_batch_size < 0:
             raise ValueError("steps >= 0, batch_size > 0 and micro_batch_size >= 0 are required")
+        if not self.divergence_factor >= 0 or self.divergence_patience < 1:
+            raise ValueError("divergence_factor >= 0 and divergence_patience >= 1 are required")
 
     @property
     def micro(self) -> int:
@@ -73,6 +81,14 @@ class NonFiniteError(FloatingPointError):
     def __init__(self, message: str, step: int, kind: str, tensors: list[str]):
         super().__init__(message)
         self.step, self.kind, self.tensors = step, kind, tensors
+
+
+class DivergedError(FloatingPointError):
+    """The train loss stayed above the divergence bound (see TrainConfig); ``step`` and ``loss`` say where."""
+
+    def __init__(self, message: str, step: int, loss: float):
+        super().__init__(message)
+        self.step, self.loss = step, loss
 
 
 class _DeferredInterrupt:
@@ -133,6 +149,7 @@ class Trainer:
         self.grad_norm_sums: dict[str, float] = {}
         self.grad_norm_steps = 0
         self.interrupted = False
+        self._steps_above = 0  # consecutive steps with the loss above the divergence bound
         saved_config = None
         if resume is not None:
             if model is not None or optimizer is not None:
@@ -158,6 +175,7 @@ class Trainer:
             with stop:
                 while self.step < self.config.steps:
                     record = self._train_step()
+                    self._check_divergence(record, last=self.step >= self.config.steps)
                     self._after_step(record, bar)
                     if stop.requested:
                         raise KeyboardInterrupt
@@ -165,7 +183,7 @@ class Trainer:
             self.interrupted = True
             if stop.forced:
                 bar.write(f"interrupted inside step {self.step + 1}: no checkpoint written (the last one stays)")
-            elif self.checkpoint:
+            elif self.checkpoint and not self._steps_above:
                 self.save()
                 bar.write(f"interrupted at step {self.step}: checkpoint saved to {self.checkpoint} "
                           f"(continue with resume={self.checkpoint!r})")
@@ -259,6 +277,30 @@ class Trainer:
                                  step, "gradient", bad)
         raise NonFiniteError(f"step {step}: {what} (parameters and gradients are finite)", step, "loss", [])
 
+    def divergence_bound(self) -> float | None:
+        """The loss above which a step counts towards divergence (None before the first step or when off)."""
+        c = self.config
+        first = self.history[0]["loss"] if self.history else None
+        if not c.divergence_factor or first is None or not math.isfinite(first):
+            return None
+        return c.divergence_factor * max(first, 1.0)
+
+    def _check_divergence(self, record: dict, last: bool):
+        bound = self.divergence_bound()
+        loss = record["loss"]
+        if bound is None or not loss > bound:
+            self._steps_above = 0
+            return
+        self._steps_above += 1
+        if self._steps_above >= self.config.divergence_patience or last:
+            kept = ""
+            if self.checkpoint:
+                kept = (f"; the last good checkpoint stays at {self.checkpoint}" if os.path.exists(self.checkpoint)
+                        else f"; nothing was written to {self.checkpoint}")
+            raise DivergedError(f"training diverged at step {self.step}: loss {loss:.4g} above "
+                                f"{self.config.divergence_factor:g}x the first step's loss for {self._steps_above} "
+                                f"step(s) (lower the learning rate){kept}", self.step, loss)
+
     # ------------------------------------------------------------------ bookkeeping
     def _after_step(self, record: dict, bar):
         c = self.config
@@ -269,7 +311,8 @@ class Trainer:
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                         tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
-        if self.checkpoint and c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step < c.steps:
+        if (self.checkpoint and c.checkpoint_every and self.step % c.checkpoint_every == 0 and self.step < c.steps
+                and not self._steps_above):
             self.save()
         if self.on_step is not None:
             self.on_step(self, record)
