@@ -100,7 +100,7 @@ class RayExecutor(LocalExecutor):
         self._started = False
         if not self.ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": True, **(init or {})}
-            self.ray.init(address=None if address in (None, "local") else address, **kwargs)
+            self.ray.init(address=address or "local", **kwargs)
             self._started = True
 
     def put(self, obj):
