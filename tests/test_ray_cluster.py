@@ -24,7 +24,7 @@ from gozaru.lab.experiment import run
 from test_ray import assert_same_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = dict(steps=120, batch_size=8, checkpoint_every=10, progress=False)
+TRAIN = dict(steps=80, batch_size=8, checkpoint_every=10, progress=False)
 SLUGS = ["full", "last-1", "mlp", "random-1-seed3"]
 
 
@@ -39,18 +39,24 @@ def start_node(args: list[str], env: dict) -> subprocess.Popen:
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def marked_pids(marker: str) -> list[int]:
-    """Processes carrying our marker in their environment: the nodes we started and everything they spawned
-    (Ray workers start sessions of their own, so a process group would miss them)."""
+def our_pids(marker: str, temp_dir: str) -> list[int]:
+    """The processes of our nodes: those carrying our marker in their environment, or holding a file under our
+    temp dir open (Ray's agents get a trimmed environment; workers start sessions of their own, so a process
+    group would miss them). Never a process of another Ray instance on this machine."""
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    if marker.encode() in f.read().split(b"\0"):
-                        pids.append(int(entry))
-            except OSError:
-                continue
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                ours = marker.encode() in f.read().split(b"\0")
+            if not ours:
+                fds = f"/proc/{entry}/fd"
+                ours = any(os.readlink(os.path.join(fds, fd)).startswith(temp_dir) for fd in os.listdir(fds))
+        except OSError:
+            continue
+        if ours and int(entry) != os.getpid():
+            pids.append(int(entry))
     return pids
 
 
@@ -80,9 +86,11 @@ def cluster():
         yield address
     finally:
         ray.shutdown()
-        for pid in marked_pids(marker):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for _ in range(3):  # again: a process may be starting while we sweep
+            for pid in our_pids(marker, temp_dir):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
         for proc in nodes:
             proc.wait(30)
         if saved is None:
