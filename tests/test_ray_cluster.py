@@ -161,12 +161,12 @@ def test_a_killed_worker_is_retried_and_every_run_lands_once(cluster, lab, tmp_p
 DRIVER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    import ray, ray_lab
+    import ray_lab
     from gozaru.lab.executor import RayExecutor
     from gozaru.lab.experiment import run
-    ray.init(address={address!r}, log_to_driver=False)
-    run(ray_lab.grid(), {base!r}, ray_lab.experiment({tok!r}), {out!r}, train={train!r}, eval=ray_lab.EVAL,
-        progress=False, log=lambda s: print(s, flush=True), executor=RayExecutor(cpus_per_run=1))
+    with RayExecutor({address!r}, cpus_per_run=1, init={{"log_to_driver": False}}) as executor:  # joins the cluster
+        run(ray_lab.grid(), {base!r}, ray_lab.experiment({tok!r}), {out!r}, train={train!r}, eval=ray_lab.EVAL,
+            progress=False, log=lambda s: print(s, flush=True), executor=executor)
     print("GRID DONE", flush=True)
 """)
 

@@ -8,6 +8,7 @@ that is the driver's (``gozaru.lab.experiment.run``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
@@ -137,7 +138,7 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
         model = trainer.model
         record = dataclasses.replace(trainer.run_record(), condition=cond.to_dict(), trainable=sorted(names))
         model.save(final, step=trainer.step, tokens_seen=trainer.tokens_seen, extra=record.to_bytes())
-        if os.path.exists(partial):
+        with contextlib.suppress(FileNotFoundError):  # an overlapping attempt of this run may have removed it
             os.remove(partial)
     row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
     answers = row.pop("answers")
