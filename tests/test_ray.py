@@ -107,6 +107,16 @@ def test_cli_grid_on_ray(cluster, lab, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[1/2] last 1: ござる-rate" in out and "[2/2] head: ござる-rate" in out
     assert list(pd.read_csv(tmp_path / "cli" / "results.csv")["name"]) == ["base", "last 1", "head"]
+    # a failing condition: the others land, the command exits 1 with one line naming it
+    with open(grid) as f:
+        conditions = json.load(f) + [{"name": "nothing", "selection": {"kind": "pattern", "pattern": "^none$"}}]
+    with open(grid, "w") as f:
+        json.dump(conditions, f)
+    assert cli.main(common + ["--ray"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        "gozaru grid: error: 1 run(s) failed: nothing (ValueError: pattern '^none$' matches no tensor)"]
+    assert "[3/3] nothing: FAILED" in captured.out and "done before, skipped" in captured.out
 
 
 def test_without_ray_the_cli_says_how_to_install_it(lab, tmp_path, capsys, monkeypatch):
