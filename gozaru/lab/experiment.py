@@ -244,6 +244,8 @@ def _collect(executor, calls, todo, grid, done, base_record, include_base, out, 
         and calls else None
     emit = bar.write if bar is not None and log is print else say
     slots = executor.slots() if bar is not None else 1
+    if bar is not None:  # "running" is what the cluster holds at once of what is left: Ray queues the rest
+        bar.set_postfix(running=min(len(calls), slots), failed=0)
     failed: dict[str, str] = {}
     first_error = None
     try:
