@@ -1,7 +1,7 @@
 """The lab room: training runs, measurements, experiments over conditions, plots, the demo and the CLI.
 
-``progress``, ``record``, ``schedule`` → ``generate`` → ``evaluate`` → ``train`` → ``experiment`` → ``plots`` →
-``demo`` → ``cli_args`` → ``cli``.
+``progress``, ``record``, ``schedule``, ``executor`` → ``generate`` → ``evaluate`` → ``train`` → ``task`` →
+``experiment`` → ``plots`` → ``demo`` → ``cli_args`` → ``cli``.
 """
 from .evaluate import EvalConfig
 from .experiment import Condition, ExperimentData, seed_grid

@@ -20,6 +20,7 @@ from . import plots
 from .cli_args import build_parser
 from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
+from .executor import from_args as executor_from_args
 from .experiment import ExperimentData, load_grid, run, seed_grid
 from .record import RunRecord
 from .train import TrainConfig, Trainer
@@ -152,15 +153,17 @@ def cmd_eval(args) -> int:
 def cmd_grid(args) -> int:
     _check_writable(args.out, is_folder=True)
     _threads(args)
-    tokenizer = _tokenizer(args)
-    train_records, held = _records(args)
-    exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
-                                      n_prompts=args.n_prompts)
-    grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
-    base = _load_model(args)
-    results = run(grid, base, exp, args.out, train=_train_config(args),
-                  eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
-                  progress=args.progress)
+    with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
+        tokenizer = _tokenizer(args)
+        train_records, held = _records(args)
+        exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
+                                          n_prompts=args.n_prompts)
+        grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
+        # on a cluster the runs read --base where it is (shared storage); the driver never loads it
+        base = args.base if args.base and executor.transfer == "storage" else _load_model(args)
+        results = run(grid, base, exp, args.out, train=_train_config(args),
+                      eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
+                      progress=args.progress, executor=executor, backend=args.backend)
     print()
     print(format_table(results))
     if args.plots:

@@ -82,6 +82,30 @@ def _add_training(p):
                    help=f"steps between checkpoints (default {d.checkpoint_every})")
 
 
+def add_cluster_options(p):
+    """Where the runs execute: this process (default) or a Ray cluster. For every command that runs a grid."""
+    g = p.add_argument_group("cluster (Ray; pip install \"gozaru[ray]\"; see docs/cluster.md)")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each condition as a Ray task: no ADDRESS starts a Ray instance on this machine, "
+                        "'auto' joins the running cluster, host:port joins that one")
+    g.add_argument("--cpus-per-run", type=_positive_int, default=1, metavar="N",
+                   help="CPUs each run reserves, and its engine threads (default 1)")
+    g.add_argument("--gpus-per-run", type=float, default=0, metavar="N",
+                   help="GPUs each run reserves (default 0; use 1 with --backend cuda)")
+    g.add_argument("--max-retries", type=int, default=3, metavar="N",
+                   help="times a run is retried when its worker or node dies (default 3)")
+    g.add_argument("--transfer", choices=("storage", "object-store"), default="storage",
+                   help="how the base and the data reach the runs: files every node sees (the base where it is, "
+                        "the data under OUT/inputs; default) or Ray's object store")
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text}")
+    return n
+
+
 def _add_model_source(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
@@ -174,6 +198,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     _add_training(p)
     _add_threads(p)
     _add_progress(p)
+    add_cluster_options(p)
     p.set_defaults(func=commands["grid"])
 
     p = sub.add_parser("import-hf", formatter_class=fmt, help="convert an HF GPT-NeoX folder into a gozaru checkpoint",

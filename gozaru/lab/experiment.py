@@ -5,31 +5,34 @@
 ``out/results.csv`` is rebuilt from those records after each run. A record is written atomically and last, so a
 run killed at any moment is either finished (skipped next time) or not (continued from its periodic checkpoint
 ``<slug>.partial.h5`` or restarted): rerunning the same call finishes the grid with every condition exactly once.
+
+``run`` is the driver (plans, submits, collects, writes results.csv); each run is a task (``gozaru.lab.task``)
+that an executor (``gozaru.lab.executor``) runs in this process or on a Ray cluster.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
-import time
 from typing import Any, Callable, Iterable, Sequence
 
 from .. import data as gzdata
 from ..data.rows import Rows, as_rows
 from ..engine import layers
-from ..engine.checkpoint import load
-from ..fileio import read_json, write_json_atomic, write_text_atomic
-from .evaluate import EvalConfig, evaluate, weight_change
-from .record import RunRecord
-from .train import TrainConfig, Trainer
+from ..fileio import read_json, write_text_atomic
+from .evaluate import EvalConfig
+from .executor import LocalExecutor, error_line
+from .progress import progress_bar
+from .task import BASE_NAME, RunSpec, backend_of, run_task, sources, train_overrides
+from .train import TrainConfig
 
 RESULT_COLUMNS = (
     "name", "group", "position", "budget", "seed", "trainable_params", "trainable_pct", "steps",
     "gozaru_rate", "rate_low", "rate_high", "n_prompts", "ends_rate", "eval_loss", "plain_loss", "forgetting",
     "fact_recall", "train_loss", "train_seconds", "tokens_seen", "checkpoint",
 )
-BASE_NAME = "base"
 
 
 # --------------------------------------------------------------------------- conditions
@@ -165,106 +168,113 @@ def _fact_pair(f) -> tuple[str, str]:
     return str(f.question), str(f.answer)
 
 
-# --------------------------------------------------------------------------- the runner
+# --------------------------------------------------------------------------- the driver
+class RunsFailed(RuntimeError):
+    """Some runs of a grid failed; the others finished and are in results.csv. ``failed``: name -> error line."""
+
+    def __init__(self, failed: dict[str, str]):
+        self.failed = dict(failed)
+        super().__init__(f"{len(failed)} run(s) failed: " + "; ".join(f"{n} ({e})" for n, e in failed.items()))
+
+
 def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/experiment", *,
         train: TrainConfig | dict | None = None, eval: EvalConfig | None = None, include_base: bool = True,
-        progress: bool = True, log: Callable[[str], None] | None = print):
+        progress: bool = True, log: Callable[[str], None] | None = print, executor=None,
+        backend: str | None = None):
     """Trains and evaluates every condition from ``base`` (a Model or checkpoint path); returns the results table
     (a pandas DataFrame, also written to ``out/results.csv``). Finished runs are skipped, so rerunning after an
-    interruption continues where it stopped."""
+    interruption continues where it stopped.
+
+    This is the driver: it plans the runs not done yet, hands them to ``executor`` (``gozaru.lab.executor``:
+    in this process by default, or a ``RayExecutor``), reports each as it lands and is the only writer of
+    results.csv; each run writes its own files (``run_task``). A failed run does not stop the others; the
+    driver raises ``RunsFailed`` naming the failed ones at the end. ``backend`` is the engine backend of a
+    base given as a path (default cpu)."""
     grid = list(grid)
     _check_unique(grid)
-    base = _as_model(base)
     train_config = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
     eval_config = eval or EvalConfig()
-    runs_dir = os.path.join(out, "runs")
+    runs_dir = os.path.abspath(os.path.join(out, "runs"))  # absolute: tasks may run in other folders
     os.makedirs(runs_dir, exist_ok=True)
     say = log or (lambda s: None)
+    executor = executor or LocalExecutor()
 
-    base_record = _base_record(base, data, eval_config, runs_dir, say)
-    plain_before = base_record["row"]["plain_loss"]
-    records = [base_record] if include_base else []
+    done: dict[int, dict] = {}
+    todo: list[int] = []
     for i, cond in enumerate(grid):
+        train_overrides(cond.hparams)  # a bad hyper-parameter fails here, before any run starts
         record_path = os.path.join(runs_dir, cond.slug + ".json")
         if os.path.exists(record_path):
-            record = read_json(record_path)
-            _check_same_run(record, cond, train_config, record_path)
-            records.append(record)
+            done[i] = read_json(record_path)
+            _check_same_run(done[i], cond, train_config, record_path)
             say(f"[{i + 1}/{len(grid)}] {cond.name}: done before, skipped")
         else:
-            t0 = time.perf_counter()
-            record = _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress)
-            records.append(record)
-            r = record["row"]
-            say(f"[{i + 1}/{len(grid)}] {cond.name}: ござる-rate {r['gozaru_rate']:.2f} "
-                f"[{r['rate_low']:.2f}, {r['rate_high']:.2f}], eval loss {r['eval_loss']:.3f}, "
-                f"forgetting {r['forgetting']:+.3f}, trained {r['trainable_pct']:.1f}% "
-                f"({time.perf_counter() - t0:.1f} s)")
-        _write_table(records, out)
+            todo.append(i)
+    base_path = os.path.join(runs_dir, BASE_NAME + ".json")
+    base_record = read_json(base_path) if os.path.exists(base_path) else None
+    failed, first_error = {}, None
+    if todo or base_record is None:
+        base_src, data_src = sources(base, data, out, executor, backend)
+        spec = functools.partial(RunSpec, train=train_config, eval=eval_config, runs_dir=runs_dir,
+                                 threads=executor.threads, backend=backend_of(base, backend),
+                                 progress=progress and not executor.shows_progress)
+        if base_record is None:
+            (first,) = executor.map(run_task, [(spec(None), base_src, data_src)])
+            if first.error is not None:
+                raise first.error
+            base_record = first.value[0]
+            r = base_record["row"]
+            say(f"base: ござる-rate {r['gozaru_rate']:.2f} [{r['rate_low']:.2f}, {r['rate_high']:.2f}], "
+                f"eval loss {r['eval_loss']:.3f}, plain loss {r['plain_loss']:.3f}")
+        plain_before = base_record["row"]["plain_loss"]
+        calls = [(spec(grid[i], plain_before=plain_before), base_src, data_src) for i in todo]
+        failed, first_error = _collect(executor, calls, todo, grid, done, base_record, include_base, out,
+                                       progress, log, say)
+    records = _ordered(done, base_record, include_base)
+    _write_table(records, out)
+    if failed:
+        raise RunsFailed(failed) from first_error
     return results_frame(records, out)
 
 
-def _base_record(base, data, eval_config, runs_dir, say) -> dict:
-    path = os.path.join(runs_dir, BASE_NAME + ".json")
-    if os.path.exists(path):
-        return read_json(path)
-    row = evaluate(base, data, eval_config)
-    answers = row.pop("answers")
-    fact_answers = row.pop("fact_answers")
-    row.update(name=BASE_NAME, group="base", position="none", budget=float("nan"), seed=0, trainable_params=0,
-               trainable_pct=0.0, steps=0, train_loss=float("nan"), train_seconds=0.0, tokens_seen=0, checkpoint="")
-    record = {"row": row, "answers": answers, "fact_answers": fact_answers}
-    write_json_atomic(path, record)
-    say(f"base: ござる-rate {row['gozaru_rate']:.2f} [{row['rate_low']:.2f}, {row['rate_high']:.2f}], "
-        f"eval loss {row['eval_loss']:.3f}, plain loss {row['plain_loss']:.3f}")
-    return record
+def _collect(executor, calls, todo, grid, done, base_record, include_base, out, progress, log, say):
+    """Submits the runs, reports each as it lands (progress bar: done / running / failed, ETA) and rewrites
+    results.csv after each; returns ({name: error line} of the failed runs, the first failure)."""
+    bar = progress_bar(total=len(calls), desc="runs", unit="run") if progress and executor.shows_progress \
+        and calls else None
+    emit = bar.write if bar is not None and log is print else say
+    slots = executor.slots() if bar is not None else 1
+    if bar is not None:  # "running" is what the cluster holds at once of what is left: Ray queues the rest
+        bar.set_postfix(running=min(len(calls), slots), failed=0)
+    failed: dict[str, str] = {}
+    first_error = None
+    try:
+        for finished, d in enumerate(executor.map(run_task, calls), start=1):
+            i = todo[d.index]
+            cond = grid[i]
+            if d.error is not None:
+                failed[cond.name] = error_line(d.error)
+                first_error = first_error or d.error
+                emit(f"[{i + 1}/{len(grid)}] {cond.name}: FAILED: {failed[cond.name]}")
+            else:
+                done[i], seconds = d.value
+                r = done[i]["row"]
+                emit(f"[{i + 1}/{len(grid)}] {cond.name}: ござる-rate {r['gozaru_rate']:.2f} "
+                     f"[{r['rate_low']:.2f}, {r['rate_high']:.2f}], eval loss {r['eval_loss']:.3f}, "
+                     f"forgetting {r['forgetting']:+.3f}, trained {r['trainable_pct']:.1f}% ({seconds:.1f} s)")
+                _write_table(_ordered(done, base_record, include_base), out)
+            if bar is not None:
+                bar.set_postfix(running=min(len(calls) - finished, slots), failed=len(failed), refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return failed, first_error
 
 
-def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_dir, plain_before, progress) -> dict:
-    final = os.path.join(runs_dir, cond.slug + ".h5")
-    partial = os.path.join(runs_dir, cond.slug + ".partial.h5")
-    names = cond.select(base.config)
-    if not names:
-        raise ValueError(f"condition {cond.name!r} selects no tensors")
-    if os.path.exists(final):   # trained, but killed before its record was written
-        model, _, info = load(final, backend=base.backend)
-        record = RunRecord.from_payload(info.get("extra"), final)
-        if record is None:
-            raise ValueError(f"{final}: no run record; delete the file to train condition {cond.name!r} again")
-    else:
-        config = dataclasses.replace(train_config, progress=progress and train_config.progress,
-                                     **_train_overrides(cond.hparams))
-        common = dict(config=config, checkpoint=partial, eval_data=data.eval, save_at_end=False)
-        if os.path.exists(partial):
-            trainer = Trainer(None, data.train, resume=partial, backend=base.backend, **common)
-        else:
-            model = base.clone()
-            model.train_only(sorted(names))
-            trainer = Trainer(model, data.train, **common)
-        trainer.fit()
-        model = trainer.model
-        record = dataclasses.replace(trainer.run_record(), condition=cond.to_dict(), trainable=sorted(names))
-        model.save(final, step=trainer.step, tokens_seen=trainer.tokens_seen, extra=record.to_bytes())
-        if os.path.exists(partial):
-            os.remove(partial)
-    row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
-    answers = row.pop("answers")
-    fact_answers = row.pop("fact_answers")
-    details = {"condition": record.condition, "history": record.history, "eval_history": record.eval_history,
-               "grad_norms": record.mean_grad_norms(), "train_config": record.train_config,
-               "trainable": record.trainable}
-    history = record.history
-    total = base.num_params
-    trained = sum(int(base.params[n].size) for n in names)
-    row.update(name=cond.name, group=cond.group, position=cond.position, budget=cond.budget, seed=cond.seed,
-               trainable_params=trained, trainable_pct=100.0 * trained / total, steps=len(history),
-               train_loss=_final_loss(history), train_seconds=sum(h.get("seconds", 0.0) for h in history),
-               tokens_seen=history[-1]["tokens"] if history else 0, checkpoint=os.path.relpath(final, runs_dir))
-    change = weight_change(base, model)
-    record = {"row": row, "answers": answers, "fact_answers": fact_answers, **details,
-              "weight_change": change.to_dict(orient="records")}
-    write_json_atomic(os.path.join(runs_dir, cond.slug + ".json"), record)
-    return record
+def _ordered(done: dict[int, dict], base_record: dict, include_base: bool) -> list[dict]:
+    """Records in grid order (base first), whatever order the runs finished in."""
+    return ([base_record] if include_base else []) + [done[i] for i in sorted(done)]
 
 
 def _check_same_run(record: dict, cond: Condition, train_config: TrainConfig, path: str):
@@ -272,28 +282,13 @@ def _check_same_run(record: dict, cond: Condition, train_config: TrainConfig, pa
     def comparable(d: dict) -> dict:
         return {k: v for k, v in d.items() if k != "progress"}
 
-    expected = dataclasses.replace(train_config, **_train_overrides(cond.hparams)).to_dict()
+    expected = dataclasses.replace(train_config, **train_overrides(cond.hparams)).to_dict()
     saved_cond, saved_train = record.get("condition"), record.get("train_config")
     if saved_cond is not None and json.loads(json.dumps(cond.to_dict())) != saved_cond or \
             saved_train is not None and comparable(json.loads(json.dumps(expected))) != comparable(saved_train):
         raise ValueError(f"{path} was made with another definition or other training settings of condition "
                          f"{cond.name!r}; give the condition another name, or delete its files in "
                          f"{os.path.dirname(path)} to run it again")
-
-
-def _train_overrides(hparams: dict) -> dict:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = set(hparams) - names
-    if unknown:
-        raise ValueError(f"unknown training hyper-parameter(s) {', '.join(sorted(unknown))}; "
-                         f"choose from {', '.join(sorted(names))}")
-    return dict(hparams)
-
-
-def _final_loss(history: list[dict], window: int = 10) -> float:
-    """Mean training loss over the last steps (single steps are noisy)."""
-    tail = [h["loss"] for h in history[-window:]]
-    return sum(tail) / len(tail) if tail else float("nan")
 
 
 # --------------------------------------------------------------------------- results on disk
@@ -350,9 +345,3 @@ def _check_unique(grid: list[Condition]):
             raise ValueError(f"condition {c.name!r} clashes with {seen.get(c.slug, BASE_NAME)!r} "
                              f"(file name {c.slug!r}); give it another name")
         seen[c.slug] = c.name
-
-
-def _as_model(base):
-    if isinstance(base, (str, os.PathLike)):
-        return load(os.fspath(base))[0]
-    return base
