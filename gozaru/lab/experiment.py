@@ -21,6 +21,7 @@ from ..engine import layers
 from ..engine.checkpoint import load
 from ..fileio import read_json, write_json_atomic, write_text_atomic
 from .evaluate import EvalConfig, evaluate, weight_change
+from .generate import encode_prompt
 from .record import RunRecord
 from .train import TrainConfig, Trainer
 
@@ -131,12 +132,34 @@ class ExperimentData:
     eval: Rows | None = None
     plain: Rows | None = None
     facts: list = dataclasses.field(default_factory=list)
+    original: Rows | None = None    # held-out answers before the rewrite: their loss rising is forgetting
+    style: Any = None               # gozaru.lab.style.StyleItems: the teacher-forced style score
+    dropped: dict = dataclasses.field(default_factory=dict)   # what did not fit, by kind (counts)
 
     def __post_init__(self):
         self.train = as_rows(self.train) if self.train is not None else None
         self.eval = as_rows(self.eval) if self.eval is not None else None
         self.plain = as_rows(self.plain) if self.plain is not None else None
+        self.original = as_rows(self.original) if self.original is not None else None
         self.prompts = list(self.prompts)
+        self.dropped = dict(self.dropped)
+
+    def drop_long(self, max_positions: int, log: Callable[[str], None] | None = None) -> "ExperimentData":
+        """Leaves out prompts (and fact questions) that leave no room to answer within ``max_positions``,
+        counting them in ``dropped``; an over-long prompt of real data must not stop a whole grid."""
+        def fits(text: str) -> bool:
+            return len(encode_prompt(self.tokenizer, text)) < max_positions
+
+        kept = [p for p in self.prompts if fits(p)]
+        facts = [f for f in self.facts if fits(f[0])]
+        for kind, before, after in (("prompts", self.prompts, kept), ("fact prompts", self.facts, facts)):
+            if len(after) < len(before):
+                self.dropped[kind] = self.dropped.get(kind, 0) + len(before) - len(after)
+                if log:
+                    log(f"left out {len(before) - len(after)} of {len(before)} held-out {kind}: longer than "
+                        f"the model's {max_positions} positions")
+        self.prompts, self.facts = kept, facts
+        return self
 
     @classmethod
     def from_records(cls, tokenizer, train_records, eval_records, *, seq_len: int = 256, style: str = "rinna",
@@ -153,9 +176,12 @@ class ExperimentData:
                         for q, a in (_fact_pair(f) for f in (facts or []))]
         train_records = list(train_records)
         train = data.sft_arrays(train_records, tokenizer, seq_len, style=style) if train_records else None
-        return cls(tokenizer=tokenizer, train=train,
-                   eval=data.sft_arrays(eval_records, tokenizer, seq_len, style=style) if eval_records else None,
-                   prompts=[data.format_prompt(r, style) for r in prompt_records], plain=plain, facts=fact_prompts)
+        evals = data.sft_arrays(eval_records, tokenizer, seq_len, style=style) if eval_records else None
+        dropped = {k: v for k, v in (("truncated training records", train.n_truncated if train else 0),
+                                     ("truncated held-out records", evals.n_truncated if evals else 0)) if v}
+        return cls(tokenizer=tokenizer, train=train, eval=evals,
+                   prompts=[data.format_prompt(r, style) for r in prompt_records], plain=plain, facts=fact_prompts,
+                   dropped=dropped)
 
 
 def _fact_pair(f) -> tuple[str, str]:
@@ -180,6 +206,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     runs_dir = os.path.join(out, "runs")
     os.makedirs(runs_dir, exist_ok=True)
     say = log or (lambda s: None)
+    data.drop_long(base.config.max_position_embeddings, say)
 
     base_record = _base_record(base, data, eval_config, runs_dir, say)
     plain_before = base_record["row"]["plain_loss"]
@@ -198,7 +225,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
             r = record["row"]
             say(f"[{i + 1}/{len(grid)}] {cond.name}: ござる-rate {r['gozaru_rate']:.2f} "
                 f"[{r['rate_low']:.2f}, {r['rate_high']:.2f}], eval loss {r['eval_loss']:.3f}, "
-                f"forgetting {r['forgetting']:+.3f}, trained {r['trainable_pct']:.1f}% "
+                f"forgetting {fmt(r['forgetting'], '+.3f')}, trained {r['trainable_pct']:.1f}% "
                 f"({time.perf_counter() - t0:.1f} s)")
         _write_table(records, out)
     return results_frame(records, out)
@@ -209,11 +236,10 @@ def _base_record(base, data, eval_config, runs_dir, say) -> dict:
     if os.path.exists(path):
         return read_json(path)
     row = evaluate(base, data, eval_config)
-    answers = row.pop("answers")
-    fact_answers = row.pop("fact_answers")
+    lists = _lists_of(row)
     row.update(name=BASE_NAME, group="base", position="none", budget=float("nan"), seed=0, trainable_params=0,
                trainable_pct=0.0, steps=0, train_loss=float("nan"), train_seconds=0.0, tokens_seen=0, checkpoint="")
-    record = {"row": row, "answers": answers, "fact_answers": fact_answers}
+    record = {"row": row, **lists}
     write_json_atomic(path, record)
     say(f"base: ござる-rate {row['gozaru_rate']:.2f} [{row['rate_low']:.2f}, {row['rate_high']:.2f}], "
         f"eval loss {row['eval_loss']:.3f}, plain loss {row['plain_loss']:.3f}")
@@ -248,8 +274,7 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
         if os.path.exists(partial):
             os.remove(partial)
     row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
-    answers = row.pop("answers")
-    fact_answers = row.pop("fact_answers")
+    lists = _lists_of(row)
     details = {"condition": record.condition, "history": record.history, "eval_history": record.eval_history,
                "grad_norms": record.mean_grad_norms(), "train_config": record.train_config,
                "trainable": record.trainable}
@@ -261,10 +286,24 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
                train_loss=_final_loss(history), train_seconds=sum(h.get("seconds", 0.0) for h in history),
                tokens_seen=history[-1]["tokens"] if history else 0, checkpoint=os.path.relpath(final, runs_dir))
     change = weight_change(base, model)
-    record = {"row": row, "answers": answers, "fact_answers": fact_answers, **details,
+    record = {"row": row, **lists, **details,
               "weight_change": change.to_dict(orient="records")}
     write_json_atomic(os.path.join(runs_dir, cond.slug + ".json"), record)
     return record
+
+
+def _lists_of(row: dict) -> dict:
+    """Per-item measurements (answers, per-answer style scores …) leave the table row for the run record."""
+    return {k: row.pop(k) for k in [k for k, v in row.items() if isinstance(v, list)]}
+
+
+def fmt(value, spec: str = ".3f", missing: str = "—") -> str:
+    """A number for tables and logs; a measurement that was not made (NaN, None) prints as ``missing``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return missing
+    return missing if value != value else format(value, spec)
 
 
 def _check_same_run(record: dict, cond: Condition, train_config: TrainConfig, path: str):
