@@ -224,7 +224,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
             records.append(record)
             r = record["row"]
             say(f"[{i + 1}/{len(grid)}] {cond.name}: ござる-rate {r['gozaru_rate']:.2f} "
-                f"[{r['rate_low']:.2f}, {r['rate_high']:.2f}], eval loss {r['eval_loss']:.3f}, "
+                f"[{r['rate_low']:.2f}, {r['rate_high']:.2f}], eval loss {fmt(r['eval_loss'])}, "
                 f"forgetting {fmt(r['forgetting'], '+.3f')}, trained {r['trainable_pct']:.1f}% "
                 f"({time.perf_counter() - t0:.1f} s)")
         _write_table(records, out)
@@ -242,7 +242,7 @@ def _base_record(base, data, eval_config, runs_dir, say) -> dict:
     record = {"row": row, **lists}
     write_json_atomic(path, record)
     say(f"base: ござる-rate {row['gozaru_rate']:.2f} [{row['rate_low']:.2f}, {row['rate_high']:.2f}], "
-        f"eval loss {row['eval_loss']:.3f}, plain loss {row['plain_loss']:.3f}")
+        f"eval loss {fmt(row['eval_loss'])}, plain loss {fmt(row['plain_loss'])}")
     return record
 
 

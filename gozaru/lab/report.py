@@ -158,6 +158,18 @@ def _significant_terms(t: pd.DataFrame, alpha: float) -> str:
                                              for i, r in sig.iterrows()) + "."
 
 
+def _sweep_edges(sweep: dict) -> str:
+    """Says which levels chose the smallest or largest candidate: their best rate may lie outside the sweep."""
+    table = pd.DataFrame(sweep["table"])
+    edge = [f"{level} ({'largest' if lr == g['lr'].max() else 'smallest'})"
+            for level, g in table.groupby("level", sort=False) for lr in [sweep["chosen"][level]]
+            if len(g) > 1 and lr in (g["lr"].max(), g["lr"].min())]
+    if not edge:
+        return "Every chosen learning rate lies inside the candidates."
+    return ("Chosen at the edge of the candidates, so a rate outside the sweep might train these levels better: "
+            + ", ".join(edge) + ".")
+
+
 def _md(frame: pd.DataFrame, floats: dict | None = None) -> str:
     floats = floats or {}
     cols = list(frame.columns)
@@ -231,7 +243,7 @@ def write_report(spec, out: str, stats, sweep: dict, floor: dict, dropped: dict,
         f"(training lr × {', '.join(f'{f:g}' for f in spec.lr_factors)}), validation = the last "
         f"{sweep.get('n_validation_rows')} training rows (left out of the sweep's training); the lowest "
         "validation loss wins.", "",
-        _md(pd.DataFrame(sweep["table"]), {"lr": ".3g", "factor": "g"}), "",
+        _md(pd.DataFrame(sweep["table"]), {"lr": ".3g", "factor": "g"}), "", _sweep_edges(sweep), "",
         "## Style vs forgetting", "", "![style vs forgetting](plots/style_vs_forgetting.png)", "",
         "## Weight change (‖ΔW‖/‖W‖, first seed)", "", "![weight change](plots/weight_change.png)", "",
         "## Data", "",
