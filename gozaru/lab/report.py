@@ -124,7 +124,8 @@ def conclusions(stats, spec) -> list[str]:
     for type_, g in stats.thresholds.groupby("type", sort=False):
         parts = [f"{100 * r['fraction']:g} % of the full-FT rate at {_share(r['share'])} "
                  f"(95 % CI {_share(r['low'])} – {_share(r['high'])})" for _, r in g.iterrows()]
-        out.append(f"Training {type_} (positions pooled) reaches " + " and ".join(parts) + ".")
+        out.append(f"The {type_} curve (head only → k {type_} + head → full fine-tuning, positions pooled) "
+                   f"reaches " + " and ".join(parts) + ".")
     out.append(verdict_sentence(stats.tost["position"], "position"))
     out.append(verdict_sentence(stats.tost["type"], "type"))
     lg = stats.logistic
