@@ -203,3 +203,13 @@ def test_plan_cells_and_selections():
     assert metas["2L mlp last s1"][0].hparams == {"seed": 1, "lr": 3e-3}
     draws = {tuple(metas[f"1L layers random s{s}"][0].selection["layers"]) for s in (0, 1)}
     assert all(len(d) == 1 for d in draws)
+
+
+def test_parts_narrow_a_layer_choice_by_core_kind():
+    mlp = gz.layers.select(CFG, "last", layers=2, parts=("mlp_up", "mlp_down"), train_head=False)
+    expected = {t.name for t in CFG.tensors() if t.layer in (2, 3) and t.kind in ("mlp_up", "mlp_down")}
+    assert mlp == expected and len(mlp) == 8   # weight + bias of two MLP matrices in two layers
+    with pytest.raises(ValueError, match="chooses no layers"):
+        gz.layers.select(CFG, "full", parts=("qkv",))
+    with pytest.raises(ValueError, match="unknown tensor kind"):
+        gz.layers.select(CFG, "first", layers=1, parts=("mlp",))

@@ -116,6 +116,7 @@ def cmd_eval(args) -> int:
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
                                       n_prompts=args.n_prompts)
+    exp.drop_long(model.config.max_position_embeddings, lambda m: print(m, file=sys.stderr))
     cfg = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, temperature=args.temperature,
                      seed=args.gen_seed)
     rate, answers = generated_rate(model, tokenizer, exp.prompts, **cfg.generation(), progress=args.progress)
