@@ -148,3 +148,24 @@ def test_hub_ids_resolve_from_the_local_cache(tmp_path, tokenizer_file):
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert "org/not-cached" in missing.stderr and "not in the hub cache" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_study_on_user_data(tmp_path, tokenizer_file):
+    tok = Tokenizer.load(tokenizer_file)
+    cfg = gz.GPTNeoXConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=64)
+    base = tmp_path / "base.h5"
+    gz.Model(cfg, seed=0).save(str(base))
+    records = tmp_path / "d.jsonl"
+    data.save_jsonl(data.SyntheticCorpus(0).instructions(60, seed=2), str(records))
+    out = tmp_path / "s"
+    done = gozaru_cli("study", "--base", str(base), "--tokenizer", tokenizer_file, "--data", str(records),
+                      "--shares", "head", "1", "all", "--positions", "first", "last", "--types", "layers",
+                      "--seeds", "2", "--steps", "2", "--batch-size", "4", "--seq-len", "32", "--eval-size", "8",
+                      "--n-prompts", "6", "--max-new-tokens", "4", "--sweep-steps", "1", "--lr-factors", "1", "3",
+                      "--out", str(out), "--no-progress", timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    runs = pd.read_csv(out / "study_runs.csv")
+    assert len(runs) == 8 and set(runs["level"]) == {"head", "1L", "all"}
+    assert sorted(runs.loc[runs["level"] == "1L", "position"].unique()) == ["first", "last"]
+    assert (out / "report.md").exists() and "nan" not in (out / "report.md").read_text().lower()

@@ -161,7 +161,7 @@ def cmd_study(args) -> int:
         if not user:
             run_demo(args.out, quick=args.quick, progress=args.progress)
             return 0
-        return cmd_grid(_with(args, grid=None, seeds=[0, 1, 2], budgets=[0.05, 0.10], plots=True))
+        return cmd_grid(_with(args, grid=None, seeds=[0, 1, 2], budgets=[0.05, 0.10], plots=True, gozaru=True))
     spec = _study_spec(args)
     if not user:
         study.demo_study(args.out, spec, study.demo_settings(args.quick), progress=args.progress)
