@@ -169,3 +169,9 @@ def test_study_on_user_data(tmp_path, tokenizer_file):
     assert len(runs) == 8 and set(runs["level"]) == {"head", "1L", "all"}
     assert sorted(runs.loc[runs["level"] == "1L", "position"].unique()) == ["first", "last"]
     assert (out / "report.md").exists() and "nan" not in (out / "report.md").read_text().lower()
+
+
+def test_a_changed_definition_is_refused_in_the_same_folder(quick_study):
+    out, _, _ = quick_study
+    done = gozaru_cli("study", "--quick", "--out", out, "--margin", "0.1")
+    assert done.returncode == 1 and "another spec (margin differ)" in done.stderr, done.stderr

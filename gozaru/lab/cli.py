@@ -179,7 +179,8 @@ def cmd_study(args) -> int:
              f"{args.steps} steps × {args.batch_size} per run.")
     study.run_study(spec, base, exp, args.out, train=_train_config(args), examples=goz_train, sizes=sizes,
                     eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
-                    progress=args.progress)
+                    progress=args.progress, data_key={k: getattr(args, k) for k in (
+                        "data", "tokenizer", "gozaru", "style", "seq_len", "eval_size", "split_seed", "n_prompts")})
     return 0
 
 

@@ -18,6 +18,7 @@ MARKERS = {"first": "o", "middle": "s", "last": "^", "random": "D", "none": "x",
 # --------------------------------------------------------------------------- figures
 def dose_response_plot(stats, path: str, positions, types):
     plt = plots._pyplot()
+    from matplotlib import ticker
     fig, axes = plt.subplots(2, len(types), figsize=(4.2 * len(types), 7), squeeze=False, sharex=True,
                              layout="constrained")
     cells = stats.cells
@@ -36,6 +37,10 @@ def dose_response_plot(stats, path: str, positions, types):
                 ax.set_title(f"type: {type_}")
                 ax.set_ylim(-0.02, 1.02)
             ax.set_xscale("log")
+            ax.set_xticks(sorted(set(np.round(cells["share"], 3))))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.tick_params(axis="x", labelsize=7, labelrotation=45)
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
             if row == 1:

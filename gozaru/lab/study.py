@@ -293,14 +293,15 @@ def prompt_floor(base, data: ExperimentData, examples, shots: int, eval_config: 
 # --------------------------------------------------------------------------- the whole study
 def run_study(spec: StudySpec, base, data: ExperimentData, out: str, *, train: TrainConfig,
               eval: EvalConfig | None = None, examples=(), sizes: str = "", progress: bool = False,
-              report: bool = True, log: Callable[[str], None] = print):
+              report: bool = True, data_key: dict | None = None, log: Callable[[str], None] = print):
     """Runs (or continues) the study into ``out`` and returns its ``gozaru.lab.stats.StudyStats``; ``examples``
     are ござる training records (the prompt-only floor shows ``spec.shots`` of them); ``sizes`` describes the
-    chosen sizes for the report."""
+    chosen sizes for the report; ``data_key`` (JSON-able) names the data, so a folder made from other data or
+    other measurement settings is refused rather than mixed."""
     eval_config = eval or EvalConfig()
     spec.check(base.config)
     os.makedirs(out, exist_ok=True)
-    _check_folder(out, spec, train)
+    _check_folder(out, spec, train, {"data": data_key or {}, "eval": dataclasses.asdict(eval_config)})
     timing = _Timing(out)
     with timing("sweep"):
         sweep = lr_sweep(spec, base, data, train, out, log)
@@ -326,16 +327,23 @@ def run_study(spec: StudySpec, base, data: ExperimentData, out: str, *, train: T
     return stats
 
 
-def _check_folder(out: str, spec: StudySpec, train: TrainConfig):
-    """One folder holds one study; finished runs of the same definition are reused."""
+def _check_folder(out: str, spec: StudySpec, train: TrainConfig, data_key: dict):
+    """One folder holds one study; finished runs of the same definition, data and settings are reused."""
     path = os.path.join(out, "study.json")
-    mine = {"spec": spec.to_dict(), "train": {k: v for k, v in train.to_dict().items() if k != "progress"}}
+    mine = {"spec": spec.to_dict(), "train": {k: v for k, v in train.to_dict().items() if k != "progress"},
+            "data": data_key}
     mine = json.loads(json.dumps(mine))
     if os.path.exists(path):
         saved = read_json(path)
-        if {k: v for k, v in saved.get("spec", {}).items() if k != "notes"} != \
-                {k: v for k, v in mine["spec"].items() if k != "notes"} or saved.get("train") != mine["train"]:
-            raise ValueError(f"{out} holds a study with another definition; pick another --out (or --fresh)")
+        for part in ("spec", "train", "data"):
+            if part not in saved:   # a folder from before this part was recorded
+                continue
+            a = {k: v for k, v in saved.get(part, {}).items() if k != "notes"}
+            b = {k: v for k, v in mine[part].items() if k != "notes"}
+            if a != b:
+                changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                raise ValueError(f"{out} holds a study with another {part} ({', '.join(map(str, changed))} "
+                                 f"differ); pick another --out")
     write_json_atomic(path, mine)
 
 
@@ -405,5 +413,5 @@ def demo_study(out: str, spec: StudySpec, settings, *, threads: int | None = Non
              f"{settings.n_plain} prose texts; fact recall on {len(data.facts)} questions.")
     return run_study(spec, base, data, out, train=train,
                      eval=EvalConfig(max_new_tokens=settings.max_new_tokens, batch_size=32), examples=goz_train,
-                     sizes=sizes, progress=progress, log=log)
+                     sizes=sizes, progress=progress, data_key=settings.to_dict(), log=log)
 study = run_study   # gozaru.lab.study.study(spec, base, data, out, train=...)
