@@ -48,7 +48,7 @@ def test_quick_study_end_to_end(quick_study):
     assert set(sweep["chosen"]) == {"head", "1L", "all"} and len(sweep["table"]) == 6
     report = open(os.path.join(out, "report.md"), encoding="utf-8").read()
     for needle in ("## Conclusions", "dose_response.png", "Equivalence tests", "Wall time",
-                   "truncated training records: 194"):   # the quick demo's seq_len cuts long answers
+                   "truncated training records: 194"):   # the seq_len of 64 cuts long answers
         assert needle in report
     assert "nan" not in report.lower()
     for png in ("dose_response", "style_vs_forgetting", "weight_change"):
