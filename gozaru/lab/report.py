@@ -207,7 +207,8 @@ def write_report(spec, out: str, stats, sweep: dict, floor: dict, dropped: dict,
     train_s = float(stats.runs["train_seconds"].sum())
     wall = sum(timing.values())
     phases = [("learning-rate sweep", timing.get("sweep", 0.0)), ("training (all runs)", train_s),
-              ("evaluating and saving runs (generation, losses, style score, checkpoints)", max(timing.get("runs", 0.0) - train_s, 0.0)),
+              ("evaluating and saving runs (generation, losses, style score, checkpoints)",
+               max(timing.get("runs", 0.0) - train_s, 0.0)),
               ("prompt-only floor", timing.get("floor", 0.0)), ("statistics", timing.get("stats", 0.0)),
               ("report and figures", timing.get("report", 0.0))]
     m = f"±{100 * spec.margin:g} points"
