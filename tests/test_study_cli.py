@@ -95,7 +95,7 @@ def test_over_long_records_do_not_stop_the_grid(tmp_path, tokenizer_file):
     tok = Tokenizer.load(tokenizer_file)
     corpus = data.SyntheticCorpus(0)
     held = data.to_gozaru_dataset(corpus.instructions(8, seed=3), drop_unchanged=True)
-    giant = held[0].replace(instruction="とても長い質問です。" * 200)   # > 1,000 tokens, model has 96 positions
+    giant = held[0].replace(instruction="とても長い質問です。" * 200)   # > 1,000 tokens; the model has 96
     train = data.to_gozaru_dataset(corpus.instructions(40, seed=2), drop_unchanged=True) + [giant]
     exp = ExperimentData.from_records(tok, train, [giant] + held[1:], seq_len=48)
     assert len(tok.encode(exp.prompts[0])) > 1000

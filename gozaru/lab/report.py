@@ -116,8 +116,9 @@ def conclusions(stats, spec) -> list[str]:
     out = []
     first = "The untrained base answers in ござる style " + pct(stats.base.get("gozaru_rate", float("nan")))
     fl = stats.floor
-    first += f"; with {fl.get('shots', 0)} ござる example(s) in the prompt (no training) {pct(fl.get('rate', float('nan')))} " \
-             f"{_ci(fl.get('low', float('nan')), fl.get('high', float('nan')))}"
+    nan = float("nan")
+    first += f"; with {fl.get('shots', 0)} ござる example(s) in the prompt (no training) " \
+             f"{pct(fl.get('rate', nan))} {_ci(fl.get('low', nan), fl.get('high', nan))}"
     if len(head):
         h = head.iloc[0]
         first += f"; training the head alone ({100 * h['share']:.1f} % of the weights) {pct(h['rate'])} " \
@@ -137,9 +138,10 @@ def conclusions(stats, spec) -> list[str]:
     if lg["ok"]:
         t = lg["table"].set_index("term")
         row = t.loc["log(share)"]
+        doubling = {k: math.exp(row[k] * math.log(2)) for k in ("coef", "low", "high")}
         out.append(f"Logistic model (run-clustered SEs): doubling the trained share multiplies the odds of a ござる "
-                   f"answer by {math.exp(row['coef'] * math.log(2)):.2f} (95 % CI {math.exp(row['low'] * math.log(2)):.2f}"
-                   f"–{math.exp(row['high'] * math.log(2)):.2f}, p = {row['p']:.2g}); "
+                   f"answer by {doubling['coef']:.2f} (95 % CI {doubling['low']:.2f}–{doubling['high']:.2f}, "
+                   f"p = {row['p']:.2g}); "
                    + _significant_terms(t, spec.alpha))
     else:
         out.append(f"The logistic model could not be fitted: {lg['note']}; the bootstrap and TOST results above "

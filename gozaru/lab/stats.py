@@ -123,8 +123,8 @@ def logistic_model(runs: pd.DataFrame, outcomes: dict, positions, types) -> dict
                           "high": ci[1].to_numpy()})
     table["odds_ratio"] = np.exp(table["coef"])
     if not np.isfinite(table[["coef", "se"]].to_numpy()).all() or (table["coef"].abs() > 15).any():
-        return {"ok": False, "note": "not estimable: the outcomes separate (near) perfectly by cell, or log(share) is confounded with type "
-                "(a single layer-count level)",
+        return {"ok": False, "note": "not estimable: the outcomes separate (near) perfectly by cell, or log(share) "
+                "is confounded with type (a single layer-count level)",
                 "table": table}
     return {"ok": True, "note": f"{len(long)} answers in {long['run'].nunique()} runs (clusters)", "table": table}
 
