@@ -37,7 +37,7 @@ def dose_response_plot(stats, path: str, positions, types):
                 ax.set_title(f"type: {type_}")
                 ax.set_ylim(-0.02, 1.02)
             ax.set_xscale("log")
-            ax.set_xticks(sorted(set(np.round(cells["share"], 3))))
+            ax.set_xticks(sorted(set(np.round(cells["share"], 2))))
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.tick_params(axis="x", labelsize=7, labelrotation=45)
@@ -100,12 +100,23 @@ def verdict_sentence(t: dict, what: str) -> str:
     if t["verdict"] == "equivalent":
         return (f"**{what.capitalize()} does not matter** within ±{m:g} points: every pair of {what}s is "
                 f"equivalent by TOST (all p < {t['alpha']:g}; largest difference {d}).")
+    equivalent = [f"{r['a']}–{r['b']}" for _, r in pairs.iterrows() if r["p_tost"] < t["alpha"]]
+    within = (f" Pairs shown equivalent within ±{m:g} points (TOST p < {t['alpha']:g}): {', '.join(equivalent)}."
+              if equivalent else f" No pair is shown equivalent within ±{m:g} points.")
     if t["verdict"] == "differs":
         sig = pairs[pairs["p_diff"] < t["alpha"] / len(pairs)]
         top = sig.loc[sig["diff"].abs().idxmax()]
-        return (f"**{what.capitalize()} matters**: {top['a']} vs {top['b']} differ by {100 * top['diff']:+.1f} "
-                f"points (90 % CI [{100 * top['low90']:+.1f}, {100 * top['high90']:+.1f}], p = {top['p_diff']:.2g} "
-                f"< {t['alpha']:g}/{len(pairs)}).")
+        lo, hi = 100 * top["low90"], 100 * top["high90"]
+        if lo > m or hi < -m:
+            lead, size = f"{what.capitalize()} matters", f"by more than the ±{m:g}-point margin"
+        elif -m < lo and hi < m:
+            lead, size = f"{what.capitalize()} makes only a small difference", \
+                f"a real difference, but within the ±{m:g}-point margin"
+        else:
+            lead, size = f"{what.capitalize()} makes a difference", \
+                f"whether it exceeds the ±{m:g}-point margin is not settled"
+        return (f"**{lead}**: {top['a']} vs {top['b']} differ by {100 * top['diff']:+.1f} points (90 % CI "
+                f"[{lo:+.1f}, {hi:+.1f}], p = {top['p_diff']:.2g} < {t['alpha']:g}/{len(pairs)}) — {size}." + within)
     return (f"**Whether {what} matters is not settled** at this size: no pair differs significantly, but not "
             f"every pair is shown to lie within ±{m:g} points (largest difference {d}).")
 
@@ -251,7 +262,7 @@ def write_report(spec, out: str, stats, sweep: dict, floor: dict, dropped: dict,
         f"Sweep: whole layers at the middle of the stack, seed 0, {spec.sweep_steps} steps per candidate "
         f"(training lr × {', '.join(f'{f:g}' for f in spec.lr_factors)}), validation = the last "
         f"{sweep.get('n_validation_rows')} training rows (left out of the sweep's training); the lowest "
-        "validation loss wins.", "",
+        "validation loss wins. Attention-only and MLP-only cells use the rate of their share level.", "",
         _md(pd.DataFrame(sweep["table"]), {"lr": ".3g", "factor": "g"}), "", _sweep_edges(sweep), "",
         "## Style vs forgetting", "", "![style vs forgetting](plots/style_vs_forgetting.png)", "",
         "## Weight change (‖ΔW‖/‖W‖, first seed)", "", "![weight change](plots/weight_change.png)", "",
