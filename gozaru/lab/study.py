@@ -378,7 +378,7 @@ def demo_settings(quick: bool):
     """The demo's model and data sizes; the full study trains and measures less per run than the demo does,
     to fit 114 runs in its time."""
     if quick:   # the quick demo's model, pretrained and fine-tuned less; fewer and shorter answers
-        return dataclasses.replace(demo.SETTINGS["quick"], pretrain_steps=150, finetune_steps=16, n_eval=32,
+        return dataclasses.replace(demo.SETTINGS["quick"], pretrain_steps=150, finetune_steps=20, n_eval=32,
                                    n_prompts=24, n_plain=32, n_facts=8, max_new_tokens=16)
     return dataclasses.replace(demo.SETTINGS["default"], finetune_steps=30, n_eval=96, n_prompts=48, n_plain=64,
                                n_facts=16, max_new_tokens=24)
