@@ -1,7 +1,7 @@
 """The lab room: training runs, measurements, experiments over conditions, plots, the demo and the CLI.
 
 ``progress``, ``record``, ``schedule`` → ``generate`` → ``style`` → ``evaluate`` → ``train`` → ``experiment`` →
-``plots`` → ``demo`` → ``stats`` → ``report`` → ``study`` → ``hub``, ``cli_args`` → ``cli``.
+``plots`` → ``demo`` → ``stats`` → ``report`` → ``study`` → ``study_demo``, ``hub``, ``cli_args`` → ``cli``.
 """
 from .evaluate import EvalConfig
 from .experiment import Condition, ExperimentData, seed_grid

@@ -15,7 +15,7 @@ from ..data.tokenizer import Tokenizer
 from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
 from ..engine.model import Model
-from . import hub, plots, study
+from . import hub, plots, study, study_demo
 from .cli_args import build_parser
 from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
@@ -164,7 +164,7 @@ def cmd_study(args) -> int:
         return cmd_grid(_with(args, grid=None, seeds=[0, 1, 2], budgets=[0.05, 0.10], plots=True, gozaru=True))
     spec = _study_spec(args)
     if not user:
-        study.demo_study(args.out, spec, study.demo_settings(args.quick), progress=args.progress)
+        study_demo.demo_study(args.out, spec, study_demo.demo_settings(args.quick), progress=args.progress)
         return 0
     tokenizer = _tokenizer(args)
     loaded = list(data.load_dolly(hub.resolve(args.data, "dataset"), on_error="skip" if args.skip_bad else "raise"))
