@@ -20,6 +20,10 @@ Kinds (``select(config, kind, ...)``):
 ``pattern``    tensors whose name matches the regex ``pattern`` (``re.search``)
 =============  ===================================================================================
 
+``parts`` (with ``first`` / ``last`` / ``random`` / ``layers``): keep only the chosen layers' tensors of these
+core tensor kinds, e.g. ``parts=("qkv", "attn_out")`` for attention-only or ``("mlp_up", "mlp_down")`` for
+MLP-only within the chosen layers (the layer count from ``budget`` still counts whole layers).
+
 The LM head: ``train_head=True`` (the default, as in the reference experiment where the head is always
 trained) adds ``embed_out.weight`` to every kind. ``train_head=False`` only stops adding it; kinds that contain
 the head by definition (``full``, ``non_mlp``, ``head``) keep it, so ``mlp ∪ non_mlp`` is every tensor either way.
@@ -39,7 +43,7 @@ import random
 import re
 from typing import Iterable
 
-from .config import GPTNeoXConfig
+from .config import TENSOR_KINDS, GPTNeoXConfig
 
 # Selection kinds of select() (not the core's tensor kinds, which are config.TENSOR_KINDS).
 SELECTION_KINDS = ("full", "mlp", "non_mlp", "attention", "norms", "embed", "head", "first", "last", "random",
@@ -76,7 +80,8 @@ def names_of_kinds(config: GPTNeoXConfig, kinds: Iterable[str]) -> set[str]:
 
 
 def select(config: GPTNeoXConfig, kind: str, budget: float | None = None, seed: int = 0, train_head: bool = True,
-           layers: int | Iterable[int] | None = None, pattern: str | None = None) -> set[str]:
+           layers: int | Iterable[int] | None = None, pattern: str | None = None,
+           parts: Iterable[str] | None = None) -> set[str]:
     """The set of HF tensor names to train (see the module docstring for kinds and the budget rule).
 
     ``first`` / ``last`` / ``random`` need exactly one of ``budget`` (fraction of all parameters, in (0, 1]) or
@@ -117,9 +122,22 @@ def select(config: GPTNeoXConfig, kind: str, budget: float | None = None, seed: 
             raise ValueError(f"pattern {pattern!r} matches no tensor")
     else:
         raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(SELECTION_KINDS)}")
+    if parts is not None:
+        chosen &= _parts(config, kind, parts)
     if train_head:
         chosen.add(HEAD)
     return chosen
+
+
+def _parts(config: GPTNeoXConfig, kind: str, parts) -> set[str]:
+    """Tensors of the given core kinds; only meaningful for the layer-choosing selection kinds."""
+    if kind not in ("first", "last", "random", "layers"):
+        raise ValueError(f"parts= narrows a layer choice; kind {kind!r} chooses no layers")
+    parts = [parts] if isinstance(parts, str) else list(parts)
+    unknown = [p for p in parts if p not in TENSOR_KINDS]
+    if unknown or not parts:
+        raise ValueError(f"unknown tensor kind(s) {unknown or parts} in parts; choose from {', '.join(TENSOR_KINDS)}")
+    return names_of_kinds(config, parts)
 
 
 def _layer_indices(layers, L: int) -> list[int]:

@@ -4,6 +4,7 @@ Arguments are defined in ``gozaru.lab.cli_args``; an expected failure prints one
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
 from ..engine.model import Model
 from ..engine.system import build_info, format_build_info
-from . import plots
+from . import hub, plots, study, study_demo
 from .cli_args import build_parser
 from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
@@ -59,14 +60,15 @@ def _threads(args):
 
 def _load_model(args):
     if getattr(args, "hf", None):
-        print(f"loading HF model from {args.hf} …", file=sys.stderr)
-        return Model.from_hf(args.hf, backend=args.backend)
+        folder = hub.resolve(args.hf, "model")
+        print(f"loading HF model from {folder} …", file=sys.stderr)
+        return Model.from_hf(folder, backend=args.backend)
     return load(args.base, backend=args.backend)[0]
 
 
 def _records(args):
     """(train records, held-out records) from --data, rewritten to ござる with --gozaru."""
-    loaded = data.load_dolly(args.data, on_error="skip" if args.skip_bad else "raise")
+    loaded = data.load_dolly(hub.resolve(args.data, "dataset"), on_error="skip" if args.skip_bad else "raise")
     if args.skip_bad and getattr(loaded, "skipped", None):
         print(loaded.report(), file=sys.stderr)
     records = list(loaded)
@@ -80,7 +82,7 @@ def _records(args):
 
 
 def _tokenizer(args):
-    return Tokenizer.load(args.tokenizer)
+    return Tokenizer.load(hub.resolve(args.tokenizer, "model"))
 
 
 def _selection(args) -> dict:
@@ -136,6 +138,7 @@ def cmd_eval(args) -> int:
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
                                       n_prompts=args.n_prompts)
+    exp.drop_long(model.config.max_position_embeddings, lambda m: print(m, file=sys.stderr))
     cfg = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, temperature=args.temperature,
                      seed=args.gen_seed)
     rate, answers = generated_rate(model, tokenizer, exp.prompts, **cfg.generation(), progress=args.progress)
@@ -170,6 +173,79 @@ def cmd_grid(args) -> int:
         print("plots: " + ", ".join(plots.save_all(results, args.out)))
     print(f"results: {os.path.join(args.out, 'results.csv')}")
     return 0
+
+
+def cmd_study(args) -> int:
+    _threads(args)
+    if args.out is None:
+        args.out = "runs/study-quick" if args.quick else "runs/study"
+    user = bool(args.base or args.hf)
+    if user and not (args.data and args.tokenizer):
+        raise SystemExit("gozaru study: --base/--hf need --data and --tokenizer (without them the demo base is used)")
+    if args.preset == "reference":
+        if not user:
+            run_demo(args.out, quick=args.quick, progress=args.progress)
+            return 0
+        return cmd_grid(_with(args, grid=None, seeds=[0, 1, 2], budgets=[0.05, 0.10], plots=True, gozaru=True))
+    spec = _study_spec(args)
+    with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
+        if not user:
+            study_demo.demo_study(args.out, spec, study_demo.demo_settings(args.quick), progress=args.progress,
+                                  executor=executor)
+            return 0
+        return _user_study(args, spec, executor)
+
+
+def _user_study(args, spec, executor) -> int:
+    tokenizer = _tokenizer(args)
+    loaded = list(data.load_dolly(hub.resolve(args.data, "dataset"), on_error="skip" if args.skip_bad else "raise"))
+    fraction = min(args.eval_size, len(loaded) // 2) / max(len(loaded), 1)
+    train_records, held = data.train_eval_split(loaded, eval_fraction=fraction, seed=args.split_seed)
+    base = _load_model(args)
+    spec.check(base.config)   # a bad definition fails before the data are encoded
+    exp, goz_train = study.study_data(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
+                                      max_positions=base.config.max_position_embeddings, n_prompts=args.n_prompts,
+                                      log=lambda m: print(m, file=sys.stderr))
+    sizes = (f"{args.hf or args.base}; {args.data}: {len(exp.train):,} training rows, {len(exp.prompts)} prompts; "
+             f"{args.steps} steps × {args.batch_size} per run.")
+    study.run_study(spec, base, exp, args.out, train=_train_config(args), examples=goz_train, sizes=sizes,
+                    eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
+                    progress=args.progress, executor=executor, data_key={k: getattr(args, k) for k in (
+                        "data", "tokenizer", "gozaru", "style", "seq_len", "eval_size", "split_seed", "n_prompts")})
+    return 0
+
+
+def _study_spec(args) -> "study.StudySpec":
+    """Preset (quick / demo), then the JSON file, then single flags."""
+    spec = study.PRESETS["quick" if args.quick else "demo" if not (args.base or args.hf) else "default"]
+    d = spec.to_dict()
+    if args.spec:   # fields the file leaves out keep the preset's values
+        d.update(study.load_spec_fields(args.spec))
+    if args.shares:
+        d["shares"] = [_share_level(x) for x in args.shares]
+    for name in ("positions", "types", "margin", "lr_factors", "sweep_steps"):
+        if getattr(args, name) is not None:
+            d[name] = getattr(args, name)
+    if args.seeds is not None:
+        d["seeds"] = list(range(args.seeds))
+    return study.StudySpec.from_dict(d).check()
+
+
+def _share_level(text: str):
+    if text in ("head", "all"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"share level {text!r}: use head, all, a layer count or a fraction") from None
+
+
+def _with(args, **changes):
+    return argparse.Namespace(**{**vars(args), **changes})
 
 
 def cmd_import_hf(args) -> int:
@@ -222,7 +298,8 @@ def _training_summary(path: str) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "grid": cmd_grid, "import-hf": cmd_import_hf,
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "grid": cmd_grid, "study": cmd_study,
+            "import-hf": cmd_import_hf,
             "export-hf": cmd_export_hf, "info": cmd_info}
 
 

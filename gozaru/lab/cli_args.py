@@ -44,9 +44,11 @@ def _add_progress(p):
 def _add_data(p, needed=True):
     g = p.add_argument_group("data")
     g.add_argument("--data", required=needed, metavar="PATH",
-                   help="instruction data in the dolly-ja layout: a .json array, .jsonl, .parquet, or a folder of them")
+                   help="instruction data in the dolly-ja layout: a .json array, .jsonl, .parquet, a folder of them, "
+                   "or a Hugging Face dataset id (from the local hub cache)")
     g.add_argument("--tokenizer", required=needed, metavar="PATH",
-                   help="SentencePiece model: a spiece.model file or a folder holding one (e.g. the HF model folder)")
+                   help="SentencePiece model: a spiece.model file, a folder holding one (e.g. the HF model folder) "
+                   "or a Hugging Face model id")
     g.add_argument("--gozaru", action="store_true",
                    help="rewrite the answers into ござる speech first (です→でござる, ます→ござる …)")
     g.add_argument("--style", choices=("rinna", "alpaca"), default="rinna",
@@ -109,7 +111,7 @@ def _positive_int(text: str) -> int:
 def _add_model_source(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
-    g.add_argument("--hf", metavar="DIR", help="the model to start from: an HF GPT-NeoX folder")
+    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
 
 
 # --------------------------------------------------------------------------- parser
@@ -144,7 +146,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
                        "--data d.jsonl --gozaru --out mlp.h5")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
-    g.add_argument("--hf", metavar="DIR", help="the model to start from: an HF GPT-NeoX folder")
+    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
     g.add_argument("--resume", metavar="CKPT", help="continue a checkpoint written by an interrupted `gozaru train`")
     _add_data(p)
     s = p.add_argument_group("what to train")
@@ -200,6 +202,41 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     _add_progress(p)
     add_cluster_options(p)
     p.set_defaults(func=commands["grid"])
+
+    p = sub.add_parser("study", formatter_class=fmt, help="the dose-response study: share × position × type × seeds",
+                       description="How much, where and what must be trained for ござる style: trains every cell "
+                       "(share level × position × type) with several seeds, picks a learning rate per share level "
+                       "by a short sweep, and writes tables, plots, statistics and OUT/report.md. Without --base/--hf "
+                       "it runs on the offline demo base. Rerunning continues where it stopped.",
+                       epilog="examples:\n  gozaru study --quick\n  gozaru study --out results/study-demo\n"
+                       "  gozaru study --hf rinna/japanese-gpt-neox-3.6b --tokenizer rinna/japanese-gpt-neox-3.6b "
+                       "\\\n      --data kunishou/databricks-dolly-15k-ja --out runs/study-rinna --seeds 3\n"
+                       'study file (JSON): {"shares": ["head", 1, 2, 4, "all"], "positions": ["first", "last"], '
+                       '"types": ["layers", "mlp"], "seeds": [0, 1, 2], "margin": 0.05}')
+    p.add_argument("--out", default=None, help="output folder (default runs/study, or runs/study-quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="a tiny study on the quick demo model (well under a minute)")
+    p.add_argument("--preset", choices=("study", "reference"), default="study",
+                   help="study (default) or reference: the 13-run grid of the reference experiment")
+    p.add_argument("--spec", metavar="JSON", help="the study definition as a JSON file (fields of StudySpec)")
+    p.add_argument("--shares", nargs="+", metavar="LEVEL", help="share levels: head, all, layer counts or fractions")
+    p.add_argument("--positions", nargs="+", help="first middle last random")
+    p.add_argument("--types", nargs="+", help="layers attention mlp")
+    p.add_argument("--seeds", type=int, metavar="N", help="seeds per cell (0..N-1)")
+    p.add_argument("--margin", type=float, help="equivalence margin in rate units (default 0.05 = ±5 points)")
+    p.add_argument("--lr-factors", type=float, nargs="+", help="learning-rate candidates as multiples of --lr")
+    p.add_argument("--sweep-steps", type=int, help="steps per learning-rate candidate")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
+    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
+    _add_data(p, needed=False)
+    p.add_argument("--n-prompts", type=int, default=100, help="held-out prompts per ござる-rate (default 100)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
+    p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
+    _add_training(p)
+    _add_threads(p)
+    _add_progress(p)
+    add_cluster_options(p)
+    p.set_defaults(func=commands["study"])
 
     p = sub.add_parser("import-hf", formatter_class=fmt, help="convert an HF GPT-NeoX folder into a gozaru checkpoint",
                        epilog="example:\n  gozaru import-hf ~/models/japanese-gpt-neox-3.6b rinna.h5\n"

@@ -34,7 +34,7 @@ from ..engine.model import Model
 from ..fileio import write_json_atomic
 from . import plots as plotting
 from .evaluate import EvalConfig
-from .experiment import Condition, ExperimentData, run, seed_grid
+from .experiment import Condition, ExperimentData, fmt, run, seed_grid
 from .train import TrainConfig, Trainer
 
 
@@ -248,7 +248,8 @@ def format_table(results) -> str:
     for _, r in frame.iterrows():
         ci = f"{r['gozaru_rate']:.2f} [{r['rate_low']:.2f}, {r['rate_high']:.2f}]"
         lines.append(f"{r['name']:<18} {r['trainable_pct']:>7.1f}% {ci:>24} {r['eval_loss']:>9.3f} "
-                     f"{r['forgetting']:>+10.3f} {r['fact_recall']:>6.2f} {r['train_seconds']:>7.1f}")
+                     f"{fmt(r['forgetting'], '+.3f'):>10} {fmt(r['fact_recall'], '.2f'):>6} "
+                     f"{r['train_seconds']:>7.1f}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from ..data import rewrite
 from ..data.rows import as_rows, trim_columns
 from ..engine.config import TENSOR_KINDS, GPTNeoXConfig
 from .generate import generate_text
+from .style import style_scores
 
 
 def tensor_cells(config: GPTNeoXConfig) -> dict[str, tuple[str, str]]:
@@ -144,7 +145,15 @@ def evaluate(model, data, config: EvalConfig | None = None, *, plain_loss_before
     row["eval_loss"] = eval_loss(model, data.eval, config.batch_size) if data.eval is not None else float("nan")
     plain = eval_loss(model, data.plain, config.batch_size) if data.plain is not None else float("nan")
     row["plain_loss"] = plain
-    row["forgetting"] = forgetting(plain_loss_before, plain) if plain_loss_before is not None else 0.0
+    row["forgetting"] = forgetting(plain_loss_before, plain) if plain_loss_before is not None else \
+        (0.0 if plain == plain else float("nan"))   # the base forgets nothing; without plain text: not measured
+    original = getattr(data, "original", None)
+    row["orig_loss"] = eval_loss(model, original, config.batch_size) if original is not None else float("nan")
+    items = getattr(data, "style", None)
+    if items is not None and len(items):
+        scores = style_scores(model, items, config.batch_size)
+        row["style_score"] = float(scores.mean())
+        row["style_scores"] = [float(x) for x in scores]
     recall, fact_answers = fact_recall(model, data.tokenizer, data.facts or [], **config.generation())
     row["fact_recall"] = recall
     row["answers"] = answers

@@ -21,11 +21,13 @@ from typing import Any, Callable, Iterable, Sequence
 from .. import data as gzdata
 from ..data.rows import Rows, as_rows
 from ..engine import layers
+from ..engine.checkpoint import read_config
 from ..fileio import read_json, write_text_atomic
 from .evaluate import EvalConfig
 from .executor import LocalExecutor, error_line
 from .progress import progress_bar
 from .task import BASE_NAME, RunSpec, backend_of, run_task, sources, train_overrides
+from .generate import encode_prompt
 from .train import TrainConfig
 
 RESULT_COLUMNS = (
@@ -134,12 +136,34 @@ class ExperimentData:
     eval: Rows | None = None
     plain: Rows | None = None
     facts: list = dataclasses.field(default_factory=list)
+    original: Rows | None = None    # held-out answers before the rewrite: their loss rising is forgetting
+    style: Any = None               # gozaru.lab.style.StyleItems: the teacher-forced style score
+    dropped: dict = dataclasses.field(default_factory=dict)   # what did not fit, by kind (counts)
 
     def __post_init__(self):
         self.train = as_rows(self.train) if self.train is not None else None
         self.eval = as_rows(self.eval) if self.eval is not None else None
         self.plain = as_rows(self.plain) if self.plain is not None else None
+        self.original = as_rows(self.original) if self.original is not None else None
         self.prompts = list(self.prompts)
+        self.dropped = dict(self.dropped)
+
+    def drop_long(self, max_positions: int, log: Callable[[str], None] | None = None) -> "ExperimentData":
+        """Leaves out prompts (and fact questions) that leave no room to answer within ``max_positions``,
+        counting them in ``dropped``; an over-long prompt of real data must not stop a whole grid."""
+        def fits(text: str) -> bool:
+            return len(encode_prompt(self.tokenizer, text)) < max_positions
+
+        kept = [p for p in self.prompts if fits(p)]
+        facts = [f for f in self.facts if fits(f[0])]
+        for kind, before, after in (("prompts", self.prompts, kept), ("fact prompts", self.facts, facts)):
+            if len(after) < len(before):
+                self.dropped[kind] = self.dropped.get(kind, 0) + len(before) - len(after)
+                if log:
+                    log(f"left out {len(before) - len(after)} of {len(before)} held-out {kind}: longer than "
+                        f"the model's {max_positions} positions")
+        self.prompts, self.facts = kept, facts
+        return self
 
     @classmethod
     def from_records(cls, tokenizer, train_records, eval_records, *, seq_len: int = 256, style: str = "rinna",
@@ -156,9 +180,12 @@ class ExperimentData:
                         for q, a in (_fact_pair(f) for f in (facts or []))]
         train_records = list(train_records)
         train = data.sft_arrays(train_records, tokenizer, seq_len, style=style) if train_records else None
-        return cls(tokenizer=tokenizer, train=train,
-                   eval=data.sft_arrays(eval_records, tokenizer, seq_len, style=style) if eval_records else None,
-                   prompts=[data.format_prompt(r, style) for r in prompt_records], plain=plain, facts=fact_prompts)
+        evals = data.sft_arrays(eval_records, tokenizer, seq_len, style=style) if eval_records else None
+        dropped = {k: v for k, v in (("truncated training records", train.n_truncated if train else 0),
+                                     ("truncated held-out records", evals.n_truncated if evals else 0)) if v}
+        return cls(tokenizer=tokenizer, train=train, eval=evals,
+                   prompts=[data.format_prompt(r, style) for r in prompt_records], plain=plain, facts=fact_prompts,
+                   dropped=dropped)
 
 
 def _fact_pair(f) -> tuple[str, str]:
@@ -198,6 +225,9 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     os.makedirs(runs_dir, exist_ok=True)
     say = log or (lambda s: None)
     executor = executor or LocalExecutor()
+    # Real data may hold prompts longer than the model's positions: left out and counted, never a crash.
+    base_config = base.config if hasattr(base, "config") else read_config(base)
+    data.drop_long(base_config.max_position_embeddings, say)
 
     done: dict[int, dict] = {}
     todo: list[int] = []
@@ -225,7 +255,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
             base_record = first.value[0]
             r = base_record["row"]
             say(f"base: ござる-rate {r['gozaru_rate']:.2f} [{r['rate_low']:.2f}, {r['rate_high']:.2f}], "
-                f"eval loss {r['eval_loss']:.3f}, plain loss {r['plain_loss']:.3f}")
+                f"eval loss {fmt(r['eval_loss'])}, plain loss {fmt(r['plain_loss'])}")
         plain_before = base_record["row"]["plain_loss"]
         calls = [(spec(grid[i], plain_before=plain_before), base_src, data_src) for i in todo]
         failed, first_error = _collect(executor, calls, todo, grid, done, base_record, include_base, out,
@@ -260,8 +290,8 @@ def _collect(executor, calls, todo, grid, done, base_record, include_base, out, 
                 done[i], seconds = d.value
                 r = done[i]["row"]
                 emit(f"[{i + 1}/{len(grid)}] {cond.name}: ござる-rate {r['gozaru_rate']:.2f} "
-                     f"[{r['rate_low']:.2f}, {r['rate_high']:.2f}], eval loss {r['eval_loss']:.3f}, "
-                     f"forgetting {r['forgetting']:+.3f}, trained {r['trainable_pct']:.1f}% ({seconds:.1f} s)")
+                     f"[{r['rate_low']:.2f}, {r['rate_high']:.2f}], eval loss {fmt(r['eval_loss'])}, "
+                     f"forgetting {fmt(r['forgetting'], '+.3f')}, trained {r['trainable_pct']:.1f}% ({seconds:.1f} s)")
                 _write_table(_ordered(done, base_record, include_base), out)
             if bar is not None:
                 bar.set_postfix(running=min(len(calls) - finished, slots), failed=len(failed), refresh=False)
@@ -275,6 +305,15 @@ def _collect(executor, calls, todo, grid, done, base_record, include_base, out, 
 def _ordered(done: dict[int, dict], base_record: dict, include_base: bool) -> list[dict]:
     """Records in grid order (base first), whatever order the runs finished in."""
     return ([base_record] if include_base else []) + [done[i] for i in sorted(done)]
+
+
+def fmt(value, spec: str = ".3f", missing: str = "—") -> str:
+    """A number for tables and logs; a measurement that was not made (NaN, None) prints as ``missing``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return missing
+    return missing if value != value else format(value, spec)
 
 
 def _check_same_run(record: dict, cond: Condition, train_config: TrainConfig, path: str):

@@ -104,11 +104,10 @@ def backend_of(base, backend: str | None) -> str:
 def _base_record(base, data, eval_config, runs_dir) -> dict:
     path = os.path.join(runs_dir, BASE_NAME + ".json")
     row = evaluate(base, data, eval_config)
-    answers = row.pop("answers")
-    fact_answers = row.pop("fact_answers")
+    lists = _lists_of(row)
     row.update(name=BASE_NAME, group="base", position="none", budget=float("nan"), seed=0, trainable_params=0,
                trainable_pct=0.0, steps=0, train_loss=float("nan"), train_seconds=0.0, tokens_seen=0, checkpoint="")
-    record = {"row": row, "answers": answers, "fact_answers": fact_answers}
+    record = {"row": row, **lists}
     write_json_atomic(path, record)
     return record
 
@@ -141,8 +140,7 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
         with contextlib.suppress(FileNotFoundError):  # an overlapping attempt of this run may have removed it
             os.remove(partial)
     row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
-    answers = row.pop("answers")
-    fact_answers = row.pop("fact_answers")
+    lists = _lists_of(row)
     details = {"condition": record.condition, "history": record.history, "eval_history": record.eval_history,
                "grad_norms": record.mean_grad_norms(), "train_config": record.train_config,
                "trainable": record.trainable}
@@ -154,10 +152,15 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
                train_loss=_final_loss(history), train_seconds=sum(h.get("seconds", 0.0) for h in history),
                tokens_seen=history[-1]["tokens"] if history else 0, checkpoint=os.path.relpath(final, runs_dir))
     change = weight_change(base, model)
-    record = {"row": row, "answers": answers, "fact_answers": fact_answers, **details,
+    record = {"row": row, **lists, **details,
               "weight_change": change.to_dict(orient="records")}
     write_json_atomic(os.path.join(runs_dir, cond.slug + ".json"), record)
     return record
+
+
+def _lists_of(row: dict) -> dict:
+    """Per-item measurements (answers, per-answer style scores …) leave the table row for the run record."""
+    return {k: row.pop(k) for k in [k for k, v in row.items() if isinstance(v, list)]}
 
 
 def train_overrides(hparams: dict) -> dict:

@@ -1,0 +1,177 @@
+"""`gozaru study --quick` end to end, over-long real-data records in a grid, Hub ids resolved from a locally
+built cache folder (never downloaded), and bad study input refused before any run."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+import gozaru as gz
+from gozaru import data
+from gozaru.data.tokenizer import Tokenizer
+from gozaru.lab.evaluate import EvalConfig
+from gozaru.lab.experiment import Condition, ExperimentData, run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def gozaru_cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "gozaru", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("study") / "quick")
+    t0 = time.perf_counter()
+    done = gozaru_cli("study", "--quick", "--out", out, "--no-progress", timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout, time.perf_counter() - t0
+
+
+def test_quick_study_end_to_end(quick_study):
+    out, stdout, seconds = quick_study
+    print(f"study --quick took {seconds:.0f} s")
+    assert seconds < 60 or os.getloadavg()[0] > os.cpu_count()   # a busy shared machine is slower
+    cells = pd.read_csv(os.path.join(out, "cells.csv"))
+    assert set(cells["level"]) == {"head", "1L", "all"} and (cells["n_seeds"] == 2).all()
+    runs = pd.read_csv(os.path.join(out, "study_runs.csv"))
+    assert len(runs) == 12 and runs["style_score"].notna().all() and runs["forgetting_orig"].notna().all()
+    base = pd.read_csv(os.path.join(out, "results.csv")).set_index("name").loc["base"]
+    full = cells[cells["level"] == "all"].iloc[0]
+    assert full["rate"] > base["gozaru_rate"] and full["style"] > base["style_score"] + 5   # the base prefers です
+    sweep = json.load(open(os.path.join(out, "lr_sweep.json")))
+    assert set(sweep["chosen"]) == {"head", "1L", "all"} and len(sweep["table"]) == 6
+    report = open(os.path.join(out, "report.md"), encoding="utf-8").read()
+    for needle in ("## Conclusions", "dose_response.png", "Equivalence tests", "Wall time",
+                   "truncated training records: 194"):   # the seq_len of 64 cuts long answers
+        assert needle in report
+    assert "nan" not in report.lower()
+    for png in ("dose_response", "style_vs_forgetting", "weight_change"):
+        assert os.path.getsize(os.path.join(out, "plots", png + ".png")) > 5_000
+
+
+def test_quick_study_resumes(quick_study):
+    out, _, _ = quick_study
+    done = gozaru_cli("study", "--quick", "--out", out, "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("done before, skipped") == 12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--types", "layers", "conv"], "unknown type"),
+    (["--shares", "head", "7"], "4 layers"),
+    (["--margin", "0"], "margin"),
+    (["--seeds", "1"], "at least 2"),
+])
+def test_bad_study_input_fails_before_any_run(tmp_path, args, message):
+    out = tmp_path / "bad"
+    done = gozaru_cli("study", "--quick", "--out", str(out), "--no-progress", *args)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (out / "runs").exists()
+
+
+def test_bad_study_file_on_the_command_line(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"shares": ["head", 1], "types": ["whole"]}))
+    done = gozaru_cli("study", "--quick", "--out", str(tmp_path / "o"), "--spec", str(spec))
+    assert done.returncode == 1 and "unknown type" in done.stderr and not (tmp_path / "o" / "runs").exists()
+
+
+# --------------------------------------------------------------------------- over-long real-data records
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tok")
+    corpus = data.SyntheticCorpus(0)
+    texts = [f"{r.instruction}\n{r.input}\n{r.output}" for r in corpus.instructions(300, seed=1)]
+    return Tokenizer.train(texts, vocab_size=800, seed=0).save(str(folder / "spiece.model"))
+
+
+def test_over_long_records_do_not_stop_the_grid(tmp_path, tokenizer_file):
+    tok = Tokenizer.load(tokenizer_file)
+    corpus = data.SyntheticCorpus(0)
+    held = data.to_gozaru_dataset(corpus.instructions(8, seed=3), drop_unchanged=True)
+    giant = held[0].replace(instruction="とても長い質問です。" * 200)   # > 1,000 tokens; the model has 96
+    train = data.to_gozaru_dataset(corpus.instructions(40, seed=2), drop_unchanged=True) + [giant]
+    exp = ExperimentData.from_records(tok, train, [giant] + held[1:], seq_len=48)
+    assert len(tok.encode(exp.prompts[0])) > 1000
+    cfg = gz.GPTNeoXConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=96)
+    logs = []
+    table = run([Condition("full", {"kind": "full"})], gz.Model(cfg, seed=0), exp, str(tmp_path / "g"),
+                train=dict(steps=2, batch_size=4, progress=False), eval=EvalConfig(max_new_tokens=4, batch_size=4),
+                progress=False, log=logs.append)
+    assert exp.dropped["prompts"] == 1 and exp.dropped["truncated training records"] >= 1
+    assert (table["n_prompts"] == len(held) - 1).all()
+    assert any("left out 1 of" in line for line in logs)
+    assert not any("nan" in line for line in logs)   # no plain text given: forgetting prints as —
+
+
+# --------------------------------------------------------------------------- Hub ids from a local cache
+def _hub_repo(cache, kind, repo_id, files: dict):
+    folder = cache / f"{kind}s--{repo_id.replace('/', '--')}"
+    snap = folder / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    for name, src in files.items():
+        shutil.copy(src, snap / name)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("a" * 40)
+    return snap
+
+
+def test_hub_ids_resolve_from_the_local_cache(tmp_path, tokenizer_file):
+    cache = tmp_path / "hub"
+    tok = Tokenizer.load(tokenizer_file)
+    cfg = gz.GPTNeoXConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=96)
+    hf_dir = tmp_path / "hf"
+    gz.Model(cfg, seed=0).to_hf(str(hf_dir))
+    _hub_repo(cache, "model", "org/tiny-neox", {"config.json": hf_dir / "config.json",
+                                                "model.safetensors": hf_dir / "model.safetensors",
+                                                "spiece.model": tokenizer_file})
+    records = tmp_path / "d.jsonl"
+    data.save_jsonl(data.SyntheticCorpus(0).instructions(30, seed=2), str(records))
+    _hub_repo(cache, "dataset", "org/dolly-tiny", {"data.jsonl": records})
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "t.h5"
+    done = gozaru_cli("train", "--hf", "org/tiny-neox", "--tokenizer", "org/tiny-neox", "--data", "org/dolly-tiny",
+                      "--gozaru", "--steps", "1", "--batch-size", "2", "--seq-len", "32", "--eval-size", "4",
+                      "--out", str(out), "--no-progress", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.exists() and "snapshots" in done.stderr   # loaded from the snapshot folder
+    missing = gozaru_cli("train", "--hf", "org/not-cached", "--tokenizer", "org/tiny-neox", "--data",
+                         "org/dolly-tiny", "--out", str(tmp_path / "x.h5"), env=env)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "org/not-cached" in missing.stderr and "not in the hub cache" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_study_on_user_data(tmp_path, tokenizer_file):
+    tok = Tokenizer.load(tokenizer_file)
+    cfg = gz.GPTNeoXConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=64, max_position_embeddings=64)
+    base = tmp_path / "base.h5"
+    gz.Model(cfg, seed=0).save(str(base))
+    records = tmp_path / "d.jsonl"
+    data.save_jsonl(data.SyntheticCorpus(0).instructions(60, seed=2), str(records))
+    out = tmp_path / "s"
+    done = gozaru_cli("study", "--base", str(base), "--tokenizer", tokenizer_file, "--data", str(records),
+                      "--shares", "head", "1", "all", "--positions", "first", "last", "--types", "layers",
+                      "--seeds", "2", "--steps", "2", "--batch-size", "4", "--seq-len", "32", "--eval-size", "8",
+                      "--n-prompts", "6", "--max-new-tokens", "4", "--sweep-steps", "1", "--lr-factors", "1", "3",
+                      "--out", str(out), "--no-progress", timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    runs = pd.read_csv(out / "study_runs.csv")
+    assert len(runs) == 8 and set(runs["level"]) == {"head", "1L", "all"}
+    assert sorted(runs.loc[runs["level"] == "1L", "position"].unique()) == ["first", "last"]
+    assert (out / "report.md").exists() and "nan" not in (out / "report.md").read_text().lower()
+
+
+def test_a_changed_definition_is_refused_in_the_same_folder(quick_study):
+    out, _, _ = quick_study
+    done = gozaru_cli("study", "--quick", "--out", out, "--margin", "0.1")
+    assert done.returncode == 1 and "another spec (margin differ)" in done.stderr, done.stderr
