@@ -75,7 +75,8 @@ setup_deps() {
             ln -s "$f" "$DEPS/overlay/$so" && added="$added $so"
         fi
     done
-    export GOZARU_HDF5_DIR="$DEPS/hdf5" GOZARU_BLAS_DIR="$DEPS/blas"
+    # The GPU machine has no network, so no scipy-openblas32 wheel: the brought OpenBLAS is the system BLAS.
+    export GOZARU_HDF5_DIR="$DEPS/hdf5" GOZARU_BLAS=system GOZARU_BLAS_DIR="$DEPS/blas"
     export LD_LIBRARY_PATH="$DEPS/overlay${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     note "deps: HDF5/OpenBLAS from _deps/debs; loader overlay:$added"
 }
