@@ -69,10 +69,10 @@ static PyObject *make_names(gz_model *m) {
 }
 
 static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"config", "backend", "seed", "init_std", NULL};
-    PyObject *config, *backend_obj = NULL, *seed_obj = Py_None, *std_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOO:Model", kwlist, &config, &backend_obj, &seed_obj,
-                                     &std_obj))
+    static char *kwlist[] = {"config", "backend", "seed", "init_std", "lora", NULL};
+    PyObject *config, *backend_obj = NULL, *seed_obj = Py_None, *std_obj = NULL, *lora_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOO:Model", kwlist, &config, &backend_obj, &seed_obj,
+                                     &std_obj, &lora_obj))
         return NULL;
     gz_config cfg;
     if (gzpy_config_from_dict(config, &cfg) < 0) return NULL;
@@ -84,14 +84,22 @@ static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     double init_std = 0.02;
     if (std_obj && gzpy_float_arg(std_obj, "init_std", 0.0, 1e30, 0, &init_std) < 0) return NULL;
 
+    gz_lora_spec *lora;
+    int nlora;
+    if (gzpy_lora_specs(lora_obj, &cfg, &lora, &nlora) < 0) return NULL;
     GzModelObject *self = (GzModelObject *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
+    if (!self) {
+        PyMem_Free(lora);
+        return NULL;
+    }
     gz_model *m = NULL;
     gzpy_call c;
     gzpy_call_begin(&c, NULL, 0); /* cannot fail without a model to mark busy */
-    gz_status s = gz_model_create(&cfg, kind, &m);
+    gz_status s = gz_model_create_lora(&cfg, kind, lora, nlora, &m);
     if (s == GZ_OK && init) s = gz_model_init_random(m, seed, (float)init_std);
-    if (gzpy_call_end(&c, s) < 0) { /* raised before freeing: the message lives in the core */
+    int failed = gzpy_call_end(&c, s) < 0;
+    PyMem_Free(lora); /* with the GIL again */
+    if (failed) { /* raised before freeing: the message lives in the core */
         if (m) gz_model_free(m);
         Py_DECREF(self);
         return NULL;
@@ -144,6 +152,7 @@ static PyGetSetDef model_getset[] = {
     {"backend", (getter)get_backend, NULL, "'cpu' or 'cuda'.", NULL},
     {"gemm_mode", (getter)get_gemm_mode, NULL, "GEMM precision in use (CUDA: GOZARU_CUDA_GEMM at creation).", NULL},
     {"config", (getter)get_config, NULL, "The core config as a dict (CORE_FIELDS).", NULL},
+    {"lora", (getter)gzpy_model_get_lora, NULL, "LoRA adapters: tuple of (target, r, scale, A name, B name).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -366,6 +375,7 @@ static PyMethodDef model_methods[] = {
     {"set_trainable", (PyCFunction)(void (*)(void))model_set_trainable, METH_VARARGS | METH_KEYWORDS,
      "set_trainable(name, flag)\n--\n\nMark one tensor trainable or frozen."},
     {"is_trainable", (PyCFunction)model_is_trainable, METH_O, "is_trainable(name)\n--\n\n"},
+    {"init_lora", (PyCFunction)gzpy_model_init_lora, METH_O, "init_lora(seed)\n--\n\nPEFT's adapter init."},
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
      "forward(tokens, targets=None, return_logits=False, keep_activations=True)\n--\n\n"
      "tokens/targets: int32 C-contiguous [B, T] (targets may hold -100 = ignore).\n"

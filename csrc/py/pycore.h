@@ -50,6 +50,12 @@ void gzpy_model_end(GzModelObject *self);
 /* Index of the tensor named by `name` (a str); -1 with TypeError / ValueError set otherwise. */
 int gzpy_tensor_index(GzModelObject *self, PyObject *name);
 
+/* ---- LoRA adapters (lora_wrap.c) */
+/* A sequence of (base tensor name, r, scale) -> PyMem-allocated specs (*out NULL and *n 0 for None). */
+int gzpy_lora_specs(PyObject *obj, const gz_config *cfg, gz_lora_spec **out, int *n);
+PyObject *gzpy_model_get_lora(GzModelObject *self, void *closure);
+PyObject *gzpy_model_init_lora(GzModelObject *self, PyObject *seed);
+
 /* ---- the AdamW object (adamw_type.c) */
 typedef struct {
     PyObject_HEAD

@@ -3,9 +3,10 @@
 ``config`` (GPTNeoXConfig, presets, the core's tensor table) → ``hf`` (HF folder files) → ``model`` (Model) →
 ``optim`` (AdamW) → ``checkpoint`` (load, info) ; ``layers`` (which tensors to train) reads only ``config``.
 """
+from . import lora
 from .checkpoint import load
 from .config import PRESETS, TENSOR_KINDS, GPTNeoXConfig, TensorSpec, preset
-from .model import Model
+from .model import LoraSpec, Model
 from .optim import AdamW
 
-__all__ = ["AdamW", "GPTNeoXConfig", "Model", "PRESETS", "TENSOR_KINDS", "TensorSpec", "load", "preset"]
+__all__ = ["AdamW", "GPTNeoXConfig", "Model", "PRESETS", "TENSOR_KINDS", "TensorSpec", "LoraSpec", "load", "lora", "preset"]

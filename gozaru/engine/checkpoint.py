@@ -11,7 +11,7 @@ from typing import Any
 from .. import _core
 from .._core import CheckpointError
 from .config import GPTNeoXConfig
-from .model import Model
+from .model import LoraSpec, Model
 from .optim import AdamW
 
 
@@ -26,6 +26,14 @@ def config_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> GPTNeoXCo
         raise CheckpointError(f"checkpoint {os.fspath(path)}: stored config is not valid JSON ({e})") from None
     except (TypeError, ValueError) as e:
         raise CheckpointError(str(e)) from None
+
+
+def lora_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> tuple[LoraSpec, ...]:
+    """The LoRA adapter specs stored beside the config (none for a plain model)."""
+    try:
+        return tuple(LoraSpec.from_dict(d) for d in json.loads(meta.get("config_json") or "{}").get("lora") or ())
+    except (json.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {os.fspath(path)}: stored LoRA adapters are unusable ({e})") from None
 
 
 def read_config(path: str | os.PathLike) -> GPTNeoXConfig:
@@ -87,7 +95,7 @@ def load(path: str | os.PathLike, backend: str = "cpu"):
     path = os.fspath(path)
     meta = _core.read_checkpoint_meta(path)
     config = config_from_meta(meta, path)
-    model = Model(config, seed=None, backend=backend)
+    model = Model(config, seed=None, backend=backend, lora=lora_from_meta(meta, path))
     optimizer = None
     if meta["has_optimizer"]:
         a = meta["adamw"]
