@@ -87,6 +87,8 @@ class LoraSpec(NamedTuple):
 
     @property
     def scale(self) -> float:
+        if self.r <= 0:  # the core refuses the rank, naming the tensor
+            return 0.0
         return self.alpha / (self.r ** 0.5 if self.rslora else self.r)
 
     def to_dict(self) -> dict:
