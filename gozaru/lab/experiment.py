@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .. import data as gzdata
 from ..data.rows import Rows, as_rows
-from ..engine import layers
+from ..engine import layers, lora
 from ..engine.checkpoint import load
 from ..fileio import read_json, write_json_atomic, write_text_atomic
 from .evaluate import EvalConfig, evaluate, weight_change
@@ -62,11 +62,39 @@ class Condition:
     def budget(self) -> float:
         return float(self.selection.get("budget") or float("nan"))
 
+    @property
+    def lora(self) -> dict | None:
+        """LoRA settings (``{"r": 8, "alpha": 16, "rslora": False, "head": False}``) or None for full weights."""
+        v = self.selection.get("lora")
+        if v is not None and not isinstance(v, dict):
+            raise ValueError(f"condition {self.name!r}: lora must be a dict such as {{'r': 8}}, got {v!r}")
+        return v
+
     def select(self, config) -> set[str]:
-        """The tensor names this condition trains on a model of ``config``."""
-        kwargs = dict(self.selection)
+        """The tensor names this condition trains (LoRA: adapts) on a model of ``config``."""
+        kwargs = {k: v for k, v in self.selection.items() if k != "lora"}
         kwargs.setdefault("seed", self.seed)
         return set(layers.select(config, **kwargs))
+
+    def model_for(self, base, names: set[str]):
+        """A copy of ``base`` training ``names``; with LoRA, adapters on the selected matrix weights (the head
+        only with lora["head"]; otherwise a selected head trains in full) and the base frozen."""
+        opts = self.lora
+        if opts is None:
+            model = base.clone()
+            model.train_only(sorted(names))
+            return model
+        unknown = set(opts) - {"r", "alpha", "rslora", "head"}
+        if unknown:
+            raise ValueError(f"condition {self.name!r}: unknown lora setting(s) {', '.join(sorted(unknown))}")
+        r = opts.get("r", 8)
+        head = "embed_out.weight"
+        adapted = [n for n in names if n != head or opts.get("head")]
+        model = lora.attach(base, names=adapted, r=r, alpha=opts.get("alpha", 2 * r), rslora=opts.get("rslora", False),
+                            seed=self.seed)
+        if head in names and not opts.get("head"):
+            model.set_trainable(head, True)
+        return model
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -238,12 +266,11 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
         if os.path.exists(partial):
             trainer = Trainer(None, data.train, resume=partial, backend=base.backend, **common)
         else:
-            model = base.clone()
-            model.train_only(sorted(names))
-            trainer = Trainer(model, data.train, **common)
+            trainer = Trainer(cond.model_for(base, names), data.train, **common)
         trainer.fit()
         model = trainer.model
-        record = dataclasses.replace(trainer.run_record(), condition=cond.to_dict(), trainable=sorted(names))
+        record = dataclasses.replace(trainer.run_record(), condition=cond.to_dict(),
+                                     trainable=sorted(model.trainable_names()))
         model.save(final, step=trainer.step, tokens_seen=trainer.tokens_seen, extra=record.to_bytes())
         if os.path.exists(partial):
             os.remove(partial)
@@ -255,14 +282,17 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
                "trainable": record.trainable}
     history = record.history
     total = base.num_params
-    trained = sum(int(base.params[n].size) for n in names)
+    trained = model.num_trainable()
     row.update(name=cond.name, group=cond.group, position=cond.position, budget=cond.budget, seed=cond.seed,
                trainable_params=trained, trainable_pct=100.0 * trained / total, steps=len(history),
                train_loss=_final_loss(history), train_seconds=sum(h.get("seconds", 0.0) for h in history),
                tokens_seen=history[-1]["tokens"] if history else 0, checkpoint=os.path.relpath(final, runs_dir))
-    change = weight_change(base, model)
+    # LoRA: the change of the merged weights (W + s B A) against the base, comparable with full-weight runs
+    change = weight_change(base, lora.merge(model) if model.lora else model)
     record = {"row": row, "answers": answers, "fact_answers": fact_answers, **details,
               "weight_change": change.to_dict(orient="records")}
+    if model.lora:
+        record["lora_change"] = lora.weight_change(model)  # ||s B A|| / ||W|| per adapted weight
     write_json_atomic(os.path.join(runs_dir, cond.slug + ".json"), record)
     return record
 
