@@ -78,6 +78,11 @@ def describe(path: str | os.PathLike) -> str:
         f"vocab {c.vocab_size}, {i['num_params'] / 1e6:.2f}M parameters",
         f"  progress   step {i['step']}, {i['tokens_seen']:,} tokens seen",
     ]
+    lora = lora_from_meta(_core.read_checkpoint_meta(i["path"]), i["path"])
+    if lora:
+        ranks = sorted({s.r for s in lora})
+        lines.append(f"  lora       {len(lora)} adapters (r {', '.join(map(str, ranks))}) on "
+                     f"{', '.join(sorted({s.target.rsplit('.', 2)[-2] for s in lora}))}")
     if i["has_optimizer"]:
         a = i["adamw"]
         lines.append(f"  optimizer  AdamW lr {i['lr']:.3g}, betas ({a['beta1']:.3g}, {a['beta2']:.4g}), "

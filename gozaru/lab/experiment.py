@@ -287,8 +287,7 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
                trainable_params=trained, trainable_pct=100.0 * trained / total, steps=len(history),
                train_loss=_final_loss(history), train_seconds=sum(h.get("seconds", 0.0) for h in history),
                tokens_seen=history[-1]["tokens"] if history else 0, checkpoint=os.path.relpath(final, runs_dir))
-    # LoRA: the change of the merged weights (W + s B A) against the base, comparable with full-weight runs
-    change = weight_change(base, lora.merge(model) if model.lora else model)
+    change = weight_change(base, model)  # LoRA: of the merged weights, comparable with full-weight runs
     record = {"row": row, "answers": answers, "fact_answers": fact_answers, **details,
               "weight_change": change.to_dict(orient="records")}
     if model.lora:
