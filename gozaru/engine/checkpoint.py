@@ -10,8 +10,8 @@ from typing import Any
 
 from .. import _core
 from .._core import CheckpointError
-from .config import GPTNeoXConfig
-from .model import LoraSpec, Model
+from .config import GPTNeoXConfig, LoraSpec
+from .model import Model
 from .optim import AdamW
 
 

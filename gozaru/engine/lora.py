@@ -25,7 +25,8 @@ import numpy as np
 from .. import fileio
 from .._core import CheckpointError
 from . import hf
-from .model import LoraSpec, Model
+from .config import LoraSpec
+from .model import Model
 
 # PEFT's module names (target_modules) -> the core's tensor kinds.
 MODULE_KINDS = {"query_key_value": "qkv", "dense": "attn_out", "dense_h_to_4h": "mlp_up",

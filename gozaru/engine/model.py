@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator
 
 import numpy as np
 
 from .. import _core
 from .._core import IGNORE_INDEX
 from . import hf
-from .config import GPTNeoXConfig
+from .config import GPTNeoXConfig, LoraSpec
 
 
 # --------------------------------------------------------------------------- token arrays
@@ -74,29 +74,6 @@ def _names_list(names: str | Iterable[str]) -> list[str]:
         if not isinstance(n, str):
             raise TypeError(f"tensor names must be str, got {type(n).__name__}")
     return names
-
-
-# --------------------------------------------------------------------------- LoRA adapter specs
-class LoraSpec(NamedTuple):
-    """One LoRA adapter: on weight ``target`` (a base tensor name), rank r, scale alpha/r (alpha/sqrt(r) with
-    rslora). The core only needs the scale; alpha and rslora are kept for PEFT's adapter_config.json."""
-    target: str
-    r: int
-    alpha: float
-    rslora: bool = False
-
-    @property
-    def scale(self) -> float:
-        if self.r <= 0:  # the core refuses the rank, naming the tensor
-            return 0.0
-        return self.alpha / (self.r ** 0.5 if self.rslora else self.r)
-
-    def to_dict(self) -> dict:
-        return {"target": self.target, "r": self.r, "alpha": self.alpha, "rslora": self.rslora}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "LoraSpec":
-        return cls(str(d["target"]), int(d["r"]), float(d["alpha"]), bool(d.get("rslora", False)))
 
 
 # --------------------------------------------------------------------------- params mapping
