@@ -1,7 +1,8 @@
 """The engine room: a GPT-NeoX model in the C core seen from Python.
 
 ``config`` (GPTNeoXConfig, presets, the core's tensor table) → ``hf`` (HF folder files) → ``model`` (Model) →
-``optim`` (AdamW) → ``checkpoint`` (load, info) → ``lora`` (LoRA adapters, PEFT files); ``layers`` (which tensors to train) reads only ``config``.
+``optim`` (AdamW) → ``checkpoint`` (load, info) → ``lora`` (LoRA adapters, PEFT files); ``layers`` (which
+tensors to train) reads only ``config``.
 """
 from . import lora
 from .checkpoint import load
