@@ -242,3 +242,23 @@ def test_bad_input_names_the_problem(tmp_path):
     shallow = gz.Model(cfg.replace(num_hidden_layers=1), seed=0)
     with pytest.raises(gz.CheckpointError, match="gpt_neox.layers.1.attention.dense.weight.*another architecture"):
         gz.lora.load_adapter(shallow, tmp_path / "a")
+
+
+def test_an_adapter_saved_by_peft_loads_with_the_same_logits(tmp_path):
+    cfg = random_small_config(10, num_hidden_layers=2)
+    hf = hf_model(cfg)
+    pm = peft.get_peft_model(hf_model(cfg), peft.LoraConfig(r=2, lora_alpha=3, lora_dropout=0.0, use_rslora=True,
+                                                            target_modules=["gpt_neox.layers.1.mlp.dense_h_to_4h",
+                                                                            "lm_head"], rank_pattern={"lm_head": 4}))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.2 * torch.randn_like(p))
+    pm.save_pretrained(str(tmp_path / "peft"))
+    ours = gz.lora.load_adapter(base_from(hf, cfg), tmp_path / "peft")
+    assert {(s.target, s.r) for s in ours.lora} == {("gpt_neox.layers.1.mlp.dense_h_to_4h.weight", 2),
+                                                    ("embed_out.weight", 4)}
+    tokens, _ = random_batch(cfg, 2, 8)
+    with torch.no_grad():
+        ref = pm.eval()(torch.from_numpy(tokens.astype(np.int64))).logits.numpy()
+    assert rel_err(ours.logits(tokens), ref) < 1e-5

@@ -212,7 +212,16 @@ def load_adapter(model: Model, folder: str | os.PathLike) -> Model:
     wf = hf._SafetensorsFile(folder / ADAPTER_WEIGHTS)
     shapes = model.config.tensor_shapes()
     pairs: dict[str, dict[str, str]] = {}
+    base_layers: dict[str, str] = {}  # PEFT saves the base weight of an adapted head / embedding beside it
     for key in wf.entries:
+        if key.startswith(_PREFIX) and key.endswith(".base_layer.weight"):
+            w = key[len(_PREFIX):-len(".base_layer.weight")] + ".weight"
+            target = hf.ALIASES.get(w, w)
+            if shapes.get(target) != wf.entries[key][0]:
+                raise CheckpointError(f"{folder}: {key} has shape {list(wf.entries[key][0])}, the model's {target} "
+                                      f"is {list(shapes.get(target, ()))}")
+            base_layers[target] = key
+            continue
         stem, _, which = key.rpartition(".lora_")
         if not key.startswith(_PREFIX) or which not in ("A.weight", "B.weight"):
             raise CheckpointError(f"{folder / ADAPTER_WEIGHTS}: tensor {key} is not a LoRA A/B weight")
@@ -246,6 +255,8 @@ def load_adapter(model: Model, folder: str | os.PathLike) -> Model:
     for s in specs:
         for n, v in zip(out.lora_names(s), values[s.target]):
             out.params[n][...] = v
+    for target, key in base_layers.items():  # as PEFT does: the saved base weight replaces the model's
+        out.params[target][...] = wf.read(key)
     out.params_changed()
     return out
 
