@@ -136,9 +136,10 @@ gz_status gz_lora_backward(gz_model *m, float *dinp, int w, const float *dout, c
     float *su = m->lora_xa, *du = m->lora_xa + N * ad->r;
     GZ_TRY(be->matmul_forward(be->ctx, su, inp, GZ_P(m, ad->a), NULL, N, C, ad->r));
     GZ_TRY(be->scale(be->ctx, su, ad->scale, N * ad->r));
-    /* du = dout B; dB += dout^T (s u) */
-    GZ_TRY(be->matmul_backward(be->ctx, du, dB, NULL, dout, su, GZ_P(m, ad->b), N, ad->r, OC));
-    if (!dinp && !dA) return GZ_OK;
+    /* du = dout B (only when A or the input needs it); dB += dout^T (s u) */
+    int need_du = dinp || dA;
+    GZ_TRY(be->matmul_backward(be->ctx, need_du ? du : NULL, dB, NULL, dout, su, GZ_P(m, ad->b), N, ad->r, OC));
+    if (!need_du) return GZ_OK;
     GZ_TRY(be->scale(be->ctx, du, ad->scale, N * ad->r));
     /* dA += du^T x; the input's share du A lands in scratch and is added (matmul_backward overwrites) */
     GZ_TRY(be->matmul_backward(be->ctx, dinp ? m->lora_tmp : NULL, dA, NULL, du, inp, GZ_P(m, ad->a), N, C, ad->r));
