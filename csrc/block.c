@@ -7,7 +7,8 @@
 /* Every Linear layer of the block goes through here: the one place where adapters or other
  * GEMM input formats are added. */
 static gz_status block_linear(gz_model *m, float *out, const float *inp, int w, int b, int64_t N, int C, int OC) {
-    return m->be->matmul_forward(m->be->ctx, out, inp, GZ_P(m, w), GZ_P(m, b), N, C, OC);
+    GZ_TRY(m->be->matmul_forward(m->be->ctx, out, inp, GZ_P(m, w), GZ_P(m, b), N, C, OC));
+    return gz_lora_forward(m, out, inp, w, N, C, OC);
 }
 
 static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at) {

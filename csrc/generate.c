@@ -94,6 +94,7 @@ static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *ro
     GZ_TRY(be->layernorm_forward(be->ctx, g->ln, g->mean, g->rstd, g->last, GZ_P(m, m->lnf_w), GZ_P(m, m->lnf_b),
                                  g->rows, C, eps));
     GZ_TRY(be->matmul_forward(be->ctx, g->logits, g->ln, GZ_P(m, m->head), NULL, g->rows, C, m->V));
+    GZ_TRY(gz_lora_forward(m, g->logits, g->ln, m->head, g->rows, C, m->V));
     return GZ_OK;
 }
 

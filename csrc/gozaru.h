@@ -104,6 +104,28 @@ gz_status gz_tensor_table(const gz_config *cfg, gz_tensor_spec *out, int capacit
 
 /* Parameters are zero until gz_model_init_random or a load writes them. */
 gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_model **out);
+
+/* A LoRA adapter on one Linear weight W [out, in] (a "qkv", "attn_out", "mlp_up", "mlp_down" or "head"
+ * tensor): the layer computes x W^T + b + scale * (x A^T) B^T with A [r, in], B [out, r]. Adapters are
+ * tensors of the model's table after the base tensors (kinds "lora_A", "lora_B", PEFT's saved names
+ * "base_model.model.<W's name without .weight>.lora_A.weight"), so gradients, AdamW state and checkpoints
+ * cover them like any other tensor. Fixed when the model is created. */
+typedef struct {
+    int target;  /* tensor index of W in the base table */
+    int r;       /* 1 <= r <= min(out, in) */
+    float scale; /* alpha / r (LoRA) or alpha / sqrt(r) (rsLoRA) */
+} gz_lora_spec;
+
+/* gz_model_create with adapters (specs may be NULL when n == 0). An unknown or unadaptable target, a bad
+ * rank or scale, or two adapters on one tensor is GZ_ERR_VALUE naming the tensor. */
+gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, const gz_lora_spec *specs, int n,
+                               gz_model **out);
+/* PEFT's initialisation of every adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform_ with a = sqrt(5)),
+ * B = 0, from seed. gz_model_init_random calls it with its own seed. */
+gz_status gz_model_init_lora(gz_model *m, uint64_t seed);
+int gz_model_num_lora(const gz_model *m);
+/* The i-th adapter: its spec and the tensor indices of A and B. */
+gz_status gz_model_lora(const gz_model *m, int i, gz_lora_spec *spec, int *a_index, int *b_index);
 void gz_model_free(gz_model *m);
 const gz_config *gz_model_config(const gz_model *m);
 gz_backend_kind gz_model_backend(const gz_model *m);

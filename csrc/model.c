@@ -133,9 +133,23 @@ static gz_status build_rotary_tables(gz_model *m) {
 }
 
 gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_model **out) {
+    return gz_model_create_lora(cfg, backend, NULL, 0, out);
+}
+
+gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, const gz_lora_spec *lora, int nlora,
+                               gz_model **out) {
     if (!out) return gz_fail(GZ_ERR_VALUE, "output pointer is NULL");
     *out = NULL;
     GZ_TRY(gz_config_validate(cfg));
+    {   /* adapters checked before anything is allocated */
+        int nb = build_specs(cfg, NULL, NULL);
+        gz_tensor_spec *base;
+        GZ_TRY(gz_calloc((void **)&base, nb, sizeof *base, "tensor specs"));
+        build_specs(cfg, base, NULL);
+        gz_status vs = gz_lora_build_specs(cfg, base, nb, lora, nlora, NULL);
+        free(base);
+        GZ_TRY(vs);
+    }
     gz_backend *be;
     GZ_TRY(gz_backend_create(backend, &be));
     gz_model *m;
@@ -159,7 +173,7 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
     m->rot = m->rot_freq_dim + (m->rot_freq_dim % 2);
 
     gz_status st;
-    int n = build_specs(cfg, NULL, NULL);
+    int nbase = build_specs(cfg, NULL, NULL), n = nbase + 2 * nlora;
     gz_tensor_spec *specs = NULL;
     if ((st = gz_calloc((void **)&specs, n, sizeof *specs, "tensor specs")) ||
         (st = gz_calloc((void **)&m->lt, m->L, sizeof *m->lt, "layer table")) ||
@@ -171,6 +185,7 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
         (st = gz_calloc((void **)&m->res, m->L + 1, sizeof *m->res, "residual table")))
         goto fail;
     build_specs(cfg, specs, m->lt);
+    if ((st = gz_lora_build_specs(cfg, specs, nbase, lora, nlora, specs + nbase))) goto fail;
     m->ntensors = n;
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -192,11 +207,12 @@ gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_mode
     }
     m->nparams = off;
     m->embed = 0;
-    m->lnf_w = n - 3;
-    m->lnf_b = n - 2;
-    m->head = n - 1;
+    m->lnf_w = nbase - 3;
+    m->lnf_b = nbase - 2;
+    m->head = nbase - 1;
     free(specs);
     specs = NULL;
+    if ((st = gz_lora_setup(m, lora, nlora, nbase))) goto fail;
 
     if ((st = gz_calloc((void **)&m->params_host, (size_t)m->nparams, sizeof(float), "parameters (host)")))
         goto fail;
@@ -222,6 +238,7 @@ void gz_model_free(gz_model *m) {
     if (m->params && m->params != m->params_host) m->be->release(m->be->ctx, m->params);
     if (m->cos_t) m->be->release(m->be->ctx, m->cos_t);
     if (m->sin_t) m->be->release(m->be->ctx, m->sin_t);
+    gz_lora_free(m);
     free(m->params_host);
     free(m->grads);
     free(m->tensors);
@@ -267,7 +284,8 @@ gz_status gz_model_init_random(gz_model *m, uint64_t seed, float std) {
             p[j] = t->is_matrix_weight ? std * gz_rng_normal(&rng) : (is_ln_weight || is_final_ln_weight) ? 1.0f : 0.0f;
     }
     m->host_stale = 0; /* every parameter was just written on the host */
-    return gz_model_params_changed(m);
+    GZ_TRY(gz_model_params_changed(m));
+    return gz_model_init_lora(m, seed); /* adapters (after every base tensor): PEFT's init instead */
 }
 
 float *gz_model_params_host(gz_model *m) { return m->params_host; }

@@ -200,6 +200,7 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     GZ_TRY(be->layernorm_forward(be->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),
                                  GZ_P(m, m->lnf_b), N, m->C, m->cfg.layer_norm_eps));
     GZ_TRY(be->matmul_forward(be->ctx, m->logits, m->lnf, GZ_P(m, m->head), NULL, N, m->C, m->V));
+    GZ_TRY(gz_lora_forward(m, m->logits, m->lnf, m->head, N, m->C, m->V));
     if (logits_out) GZ_TRY(be->download(be->ctx, logits_out, m->logits, (size_t)N * m->V * sizeof(float)));
     if (targets) {
         double sum;

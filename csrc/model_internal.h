@@ -62,6 +62,14 @@ struct gz_model {
     /* backward scratch */
     float *dres_a, *dres_b, *dh, *dln, *dqkv, *dq, *dk, *dv, *datt, *datty, *dfcg, *dfch;
 
+    /* LoRA adapters (lora.c): lora_at[tensor] is the adapter on that tensor or -1 */
+    int nlora;
+    struct gz_lora *lora;
+    int *lora_at;
+    float *lora_xa;          /* [2 * lora_cap_N * max r] scratch: x A^T and its gradient */
+    float *lora_tmp;         /* [lora_cap_N * max(out, in)] scratch: the adapter's output or input gradient */
+    int64_t lora_cap_N;
+
     int have_acts;           /* last forward kept activations for backward */
     int fwd_B, fwd_T, fwd_stop_layer;
     int64_t fwd_count;
@@ -93,6 +101,25 @@ typedef struct {
 /* One transformer block of layer l: x [N, C] -> y [N, C] (y may equal x). */
 gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const gz_block_bufs *a,
                            const gz_attn_step *at);
+
+/* One adapter of the model (lora.c). */
+typedef struct gz_lora {
+    int target, a, b, r; /* tensor indices of W, A, B */
+    float scale;
+} gz_lora;
+
+/* lora.c: appends the adapter rows to a base table of nbase specs (specs may be NULL to validate only). */
+gz_status gz_lora_build_specs(const gz_config *cfg, const gz_tensor_spec *base, int nbase, const gz_lora_spec *ls,
+                              int n, gz_tensor_spec *specs);
+gz_status gz_lora_setup(gz_model *m, const gz_lora_spec *ls, int n, int nbase);
+void gz_lora_free(gz_model *m);
+/* The adapter of weight w, if any, after the base Linear out[N,OC] = inp[N,C] W^T + b:
+ * out += scale * (inp A^T) B^T. */
+gz_status gz_lora_forward(gz_model *m, float *out, const float *inp, int w, int64_t N, int C, int OC);
+/* After the base matmul_backward of weight w (which overwrote dinp): dA, dB += (when trainable) and
+ * dinp += the adapter's share (when dinp is not NULL). */
+gz_status gz_lora_backward(gz_model *m, float *dinp, int w, const float *dout, const float *inp, int64_t N, int C,
+                           int OC);
 
 /* Lowest backward position with a trainable tensor (INT_MAX when none). */
 int gz_model_min_trainable_pos(const gz_model *m);

@@ -94,3 +94,16 @@ def test_errors_are_one_line(setup, capsys):
     folder, jsonl, tok, _ = setup
     assert cli.main(["info", str(folder / "missing.h5")]) == 1
     assert "gozaru info: error:" in capsys.readouterr().err
+
+
+def test_grid_file_with_a_lora_condition(setup, capsys):
+    folder, jsonl, tok, base = setup
+    grid = folder / "grid.json"
+    grid.write_text('[{"name": "lora last 1", "selection": {"kind": "last", "layers": 1, "lora": {"r": 2}}}]')
+    out = str(folder / "grid")
+    assert cli.main(["grid", "--base", base, "--tokenizer", tok, "--data", jsonl, "--gozaru", "--seq-len", "48",
+                     "--eval-size", "8", "--grid", str(grid), "--steps", "2", "--batch-size", "4", "--n-prompts", "4",
+                     "--max-new-tokens", "4", "--no-plots", "--out", out, "--no-progress"]) == 0
+    assert "lora last 1" in capsys.readouterr().out
+    model = gz.load(f"{out}/runs/lora-last-1.h5")[0]
+    assert model.lora and all("lora_" in n or n == "embed_out.weight" for n in model.trainable_names())

@@ -1,4 +1,5 @@
 """The grid runner: a reduced grid end to end, skipping finished runs, and surviving SIGKILL mid-grid."""
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 import gozaru as gz
 from gozaru import data
-from gozaru.lab.experiment import Condition, load_record, load_results, run, seed_grid
+from gozaru.lab.experiment import Condition, load_grid, load_record, load_results, run, seed_grid
 from gozaru.lab.evaluate import EvalConfig, change_grid
 from gozaru.data.tokenizer import Tokenizer
 
@@ -162,3 +163,30 @@ def test_killed_grid_finishes_with_every_condition_once(lab, tmp_path):
         record = load_record(out, name)
         assert [h["step"] for h in record["history"]] == list(range(1, 41)), name  # resumed, not restarted twice
     assert not [f for f in os.listdir(runs) if ".partial" in f or ".tmp" in f]
+
+
+def test_lora_condition_from_a_grid_file(lab, tmp_path):
+    """A LoRA condition read from a --grid JSON file: adapters on the selected layer, the head trained in full,
+    the merged change confined to that layer, the adapter's own ||s B A|| / ||W|| recorded."""
+    _, _, base, exp = lab
+    before = base.state_dict()
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps([{"name": "lora last 1", "selection": {"kind": "last", "layers": 1,
+                                                                       "lora": {"r": 2, "alpha": 4}}},
+                                {"name": "last 1", "selection": {"kind": "last", "layers": 1}}]))
+    grid = load_grid(str(path))
+    out = str(tmp_path / "exp")
+    results = run(grid, base, exp, out, train=SMALL, eval=EVAL, progress=False, log=None)
+    lora_row, full_row = (results[results.name == n].iloc[0] for n in ("lora last 1", "last 1"))
+    assert 0 < lora_row.trainable_params < full_row.trainable_params
+    record = load_record(out, "lora last 1")
+    assert "embed_out.weight" in record["trainable"] and all(
+        "lora_" in n for n in record["trainable"] if n != "embed_out.weight")
+    assert set(record["lora_change"]) == {n for n in grid[0].select(base.config)
+                                          if n.endswith(".weight") and "layernorm" not in n and n != "embed_out.weight"}
+    assert all(v > 0 for v in record["lora_change"].values())
+    change = change_grid(pd.DataFrame(record["weight_change"]))
+    assert change.loc["3"].max() > 0 and np.nanmax(change.loc[["0", "1", "2"]].to_numpy()) == 0
+    assert all(np.array_equal(before[n], base.params[n]) for n in base.names)
+    again = run(grid, base, exp, out, train=SMALL, eval=EVAL, progress=False, log=None)  # finished: reused
+    assert again.drop(columns="checkpoint").equals(results.drop(columns="checkpoint"))

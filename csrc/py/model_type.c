@@ -4,6 +4,8 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "call.h"
@@ -11,6 +13,12 @@
 
 /* ------------------------------------------------------------------ busy guard */
 int gzpy_model_begin(GzModelObject *self) {
+    /* A waiting snapshot only gets the GIL while the model is idle: a loop of calls would otherwise starve it. */
+    for (int i = 0; self->snapshot_waiting && i < 20000; i++) {
+        Py_BEGIN_ALLOW_THREADS
+        usleep(50);
+        Py_END_ALLOW_THREADS
+    }
     if (self->busy) {
         PyErr_SetString(PyExc_RuntimeError,
                         "this Model is in use by another thread (a Model and its optimizer are not thread-safe)");
@@ -69,10 +77,10 @@ static PyObject *make_names(gz_model *m) {
 }
 
 static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"config", "backend", "seed", "init_std", NULL};
-    PyObject *config, *backend_obj = NULL, *seed_obj = Py_None, *std_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOO:Model", kwlist, &config, &backend_obj, &seed_obj,
-                                     &std_obj))
+    static char *kwlist[] = {"config", "backend", "seed", "init_std", "lora", NULL};
+    PyObject *config, *backend_obj = NULL, *seed_obj = Py_None, *std_obj = NULL, *lora_obj = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOO:Model", kwlist, &config, &backend_obj, &seed_obj,
+                                     &std_obj, &lora_obj))
         return NULL;
     gz_config cfg;
     if (gzpy_config_from_dict(config, &cfg) < 0) return NULL;
@@ -84,14 +92,22 @@ static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     double init_std = 0.02;
     if (std_obj && gzpy_float_arg(std_obj, "init_std", 0.0, 1e30, 0, &init_std) < 0) return NULL;
 
+    gz_lora_spec *lora;
+    int nlora;
+    if (gzpy_lora_specs(lora_obj, &cfg, &lora, &nlora) < 0) return NULL;
     GzModelObject *self = (GzModelObject *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
+    if (!self) {
+        PyMem_Free(lora);
+        return NULL;
+    }
     gz_model *m = NULL;
     gzpy_call c;
     gzpy_call_begin(&c, NULL, 0); /* cannot fail without a model to mark busy */
-    gz_status s = gz_model_create(&cfg, kind, &m);
+    gz_status s = gz_model_create_lora(&cfg, kind, lora, nlora, &m);
     if (s == GZ_OK && init) s = gz_model_init_random(m, seed, (float)init_std);
-    if (gzpy_call_end(&c, s) < 0) { /* raised before freeing: the message lives in the core */
+    int failed = gzpy_call_end(&c, s) < 0;
+    PyMem_Free(lora); /* with the GIL again */
+    if (failed) { /* raised before freeing: the message lives in the core */
         if (m) gz_model_free(m);
         Py_DECREF(self);
         return NULL;
@@ -144,6 +160,7 @@ static PyGetSetDef model_getset[] = {
     {"backend", (getter)get_backend, NULL, "'cpu' or 'cuda'.", NULL},
     {"gemm_mode", (getter)get_gemm_mode, NULL, "GEMM precision in use (CUDA: GOZARU_CUDA_GEMM at creation).", NULL},
     {"config", (getter)get_config, NULL, "The core config as a dict (CORE_FIELDS).", NULL},
+    {"lora", (getter)gzpy_model_get_lora, NULL, "LoRA adapters: tuple of (target, r, scale, A name, B name).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -201,8 +218,22 @@ static PyObject *model_flat_params(GzModelObject *self, PyObject *unused) {
  * inside a call on this model. The copy keeps the GIL instead of marking the model busy: no other thread can
  * start a call meanwhile (that needs the GIL), and a thread about to train waits for the GIL rather than
  * failing on a busy model. */
-static PyObject *model_snapshot(GzModelObject *self, PyObject *unused) {
-    (void)unused;
+static PyObject *model_snapshot(GzModelObject *self, PyObject *args) {
+    double timeout = 10.0;
+    if (!PyArg_ParseTuple(args, "|d:snapshot", &timeout)) return NULL;
+    /* Wait (GIL released) while another thread is inside a call; the copy below runs with the GIL held and the
+     * model idle, so no call can start half-way through it. */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    self->snapshot_waiting++;
+    while (self->busy) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) >= timeout) break;
+        Py_BEGIN_ALLOW_THREADS
+        usleep(50);
+        Py_END_ALLOW_THREADS
+    }
+    self->snapshot_waiting--;
     if (self->busy) {
         gzpy_model_begin(self); /* fails: sets the busy RuntimeError */
         return NULL;
@@ -382,9 +413,9 @@ static PyMethodDef model_methods[] = {
      "param(name)\n--\n\nA writable zero-copy float32 view of one tensor (keeps the model alive)."},
     {"flat_params", (PyCFunction)model_flat_params, METH_NOARGS,
      "flat_params()\n--\n\nA writable 1-D view of the whole parameter buffer."},
-    {"snapshot", (PyCFunction)model_snapshot, METH_NOARGS,
-     "snapshot()\n--\n\nA copy of the whole parameter buffer taken under the model's busy guard (one consistent "
-     "step; RuntimeError while another thread uses the model)."},
+    {"snapshot", (PyCFunction)model_snapshot, METH_VARARGS,
+     "snapshot(timeout=10.0)\n--\n\nA copy of the whole parameter buffer from one consistent step: waits up to "
+     "timeout seconds while another thread uses the model (then RuntimeError)."},
     {"params_changed", (PyCFunction)model_params_changed, METH_NOARGS,
      "params_changed()\n--\n\nCall after writing into views (uploads on device backends; no-op on CPU)."},
     {"sync_to_host", (PyCFunction)model_sync_to_host, METH_NOARGS,
@@ -392,6 +423,7 @@ static PyMethodDef model_methods[] = {
     {"set_trainable", (PyCFunction)(void (*)(void))model_set_trainable, METH_VARARGS | METH_KEYWORDS,
      "set_trainable(name, flag)\n--\n\nMark one tensor trainable or frozen."},
     {"is_trainable", (PyCFunction)model_is_trainable, METH_O, "is_trainable(name)\n--\n\n"},
+    {"init_lora", (PyCFunction)gzpy_model_init_lora, METH_O, "init_lora(seed)\n--\n\nPEFT's adapter init."},
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
      "forward(tokens, targets=None, return_logits=False, keep_activations=True)\n--\n\n"
      "tokens/targets: int32 C-contiguous [B, T] (targets may hold -100 = ignore).\n"

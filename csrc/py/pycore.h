@@ -42,6 +42,7 @@ typedef struct {
     gz_model *model;
     PyObject *names; /* tuple of str, core order */
     int busy;        /* 1 while a call runs with the GIL released; guards against concurrent use */
+    int snapshot_waiting; /* a snapshot() waits for the model: new calls let it go first (no starvation) */
 } GzModelObject;
 
 extern PyTypeObject GzModel_Type;
@@ -52,6 +53,12 @@ void gzpy_model_end(GzModelObject *self);
 
 /* Index of the tensor named by `name` (a str); -1 with TypeError / ValueError set otherwise. */
 int gzpy_tensor_index(GzModelObject *self, PyObject *name);
+
+/* ---- LoRA adapters (lora_wrap.c) */
+/* A sequence of (base tensor name, r, scale) -> PyMem-allocated specs (*out NULL and *n 0 for None). */
+int gzpy_lora_specs(PyObject *obj, const gz_config *cfg, gz_lora_spec **out, int *n);
+PyObject *gzpy_model_get_lora(GzModelObject *self, void *closure);
+PyObject *gzpy_model_init_lora(GzModelObject *self, PyObject *seed);
 
 /* ---- the AdamW object (adamw_type.c) */
 typedef struct {

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import _core
 from .._core import CheckpointError
-from .config import GPTNeoXConfig
+from .config import GPTNeoXConfig, LoraSpec
 from .model import Model
 from .optim import AdamW
 
@@ -35,6 +35,14 @@ def check_size(config: GPTNeoXConfig, path: str | os.PathLike) -> None:
     if need > have:
         raise CheckpointError(f"checkpoint {os.fspath(path)}: its config declares {config.num_params():,} "
                               f"parameters ({need:,} bytes) but the file has {have:,} bytes")
+
+
+def lora_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> tuple[LoraSpec, ...]:
+    """The LoRA adapter specs stored beside the config (none for a plain model)."""
+    try:
+        return tuple(LoraSpec.from_dict(d) for d in json.loads(meta.get("config_json") or "{}").get("lora") or ())
+    except (json.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {os.fspath(path)}: stored LoRA adapters are unusable ({e})") from None
 
 
 def read_config(path: str | os.PathLike) -> GPTNeoXConfig:
@@ -79,6 +87,11 @@ def describe(path: str | os.PathLike) -> str:
         f"vocab {c.vocab_size}, {i['num_params'] / 1e6:.2f}M parameters",
         f"  progress   step {i['step']}, {i['tokens_seen']:,} tokens seen",
     ]
+    lora = lora_from_meta(_core.read_checkpoint_meta(i["path"]), i["path"])
+    if lora:
+        ranks = sorted({s.r for s in lora})
+        lines.append(f"  lora       {len(lora)} adapters (r {', '.join(map(str, ranks))}) on "
+                     f"{', '.join(sorted({s.target.rsplit('.', 2)[-2] for s in lora}))}")
     if i["has_optimizer"]:
         a = i["adamw"]
         lines.append(f"  optimizer  AdamW lr {i['lr']:.3g}, betas ({a['beta1']:.3g}, {a['beta2']:.4g}), "
@@ -97,7 +110,7 @@ def load(path: str | os.PathLike, backend: str = "cpu"):
     meta = _core.read_checkpoint_meta(path)
     config = config_from_meta(meta, path)
     check_size(config, path)
-    model = Model(config, seed=None, backend=backend)
+    model = Model(config, seed=None, backend=backend, lora=lora_from_meta(meta, path))
     optimizer = None
     if meta["has_optimizer"]:
         a = meta["adamw"]

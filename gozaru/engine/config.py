@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .. import _core
@@ -180,3 +181,25 @@ def preset(name: str, **overrides) -> GPTNeoXConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name].replace(**overrides)
+
+
+class LoraSpec(NamedTuple):
+    """One LoRA adapter: on weight ``target`` (a base tensor name), rank r, scale alpha/r (alpha/sqrt(r) with
+    rslora). The core only needs the scale; alpha and rslora are kept for PEFT's adapter_config.json."""
+    target: str
+    r: int
+    alpha: float
+    rslora: bool = False
+
+    @property
+    def scale(self) -> float:
+        if self.r <= 0:  # the core refuses the rank, naming the tensor
+            return 0.0
+        return self.alpha / (self.r ** 0.5 if self.rslora else self.r)
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "r": self.r, "alpha": self.alpha, "rslora": self.rslora}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "LoraSpec":
+        return cls(str(d["target"]), int(d["r"]), float(d["alpha"]), bool(d.get("rslora", False)))

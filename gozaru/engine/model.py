@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator
 
@@ -17,7 +16,7 @@ import numpy as np
 from .. import _core
 from .._core import IGNORE_INDEX
 from . import hf
-from .config import GPTNeoXConfig
+from .config import GPTNeoXConfig, LoraSpec
 
 
 # --------------------------------------------------------------------------- token arrays
@@ -119,20 +118,36 @@ class Model:
 
     ``seed`` (an int) gives HF-style random init with std ``config.initializer_range``; ``seed=None``
     leaves every parameter zero (for loading). A new model has every tensor frozen: choose what to train
-    with ``train_only`` / ``set_trainable`` / ``train_all`` (frozen tensors cost no gradient memory)."""
+    with ``train_only`` / ``set_trainable`` / ``train_all`` (frozen tensors cost no gradient memory).
+    ``lora``: LoRA adapters (``LoraSpec``s) fixed at creation; ``gozaru.lora.attach`` is the usual way."""
 
-    def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str = "cpu"):
+    def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str = "cpu",
+                 lora: Iterable[LoraSpec] = ()):
         if not isinstance(config, GPTNeoXConfig):
             raise TypeError(f"config must be a gozaru.GPTNeoXConfig, got {type(config).__name__}")
         self._config = config
+        self._lora = tuple(s if isinstance(s, LoraSpec) else LoraSpec(*s) for s in lora)
         self._core = _core.Model(config.core_dict(), backend=backend, seed=seed,
-                                 init_std=config.initializer_range)
+                                 init_std=config.initializer_range,
+                                 lora=[(s.target, s.r, s.scale) for s in self._lora] or None)
         self._params = ParamViews(self._core)
 
     # -- description -------------------------------------------------------------
     @property
     def config(self) -> GPTNeoXConfig:
         return self._config
+
+    @property
+    def lora(self) -> tuple[LoraSpec, ...]:
+        """The model's LoRA adapters (empty for a plain model)."""
+        return self._lora
+
+    def lora_names(self, spec: LoraSpec) -> tuple[str, str]:
+        """Tensor names of the A and B matrices of one adapter."""
+        for target, _, _, a, b in self._core.lora:
+            if target == spec.target:
+                return a, b
+        raise ValueError(f"{spec.target} has no LoRA adapter")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -283,14 +298,7 @@ class Model:
         """A copy of all parameters (flat, the core's order) from one consistent step: taken under the model's
         busy guard, waiting up to ``timeout`` seconds while another thread is inside a call on this model
         (then RuntimeError)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self._core.snapshot()
-            except RuntimeError as e:
-                if "in use by another thread" not in str(e) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.0005)
+        return self._core.snapshot(timeout)
 
     def _tensors_of(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         out, offset = {}, 0
@@ -303,7 +311,7 @@ class Model:
         """Same config and backend, copied parameters (one consistent step, see ``snapshot``) and trainable
         flags (no gradients)."""
         flat = self.snapshot()
-        other = Model(self._config, seed=None, backend=self.backend)
+        other = Model(self._config, seed=None, backend=self.backend, lora=self._lora)
         other._core.flat_params()[...] = flat
         other._core.params_changed()
         other.set_trainable(self.trainable_names(), True)
@@ -355,9 +363,16 @@ class Model:
             opt_core, lr = getattr(optimizer, "core", None), getattr(optimizer, "lr", None)
             if not isinstance(opt_core, _core.AdamW):
                 raise TypeError(f"optimizer must be a gozaru.AdamW, got {type(optimizer).__name__}")
-        self._core.save_checkpoint(os.fspath(path), opt_core, lr=lr, config_json=self._config.to_json(),
+        self._core.save_checkpoint(os.fspath(path), opt_core, lr=lr, config_json=self.config_json(),
                                    step=step, tokens_seen=tokens_seen, rng=_as_bytes(rng, "rng"),
                                    extra=_as_bytes(extra, "extra"))
+
+    def config_json(self) -> str:
+        """The config a checkpoint stores: the model config, plus ``lora`` (the adapter specs) when present."""
+        d = self._config.to_dict()
+        if self._lora:
+            d["lora"] = [s.to_dict() for s in self._lora]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_hf(cls, folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = True,
@@ -375,5 +390,8 @@ class Model:
 
     def to_hf(self, folder: str | os.PathLike) -> None:
         """Writes a folder that ``transformers.GPTNeoXForCausalLM.from_pretrained`` loads."""
+        if self._lora:
+            raise ValueError("to_hf: this model has LoRA adapters; write gozaru.lora.merge(model).to_hf(folder) for "
+                             "a plain HF model, or gozaru.lora.save_adapter(model, folder) for PEFT's format")
         tensors = self._tensors_of(self.snapshot())  # one consistent step even while another thread trains
         hf.write_folder(folder, self.config, [(name, tensors[name]) for name in self.names])

@@ -186,7 +186,8 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
                        "rerun the same command: finished conditions are skipped.",
                        epilog='grid file example (JSON):\n  [{"name": "last 2", "selection": {"kind": "last", '
                        '"layers": 2}},\n   {"name": "attention", "selection": {"kind": "attention"}, '
-                       '"hparams": {"lr": 3e-4}}]')
+                       '"hparams": {"lr": 3e-4}},\n   {"name": "lora last 10%", "selection": {"kind": "last", '
+                       '"budget": 0.1, "lora": {"r": 8, "alpha": 16}}}]')
     _add_model_source(p)
     _add_data(p)
     p.add_argument("--out", required=True, help="experiment folder")

@@ -10,6 +10,7 @@ import numpy as np
 from .._core import IGNORE_INDEX
 from ..data import rewrite
 from ..data.rows import as_rows, trim_columns
+from ..engine import lora
 from ..engine.config import TENSOR_KINDS, GPTNeoXConfig
 from .generate import generate_text
 from .style import style_scores
@@ -82,11 +83,15 @@ def _question_pair(q) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- weight motion
 def weight_change(base, model):
-    """Per-tensor ‖ΔW‖ and ‖W_base‖ and their ratio, with the heatmap row/kind of each tensor (a DataFrame)."""
+    """Per-tensor ‖ΔW‖ and ‖W_base‖ and their ratio, with the heatmap row/kind of each tensor (a DataFrame).
+    A model with LoRA adapters is compared through its merged weights (W + s B A), like a full-weight run."""
     import pandas as pd
+    trainable = set(model.trainable_names())
+    if model.lora:  # an adapted weight counts as trained
+        trainable = {s.target for s in model.lora} | {n for n in trainable if n in base.params}
+        model = lora.merge(model)
     for m in (base, model):
         m.sync_to_host()  # device backends: the views must hold the latest weights
-    trainable = set(model.trainable_names())
     cells = tensor_cells(model.config)
     records = []
     for name in model.names:

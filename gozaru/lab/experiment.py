@@ -20,14 +20,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 from .. import data as gzdata
 from ..data.rows import Rows, as_rows
-from ..engine import layers
+from ..engine import layers, lora
 from ..engine.checkpoint import read_config
 from ..fileio import read_json, write_text_atomic
 from .evaluate import EvalConfig
 from .executor import LocalExecutor, error_line
 from .progress import progress_bar
-from .task import BASE_NAME, RunSpec, backend_of, run_task, sources, train_overrides
 from .generate import encode_prompt
+from .task import BASE_NAME, RunSpec, backend_of, run_task, sources, train_overrides
 from .train import TrainConfig
 
 RESULT_COLUMNS = (
@@ -67,11 +67,39 @@ class Condition:
     def budget(self) -> float:
         return float(self.selection.get("budget") or float("nan"))
 
+    @property
+    def lora(self) -> dict | None:
+        """LoRA settings (``{"r": 8, "alpha": 16, "rslora": False, "head": False}``) or None for full weights."""
+        v = self.selection.get("lora")
+        if v is not None and not isinstance(v, dict):
+            raise ValueError(f"condition {self.name!r}: lora must be a dict such as {{'r': 8}}, got {v!r}")
+        return v
+
     def select(self, config) -> set[str]:
-        """The tensor names this condition trains on a model of ``config``."""
-        kwargs = dict(self.selection)
+        """The tensor names this condition trains (LoRA: adapts) on a model of ``config``."""
+        kwargs = {k: v for k, v in self.selection.items() if k != "lora"}
         kwargs.setdefault("seed", self.seed)
         return set(layers.select(config, **kwargs))
+
+    def model_for(self, base, names: set[str]):
+        """A copy of ``base`` training ``names``; with LoRA, adapters on the selected matrix weights (the head
+        only with lora["head"]; otherwise a selected head trains in full) and the base frozen."""
+        opts = self.lora
+        if opts is None:
+            model = base.clone()
+            model.train_only(sorted(names))
+            return model
+        unknown = set(opts) - {"r", "alpha", "rslora", "head"}
+        if unknown:
+            raise ValueError(f"condition {self.name!r}: unknown lora setting(s) {', '.join(sorted(unknown))}")
+        r = opts.get("r", 8)
+        head = "embed_out.weight"
+        adapted = [n for n in names if n != head or opts.get("head")]
+        model = lora.attach(base, names=adapted, r=r, alpha=opts.get("alpha", 2 * r), rslora=opts.get("rslora", False),
+                            seed=self.seed)
+        if head in names and not opts.get("head"):
+            model.set_trainable(head, True)
+        return model
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from .. import _core
+from ..engine import lora
 from ..engine.checkpoint import load
 from ..engine.model import Model
 from ..fileio import atomic_writer, write_json_atomic
@@ -130,12 +131,11 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
         if os.path.exists(partial):
             trainer = Trainer(None, data.train, resume=partial, backend=base.backend, **common)
         else:
-            model = base.clone()
-            model.train_only(sorted(names))
-            trainer = Trainer(model, data.train, **common)
+            trainer = Trainer(cond.model_for(base, names), data.train, **common)
         trainer.fit()
         model = trainer.model
-        record = dataclasses.replace(trainer.run_record(), condition=cond.to_dict(), trainable=sorted(names))
+        record = dataclasses.replace(trainer.run_record(), condition=cond.to_dict(),
+                                     trainable=sorted(model.trainable_names()))
         model.save(final, step=trainer.step, tokens_seen=trainer.tokens_seen, extra=record.to_bytes())
         with contextlib.suppress(FileNotFoundError):  # an overlapping attempt of this run may have removed it
             os.remove(partial)
@@ -146,14 +146,16 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
                "trainable": record.trainable}
     history = record.history
     total = base.num_params
-    trained = sum(int(base.params[n].size) for n in names)
+    trained = model.num_trainable()
     row.update(name=cond.name, group=cond.group, position=cond.position, budget=cond.budget, seed=cond.seed,
                trainable_params=trained, trainable_pct=100.0 * trained / total, steps=len(history),
                train_loss=_final_loss(history), train_seconds=sum(h.get("seconds", 0.0) for h in history),
                tokens_seen=history[-1]["tokens"] if history else 0, checkpoint=os.path.relpath(final, runs_dir))
-    change = weight_change(base, model)
+    change = weight_change(base, model)  # LoRA: of the merged weights, comparable with full-weight runs
     record = {"row": row, **lists, **details,
               "weight_change": change.to_dict(orient="records")}
+    if model.lora:
+        record["lora_change"] = lora.weight_change(model)  # ||s B A|| / ||W|| per adapted weight
     write_json_atomic(os.path.join(runs_dir, cond.slug + ".json"), record)
     return record
 

@@ -1,0 +1,283 @@
+"""LoRA adapters against PEFT (on transformers' GPTNeoXForCausalLM): logits, loss and every adapter gradient,
+AdamW training, PEFT's file format both ways, merging, generation, checkpoints and bad input.
+
+Error model: torch in float64 is the reference; our fp32 error must stay within K x torch-fp32's own error
+plus a small floor (fp32 rounding of a few ulps of the largest value), so the bound tracks each case's
+conditioning instead of one fixed tolerance."""
+import copy
+import json
+
+import numpy as np
+import pytest
+
+import torch
+import transformers
+
+import gozaru as gz
+from conftest import random_small_config
+from reference import hf_params, random_batch, rel_err
+
+peft = pytest.importorskip("peft")
+
+K, FLOOR = 8.0, 2e-6
+MODULES = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+
+
+def hf_model(cfg, seed=0):
+    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
+    hf_cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    hf = transformers.GPTNeoXForCausalLM(hf_cfg).float().eval()
+    with torch.no_grad():
+        for _, p in hf.named_parameters():
+            if p.ndim == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return hf
+
+
+def base_from(hf, cfg):
+    m = gz.Model(cfg, seed=None)
+    m.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
+    return m
+
+
+def peft_key(name):
+    """PEFT's parameter name of one of our adapter tensors."""
+    return name.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.").replace(
+        "base_model.model.embed_out.", "base_model.model.lm_head.")
+
+
+def randomize_b(m, seed=0):
+    """B is zero after PEFT's init; nonzero B makes the forward parity test mean something."""
+    rng = np.random.default_rng(seed)
+    for n in m.trainable_names():
+        if ".lora_B." in n:
+            m.params[n][...] = 0.2 * rng.standard_normal(m.params[n].shape)
+
+
+def peft_pair(cfg, targets, layers, r, alpha, rslora, head=False):
+    hf = hf_model(cfg)
+    ours = gz.lora.attach(base_from(hf, cfg), targets + (("embed_out",) if head else ()), layers, r=r, alpha=alpha,
+                          rslora=rslora, seed=3)
+    randomize_b(ours)
+    lc = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, use_rslora=rslora,
+                         target_modules=list(targets) + (["lm_head"] if head else []),
+                         layers_to_transform=None if layers is None else list(layers))
+    pm = peft.get_peft_model(hf, lc)
+    named = dict(pm.named_parameters())
+    with torch.no_grad():
+        for n in ours.trainable_names():
+            named[peft_key(n)].copy_(torch.from_numpy(ours.params[n]))
+    assert sum("lora_" in n for n in named) == len(ours.trainable_names())  # same adapted set as PEFT's
+    return ours, pm
+
+
+def torch_loss(model, tokens, targets):
+    logits = model(torch.from_numpy(tokens.astype(np.int64))).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             torch.from_numpy(targets.astype(np.int64)).reshape(-1),
+                                             ignore_index=-100)
+    return logits, loss
+
+
+def check(ours, t32, t64, what):
+    e_ours, e_torch = rel_err(ours, t64), rel_err(t32, t64)
+    assert e_ours <= K * e_torch + FLOOR, f"{what}: our error {e_ours:.3g}, torch fp32's {e_torch:.3g}"
+
+
+CASES = [  # (config seed, targets, layers, r, alpha, rslora, head)
+    (0, MODULES, None, 4, 8, False, False),
+    (1, ("query_key_value", "dense_4h_to_h"), [0], 2, 5, True, False),
+    (2, ("dense", "dense_h_to_4h"), None, 3, 3, False, True),
+]
+
+
+@pytest.mark.parametrize("seed,targets,layers,r,alpha,rslora,head", CASES)
+def test_logits_loss_and_adapter_gradients_match_peft(seed, targets, layers, r, alpha, rslora, head):
+    cfg = random_small_config(seed, num_hidden_layers=2)
+    ours, pm = peft_pair(cfg, targets, layers, r, alpha, rslora, head)
+    pm64 = copy.deepcopy(pm).double()
+    tokens, targets_ = random_batch(cfg, 3, 11)
+    (l32, loss32), (l64, loss64) = torch_loss(pm, tokens, targets_), torch_loss(pm64, tokens, targets_)
+    loss32.backward()
+    loss64.backward()
+    check(ours.logits(tokens), l32.detach().numpy(), l64.detach().numpy(), "logits")
+    ours.zero_grad()
+    loss = ours.loss(tokens, targets_)
+    ours.backward()
+    check(np.array([loss]), np.array([loss32.item()]), np.array([loss64.item()]), "loss")
+    g32, g64 = dict(pm.named_parameters()), dict(pm64.named_parameters())
+    for n in ours.trainable_names():
+        check(ours.grad(n), g32[peft_key(n)].grad.numpy(), g64[peft_key(n)].grad.numpy(), n)
+    # the frozen base has no gradient at all
+    assert all("lora_" in n for n in ours.trainable_names())
+    assert all(np.isnan(v) for n, v in ours.grad_norms().items() if "lora_" not in n)
+
+
+def test_ten_adamw_steps_match_torch_and_frozen_weights_stay_bit_identical():
+    cfg = random_small_config(4, num_hidden_layers=2)
+    ours, pm = peft_pair(cfg, MODULES, None, 4, 8, False)
+    frozen = {n: ours.params[n].copy() for n in ours.names if "lora_" not in n}
+    tparams = [p for n, p in pm.named_parameters() if "lora_" in n]
+    topt = torch.optim.AdamW(tparams, lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
+    opt = gz.AdamW(ours, lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01)
+    for step in range(10):
+        tokens, targets = random_batch(cfg, 2, 9, seed=step)
+        topt.zero_grad()
+        torch_loss(pm, tokens, targets)[1].backward()
+        topt.step()
+        ours.zero_grad()
+        ours.loss(tokens, targets)
+        ours.backward()
+        opt.step()
+    named = dict(pm.named_parameters())
+    for n in ours.trainable_names():
+        a, b = ours.params[n].astype(np.float64), named[peft_key(n)].detach().double().numpy()
+        assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b), n
+    for n, v in frozen.items():
+        assert np.array_equal(ours.params[n], v), n
+    assert [n for n in ours.names if opt.has_state(n)] == ours.trainable_names()  # no state for the base
+
+
+def test_peft_loads_our_export_and_we_load_it_back(tmp_path):
+    cfg = random_small_config(5, num_hidden_layers=2)
+    hf = hf_model(cfg)
+    ours = gz.lora.attach(base_from(hf, cfg), ("query_key_value", "dense_4h_to_h", "embed_out"), r=3, alpha=6)
+    randomize_b(ours)
+    gz.lora.save_adapter(ours, tmp_path / "adapter", base_model_name_or_path="random-neox")
+    conf = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert conf["peft_type"] == "LORA" and conf["r"] == 3 and conf["lora_alpha"] == 6
+    pm = peft.PeftModel.from_pretrained(hf_model(cfg), str(tmp_path / "adapter")).eval()
+    tokens, _ = random_batch(cfg, 2, 8)
+    with torch.no_grad():
+        ref = pm(torch.from_numpy(tokens.astype(np.int64))).logits.numpy()
+    assert rel_err(ours.logits(tokens), ref) < 1e-5
+    back = gz.lora.load_adapter(base_from(hf_model(cfg), cfg), tmp_path / "adapter")
+    assert back.lora == ours.lora and back.trainable_names() == ours.trainable_names()
+    assert np.array_equal(back.logits(tokens), ours.logits(tokens))
+
+
+def test_merged_export_and_generation_equal_the_adapted_model(tmp_path):
+    cfg = random_small_config(6, num_hidden_layers=2)
+    ours = gz.lora.attach(gz.Model(cfg, seed=1), r=2, alpha=4, layers=[1])
+    randomize_b(ours, seed=1)
+    merged = gz.lora.merge(ours)
+    assert merged.lora == () and merged.names == gz.Model(cfg, seed=None).names
+    merged.to_hf(tmp_path / "merged")
+    hf = transformers.GPTNeoXForCausalLM.from_pretrained(str(tmp_path / "merged")).eval()
+    tokens, _ = random_batch(cfg, 2, 10)
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(tokens.astype(np.int64))).logits.numpy()
+    assert rel_err(ours.logits(tokens), ref) < 1e-5
+    prompts = [[1, 5, 7], [2, 4]]
+    assert ours.generate(prompts, 6, eos_token_id=-1) == merged.generate(prompts, 6, eos_token_id=-1)
+    with pytest.raises(ValueError, match="merge"):
+        ours.to_hf(tmp_path / "no")
+
+
+def test_peft_init_is_seeded_kaiming_uniform_and_b_zero():
+    cfg = random_small_config(7, num_hidden_layers=1)
+    a1 = gz.lora.attach(gz.Model(cfg, seed=0), r=4, seed=5)
+    a2 = gz.lora.attach(gz.Model(cfg, seed=0), r=4, seed=5)
+    for s in a1.lora:
+        na, nb = a1.lora_names(s)
+        bound = 1 / np.sqrt(a1.params[na].shape[1])
+        assert np.abs(a1.params[na]).max() <= bound and np.abs(a1.params[na]).max() > 0.5 * bound
+        assert not a1.params[nb].any() and np.array_equal(a1.params[na], a2.params[na])
+    assert not np.array_equal(a1.params[na], gz.lora.attach(gz.Model(cfg, seed=0), r=4, seed=6).params[na])
+
+
+def test_checkpoint_resume_through_the_trainer_is_bit_exact(tmp_path):
+    from gozaru.lab.train import TrainConfig, Trainer
+    cfg = random_small_config(8, num_hidden_layers=2, vocab_size=40)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 40, size=(24, 12), dtype=np.int32)
+    rows = (tokens, np.where(rng.random(tokens.shape) < 0.2, -100, np.roll(tokens, -1, axis=1)).astype(np.int32))
+    tc = TrainConfig(steps=6, batch_size=4, micro_batch_size=2, lr=5e-3, warmup_steps=1, seed=3, progress=False)
+
+    def model():
+        return gz.lora.attach(gz.Model(cfg, seed=0), r=2, alpha=4, targets=("query_key_value", "dense_4h_to_h"))
+
+    straight = Trainer(model(), rows, tc).fit()
+    ckpt = str(tmp_path / "run.h5")
+
+    def stop(trainer, record):
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model(), rows, tc, checkpoint=ckpt, on_step=stop).fit()
+    loaded, _, _ = gz.load(ckpt)
+    assert loaded.lora == straight.model.lora and loaded.trainable_names() == straight.model.trainable_names()
+    resumed = Trainer(None, rows, checkpoint=ckpt, resume=ckpt, progress=False).fit()
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    for n in straight.model.names:
+        assert np.array_equal(resumed.model.params[n], straight.model.params[n]), n
+
+
+def test_bad_input_names_the_problem(tmp_path):
+    cfg = random_small_config(9, num_hidden_layers=2)
+    m = gz.Model(cfg, seed=0)
+    with pytest.raises(ValueError, match="unknown target module.*'attn'"):
+        gz.lora.attach(m, targets=("attn",))
+    with pytest.raises(ValueError, match="r = 0 for gpt_neox.layers.0.attention.query_key_value.weight"):
+        gz.lora.attach(m, r=0)
+    big = cfg.hidden_size + 1
+    with pytest.raises(ValueError, match=f"r = {big} for .*out of range"):
+        gz.lora.attach(m, targets=("dense",), r=big)
+    with pytest.raises(ValueError, match="layer"):
+        gz.lora.attach(m, layers=[5])
+    with pytest.raises(ValueError, match="unknown tensor"):
+        gz.lora.attach(m, names=["nope.weight"])
+    once = gz.lora.attach(m, targets=("dense",), r=2)
+    with pytest.raises(ValueError, match="two adapters on gpt_neox.layers.0.attention.dense.weight"):
+        gz.lora.attach(once, targets=("dense",), r=2)
+    twice = gz.lora.attach(once, targets=("query_key_value",), r=2)  # other tensors: fine, the first kept
+    assert len(twice.lora) == 2 * cfg.num_hidden_layers
+    gz.lora.save_adapter(once, tmp_path / "a")
+    other = gz.Model(cfg.replace(hidden_size=2 * cfg.hidden_size, num_attention_heads=cfg.num_attention_heads),
+                     seed=0)
+    with pytest.raises(gz.CheckpointError, match="adapter of gpt_neox.layers.0.attention.dense.weight has A"):
+        gz.lora.load_adapter(other, tmp_path / "a")
+    shallow = gz.Model(cfg.replace(num_hidden_layers=1), seed=0)
+    with pytest.raises(gz.CheckpointError, match="gpt_neox.layers.1.attention.dense.weight.*another architecture"):
+        gz.lora.load_adapter(shallow, tmp_path / "a")
+
+
+def test_an_adapter_saved_by_peft_loads_with_the_same_logits(tmp_path):
+    cfg = random_small_config(10, num_hidden_layers=2)
+    hf = hf_model(cfg)
+    pm = peft.get_peft_model(hf_model(cfg), peft.LoraConfig(r=2, lora_alpha=3, lora_dropout=0.0, use_rslora=True,
+                                                            target_modules=["gpt_neox.layers.1.mlp.dense_h_to_4h",
+                                                                            "lm_head"], rank_pattern={"lm_head": 4}))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.copy_(0.2 * torch.randn_like(p))
+    pm.save_pretrained(str(tmp_path / "peft"))
+    ours = gz.lora.load_adapter(base_from(hf, cfg), tmp_path / "peft")
+    assert {(s.target, s.r) for s in ours.lora} == {("gpt_neox.layers.1.mlp.dense_h_to_4h.weight", 2),
+                                                    ("embed_out.weight", 4)}
+    tokens, _ = random_batch(cfg, 2, 8)
+    with torch.no_grad():
+        ref = pm.eval()(torch.from_numpy(tokens.astype(np.int64))).logits.numpy()
+    assert rel_err(ours.logits(tokens), ref) < 1e-5
+
+
+def test_gradients_do_not_depend_on_which_adapter_halves_train():
+    """Freezing every A (or every B) skips its GEMMs; the other half's gradients stay the same."""
+    cfg = random_small_config(11, num_hidden_layers=2)
+    m = gz.lora.attach(gz.Model(cfg, seed=0), targets=MODULES + ("embed_out",), r=2)
+    randomize_b(m)
+    tokens, targets = random_batch(cfg, 2, 9)
+    m.zero_grad()
+    m.loss(tokens, targets)
+    m.backward()
+    both = {n: m.grad(n) for n in m.trainable_names()}
+    for half in ("lora_A", "lora_B"):
+        m.train_only([n for n in both if half in n])
+        m.zero_grad()
+        m.loss(tokens, targets)
+        m.backward()
+        for n in m.trainable_names():
+            np.testing.assert_allclose(m.grad(n), both[n], rtol=1e-5, atol=1e-7, err_msg=n)
