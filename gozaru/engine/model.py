@@ -118,15 +118,23 @@ class Model:
 
     ``seed`` (an int) gives HF-style random init with std ``config.initializer_range``; ``seed=None``
     leaves every parameter zero (for loading). A new model has every tensor frozen: choose what to train
-    with ``train_only`` / ``set_trainable`` / ``train_all`` (frozen tensors cost no gradient memory)."""
+    with ``train_only`` / ``set_trainable`` / ``train_all`` (frozen tensors cost no gradient memory).
 
-    def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str = "cpu"):
+    ``precision`` ("fp32", "bf16" or "bf16-emulated"; None keeps the backend's own: fp32 on the CPU) is how the
+    Linear layers compute (csrc/precision.h); weights, gradients and optimizer state stay fp32, so it is a run
+    setting, not part of a checkpoint. "bf16" needs AVX512-BF16 or AMX-BF16 on the CPU (a RuntimeError names
+    what is missing); with GOZARU_BF16_EMULATE=1 such a CPU runs "bf16-emulated" instead (same rounding, slow)."""
+
+    def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str = "cpu",
+                 precision: str | None = None):
         if not isinstance(config, GPTNeoXConfig):
             raise TypeError(f"config must be a gozaru.GPTNeoXConfig, got {type(config).__name__}")
         self._config = config
         self._core = _core.Model(config.core_dict(), backend=backend, seed=seed,
                                  init_std=config.initializer_range)
         self._params = ParamViews(self._core)
+        if precision is not None:
+            self.set_precision(precision)
 
     # -- description -------------------------------------------------------------
     @property
@@ -147,6 +155,23 @@ class Model:
         return self._core.backend
 
     @property
+    def precision(self) -> str:
+        """How the Linear layers compute: "fp32", "bf16" or "bf16-emulated" (CUDA: "tf32" too)."""
+        return self._core.gemm_mode
+
+    def set_precision(self, precision: str) -> None:
+        """See the class docstring; ValueError for an unknown name, RuntimeError when this CPU cannot run it."""
+        if not isinstance(precision, str):
+            raise TypeError(f"precision must be a str, got {type(precision).__name__}")
+        if precision == "bf16" and os.environ.get("GOZARU_BF16_EMULATE", "") not in ("", "0"):
+            try:
+                self._core.set_precision("bf16")
+            except RuntimeError:  # no bf16 instructions or library: the opted-in exact emulation
+                self._core.set_precision("bf16-emulated")
+            return
+        self._core.set_precision(precision)
+
+    @property
     def params(self) -> Mapping[str, np.ndarray]:
         return self._params
 
@@ -165,7 +190,7 @@ class Model:
         c = self._config
         return (f"gozaru.Model({c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, "
                 f"intermediate {c.intermediate_size}, vocab {c.vocab_size}; {self.num_params:,} params, "
-                f"{self.num_trainable():,} trainable; backend={self.backend})")
+                f"{self.num_trainable():,} trainable; backend={self.backend}, precision={self.precision})")
 
     # -- trainable flags ---------------------------------------------------------
     def _check_names(self, names: list[str]) -> None:
@@ -282,6 +307,8 @@ class Model:
         """Same config and backend, copied parameters and trainable flags (no gradients)."""
         self._core.sync_to_host()
         other = Model(self._config, seed=None, backend=self.backend)
+        if other.precision != self.precision:
+            other._core.set_precision(self.precision)
         other._core.flat_params()[...] = self._core.flat_params()
         other._core.params_changed()
         other.set_trainable(self.trainable_names(), True)
@@ -340,12 +367,12 @@ class Model:
 
     @classmethod
     def from_hf(cls, folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = True,
-                progress=None) -> "Model":
+                progress=None, precision: str | None = None) -> "Model":
         """A model with the config and weights of an HF GPT-NeoX folder (config.json + safetensors / .bin).
 
         strict=False ignores tensors gozaru does not know; missing tensors are always an error. progress, when
         given, is called with each tensor name as it is copied."""
-        model = cls(hf.read_hf_config(folder), seed=None, backend=backend)
+        model = cls(hf.read_hf_config(folder), seed=None, backend=backend, precision=precision)
         hf.read_weights_into(folder, model.config, model.params, strict=strict, progress=progress)
         model.params_changed()
         return model
