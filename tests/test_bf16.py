@@ -72,7 +72,7 @@ def test_unknown_precision_is_a_value_error_listing_the_choices():
 @pytest.mark.skipif(HW["avx512_bf16"] or HW["amx_bf16"], reason="this CPU has bf16 instructions")
 def test_bf16_on_a_cpu_without_it_names_the_missing_instructions(monkeypatch):
     monkeypatch.delenv("GOZARU_BF16_EMULATE", raising=False)
-    with pytest.raises(RuntimeError, match="AVX512-BF16 nor AMX-BF16"):
+    with pytest.raises(gz.engine.PrecisionError, match="AVX512-BF16 nor AMX-BF16"):
         gz.Model(gz.GPTNeoXConfig(**CFG), precision="bf16")
     monkeypatch.setenv("GOZARU_BF16_EMULATE", "1")  # the opt-in: same rounding, fp32 multiplies
     assert gz.Model(gz.GPTNeoXConfig(**CFG), precision="bf16").precision == "bf16-emulated"

@@ -5,7 +5,7 @@
 """
 from .checkpoint import load
 from .config import PRESETS, TENSOR_KINDS, GPTNeoXConfig, TensorSpec, preset
-from .model import Model
+from .model import Model, PrecisionError
 from .optim import AdamW
 
-__all__ = ["AdamW", "GPTNeoXConfig", "Model", "PRESETS", "TENSOR_KINDS", "TensorSpec", "load", "preset"]
+__all__ = ["AdamW", "GPTNeoXConfig", "Model", "PRESETS", "PrecisionError", "TENSOR_KINDS", "TensorSpec", "load", "preset"]

@@ -113,6 +113,10 @@ class ParamViews(Mapping):
 
 
 # --------------------------------------------------------------------------- the model
+class PrecisionError(RuntimeError):
+    """The precision asked for cannot run here (the CPU lacks its instructions, or the build its library)."""
+
+
 class Model:
     """A GPT-NeoX causal LM (HF ``GPTNeoXForCausalLM`` math and names) in the gozaru C core.
 
@@ -163,13 +167,13 @@ class Model:
         """See the class docstring; ValueError for an unknown name, RuntimeError when this CPU cannot run it."""
         if not isinstance(precision, str):
             raise TypeError(f"precision must be a str, got {type(precision).__name__}")
-        if precision == "bf16" and os.environ.get("GOZARU_BF16_EMULATE", "") not in ("", "0"):
-            try:
-                self._core.set_precision("bf16")
-            except RuntimeError:  # no bf16 instructions or library: the opted-in exact emulation
-                self._core.set_precision("bf16-emulated")
-            return
-        self._core.set_precision(precision)
+        try:
+            self._core.set_precision(precision)
+        except RuntimeError as e:  # the core's GZ_ERR_BACKEND: not runnable on this CPU or build
+            if precision == "bf16" and os.environ.get("GOZARU_BF16_EMULATE", "") not in ("", "0"):
+                self._core.set_precision("bf16-emulated")  # the opted-in exact emulation
+                return
+            raise PrecisionError(str(e)) from None
 
     @property
     def params(self) -> Mapping[str, np.ndarray]:

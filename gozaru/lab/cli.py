@@ -13,7 +13,7 @@ from .._version import __version__
 from ..data.tokenizer import Tokenizer
 from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
-from ..engine.model import Model
+from ..engine.model import Model, PrecisionError
 from ..engine.system import build_info, format_build_info
 from . import plots
 from .cli_args import build_parser
@@ -40,8 +40,8 @@ def _threads(args):
 def _load_model(args):
     if getattr(args, "hf", None):
         print(f"loading HF model from {args.hf} …", file=sys.stderr)
-        return Model.from_hf(args.hf, backend=args.backend)
-    return load(args.base, backend=args.backend)[0]
+        return Model.from_hf(args.hf, backend=args.backend, precision=args.precision)
+    return load(args.base, backend=args.backend, precision=args.precision)[0]
 
 
 def _records(args):
@@ -88,7 +88,7 @@ def cmd_train(args) -> int:
     exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style)
     if args.resume:  # the saved training settings continue; only the display follows this command line
         trainer = Trainer(None, exp.train, checkpoint=args.out, eval_data=exp.eval, resume=args.resume,
-                          backend=args.backend, progress=args.progress)
+                          backend=args.backend, precision=args.precision, progress=args.progress)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
     else:
         if not (args.base or args.hf):
@@ -110,7 +110,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     _threads(args)
-    model = load(args.checkpoint, backend=args.backend)[0]
+    model = load(args.checkpoint, backend=args.backend, precision=args.precision)[0]
     tokenizer = _tokenizer(args)
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
@@ -213,6 +213,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted (rerun the same command to continue)", file=sys.stderr)
         return 130
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, PrecisionError) as e:
         print(f"gozaru {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -227,7 +227,7 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
     if not names:
         raise ValueError(f"condition {cond.name!r} selects no tensors")
     if os.path.exists(final):   # trained, but killed before its record was written
-        model, _, info = load(final, backend=base.backend)
+        model, _, info = load(final, backend=base.backend, precision=base.precision)
         record = RunRecord.from_payload(info.get("extra"), final)
         if record is None:
             raise ValueError(f"{final}: no run record; delete the file to train condition {cond.name!r} again")
@@ -236,7 +236,8 @@ def _run_condition(cond: Condition, base, data, train_config, eval_config, runs_
                                      **_train_overrides(cond.hparams))
         common = dict(config=config, checkpoint=partial, eval_data=data.eval, save_at_end=False)
         if os.path.exists(partial):
-            trainer = Trainer(None, data.train, resume=partial, backend=base.backend, **common)
+            trainer = Trainer(None, data.train, resume=partial, backend=base.backend, precision=base.precision,
+                              **common)
         else:
             model = base.clone()
             model.train_only(sorted(names))
