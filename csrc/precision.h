@@ -17,8 +17,8 @@
  *
  * When a copy refreshes: it is made at the first GEMM that reads the weight and reused until the fp32 master
  * is written. A write through the backend interface (upload, copy, zero, scale, adamw_update) marks the
- * copies overlapping the written bytes stale, and releasing any buffer marks them all stale (the address may
- * come back holding something else); writes the backend cannot see (parameter views written from Python,
+ * copies overlapping the written bytes stale, and so does releasing a buffer (the address may come back holding
+ * something else; a backend that cannot tell a buffer's extent marks them all stale); writes the backend cannot see (parameter views written from Python,
  * checkpoint loads, random init: everything that ends in gz_model_params_changed) call weights_written with
  * NULL, which marks them all stale. A stale copy is re-rounded lazily at the next GEMM that reads it, so an
  * optimizer step refreshes only the tensors it updated and frozen tensors are rounded once. */

@@ -258,3 +258,18 @@ def test_library_matches_emulation_up_to_summation_order(monkeypatch):
     emu.set_precision("bf16-emulated")
     model.set_precision("bf16")
     assert rel_err(model.logits(tokens), emu.logits(tokens)) <= 1e-4
+
+
+def test_generation_rounds_like_the_forward():
+    """Decoding (KV cache, the few-rows GEMM kernel) follows the same contract: the logits each token was chosen
+    from equal the bf16 forward's over the finished sequence up to summation order (the fp32 error model's
+    8 x 64 u), and differ from fp32 generation by at least the FLOOR."""
+    cfg, hf, model = make_pair()
+    bf = model.clone()
+    bf.set_precision("bf16-emulated")
+    prompt = [5, 9, 13, 2, 40]
+    out, (steps,) = bf.generate([prompt], max_new_tokens=6, eos_token_id=-1, return_logits=True)
+    full = bf.logits(np.array([prompt + out[0]]))[0, len(prompt) - 1:len(prompt) - 1 + len(out[0])]
+    assert rel_err(steps, full) <= 8 * 64 * 2.0 ** -24
+    _, (steps32,) = model.generate([prompt], max_new_tokens=6, eos_token_id=-1, return_logits=True)
+    assert rel_err(steps[:1], steps32[:1]) >= FLOOR

@@ -2,6 +2,7 @@
  * Its context holds the Linear layers' precision and bf16 weight copies (matmul_bf16.c); the wrappers below
  * adapt the plain gz_cpu_* kernels, which the test-only op module also calls directly, to the backend
  * interface, and mark bf16 copies stale on every write to memory they see (precision.h). */
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cpu_ops.h"
@@ -15,7 +16,9 @@ static gz_status cpu_alloc(gz_backend_ctx *ctx, void **p, size_t bytes, const ch
     return gz_calloc(p, bytes, 1, what);
 }
 static void cpu_release(gz_backend_ctx *ctx, void *p) {
-    if (p) gz_cpu_bf16_written(&ctx->bf16, NULL, 0); /* the address may come back holding something else */
+    /* copies of weights inside the freed block go stale (the address may come back holding something else);
+     * only those: generation frees its buffers after every call, which must not re-round every weight */
+    if (p) gz_cpu_bf16_written(&ctx->bf16, p, malloc_usable_size(p));
     free(p);
 }
 static gz_status cpu_copy(gz_backend_ctx *ctx, void *dst, const void *src, size_t bytes) {
