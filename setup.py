@@ -11,6 +11,9 @@ Environment variables
   GOZARU_BLAS_DIR      with GOZARU_BLAS=system: prefix holding include/cblas.h and lib/ (else pkg-config openblas)
   GOZARU_BLAS_LIBS     with GOZARU_BLAS=system: comma-separated libraries to link (default "openblas"; e.g.
                        "mkl_rt" for MKL)
+  GOZARU_BF16          "auto" (default): build precision="bf16" when MKL is found; "mkl": require it; "off"
+  GOZARU_MKL_DIR       prefix holding include/mkl_cblas.h and lib/libmkl_rt.so.3 (default: this Python's
+                       prefix, where `pip install mkl-devel` puts them)
 
 BLAS: by default the OpenBLAS of the PyPI package scipy-openblas32 (what NumPy/SciPy ship): built with
 DYNAMIC_ARCH, so it picks AVX2/AVX-512 kernels on the CPU it runs on, the same release on every machine.
@@ -19,6 +22,11 @@ carry a scipy_ prefix; csrc/blas.h maps the plain CBLAS names to them (GZ_BLAS_P
 gozaru/__init__.py imports scipy_openblas32 before _core, which loads the library by its soname, so the
 extension finds it wherever pip put it (a wheel built in an isolated build env cannot rely on the rpath of
 that temporary env); the rpath entries below are a fallback for builds that import _core directly.
+
+bf16 GEMMs (precision="bf16", csrc/precision.h): MKL's cblas_gemm_bf16bf16f32 (AVX512-BF16 and AMX kernels), an
+optional feature because MKL is large (PyPI mkl: 221 MB download, 845 MB installed with its dependencies). It is
+linked by soname (libmkl_rt.so.3) with rpath entries for the prefix pip installs it into; gozaru/__init__.py loads
+it first when present there. Without it the build still runs "bf16-emulated" everywhere (README: precision).
 """
 import glob
 import os
@@ -110,6 +118,23 @@ elif BLAS == "system":
         define_macros.append(("GZ_BLAS_SYSTEM_OPENBLAS", "1"))
 else:
     sys.exit(f"GOZARU_BLAS={BLAS!r}: choose 'scipy-openblas32' (default) or 'system'")
+
+BF16 = os.environ.get("GOZARU_BF16", "auto")
+if BF16 not in ("auto", "mkl", "off"):
+    sys.exit(f"GOZARU_BF16={BF16!r}: choose 'auto' (default), 'mkl' or 'off'")
+if BF16 != "off":
+    mkl = os.environ.get("GOZARU_MKL_DIR", sys.prefix)
+    found = (os.path.exists(os.path.join(mkl, "include", "mkl_cblas.h"))
+             and os.path.exists(os.path.join(mkl, "lib", "libmkl_rt.so.3")))
+    if found:
+        include_dirs.append(os.path.join(mkl, "include"))
+        library_dirs.append(os.path.join(mkl, "lib"))
+        libraries.append(":libmkl_rt.so.3")  # by soname: pip's wheels carry no libmkl_rt.so link
+        runtime_library_dirs += [os.path.join(mkl, "lib"), "$ORIGIN/../../.."]  # <prefix>/lib from site-packages
+        define_macros.append(("GZ_WITH_MKL_BF16", "1"))
+    elif BF16 == "mkl":
+        sys.exit(f"GOZARU_BF16=mkl: no include/mkl_cblas.h and lib/libmkl_rt.so.3 under {mkl} "
+                 "(`pip install mkl-devel`, or set GOZARU_MKL_DIR)")
 
 # -ffp-contract=off: no fused multiply-adds, so every vector width (see GZ_VECTOR_CLONES) rounds alike.
 # -fno-math-errno, -fno-trapping-math: sqrtf and clamped loops vectorise (errno and FP traps are never used;

@@ -8,6 +8,10 @@ engine's best median (the same treatment for both).
 The JSON and the printout carry gozaru.build_info() (CPU, BLAS kernel, threads) and the SGEMM ceiling at
 n=2048 measured in the same run with the same threads; each row's achieved FLOP/s is given as a share of it
 (FLOP model: benchmarks/machine.py).
+Precision rows: gozaru with precision="bf16" and torch under autocast(cpu, bfloat16) are timed where the CPU has
+AVX512-BF16 or AMX-BF16 (and gozaru was built with MKL) and skipped with a printed reason elsewhere; gozaru's
+"bf16-emulated" (same rounding, fp32 SGEMM) is always timed, so its cost over fp32 is on record. The bf16 GEMM
+ceiling at n=2048 (MKL, when built) is printed next to the SGEMM one.
 Usage: python benchmarks/bench_cpu.py [--threads N] [--steps N] [--repeats N] [--out benchmarks/results/cpu.json]
 """
 import argparse
@@ -23,6 +27,10 @@ import machine
 
 B, T = 8, 128
 MODES = ("full", "last_layer_head")
+# engine row -> (engine, precision): gozaru's precision name, or torch autocast to bfloat16 (True) or not
+ENGINES = {"gozaru": ("gozaru", "fp32"), "gozaru-bf16": ("gozaru", "bf16"),
+           "gozaru-bf16-emulated": ("gozaru", "bf16-emulated"), "torch": ("torch", False),
+           "torch-bf16-autocast": ("torch", True)}
 
 
 def trainable(names, mode, layers):
@@ -39,10 +47,10 @@ def batch(cfg, step):
     return tok, np.roll(tok, -1, axis=1)
 
 
-def run_gozaru(mode, steps, warmup):
+def run_gozaru(mode, steps, warmup, precision="fp32"):
     import gozaru as gz
     cfg = gz.preset("tiny")
-    m = gz.Model(cfg, seed=0)
+    m = gz.Model(cfg, seed=0, precision=precision)
     m.train_only(trainable(m.names, mode, cfg.num_hidden_layers))
     opt = gz.AdamW(m, lr=1e-4, weight_decay=0.01)
 
@@ -68,7 +76,7 @@ def timed_steps(step, steps, warmup):
     return times
 
 
-def run_torch(mode, steps, warmup):
+def run_torch(mode, steps, warmup, autocast=False):
     import torch
     import transformers
     import gozaru as gz
@@ -84,8 +92,9 @@ def run_torch(mode, steps, warmup):
     def step(i):
         tok, tgt = batch(cfg, i)
         opt.zero_grad()
-        logits = model(torch.from_numpy(tok.astype("int64"))).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size),
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = model(torch.from_numpy(tok.astype("int64"))).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size).float(),
                                                  torch.from_numpy(tgt.astype("int64")).reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -94,16 +103,17 @@ def run_torch(mode, steps, warmup):
     return timed_steps(step, steps, warmup)
 
 
-def worker(engine, mode, steps, warmup, threads):
+def worker(row, mode, steps, warmup, threads):
+    engine, precision = ENGINES[row]
     if engine == "torch":
         import torch
         torch.set_num_threads(threads)
     else:
         import gozaru as gz
         gz.set_num_threads(threads)
-    times = (run_torch if engine == "torch" else run_gozaru)(mode, steps, warmup)
+    times = (run_torch if engine == "torch" else run_gozaru)(mode, steps, warmup, precision)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"engine": engine, "mode": mode, "steps": steps, "seconds": sum(times),
+    print(json.dumps({"engine": row, "mode": mode, "steps": steps, "seconds": sum(times),
                       "step_seconds": times, "tokens_per_s": B * T / statistics.median(times),
                       "tokens_per_s_mean": steps * B * T / sum(times), "peak_rss_mb": rss_mb}))
 
@@ -124,25 +134,35 @@ def main():
     gz.set_num_threads(args.threads)
     info = machine.build_info()
     ceiling = machine.sgemm_gflops()
+    bf16_ceiling = machine.bf16_gemm_gflops()
+    skipped = {"gozaru-bf16": machine.bf16_skip_reason(info), "torch-bf16-autocast": machine.torch_bf16_skip_reason(info)}
+    engines = [e for e in ENGINES if not skipped.get(e)]
     cfg = gz.preset("tiny")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
     by = {}
     for _ in range(args.repeats):
         for mode in MODES:
-            for engine in ("gozaru", "torch"):
+            for engine in engines:
                 out = subprocess.run([sys.executable, __file__, "--worker", engine, mode, "--steps", str(args.steps),
                                       "--warmup", str(args.warmup), "--threads", str(args.threads)],
                                      check=True, capture_output=True, text=True, env=env).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 if (engine, mode) not in by or r["tokens_per_s"] > by[engine, mode]["tokens_per_s"]:
                     by[engine, mode] = r
-    rows = [by[e, m] for m in MODES for e in ("gozaru", "torch")]
+    rows = [by[e, m] for m in MODES for e in engines]
     for r in rows:
         r["flops_per_step"] = machine.train_step_flops(cfg, B, T, r["mode"])
         r["gflops"] = r["flops_per_step"] * r["tokens_per_s"] / (B * T) / 1e9
         r["share_of_sgemm_ceiling"] = r["gflops"] / ceiling
+    def ratio(a, b, mode="full"):
+        return by[a, mode]["tokens_per_s"] / by[b, mode]["tokens_per_s"] if (a, mode) in by and (b, mode) in by else None
+
     summary = {
-        "build_info": info, "sgemm_2048_gflops": ceiling,
+        "build_info": info, "sgemm_2048_gflops": ceiling, "bf16_gemm_2048_gflops": bf16_ceiling,
+        "skipped": {e: r for e, r in skipped.items() if r},
+        "bf16_full_ft_vs_own_fp32": ratio("gozaru-bf16", "gozaru"),
+        "bf16_full_ft_vs_torch_bf16_autocast": ratio("gozaru-bf16", "torch-bf16-autocast"),
+        "bf16_emulated_full_ft_vs_own_fp32": ratio("gozaru-bf16-emulated", "gozaru"),
         "threads": args.threads, "batch": B, "seq": T, "repeats": args.repeats, "rows": rows,
         "full_ft_speedup_vs_torch": by["gozaru", "full"]["tokens_per_s"] / by["torch", "full"]["tokens_per_s"],
         "last_layer_speedup_vs_torch": by["gozaru", "last_layer_head"]["tokens_per_s"]
@@ -152,15 +172,22 @@ def main():
     }
     machine.print_build_info(info)
     print(f"SGEMM n=2048 ceiling: {ceiling:.1f} GFLOP/s ({args.threads} threads)")
+    print(f"bf16 GEMM n=2048 ceiling (MKL): " + (f"{bf16_ceiling:.1f} GFLOP/s" if bf16_ceiling else "not built"))
+    for e, reason in summary["skipped"].items():
+        print(f"skipped {e}: {reason}")
     print(f"tiny preset, batch {B} x seq {T}, {args.threads} threads, tokens/s from the median step "
           f"(best of {args.repeats} interleaved runs)")
-    print(f"{'engine':8} {'mode':16} {'tokens/s':>10} {'GFLOP/s':>8} {'of ceiling':>10} {'peak RSS MB':>12}")
+    print(f"{'engine':21} {'mode':16} {'tokens/s':>10} {'GFLOP/s':>8} {'of ceiling':>10} {'peak RSS MB':>12}")
     for r in rows:
-        print(f"{r['engine']:8} {r['mode']:16} {r['tokens_per_s']:10.0f} {r['gflops']:8.1f} "
+        print(f"{r['engine']:21} {r['mode']:16} {r['tokens_per_s']:10.0f} {r['gflops']:8.1f} "
               f"{r['share_of_sgemm_ceiling']:10.0%} {r['peak_rss_mb']:12.0f}")
     print(f"full FT: gozaru / torch = {summary['full_ft_speedup_vs_torch']:.2f}x")
     print(f"last layer + head: gozaru / torch = {summary['last_layer_speedup_vs_torch']:.2f}x")
     print(f"gozaru last layer + head / gozaru full FT = {summary['last_layer_vs_own_full_ft']:.2f}x")
+    for key, what in (("bf16_full_ft_vs_own_fp32", "full FT: gozaru bf16 / gozaru fp32 (target >= 2x)"),
+                      ("bf16_full_ft_vs_torch_bf16_autocast", "full FT: gozaru bf16 / torch bf16 autocast (target >= 1.3x)"),
+                      ("bf16_emulated_full_ft_vs_own_fp32", "full FT: gozaru bf16-emulated / gozaru fp32")):
+        print(f"{what} = " + (f"{summary[key]:.2f}x" if summary[key] is not None else "not measured here"))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(summary, f, indent=2)

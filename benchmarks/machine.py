@@ -69,3 +69,40 @@ def train_step_flops(cfg, B, T, mode):
 
 def decode_flops_per_token(cfg, ctx):
     return 2 * matmul_params(cfg) + cfg.num_hidden_layers * 4 * cfg.hidden_size * ctx
+
+
+def bf16_skip_reason(info):
+    """Why precision="bf16" cannot be timed here ("" when it can)."""
+    if not info["bf16"]["built"]:
+        return "gozaru built without a bf16 GEMM library (pip install mkl-devel, rebuild)"
+    if not info["bf16"]["usable"]:
+        return "this CPU has neither AVX512-BF16 nor AMX-BF16"
+    return ""
+
+
+def torch_bf16_skip_reason(info):
+    f = info["cpu_features"]
+    return "" if f["avx512_bf16"] or f["amx_bf16"] else "this CPU has neither AVX512-BF16 nor AMX-BF16"
+
+
+def bf16_gemm_gflops(n=2048, repeats=3):
+    """GFLOP/s of one n x n x n bf16 x bf16 -> fp32 GEMM through the library gozaru's precision="bf16" uses (MKL's
+    cblas_gemm_bf16bf16f32), or None when gozaru was built without it. Measured wherever it is built: on CPUs
+    without bf16 instructions MKL converts to fp32 inside, which this number then shows."""
+    if not build_info()["bf16"]["built"]:
+        return None
+    lib = ctypes.CDLL("libmkl_rt.so.3")  # already loaded by gozaru._core: found by its soname
+    gemm = lib.cblas_gemm_bf16bf16f32
+    f, i, p = ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+    gemm.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
+    rng = np.random.default_rng(0)
+    # bf16 bits: the upper halves of fp32 values (truncation is fine for timing)
+    a, b = ((rng.standard_normal((n, n), np.float32).view(np.uint32) >> 16).astype(np.uint16) for _ in range(2))
+    c = np.zeros((n, n), np.float32)
+    best = float("inf")
+    for k in range(repeats + 1):
+        t0 = time.perf_counter()
+        gemm(101, 111, 111, n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0, c.ctypes.data, n)
+        if k:
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9

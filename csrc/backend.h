@@ -10,6 +10,7 @@
 #define GOZARU_BACKEND_H
 
 #include "internal.h"
+#include "precision.h"
 
 /* Each backend defines this struct for itself (scratch buffers, library handles, settings read once at
  * creation); code outside the backend only passes the pointer back. */
@@ -21,8 +22,14 @@ typedef struct gz_backend {
     const char *name;
     gz_backend_ctx *ctx;
     void (*destroy)(gz_backend_ctx *ctx); /* frees ctx and everything it holds */
-    /* GEMM precision this instance uses ("fp32" on the CPU; on CUDA set by GOZARU_CUDA_GEMM at creation) */
+    /* GEMM precision this instance uses (precision.h names on the CPU; on CUDA set by GOZARU_CUDA_GEMM) */
     const char *(*gemm_mode)(gz_backend_ctx *ctx);
+    /* Chooses the Linear layers' precision (precision.h); GZ_ERR_BACKEND when this machine or build cannot
+     * run it. NULL: the backend keeps the mode it was created with. */
+    gz_status (*set_precision)(gz_backend_ctx *ctx, gz_precision p);
+    /* Marks cached low-precision weight copies overlapping [p, p + bytes) stale; p NULL: all of them. For
+     * writes the backend does not see (host parameter views on the CPU); precision.h says when. */
+    void (*weights_written)(gz_backend_ctx *ctx, const void *p, size_t bytes);
 
     /* memory */
     gz_status (*alloc)(gz_backend_ctx *ctx, void **p, size_t bytes, const char *what); /* zeroed */
@@ -48,7 +55,7 @@ typedef struct gz_backend {
 
     /* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias[OC] (bias may be NULL). w is a weight: a backend may keep a
      * converted copy of it until that memory is written through this interface (upload, copy, zero, scale,
-     * adamw_update) or any buffer is released. */
+     * adamw_update), any buffer is released, or weights_written names it (precision.h). */
     gz_status (*matmul_forward)(gz_backend_ctx *ctx, float *out, const float *inp, const float *w, const float *bias,
                                 int64_t N, int C, int OC);
     gz_status (*matmul_backward)(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,

@@ -132,6 +132,10 @@ gz_backend_kind gz_model_backend(const gz_model *m);
 /* GEMM precision of the model's backend instance: "fp32" on the CPU; "bf16", "tf32" or "fp32" on CUDA
  * (GOZARU_CUDA_GEMM, read once when the model is created). */
 const char *gz_model_gemm_mode(const gz_model *m);
+/* Precision of the Linear layers: "fp32", "bf16" or "bf16-emulated" (csrc/precision.h has the contract).
+ * GZ_ERR_VALUE for an unknown name; GZ_ERR_BACKEND when this CPU or build cannot run it (the message names
+ * the missing instruction set or library). A run setting: checkpoints hold the fp32 masters either way. */
+gz_status gz_model_set_precision(gz_model *m, const char *precision);
 
 int gz_model_num_tensors(const gz_model *m);
 int64_t gz_model_num_params(const gz_model *m);

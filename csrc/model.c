@@ -254,6 +254,23 @@ void gz_model_free(gz_model *m) {
 const gz_config *gz_model_config(const gz_model *m) { return &m->cfg; }
 gz_backend_kind gz_model_backend(const gz_model *m) { return m->kind; }
 const char *gz_model_gemm_mode(const gz_model *m) { return m->be->gemm_mode(m->be->ctx); }
+
+gz_status gz_model_set_precision(gz_model *m, const char *precision) {
+    /* a fixed-mode backend accepts its own mode's name (CUDA's "tf32" too), e.g. when a run is resumed */
+    if (!m->be->set_precision && precision && !strcmp(gz_model_gemm_mode(m), precision)) return GZ_OK;
+    gz_precision p;
+    if (gz_precision_parse(precision, &p) != 0)
+        return gz_fail(GZ_ERR_VALUE, "unknown precision '%s': choose one of " GZ_PRECISION_CHOICES,
+                       precision ? precision : "(null)");
+    if (!m->be->set_precision) {
+        return gz_fail(GZ_ERR_BACKEND, "the %s backend runs its GEMMs in %s (chosen when it is created%s); it cannot "
+                       "switch to '%s'", m->be->name, gz_model_gemm_mode(m),
+                       m->kind == GZ_BACKEND_CUDA ? ": GOZARU_CUDA_GEMM" : "", precision);
+    }
+    GZ_TRY(m->be->set_precision(m->be->ctx, p));
+    m->have_acts = 0; /* saved activations were computed in the old precision */
+    return GZ_OK;
+}
 int gz_model_num_tensors(const gz_model *m) { return m->ntensors; }
 int64_t gz_model_num_params(const gz_model *m) { return m->nparams; }
 
@@ -292,6 +309,7 @@ float *gz_model_params_host(gz_model *m) { return m->params_host; }
 
 gz_status gz_model_params_changed(gz_model *m) {
     m->have_acts = 0; /* saved activations no longer match the weights */
+    if (m->be->weights_written) m->be->weights_written(m->be->ctx, NULL, 0); /* bf16 copies: precision.h */
     if (m->params == m->params_host) return GZ_OK;
     /* Uploading a stale mirror would silently undo the training steps it has not seen. */
     if (m->host_stale)

@@ -12,7 +12,9 @@ plots, demo, CLI). The names most used are re-exported here.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 # Idle OpenMP threads spin only briefly (~1000 iterations), then sleep. Long spinning steals the cores
 # from BLAS and from the next loop whenever the machine has other load (measured up to 4x slower); no
@@ -32,6 +34,15 @@ try:
     import scipy_openblas32  # noqa: F401
 except ImportError:
     pass
+# Builds with precision="bf16" (setup.py: GOZARU_BF16) link MKL's libmkl_rt.so.3 by soname; pip puts it in
+# <prefix>/lib, which the rpath of an installed _core also names. Loading it here (RTLD_LOCAL: none of its
+# symbols become global) covers a _core built elsewhere, as the import above does for OpenBLAS.
+_mkl = os.path.join(sys.prefix, "lib", "libmkl_rt.so.3")
+if os.path.exists(_mkl):
+    try:
+        ctypes.CDLL(_mkl)
+    except OSError:
+        pass
 
 from ._core import IGNORE_INDEX, CheckpointError, get_num_threads, set_num_threads  # noqa: E402
 from ._version import __version__  # noqa: E402

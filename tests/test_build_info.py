@@ -22,7 +22,11 @@ def test_build_info_reports_blas_cpu_and_backends():
     info = gz.build_info()
     for k in KEYS:
         assert k in info, k
-    assert "cpu" in info["backends_built"] and info["precisions"] == ["fp32"]
+    assert "cpu" in info["backends_built"] and info["precisions"][0] == "fp32"
+    # bf16 is offered exactly when the build has its library and the CPU the instructions (csrc/precision.h)
+    hw = info["cpu_features"]["avx512_bf16"] or info["cpu_features"]["amx_bf16"]
+    assert info["bf16"]["usable"] == (info["bf16"]["built"] and hw)
+    assert ("bf16" in info["precisions"]) == info["bf16"]["usable"] and "bf16-emulated" in info["precisions"]
     if info["blas"] == "scipy-openblas32":
         assert info["blas_library"].endswith("libscipy_openblas.so")
         assert info["blas_config"].startswith("OpenBLAS ") and info["blas_corename"]

@@ -107,3 +107,22 @@ def test_grid_file_with_a_lora_condition(setup, capsys):
     assert "lora last 1" in capsys.readouterr().out
     model = gz.load(f"{out}/runs/lora-last-1.h5")[0]
     assert model.lora and all("lora_" in n or n == "embed_out.weight" for n in model.trainable_names())
+
+
+def test_precision_flag(setup, capsys, monkeypatch):
+    """--precision reaches the model; bf16 on a CPU without it is a one-line error naming the instructions."""
+    folder, jsonl, tok, base = setup
+    common = ["--base", base, "--tokenizer", tok, "--data", jsonl, "--gozaru", "--seq-len", "48", "--eval-size", "8",
+              "--select", "last", "--layers", "1", "--steps", "2", "--batch-size", "4", "--no-progress"]
+    monkeypatch.delenv("GOZARU_BF16_EMULATE", raising=False)
+    out = str(folder / "bf16.h5")
+    assert cli.main(["train", *common, "--precision", "bf16-emulated", "--out", out]) == 0
+    assert "done: step 2" in capsys.readouterr().out
+    assert gz.load(out)[0].precision == "fp32"  # a run setting: the file holds fp32 weights
+    info = gz.build_info()
+    if not (info["cpu_features"]["avx512_bf16"] or info["cpu_features"]["amx_bf16"]):
+        assert cli.main(["train", *common, "--precision", "bf16", "--out", str(folder / "no.h5")]) == 1
+        err = capsys.readouterr().err
+        assert "gozaru train: error:" in err and "AVX512-BF16" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        cli.main(["train", *common, "--precision", "fp16", "--out", str(folder / "no.h5")])

@@ -1,12 +1,14 @@
 /* backend_cpu.c — the CPU backend: host memory plus the op implementations in this folder.
- * Its context holds nothing yet (the ops are stateless); the wrappers below adapt the plain
- * gz_cpu_* kernels, which the test-only op module also calls directly, to the backend interface. */
+ * Its context holds the Linear layers' precision and bf16 weight copies (matmul_bf16.c); the wrappers below
+ * adapt the plain gz_cpu_* kernels, which the test-only op module also calls directly, to the backend
+ * interface, and mark bf16 copies stale on every write to memory they see (precision.h). */
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cpu_ops.h"
 
 struct gz_backend_ctx {
-    int unused;
+    gz_cpu_bf16 bf16;
 };
 
 static gz_status cpu_alloc(gz_backend_ctx *ctx, void **p, size_t bytes, const char *what) {
@@ -14,16 +16,18 @@ static gz_status cpu_alloc(gz_backend_ctx *ctx, void **p, size_t bytes, const ch
     return gz_calloc(p, bytes, 1, what);
 }
 static void cpu_release(gz_backend_ctx *ctx, void *p) {
-    (void)ctx;
+    /* copies of weights inside the freed block go stale (the address may come back holding something else);
+     * only those: generation frees its buffers after every call, which must not re-round every weight */
+    if (p) gz_cpu_bf16_written(&ctx->bf16, p, malloc_usable_size(p));
     free(p);
 }
 static gz_status cpu_copy(gz_backend_ctx *ctx, void *dst, const void *src, size_t bytes) {
-    (void)ctx;
+    gz_cpu_bf16_written(&ctx->bf16, dst, bytes);
     if (bytes && dst != src) memcpy(dst, src, bytes);
     return GZ_OK;
 }
 static gz_status cpu_zero(gz_backend_ctx *ctx, void *p, size_t bytes) {
-    (void)ctx;
+    gz_cpu_bf16_written(&ctx->bf16, p, bytes);
     if (bytes) memset(p, 0, bytes);
     return GZ_OK;
 }
@@ -31,11 +35,17 @@ static gz_status cpu_synchronize(gz_backend_ctx *ctx) {
     (void)ctx;
     return GZ_OK;
 }
-static const char *cpu_gemm_mode(gz_backend_ctx *ctx) {
-    (void)ctx;
-    return "fp32";
+static const char *cpu_gemm_mode(gz_backend_ctx *ctx) { return gz_precision_name(ctx->bf16.precision); }
+static gz_status cpu_set_precision(gz_backend_ctx *ctx, gz_precision p) {
+    return gz_cpu_bf16_set_precision(&ctx->bf16, p);
 }
-static void cpu_destroy(gz_backend_ctx *ctx) { free(ctx); }
+static void cpu_weights_written(gz_backend_ctx *ctx, const void *p, size_t bytes) {
+    gz_cpu_bf16_written(&ctx->bf16, p, bytes);
+}
+static void cpu_destroy(gz_backend_ctx *ctx) {
+    gz_cpu_bf16_free(&ctx->bf16);
+    free(ctx);
+}
 
 static gz_status cpu_embedding_forward(gz_backend_ctx *ctx, float *out, const int32_t *tokens, const float *wte,
                                        int64_t N, int C) {
@@ -60,12 +70,14 @@ static gz_status cpu_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float 
 }
 static gz_status cpu_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w,
                                     const float *bias, int64_t N, int C, int OC) {
-    (void)ctx;
+    if (ctx->bf16.precision != GZ_PRECISION_FP32)
+        return gz_cpu_bf16_matmul_forward(&ctx->bf16, out, inp, w, bias, N, C, OC);
     return gz_cpu_matmul_forward(out, inp, w, bias, N, C, OC);
 }
 static gz_status cpu_matmul_backward(gz_backend_ctx *ctx, float *dinp, float *dw, float *db, const float *dout,
                                      const float *inp, const float *w, int64_t N, int C, int OC) {
-    (void)ctx;
+    if (ctx->bf16.precision != GZ_PRECISION_FP32)
+        return gz_cpu_bf16_matmul_backward(&ctx->bf16, dinp, dw, db, dout, inp, w, N, C, OC);
     return gz_cpu_matmul_backward(dinp, dw, db, dout, inp, w, N, C, OC);
 }
 static gz_status cpu_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv,
@@ -129,13 +141,13 @@ static gz_status cpu_sum_squares(gz_backend_ctx *ctx, const float *x, int64_t n,
     return gz_cpu_sum_squares(x, n, out_host);
 }
 static gz_status cpu_scale(gz_backend_ctx *ctx, float *x, float s, int64_t n) {
-    (void)ctx;
+    gz_cpu_bf16_written(&ctx->bf16, x, (size_t)(n > 0 ? n : 0) * sizeof(float));
     return gz_cpu_scale(x, s, n);
 }
 static gz_status cpu_adamw_update(gz_backend_ctx *ctx, float *p, const float *g, float *m, float *v, int64_t n,
                                   float lr, float b1, float b2, float eps, float wd, float bias_corr1, float bias_corr2,
                                   float grad_scale, double *upd_sq_host) {
-    (void)ctx;
+    gz_cpu_bf16_written(&ctx->bf16, p, (size_t)(n > 0 ? n : 0) * sizeof(float)); /* the weight changes */
     return gz_cpu_adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, bias_corr1, bias_corr2, grad_scale, upd_sq_host);
 }
 
@@ -143,6 +155,8 @@ static const gz_backend CPU_BACKEND = {
     .name = "cpu",
     .destroy = cpu_destroy,
     .gemm_mode = cpu_gemm_mode,
+    .set_precision = cpu_set_precision,
+    .weights_written = cpu_weights_written,
     .alloc = cpu_alloc,
     .release = cpu_release,
     .upload = cpu_copy,

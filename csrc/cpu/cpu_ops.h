@@ -16,6 +16,32 @@ gz_status gz_cpu_matmul_few_rows(float *out, const float *inp, const float *w, c
                                  int OC);
 gz_status gz_cpu_matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                  const float *w, int64_t N, int C, int OC);
+
+/* matmul_bf16.c: the bf16 precisions of precision.h. One per backend instance. */
+typedef struct {
+    const float *src; /* the fp32 master */
+    int64_t count;
+    void *copy;       /* count bf16 values (uint16) or, emulated, rounded fp32 values */
+    int valid;
+} gz_cpu_weight_copy;
+typedef struct {
+    gz_precision precision;
+    gz_cpu_weight_copy *weights;
+    int nweights, cap_weights;
+    void *scratch[2]; /* rounded operands: 0 the input (activations), 1 the output gradient */
+    size_t scratch_bytes[2];
+} gz_cpu_bf16;
+enum { GZ_CPU_AVX512_BF16 = 1, GZ_CPU_AMX_BF16 = 2 };
+int gz_cpu_bf16_instructions(void); /* GZ_CPU_* bits this CPU (and OS) supports */
+const char *gz_cpu_bf16_library(void); /* "mkl" when built with a bf16 GEMM library, else "" */
+gz_status gz_cpu_bf16_set_precision(gz_cpu_bf16 *s, gz_precision p);
+void gz_cpu_bf16_written(gz_cpu_bf16 *s, const void *p, size_t bytes);
+void gz_cpu_bf16_free(gz_cpu_bf16 *s);
+gz_status gz_cpu_bf16_matmul_forward(gz_cpu_bf16 *s, float *out, const float *inp, const float *w, const float *bias,
+                                     int64_t N, int C, int OC);
+gz_status gz_cpu_bf16_matmul_backward(gz_cpu_bf16 *s, float *dinp, float *dw, float *db, const float *dout,
+                                      const float *inp, const float *w, int64_t N, int C, int OC);
+
 gz_status gz_cpu_rotary_split_forward(float *q, float *k, float *v, const float *qkv, const int32_t *pos,
                                       const float *cos_t, const float *sin_t, int B, int T, int NH, int HS, int rot);
 gz_status gz_cpu_rotary_split_backward(float *dqkv, const float *dq, const float *dk, const float *dv,

@@ -17,6 +17,8 @@ static gz_backend make_cuda_backend(void) {
     b.name = "cuda";
     b.destroy = destroy_ctx;
     b.gemm_mode = gz_cuda_gemm_mode_name;
+    b.set_precision = NULL; /* GOZARU_CUDA_GEMM chooses, at creation */
+    b.weights_written = gz_cuda_weights_written;
     b.alloc = gz_cuda_alloc;
     b.release = gz_cuda_release;
     b.upload = gz_cuda_upload;

@@ -9,6 +9,7 @@
 #endif
 
 #include "../blas.h"
+#include "../cpu/cpu_ops.h"
 
 /* cpuid leaf 7 bits (Intel SDM vol. 2A, CPUID): what the CPU implements. AVX2 and AVX-512F go through
  * __builtin_cpu_supports, which also checks that the OS saves the wide registers; BF16 and AMX are read
@@ -80,13 +81,25 @@ PyObject *gzpy_build_info(PyObject *module, PyObject *unused) {
     if (PyDict_SetItemString(d, "backends_built", backends) < 0 ||
         PyDict_SetItemString(d, "cuda_usable", gz_backend_available(GZ_BACKEND_CUDA) ? Py_True : Py_False) < 0)
         goto fail;
-    /* the engine computes, stores and updates every tensor in fp32 (gozaru.h: "Tensors are fp32") */
-    PyObject *prec = Py_BuildValue("[s]", "fp32");
+    /* fp32 everywhere; bf16-emulated on any CPU; bf16 where the build has the library and the CPU the
+     * instructions (csrc/precision.h) */
+    int hw = gz_cpu_bf16_instructions(), usable = hw && *gz_cpu_bf16_library();
+    PyObject *prec = usable ? Py_BuildValue("[sss]", "fp32", "bf16", "bf16-emulated")
+                            : Py_BuildValue("[ss]", "fp32", "bf16-emulated");
     if (!prec || PyDict_SetItemString(d, "precisions", prec) < 0) {
         Py_XDECREF(prec);
         goto fail;
     }
     Py_DECREF(prec);
+    PyObject *bf16 = Py_BuildValue("{s:s,s:O,s:O,s:O,s:O}", "library", gz_cpu_bf16_library(), "built",
+                                   *gz_cpu_bf16_library() ? Py_True : Py_False, "avx512_bf16",
+                                   (hw & GZ_CPU_AVX512_BF16) ? Py_True : Py_False, "amx_bf16",
+                                   (hw & GZ_CPU_AMX_BF16) ? Py_True : Py_False, "usable", usable ? Py_True : Py_False);
+    if (!bf16 || PyDict_SetItemString(d, "bf16", bf16) < 0) {
+        Py_XDECREF(bf16);
+        goto fail;
+    }
+    Py_DECREF(bf16);
     Py_DECREF(features);
     Py_DECREF(backends);
     return d;

@@ -283,6 +283,17 @@ static PyObject *model_set_trainable(GzModelObject *self, PyObject *args, PyObje
     Py_RETURN_NONE;
 }
 
+static PyObject *model_set_precision(GzModelObject *self, PyObject *name) {
+    if (!PyUnicode_Check(name))
+        return PyErr_Format(PyExc_TypeError, "precision must be a str, got %s", Py_TYPE(name)->tp_name);
+    const char *s8 = PyUnicode_AsUTF8(name);
+    if (!s8 || gzpy_model_begin(self) < 0) return NULL;
+    gz_status s = gz_model_set_precision(self->model, s8);
+    gzpy_model_end(self);
+    if (s != GZ_OK) return gzpy_raise_status(s);
+    Py_RETURN_NONE;
+}
+
 static PyObject *model_is_trainable(GzModelObject *self, PyObject *name) {
     int idx = gzpy_tensor_index(self, name);
     if (idx < 0) return NULL;
@@ -416,6 +427,9 @@ static PyMethodDef model_methods[] = {
     {"snapshot", (PyCFunction)model_snapshot, METH_VARARGS,
      "snapshot(timeout=10.0)\n--\n\nA copy of the whole parameter buffer from one consistent step: waits up to "
      "timeout seconds while another thread uses the model (then RuntimeError)."},
+    {"set_precision", (PyCFunction)model_set_precision, METH_O,
+     "set_precision(name)\n--\n\nLinear layers in 'fp32', 'bf16' or 'bf16-emulated' (csrc/precision.h); gemm_mode "
+     "reports it."},
     {"params_changed", (PyCFunction)model_params_changed, METH_NOARGS,
      "params_changed()\n--\n\nCall after writing into views (uploads on device backends; no-op on CPU)."},
     {"sync_to_host", (PyCFunction)model_sync_to_host, METH_NOARGS,

@@ -7,6 +7,7 @@
 #include "args.h"
 #include "model_config.h"
 #include "../blas.h"
+#include "../precision.h"
 
 PyObject *gzpy_CheckpointError = NULL;
 
@@ -114,6 +115,11 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&GzAdamW_Type);
     if (add_object(m, "AdamW", (PyObject *)&GzAdamW_Type) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "IGNORE_INDEX", GZ_IGNORE_INDEX) < 0) goto fail;
+    /* the names gz_model_set_precision accepts (csrc/precision.h), for the CLI's choices */
+    if (PyModule_AddObject(m, "PRECISIONS", Py_BuildValue("(sss)", gz_precision_name(GZ_PRECISION_FP32),
+                                                          gz_precision_name(GZ_PRECISION_BF16),
+                                                          gz_precision_name(GZ_PRECISION_BF16_EMULATED))) < 0)
+        goto fail;
     return m;
 fail:
     Py_DECREF(m);

@@ -7,8 +7,8 @@ tensors to train) reads only ``config``.
 from . import lora
 from .checkpoint import load
 from .config import PRESETS, TENSOR_KINDS, GPTNeoXConfig, LoraSpec, TensorSpec, preset
-from .model import Model
+from .model import Model, PrecisionError
 from .optim import AdamW
 
-__all__ = ["AdamW", "GPTNeoXConfig", "LoraSpec", "Model", "PRESETS", "TENSOR_KINDS", "TensorSpec", "load", "lora",
-           "preset"]
+__all__ = ["AdamW", "GPTNeoXConfig", "LoraSpec", "Model", "PRESETS", "PrecisionError", "TENSOR_KINDS", "TensorSpec",
+           "load", "lora", "preset"]

@@ -103,14 +103,15 @@ def describe(path: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
-def load(path: str | os.PathLike, backend: str = "cpu"):
+def load(path: str | os.PathLike, backend: str = "cpu", precision: str | None = None):
     """(model, optimizer or None, info) from a gozaru checkpoint; info = dict(step, tokens_seen, rng, extra)
-    with rng/extra as the bytes that were saved."""
+    with rng/extra as the bytes that were saved. precision is the run's choice (see Model): a checkpoint holds
+    fp32 weights whatever precision trained them."""
     path = os.fspath(path)
     meta = _core.read_checkpoint_meta(path)
     config = config_from_meta(meta, path)
     check_size(config, path)
-    model = Model(config, seed=None, backend=backend, lora=lora_from_meta(meta, path))
+    model = Model(config, seed=None, backend=backend, lora=lora_from_meta(meta, path), precision=precision)
     optimizer = None
     if meta["has_optimizer"]:
         a = meta["adamw"]

@@ -113,16 +113,25 @@ class ParamViews(Mapping):
 
 
 # --------------------------------------------------------------------------- the model
+class PrecisionError(RuntimeError):
+    """The precision asked for cannot run here (the CPU lacks its instructions, or the build its library)."""
+
+
 class Model:
     """A GPT-NeoX causal LM (HF ``GPTNeoXForCausalLM`` math and names) in the gozaru C core.
 
     ``seed`` (an int) gives HF-style random init with std ``config.initializer_range``; ``seed=None``
     leaves every parameter zero (for loading). A new model has every tensor frozen: choose what to train
     with ``train_only`` / ``set_trainable`` / ``train_all`` (frozen tensors cost no gradient memory).
-    ``lora``: LoRA adapters (``LoraSpec``s) fixed at creation; ``gozaru.lora.attach`` is the usual way."""
+    ``lora``: LoRA adapters (``LoraSpec``s) fixed at creation; ``gozaru.lora.attach`` is the usual way.
+
+    ``precision`` ("fp32", "bf16" or "bf16-emulated"; None keeps the backend's own: fp32 on the CPU) is how the
+    Linear layers compute (csrc/precision.h); weights, gradients and optimizer state stay fp32, so it is a run
+    setting, not part of a checkpoint. "bf16" needs AVX512-BF16 or AMX-BF16 on the CPU (a RuntimeError names
+    what is missing); with GOZARU_BF16_EMULATE=1 such a CPU runs "bf16-emulated" instead (same rounding, slow)."""
 
     def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str = "cpu",
-                 lora: Iterable[LoraSpec] = ()):
+                 lora: Iterable[LoraSpec] = (), precision: str | None = None):
         if not isinstance(config, GPTNeoXConfig):
             raise TypeError(f"config must be a gozaru.GPTNeoXConfig, got {type(config).__name__}")
         self._config = config
@@ -131,6 +140,8 @@ class Model:
                                  init_std=config.initializer_range,
                                  lora=[(s.target, s.r, s.scale) for s in self._lora] or None)
         self._params = ParamViews(self._core)
+        if precision is not None:
+            self.set_precision(precision)
 
     # -- description -------------------------------------------------------------
     @property
@@ -163,6 +174,23 @@ class Model:
         return self._core.backend
 
     @property
+    def precision(self) -> str:
+        """How the Linear layers compute: "fp32", "bf16" or "bf16-emulated" (CUDA: "tf32" too)."""
+        return self._core.gemm_mode
+
+    def set_precision(self, precision: str) -> None:
+        """See the class docstring; ValueError for an unknown name, RuntimeError when this CPU cannot run it."""
+        if not isinstance(precision, str):
+            raise TypeError(f"precision must be a str, got {type(precision).__name__}")
+        try:
+            self._core.set_precision(precision)
+        except RuntimeError as e:  # the core's GZ_ERR_BACKEND: not runnable on this CPU or build
+            if precision == "bf16" and os.environ.get("GOZARU_BF16_EMULATE", "") not in ("", "0"):
+                self._core.set_precision("bf16-emulated")  # the opted-in exact emulation
+                return
+            raise PrecisionError(str(e)) from None
+
+    @property
     def params(self) -> Mapping[str, np.ndarray]:
         return self._params
 
@@ -181,7 +209,7 @@ class Model:
         c = self._config
         return (f"gozaru.Model({c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, "
                 f"intermediate {c.intermediate_size}, vocab {c.vocab_size}; {self.num_params:,} params, "
-                f"{self.num_trainable():,} trainable; backend={self.backend})")
+                f"{self.num_trainable():,} trainable; backend={self.backend}, precision={self.precision})")
 
     # -- trainable flags ---------------------------------------------------------
     def _check_names(self, names: list[str]) -> None:
@@ -313,6 +341,8 @@ class Model:
         flat = self.snapshot()
         other = Model(self._config, seed=None, backend=self.backend, lora=self._lora)
         other._core.flat_params()[...] = flat
+        if other.precision != self.precision:
+            other._core.set_precision(self.precision)
         other._core.params_changed()
         other.set_trainable(self.trainable_names(), True)
         return other
@@ -376,14 +406,14 @@ class Model:
 
     @classmethod
     def from_hf(cls, folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = True,
-                progress=None) -> "Model":
+                progress=None, precision: str | None = None) -> "Model":
         """A model with the config and weights of an HF GPT-NeoX folder (config.json + safetensors / .bin).
 
         strict=False ignores tensors gozaru does not know; missing tensors are always an error. progress, when
         given, is called with each tensor name as it is copied."""
         config = hf.read_hf_config(folder)
         hf.check_weights_size(folder, config)
-        model = cls(config, seed=None, backend=backend)
+        model = cls(config, seed=None, backend=backend, precision=precision)
         hf.read_weights_into(folder, model.config, model.params, strict=strict, progress=progress)
         model.params_changed()
         return model

@@ -16,7 +16,8 @@ from .._version import __version__
 
 # printed first, in this order; every other key follows
 _ORDER = ("cpu_model", "cpu_count", "cpu_features", "blas", "blas_version", "blas_corename", "blas_threads",
-          "threads", "openmp_spec", "openmp_library", "backends_built", "cuda_usable", "precisions")
+          "threads", "openmp_spec", "openmp_library", "backends_built", "cuda_usable", "precisions",
+          "bf16")
 
 
 def cpu_model() -> str:

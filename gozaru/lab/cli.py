@@ -15,7 +15,7 @@ from .._version import __version__
 from ..data.tokenizer import Tokenizer
 from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
-from ..engine.model import Model
+from ..engine.model import Model, PrecisionError
 from ..engine.system import build_info, format_build_info
 from . import hub, plots, study, study_demo
 from .cli_args import build_parser
@@ -62,8 +62,8 @@ def _load_model(args):
     if getattr(args, "hf", None):
         folder = hub.resolve(args.hf, "model")
         print(f"loading HF model from {folder} …", file=sys.stderr)
-        return Model.from_hf(folder, backend=args.backend)
-    return load(args.base, backend=args.backend)[0]
+        return Model.from_hf(folder, backend=args.backend, precision=args.precision)
+    return load(args.base, backend=args.backend, precision=args.precision)[0]
 
 
 def _records(args):
@@ -111,7 +111,7 @@ def cmd_train(args) -> int:
     exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style)
     if args.resume:  # the saved training settings continue; only the display follows this command line
         trainer = Trainer(None, exp.train, checkpoint=args.out, eval_data=exp.eval, resume=args.resume,
-                          backend=args.backend, progress=args.progress)
+                          backend=args.backend, precision=args.precision, progress=args.progress)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
     else:
         if not (args.base or args.hf):
@@ -133,7 +133,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     _threads(args)
-    model = load(args.checkpoint, backend=args.backend)[0]
+    model = load(args.checkpoint, backend=args.backend, precision=args.precision)[0]
     tokenizer = _tokenizer(args)
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from .. import _core
 from ..engine.layers import SELECTION_KINDS
 from .train import TrainConfig
 
@@ -35,6 +36,10 @@ def _add_threads(p, backend=True):
     if backend:
         p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                        help="where the model runs (cuda needs a CUDA build; default cpu)")
+        p.add_argument("--precision", choices=_core.PRECISIONS, default=None,
+                       help="how Linear layers compute: fp32 (CPU default), bf16 (needs AVX512-BF16 or AMX-BF16; "
+                            "GOZARU_BF16_EMULATE=1 falls back to bf16-emulated), or bf16-emulated (same rounding "
+                            "on any CPU, slow). Weights, gradients and optimizer state stay fp32")
 
 
 def _add_progress(p):

@@ -275,6 +275,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
         base_src, data_src = sources(base, data, out, executor, backend)
         spec = functools.partial(RunSpec, train=train_config, eval=eval_config, runs_dir=runs_dir,
                                  threads=executor.threads, backend=backend_of(base, backend),
+                                 precision=getattr(base, "precision", None),
                                  progress=progress and not executor.shows_progress)
         if base_record is None:
             (first,) = executor.map(run_task, [(spec(None), base_src, data_src)])

@@ -37,6 +37,7 @@ class RunSpec:
     plain_before: float | None = None  # the base's plain-text loss (forgetting is measured against it)
     threads: int | None = None         # engine threads; None keeps the process's setting
     backend: str = "cpu"
+    precision: str | None = None       # how the Linear layers compute (a run setting; None: the backend's own)
     progress: bool = False             # the training bar
 
 
@@ -56,7 +57,7 @@ def run_task(spec: RunSpec, base, data) -> tuple[dict, float]:
     t0 = time.perf_counter()
     if spec.threads:
         _core.set_num_threads(spec.threads)
-    base = _resolve_base(base, spec.backend)
+    base = _resolve_base(base, spec.backend, spec.precision)
     if isinstance(data, (str, os.PathLike)):
         with open(data, "rb") as f:
             data = pickle.load(f)
@@ -89,13 +90,16 @@ def sources(base, data, out, executor, backend):
     return executor.put(BaseArrays(model.config, model.core.flat_params(), model.backend)), executor.put(data)
 
 
-def _resolve_base(base, backend: str):
+def _resolve_base(base, backend: str, precision: str | None = None):
     if isinstance(base, BaseArrays):
-        model = Model(base.config, seed=None, backend=backend)
+        model = Model(base.config, seed=None, backend=backend, precision=precision)
         model.core.flat_params()[...] = base.flat
         model.core.params_changed()
         return model
-    return _as_model(base, backend)
+    model = _as_model(base, backend, precision)
+    if precision is not None and model.precision != precision:
+        model.set_precision(precision)
+    return model
 
 
 def backend_of(base, backend: str | None) -> str:
@@ -120,7 +124,7 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
     if not names:
         raise ValueError(f"condition {cond.name!r} selects no tensors")
     if os.path.exists(final):   # trained, but killed before its record was written
-        model, _, info = load(final, backend=base.backend)
+        model, _, info = load(final, backend=base.backend, precision=base.precision)
         record = RunRecord.from_payload(info.get("extra"), final)
         if record is None:
             raise ValueError(f"{final}: no run record; delete the file to train condition {cond.name!r} again")
@@ -129,7 +133,8 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
                                      **train_overrides(cond.hparams))
         common = dict(config=config, checkpoint=partial, eval_data=data.eval, save_at_end=False)
         if os.path.exists(partial):
-            trainer = Trainer(None, data.train, resume=partial, backend=base.backend, **common)
+            trainer = Trainer(None, data.train, resume=partial, backend=base.backend, precision=base.precision,
+                              **common)
         else:
             trainer = Trainer(cond.model_for(base, names), data.train, **common)
         trainer.fit()
@@ -180,7 +185,7 @@ def _final_loss(history: list[dict], window: int = 10) -> float:
     return sum(tail) / len(tail) if tail else float("nan")
 
 
-def _as_model(base, backend: str | None = None):
+def _as_model(base, backend: str | None = None, precision: str | None = None):
     if isinstance(base, (str, os.PathLike)):
-        return load(os.fspath(base), backend=backend or "cpu")[0]
+        return load(os.fspath(base), backend=backend or "cpu", precision=precision)[0]
     return base

@@ -126,12 +126,13 @@ class Trainer:
     ``resume``: a checkpoint written by a Trainer; model, optimizer, step, data cursor, history and (unless
     ``config`` is given) the config come from it, and training continues bit-exactly; ``model`` must then be None
     and ``trainer.model`` is the model to use afterwards. ``save_at_end=False`` skips the final checkpoint (the caller
-    saves the result its own way). ``backend`` is where a resumed model runs.
+    saves the result its own way). ``backend`` is where a resumed model runs, ``precision`` how its Linear layers
+    compute (gozaru.Model; a run setting that checkpoints do not keep).
     """
 
     def __init__(self, model=None, data=None, config: TrainConfig | None = None, *, checkpoint: str | None = None,
                  eval_data=None, resume: str | None = None, optimizer=None, save_at_end: bool = True,
-                 backend: str = "cpu", on_step: Callable[["Trainer", dict], None] | None = None, **overrides):
+                 backend: str = "cpu", precision: str | None = None, on_step: Callable[["Trainer", dict], None] | None = None, **overrides):
         if data is None:
             raise ValueError("data is required")
         self.rows = as_rows(data)
@@ -154,7 +155,7 @@ class Trainer:
         if resume is not None:
             if model is not None or optimizer is not None:
                 raise ValueError("resume= brings its own model and optimizer: pass model=None")
-            model, optimizer, saved_config = self._load(resume, backend)
+            model, optimizer, saved_config = self._load(resume, backend, precision)
         if model is None:
             raise ValueError("model is required (or resume= a checkpoint)")
         config = config or (TrainConfig.from_dict(saved_config) if saved_config else TrainConfig())
@@ -321,8 +322,8 @@ class Trainer:
         return progress_bar(total=self.config.steps, initial=self.step, disable=not self.config.progress,
                             desc="train", unit="step", dynamic_ncols=True, leave=False)
 
-    def _load(self, path: str, backend: str):
-        model, optimizer, info = load(path, backend=backend)
+    def _load(self, path: str, backend: str, precision: str | None):
+        model, optimizer, info = load(path, backend=backend, precision=precision)
         record = RunRecord.from_payload(info.get("extra"), path)
         if record is None:
             raise ValueError(f"{path}: not a Trainer checkpoint (no data cursor); start a new Trainer with "
