@@ -11,25 +11,6 @@
 #include "call.h"
 #include "model_config.h"
 
-/* ------------------------------------------------------------------ busy guard */
-int gzpy_model_begin(GzModelObject *self) {
-    /* A waiting snapshot only gets the GIL while the model is idle: a loop of calls would otherwise starve it. */
-    for (int i = 0; self->snapshot_waiting && i < 20000; i++) {
-        Py_BEGIN_ALLOW_THREADS
-        usleep(50);
-        Py_END_ALLOW_THREADS
-    }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "this Model is in use by another thread (a Model and its optimizer are not thread-safe)");
-        return -1;
-    }
-    self->busy = 1;
-    return 0;
-}
-
-void gzpy_model_end(GzModelObject *self) { self->busy = 0; }
-
 /* ------------------------------------------------------------------ tensor lookup */
 int gzpy_tensor_index(GzModelObject *self, PyObject *name) {
     const char *s = gzpy_str_arg(name, "tensor name", "");
@@ -218,41 +199,8 @@ static PyObject *model_flat_params(GzModelObject *self, PyObject *unused) {
  * inside a call on this model. The copy keeps the GIL instead of marking the model busy: no other thread can
  * start a call meanwhile (that needs the GIL), and a thread about to train waits for the GIL rather than
  * failing on a busy model. */
-static PyObject *model_snapshot(GzModelObject *self, PyObject *args) {
-    double timeout = 10.0;
-    if (!PyArg_ParseTuple(args, "|d:snapshot", &timeout)) return NULL;
-    /* Wait (GIL released) while another thread is inside a call; the copy below runs with the GIL held and the
-     * model idle, so no call can start half-way through it. */
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    self->snapshot_waiting++;
-    while (self->busy) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) >= timeout) break;
-        Py_BEGIN_ALLOW_THREADS
-        usleep(50);
-        Py_END_ALLOW_THREADS
-    }
-    self->snapshot_waiting--;
-    if (self->busy) {
-        gzpy_model_begin(self); /* fails: sets the busy RuntimeError */
-        return NULL;
-    }
-    npy_intp n = (npy_intp)gz_model_num_params(self->model);
-    PyObject *out = PyArray_SimpleNew(1, &n, NPY_FLOAT32);
-    if (!out) return NULL;
-    gz_status s = gz_model_sync_params_to_host(self->model);
-    if (s != GZ_OK) {
-        Py_DECREF(out);
-        gzpy_raise_status(s);
-        return NULL;
-    }
-    memcpy(PyArray_DATA((PyArrayObject *)out), gz_model_params_host(self->model), (size_t)n * sizeof(float));
-    return out;
-}
-
 /* Runs a core call that takes only the model, with the busy guard and the GIL released. */
-static PyObject *run_model_call(GzModelObject *self, gz_status (*fn)(gz_model *)) {
+PyObject *gzpy_run_model_call(GzModelObject *self, gz_status (*fn)(gz_model *)) {
     gzpy_call c;
     if (gzpy_call_begin(&c, self, 0) < 0) return NULL;
     gz_status s = fn(self->model);
@@ -262,12 +210,12 @@ static PyObject *run_model_call(GzModelObject *self, gz_status (*fn)(gz_model *)
 
 static PyObject *model_params_changed(GzModelObject *self, PyObject *unused) {
     (void)unused;
-    return run_model_call(self, gz_model_params_changed);
+    return gzpy_run_model_call(self, gz_model_params_changed);
 }
 
 static PyObject *model_sync_to_host(GzModelObject *self, PyObject *unused) {
     (void)unused;
-    return run_model_call(self, gz_model_sync_params_to_host);
+    return gzpy_run_model_call(self, gz_model_sync_params_to_host);
 }
 
 static PyObject *model_set_trainable(GzModelObject *self, PyObject *args, PyObject *kwargs) {
@@ -300,122 +248,6 @@ static PyObject *model_is_trainable(GzModelObject *self, PyObject *name) {
     return PyBool_FromLong(gz_model_is_trainable(self->model, idx));
 }
 
-/* ------------------------------------------------------------------ forward / backward */
-/* Validates a [B, T] int32 id array and returns a private copy whose ids are in range, so another
- * thread changing the caller's array while the GIL is released cannot put a bad id into the core. */
-static PyArrayObject *checked_ids_copy(PyObject *obj, const char *name, const npy_intp *want, int vocab,
-                                       int allow_ignore) {
-    PyArrayObject *a = gzpy_array(obj, name, NPY_INT32, 2, want, "[B, T]");
-    if (!a || gzpy_check_nonempty(a, name) < 0) return NULL;
-    PyArrayObject *copy = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER);
-    if (!copy) return NULL;
-    if (gzpy_check_ids(copy, name, vocab, allow_ignore, "vocabulary") < 0) {
-        Py_DECREF(copy);
-        return NULL;
-    }
-    return copy;
-}
-
-static PyObject *model_forward(GzModelObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"tokens", "targets", "return_logits", "keep_activations", NULL};
-    PyObject *tokens_obj, *targets_obj = Py_None;
-    int return_logits = 0, keep = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|Opp:forward", kwlist, &tokens_obj, &targets_obj,
-                                     &return_logits, &keep))
-        return NULL;
-    const gz_config *cfg = gz_model_config(self->model);
-    PyArrayObject *tokens = NULL, *targets = NULL, *logits = NULL;
-    PyObject *result = NULL;
-
-    tokens = checked_ids_copy(tokens_obj, "tokens", NULL, cfg->vocab_size, 0);
-    if (!tokens) goto done;
-    npy_intp B = PyArray_DIM(tokens, 0), T = PyArray_DIM(tokens, 1);
-    if (T > cfg->max_position_embeddings) {
-        PyErr_Format(PyExc_ValueError, "tokens has %lld positions per row, more than max_position_embeddings = %d",
-                     (long long)T, cfg->max_position_embeddings);
-        goto done;
-    }
-    if (gzpy_check_int_dim(B, "batch size B") < 0 || gzpy_check_int_dim(B * T, "B * T") < 0) goto done;
-    if (targets_obj != Py_None) {
-        npy_intp want[2] = {B, T};
-        targets = checked_ids_copy(targets_obj, "targets", want, cfg->vocab_size, 1);
-        if (!targets) goto done;
-    }
-    if (return_logits) {
-        npy_intp dims[3] = {B, T, cfg->vocab_size};
-        logits = gzpy_zeros_f32(3, dims);
-        if (!logits) goto done;
-    }
-    float loss = NAN;
-    int64_t counted = 0;
-    gzpy_call c;
-    if (gzpy_call_begin(&c, self, 0) < 0) goto done;
-    gz_status s = (keep ? gz_model_forward : gz_model_evaluate)(
-        self->model, GZPY_I32(tokens), targets ? GZPY_I32(targets) : NULL, (int)B, (int)T,
-        logits ? GZPY_F32(logits) : NULL, targets ? &loss : NULL, targets ? &counted : NULL);
-    if (gzpy_call_end(&c, s) < 0) goto done;
-    PyObject *loss_obj = targets ? PyFloat_FromDouble(loss) : (Py_INCREF(Py_None), Py_None);
-    if (!loss_obj) goto done;
-    result = Py_BuildValue("(NLO)", loss_obj, (long long)counted, logits ? (PyObject *)logits : Py_None);
-done:
-    Py_XDECREF(tokens);
-    Py_XDECREF(targets);
-    Py_XDECREF(logits);
-    return result;
-}
-
-static PyObject *model_backward(GzModelObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"loss_scale", NULL};
-    PyObject *scale_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:backward", kwlist, &scale_obj)) return NULL;
-    double scale = 1.0;
-    if (scale_obj && gzpy_float_arg(scale_obj, "loss_scale", -1e30, 1e30, 0, &scale) < 0) return NULL;
-    gzpy_call c;
-    if (gzpy_call_begin(&c, self, 0) < 0) return NULL;
-    gz_status s = gz_model_backward(self->model, (float)scale);
-    if (gzpy_call_end(&c, s) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *model_zero_grad(GzModelObject *self, PyObject *unused) {
-    (void)unused;
-    return run_model_call(self, gz_model_zero_grad);
-}
-
-/* A fresh float32 array of shape dims filled by the core: tensor idx's gradient, or (idx < 0) the
- * per-tensor gradient norms. */
-static PyObject *grad_array(GzModelObject *self, int idx, int ndim, const npy_intp *dims) {
-    PyArrayObject *out = gzpy_zeros_f32(ndim, dims);
-    if (!out) return NULL;
-    gzpy_call c;
-    if (gzpy_call_begin(&c, self, 0) == 0) {
-        gz_status s = idx < 0 ? gz_model_grad_norms(self->model, GZPY_F32(out))
-                              : gz_model_grad(self->model, idx, GZPY_F32(out));
-        if (gzpy_call_end(&c, s) == 0) return (PyObject *)out;
-    }
-    Py_DECREF(out);
-    return NULL;
-}
-
-static PyObject *model_grad(GzModelObject *self, PyObject *name) {
-    int idx = gzpy_tensor_index(self, name);
-    gz_tensor_info info;
-    if (idx < 0 || tensor_info(self, idx, &info) < 0) return NULL;
-    if (!gz_model_is_trainable(self->model, idx)) {
-        PyErr_Format(PyExc_ValueError, "%R is frozen and has no gradient (set_trainable(%R, True) first)", name,
-                     name);
-        return NULL;
-    }
-    npy_intp dims[2] = {(npy_intp)info.shape[0], (npy_intp)info.shape[1]};
-    return grad_array(self, idx, info.ndim, dims);
-}
-
-static PyObject *model_grad_norms(GzModelObject *self, PyObject *unused) {
-    (void)unused;
-    npy_intp n = gz_model_num_tensors(self->model);
-    return grad_array(self, -1, 1, &n);
-}
-
 /* ------------------------------------------------------------------ type */
 static PyMethodDef model_methods[] = {
     {"tensor_info", (PyCFunction)model_tensor_info, METH_O,
@@ -424,7 +256,7 @@ static PyMethodDef model_methods[] = {
      "param(name)\n--\n\nA writable zero-copy float32 view of one tensor (keeps the model alive)."},
     {"flat_params", (PyCFunction)model_flat_params, METH_NOARGS,
      "flat_params()\n--\n\nA writable 1-D view of the whole parameter buffer."},
-    {"snapshot", (PyCFunction)model_snapshot, METH_VARARGS,
+    {"snapshot", (PyCFunction)gzpy_model_snapshot, METH_VARARGS,
      "snapshot(timeout=10.0)\n--\n\nA copy of the whole parameter buffer from one consistent step: waits up to "
      "timeout seconds while another thread uses the model (then RuntimeError)."},
     {"set_precision", (PyCFunction)model_set_precision, METH_O,
@@ -438,15 +270,15 @@ static PyMethodDef model_methods[] = {
      "set_trainable(name, flag)\n--\n\nMark one tensor trainable or frozen."},
     {"is_trainable", (PyCFunction)model_is_trainable, METH_O, "is_trainable(name)\n--\n\n"},
     {"init_lora", (PyCFunction)gzpy_model_init_lora, METH_O, "init_lora(seed)\n--\n\nPEFT's adapter init."},
-    {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
+    {"forward", (PyCFunction)(void (*)(void))gzpy_model_forward, METH_VARARGS | METH_KEYWORDS,
      "forward(tokens, targets=None, return_logits=False, keep_activations=True)\n--\n\n"
      "tokens/targets: int32 C-contiguous [B, T] (targets may hold -100 = ignore).\n"
      "Returns (loss or None, n_counted, logits [B, T, V] or None)."},
-    {"backward", (PyCFunction)(void (*)(void))model_backward, METH_VARARGS | METH_KEYWORDS,
+    {"backward", (PyCFunction)(void (*)(void))gzpy_model_backward, METH_VARARGS | METH_KEYWORDS,
      "backward(loss_scale=1.0)\n--\n\nAccumulate gradients of the last forward with targets."},
-    {"zero_grad", (PyCFunction)model_zero_grad, METH_NOARGS, "zero_grad()\n--\n\n"},
-    {"grad", (PyCFunction)model_grad, METH_O, "grad(name)\n--\n\nA copy of a trainable tensor's gradient."},
-    {"grad_norms", (PyCFunction)model_grad_norms, METH_NOARGS,
+    {"zero_grad", (PyCFunction)gzpy_model_zero_grad, METH_NOARGS, "zero_grad()\n--\n\n"},
+    {"grad", (PyCFunction)gzpy_model_grad, METH_O, "grad(name)\n--\n\nA copy of a trainable tensor's gradient."},
+    {"grad_norms", (PyCFunction)gzpy_model_grad_norms, METH_NOARGS,
      "grad_norms()\n--\n\nL2 norm of each tensor's gradient (NaN for frozen tensors)."},
     {"generate", (PyCFunction)(void (*)(void))gzpy_model_generate, METH_VARARGS | METH_KEYWORDS,
      "generate(prompts, lens, max_new_tokens, temperature=0.0, top_k=0, top_p=1.0, seed=0, eos_token_id=-1)\n--\n\n"

@@ -51,6 +51,16 @@ extern PyTypeObject GzModel_Type;
 int gzpy_model_begin(GzModelObject *self);
 void gzpy_model_end(GzModelObject *self);
 
+/* Methods of Model defined outside model_type.c: model_train.c and model_guard.c. */
+PyObject *gzpy_model_forward(GzModelObject *self, PyObject *args, PyObject *kwargs);
+PyObject *gzpy_model_backward(GzModelObject *self, PyObject *args, PyObject *kwargs);
+PyObject *gzpy_model_zero_grad(GzModelObject *self, PyObject *unused);
+PyObject *gzpy_model_grad(GzModelObject *self, PyObject *name);
+PyObject *gzpy_model_grad_norms(GzModelObject *self, PyObject *unused);
+PyObject *gzpy_model_snapshot(GzModelObject *self, PyObject *args);
+/* Runs a core call that takes only the model, with the busy guard and the GIL released; None or NULL. */
+PyObject *gzpy_run_model_call(GzModelObject *self, gz_status (*fn)(gz_model *));
+
 /* Index of the tensor named by `name` (a str); -1 with TypeError / ValueError set otherwise. */
 int gzpy_tensor_index(GzModelObject *self, PyObject *name);
 
