@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 
 if [ $# -eq 0 ]; then
     set --
-    for t in test_ops_fd test_bad_input test_views test_checkpoint test_checkpoint_kill test_checkpoint_corrupt; do
+    for t in test_ops_fd test_bad_input test_bad_input_calls test_views test_checkpoint test_checkpoint_kill test_checkpoint_corrupt; do
         [ -f "$ROOT/tests/$t.py" ] && set -- "$@" "$ROOT/tests/$t.py"
     done
 fi

@@ -1,7 +1,7 @@
 """The lab room: training runs, measurements, experiments over conditions, plots, the demo and the CLI.
 
 ``progress``, ``record``, ``schedule``, ``executor`` → ``generate`` → ``style`` → ``evaluate`` → ``train`` →
-``task`` → ``experiment`` → ``plots`` → ``demo`` → ``stats`` → ``report`` → ``study`` → ``study_demo``, ``hub``,
+``task`` → ``experiment_data`` → ``experiment`` → ``plots`` → ``demo`` → ``stats`` → ``report`` → ``study`` → ``study_demo``, ``hub``,
 ``cli_args`` → ``cli``.
 """
 from .evaluate import EvalConfig

@@ -15,7 +15,7 @@ from .._version import __version__
 from ..data.tokenizer import Tokenizer
 from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
-from ..engine.model import Model, PrecisionError
+from ..engine.model import Model
 from ..engine.system import build_info, format_build_info
 from . import hub, plots, study, study_demo
 from .cli_args import build_parser
