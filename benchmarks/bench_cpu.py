@@ -21,7 +21,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import machine
 
@@ -61,19 +60,8 @@ def run_gozaru(mode, steps, warmup, precision="fp32"):
         m.backward()
         opt.step(max_grad_norm=1.0)
 
-    return timed_steps(step, steps, warmup)
+    return machine.timed_steps(step, steps, warmup)
 
-
-def timed_steps(step, steps, warmup):
-    """Seconds of each timed step, after the warmup steps."""
-    for i in range(warmup):
-        step(i)
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def run_torch(mode, steps, warmup, autocast=False):
@@ -100,7 +88,7 @@ def run_torch(mode, steps, warmup, autocast=False):
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
 
-    return timed_steps(step, steps, warmup)
+    return machine.timed_steps(step, steps, warmup)
 
 
 def worker(row, mode, steps, warmup, threads):

@@ -12,7 +12,9 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import timed_steps  # noqa: E402
 
 B, T, R, ALPHA = 8, 128, 8, 16
 MODULES = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
@@ -25,16 +27,6 @@ def batch(cfg, step):
     tok = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
     return tok, np.roll(tok, -1, axis=1)
 
-
-def timed(step, steps, warmup):
-    for i in range(warmup):
-        step(i)
-    times = []
-    for i in range(steps):
-        t0 = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 def run_gozaru(mode, steps, warmup):
@@ -54,7 +46,7 @@ def run_gozaru(mode, steps, warmup):
         m.backward()
         opt.step(max_grad_norm=1.0)
 
-    return timed(step, steps, warmup), m.num_trainable()
+    return timed_steps(step, steps, warmup), m.num_trainable()
 
 
 def run_peft(steps, warmup):
@@ -81,7 +73,7 @@ def run_peft(steps, warmup):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    return timed(step, steps, warmup), sum(p.numel() for p in params)
+    return timed_steps(step, steps, warmup), sum(p.numel() for p in params)
 
 
 def worker(engine, mode, steps, warmup, threads):

@@ -106,3 +106,15 @@ def bf16_gemm_gflops(n=2048, repeats=3):
         if k:
             best = min(best, time.perf_counter() - t0)
     return 2.0 * n ** 3 / best / 1e9
+
+
+def timed_steps(step, steps, warmup):
+    """Seconds of each timed call of ``step(i)``, after ``warmup`` untimed calls."""
+    for i in range(warmup):
+        step(i)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - t0)
+    return times

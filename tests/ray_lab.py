@@ -3,10 +3,11 @@ subprocess and the Ray workers all rebuild the same way, and the grid they run."
 import os
 
 import gozaru as gz
-from gozaru import data
+from gozaru import _core, data
 from gozaru.data.tokenizer import Tokenizer
 from gozaru.lab.evaluate import EvalConfig
-from gozaru.lab.experiment import Condition, ExperimentData
+from gozaru.lab.executor import LocalExecutor
+from gozaru.lab.experiment import Condition, ExperimentData, run
 
 EVAL = EvalConfig(max_new_tokens=8, batch_size=8)
 
@@ -36,6 +37,20 @@ def experiment(tok_path) -> ExperimentData:
     held = data.to_gozaru_dataset(corpus.instructions(24, seed=3), drop_unchanged=True)
     return ExperimentData.from_records(tok, train, held, seq_len=48, plain_texts=corpus.pretrain_texts(12),
                                        facts=corpus.train_questions()[:6], n_prompts=8)
+
+
+def local_reference(folder, train: dict):
+    """Builds the experiment in ``folder`` and runs the grid with the local executor on one thread (the
+    reference Ray runs must equal); returns (folder, tokenizer path, base path, data, the local results folder)."""
+    tok, base = make(str(folder))
+    exp = experiment(tok)
+    threads = _core.get_num_threads()
+    try:
+        run(grid(), base, exp, os.path.join(str(folder), "local"), train=train, eval=EVAL, progress=False,
+            log=None, executor=LocalExecutor(threads=1))
+    finally:
+        _core.set_num_threads(threads)
+    return folder, tok, base, exp, os.path.join(str(folder), "local")
 
 
 def ray_task_pids(title: str = "ray::run_task") -> list[int]:

@@ -17,6 +17,18 @@ def random_batch(cfg, B, T, seed=1):
     return tokens, targets
 
 
+def torch_lm_loss(model, tokens, targets):
+    """(logits, mean cross-entropy over targets != -100) of a torch causal LM; the loss is computed in at least
+    float32 (bf16 autocast logits are upcast, float64 stay float64)."""
+    import torch
+    logits = model(torch.from_numpy(tokens.astype(np.int64))).logits
+    flat = logits.reshape(-1, logits.shape[-1])
+    loss = torch.nn.functional.cross_entropy(flat.to(torch.promote_types(flat.dtype, torch.float32)),
+                                             torch.from_numpy(targets.astype(np.int64)).reshape(-1),
+                                             ignore_index=-100)
+    return logits, loss
+
+
 def hf_params(hf):
     """A transformers model's parameters under gozaru's names (transformers 5 calls embed_out `lm_head`)."""
     named = dict(hf.named_parameters())

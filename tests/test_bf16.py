@@ -24,7 +24,7 @@ import transformers
 
 import gozaru as gz
 from bf16_reference import bf16_linears
-from reference import error_model_check, hf_params, random_batch, rel_err
+from reference import error_model_check, hf_params, random_batch, rel_err, torch_lm_loss
 
 U_BF16 = 2.0 ** -8
 BOUND_K = 4.0
@@ -54,11 +54,6 @@ def make_pair(overrides=CFG, seed=0):
     return cfg, hf, model
 
 
-def hf_loss(hf, tokens, targets):
-    logits = hf(torch.from_numpy(tokens.astype(np.int64))).logits
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                             torch.from_numpy(targets.astype(np.int64)).reshape(-1), ignore_index=-100)
-    return logits, loss
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -92,8 +87,8 @@ def test_logits_loss_and_gradients_match_the_bf16_reference(precision, residual,
     model.set_precision(precision)
     ref32, ref64 = bf16_linears(copy.deepcopy(hf)), bf16_linears(copy.deepcopy(hf).double())
     tokens, targets = random_batch(cfg, 3, 13)
-    l32, loss32 = hf_loss(ref32, tokens, targets)
-    l64, loss64 = hf_loss(ref64, tokens, targets)
+    l32, loss32 = torch_lm_loss(ref32, tokens, targets)
+    l64, loss64 = torch_lm_loss(ref64, tokens, targets)
     loss32.backward()
     loss64.backward()
     error_model_check(model.logits(tokens), l32.detach().numpy(), l64.detach().numpy(), "logits")
@@ -123,7 +118,7 @@ def test_matches_torch_autocast_within_the_error_model():
     model.set_precision("bf16-emulated")
     tokens, targets = random_batch(cfg, 3, 13)
     with torch.no_grad(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-        logits, loss = hf_loss(hf, tokens, targets)
+        logits, loss = torch_lm_loss(hf, tokens, targets)
     e = rel_err(model.logits(tokens), logits.float().numpy())
     assert e <= 2 * bound(cfg), f"logits vs torch bf16 autocast: {e:.3g} > {2 * bound(cfg):.3g}"
     assert abs(model.loss(tokens, targets) - loss.item()) <= 2 * bound(cfg) * loss.item()
@@ -170,7 +165,7 @@ def torch_curve(hf, batches, autocast):
     for tokens, targets in batches:
         opt.zero_grad()
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
-            _, loss = hf_loss(hf, tokens, targets)
+            _, loss = torch_lm_loss(hf, tokens, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(hf.parameters(), 1.0)
         opt.step()

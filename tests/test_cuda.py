@@ -137,13 +137,9 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
 
 
 # --------------------------------------------------------------------------- CUDA vs CPU
-@needs_cuda
-@pytest.mark.parametrize("gemm_mode", MODES, indirect=True)
-@pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_forward_loss_and_every_gradient_match_cpu(gemm_mode, name, overrides, B, T):
-    tol_logits, tol_loss, tol_grad = TOL[gemm_mode]
-    cfg, cpu, cuda = make_pair(overrides)
-    tokens, targets = batch(cfg, B, T)
+def assert_matches_cpu(cpu, cuda, tokens, targets, tols, gemm_mode):
+    """Logits, loss and every gradient of the CUDA model within the mode's tolerances of the CPU model's."""
+    tol_logits, tol_loss, tol_grad = tols
     assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < tol_logits
     for m in (cpu, cuda):
         m.train_all()
@@ -156,6 +152,16 @@ def test_forward_loss_and_every_gradient_match_cpu(gemm_mode, name, overrides, B
     cuda.backward()
     for n in cpu.names:
         check_grad(n, cuda.grad(n), cpu.grad(n), tol_grad, gemm_mode)
+
+
+@needs_cuda
+@pytest.mark.parametrize("gemm_mode", MODES, indirect=True)
+@pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_forward_loss_and_every_gradient_match_cpu(gemm_mode, name, overrides, B, T):
+    tol_logits, tol_loss, tol_grad = TOL[gemm_mode]
+    cfg, cpu, cuda = make_pair(overrides)
+    tokens, targets = batch(cfg, B, T)
+    assert_matches_cpu(cpu, cuda, tokens, targets, (tol_logits, tol_loss, tol_grad), gemm_mode)
 
 
 @needs_cuda
@@ -380,18 +386,7 @@ def test_fp32_matches_cpu_at_1120_tokens(gemm_mode, name, overrides):
     cfg, cpu, cuda = make_pair(overrides, max_pos=600)
     tokens, targets = batch(cfg, 2, 560)
     assert tokens.size >= 1100 and cfg.vocab_size >= 600
-    assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < tol_logits
-    for m in (cpu, cuda):
-        m.train_all()
-        m.zero_grad()
-    loss_cpu, n_cpu, _ = cpu.forward(tokens, targets)
-    loss_cuda, n_cuda, _ = cuda.forward(tokens, targets)
-    assert n_cuda == n_cpu
-    assert abs(loss_cuda - loss_cpu) <= tol_loss * abs(loss_cpu)
-    cpu.backward()
-    cuda.backward()
-    for n in cpu.names:
-        check_grad(n, cuda.grad(n), cpu.grad(n), tol_grad, "fp32")
+    assert_matches_cpu(cpu, cuda, tokens, targets, (tol_logits, tol_loss, tol_grad), "fp32")
 
 
 @needs_cuda

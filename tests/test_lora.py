@@ -15,7 +15,7 @@ import transformers
 
 import gozaru as gz
 from conftest import random_small_config
-from reference import hf_params, random_batch, rel_err
+from reference import hf_params, random_batch, rel_err, torch_lm_loss
 
 peft = pytest.importorskip("peft")
 
@@ -72,12 +72,6 @@ def peft_pair(cfg, targets, layers, r, alpha, rslora, head=False):
     return ours, pm
 
 
-def torch_loss(model, tokens, targets):
-    logits = model(torch.from_numpy(tokens.astype(np.int64))).logits
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                             torch.from_numpy(targets.astype(np.int64)).reshape(-1),
-                                             ignore_index=-100)
-    return logits, loss
 
 
 def check(ours, t32, t64, what):
@@ -98,7 +92,7 @@ def test_logits_loss_and_adapter_gradients_match_peft(seed, targets, layers, r, 
     ours, pm = peft_pair(cfg, targets, layers, r, alpha, rslora, head)
     pm64 = copy.deepcopy(pm).double()
     tokens, targets_ = random_batch(cfg, 3, 11)
-    (l32, loss32), (l64, loss64) = torch_loss(pm, tokens, targets_), torch_loss(pm64, tokens, targets_)
+    (l32, loss32), (l64, loss64) = torch_lm_loss(pm, tokens, targets_), torch_lm_loss(pm64, tokens, targets_)
     loss32.backward()
     loss64.backward()
     check(ours.logits(tokens), l32.detach().numpy(), l64.detach().numpy(), "logits")
@@ -124,7 +118,7 @@ def test_ten_adamw_steps_match_torch_and_frozen_weights_stay_bit_identical():
     for step in range(10):
         tokens, targets = random_batch(cfg, 2, 9, seed=step)
         topt.zero_grad()
-        torch_loss(pm, tokens, targets)[1].backward()
+        torch_lm_loss(pm, tokens, targets)[1].backward()
         topt.step()
         ours.zero_grad()
         ours.loss(tokens, targets)

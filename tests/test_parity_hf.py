@@ -14,7 +14,7 @@ import torch
 import transformers
 
 import gozaru as gz
-from reference import U32, error_model_check, hf_params, random_batch as batch, rel_err
+from reference import U32, error_model_check, hf_params, random_batch as batch, rel_err, torch_lm_loss
 
 # (name, config overrides, batch, seq)
 CONFIGS = [
@@ -62,12 +62,6 @@ def make_pair(overrides, seed=0):
     return cfg, hf, model
 
 
-def hf_loss(hf, tokens, targets):
-    logits = hf(torch.from_numpy(tokens.astype(np.int64))).logits
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                             torch.from_numpy(targets.astype(np.int64)).reshape(-1),
-                                             ignore_index=-100)
-    return logits, loss
 
 
 @pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
@@ -75,9 +69,9 @@ def test_logits_loss_and_every_gradient_match_transformers(name, overrides, B, T
     cfg, hf, model = make_pair(overrides)
     hf64 = copy.deepcopy(hf).double()
     tokens, targets = batch(cfg, B, T)
-    logits_ref, loss_ref = hf_loss(hf, tokens, targets)
+    logits_ref, loss_ref = torch_lm_loss(hf, tokens, targets)
     loss_ref.backward()
-    logits64, loss64 = hf_loss(hf64, tokens, targets)
+    logits64, loss64 = torch_lm_loss(hf64, tokens, targets)
     loss64.backward()
 
     error_model_check(model.logits(tokens), logits_ref.detach().numpy(), logits64.detach().numpy(), "logits")
@@ -150,7 +144,7 @@ def torch_adamw_run(hf, train, cfg):
     for step in range(STEPS):
         tokens, targets = batch(cfg, 2, 12, seed=100 + step)
         topt.zero_grad()
-        _, loss_ref = hf_loss(hf, tokens, targets)
+        _, loss_ref = torch_lm_loss(hf, tokens, targets)
         loss_ref.backward()
         torch.nn.utils.clip_grad_norm_([p for p in hf.parameters() if p.requires_grad], 1.0)
         topt.step()

@@ -10,10 +10,10 @@ import pytest
 
 import ray  # the test extra installs gozaru[ray]
 import ray_lab
-from gozaru import _core, data
+from gozaru import data
 from gozaru.engine.checkpoint import load
 from gozaru.lab import cli
-from gozaru.lab.executor import LocalExecutor, RayExecutor
+from gozaru.lab.executor import RayExecutor
 from gozaru.lab.experiment import Condition, RunsFailed, run
 
 TRAIN = dict(steps=4, batch_size=8, checkpoint_every=2, progress=False)
@@ -30,16 +30,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """(folder, tokenizer path, base path, experiment data, results folder of the local executor, 1 thread)."""
-    folder = tmp_path_factory.mktemp("raylab")
-    tok, base = ray_lab.make(str(folder))
-    exp = ray_lab.experiment(tok)
-    threads = _core.get_num_threads()
-    try:
-        run(ray_lab.grid(), base, exp, str(folder / "local"), train=TRAIN, eval=ray_lab.EVAL, progress=False,
-            log=None, executor=LocalExecutor(threads=1))
-    finally:
-        _core.set_num_threads(threads)
-    return folder, tok, base, exp, str(folder / "local")
+    return ray_lab.local_reference(tmp_path_factory.mktemp("raylab"), TRAIN)
 
 
 def assert_same_results(out, reference):

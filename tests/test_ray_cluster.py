@@ -18,8 +18,7 @@ import pytest
 
 import ray
 import ray_lab
-from gozaru import _core
-from gozaru.lab.executor import LocalExecutor, RayExecutor
+from gozaru.lab.executor import RayExecutor
 from gozaru.lab.experiment import run
 from test_ray import assert_same_results
 
@@ -102,16 +101,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("raycluster")
-    tok, base = ray_lab.make(str(folder))
-    exp = ray_lab.experiment(tok)
-    threads = _core.get_num_threads()
-    try:
-        run(ray_lab.grid(), base, exp, str(folder / "local"), train=TRAIN, eval=ray_lab.EVAL, progress=False,
-            log=None, executor=LocalExecutor(threads=1))
-    finally:
-        _core.set_num_threads(threads)
-    return folder, tok, base, exp, str(folder / "local")
+    return ray_lab.local_reference(tmp_path_factory.mktemp("raycluster"), TRAIN)
 
 
 def assert_each_run_once(out):

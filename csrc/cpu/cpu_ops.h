@@ -10,6 +10,8 @@ gz_status gz_cpu_layernorm_forward(float *out, float *mean, float *rstd, const f
                                    const float *b, int64_t N, int C, float eps);
 gz_status gz_cpu_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                     const float *w, const float *mean, const float *rstd, int64_t N, int C);
+/* out[n, :] = bias for every row; returns the GEMM beta that keeps it (1) or 0 when bias is NULL. */
+float gz_cpu_fill_bias(float *out, const float *bias, int64_t N, int OC);
 gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
                                 int OC);
 gz_status gz_cpu_matmul_few_rows(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,

@@ -5,16 +5,18 @@
 /* Up to this many rows the streaming kernel of matmul_few_rows.c beats BLAS (measured on decode steps). */
 #define GZ_FEW_ROWS_MAX 8
 
+float gz_cpu_fill_bias(float *out, const float *bias, int64_t N, int OC) {
+    if (!bias) return 0.0f;
+#pragma omp parallel for schedule(static) GZ_PAR_IF(N * OC)
+    for (int64_t n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) out[n * OC + o] = bias[o];
+    return 1.0f;
+}
+
 gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
                                 int OC) {
     if (N <= GZ_FEW_ROWS_MAX) return gz_cpu_matmul_few_rows(out, inp, w, bias, N, C, OC);
-    float beta = 0.0f;
-    if (bias) {
-#pragma omp parallel for schedule(static) GZ_PAR_IF(N * OC)
-        for (int64_t n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++) out[n * OC + o] = bias[o];
-        beta = 1.0f;
-    }
+    float beta = gz_cpu_fill_bias(out, bias, N, OC);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, C, 1.0f, inp, C, w, C, beta, out, OC);
     return GZ_OK;
 }

@@ -138,13 +138,7 @@ gz_status gz_cpu_bf16_matmul_forward(gz_cpu_bf16 *s, float *out, const float *in
     if (s->precision == GZ_PRECISION_BF16_EMULATED)
         return gz_cpu_matmul_forward(out, (const float *)x, (const float *)wb, bias, N, C, OC);
 #ifdef GZ_WITH_MKL_BF16
-    float beta = 0.0f;
-    if (bias) {
-#pragma omp parallel for schedule(static) GZ_PAR_IF(N * OC)
-        for (int64_t n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++) out[n * OC + o] = bias[o];
-        beta = 1.0f;
-    }
+    float beta = gz_cpu_fill_bias(out, bias, N, OC);
     cblas_gemm_bf16bf16f32(GZ_ROW_MAJOR, GZ_NO_TRANS, GZ_TRANS, (int)N, OC, C, 1.0f, (const MKL_BF16 *)x, C,
                            (const MKL_BF16 *)wb, C, beta, out, OC);
     return GZ_OK;
