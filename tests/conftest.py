@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import gozaru as gz
+from reference import random_batch
 
 
 def random_small_config(seed: int = 0, **overrides) -> "gz.GPTNeoXConfig":
@@ -42,10 +43,4 @@ def small_model():
 @pytest.fixture
 def batch():
     """Factory fixture: ``batch(config, B, T, seed=0)`` -> (tokens, targets) int32 [B, T], ~30 % targets ignored."""
-    def make(config, B, T, seed=0):
-        rng = np.random.default_rng(seed)
-        tokens = rng.integers(0, config.vocab_size, size=(B, T), dtype=np.int32)
-        targets = rng.integers(0, config.vocab_size, size=(B, T), dtype=np.int32)
-        targets[rng.random((B, T)) < 0.3] = -100
-        return tokens, targets
-    return make
+    return lambda config, B, T, seed=0: random_batch(config, B, T, seed)
