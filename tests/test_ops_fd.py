@@ -222,3 +222,20 @@ def test_attention_alone_matches_finite_differences():
                 assert np.max(np.abs(analytic)) < 1e-6
             else:
                 assert rel_err(analytic, numeric) < TOL
+
+
+@pytest.mark.parametrize("C, OC", [(67, 37), (256, 8), (8, 3), (5, 2)])
+def test_few_row_matmul_rows_do_not_depend_on_their_company(C, OC):
+    """Decode steps run 1..8 rows through the streaming kernel (one row alone, two weight rows at a time, or
+    blocks of four rows): each row's output must be the same bits whatever else shares the call, and close to
+    the float64 product."""
+    rng = np.random.default_rng(C * OC)
+    x = rng.standard_normal((8, C)).astype(np.float32)
+    w = rng.standard_normal((OC, C)).astype(np.float32)
+    b = rng.standard_normal(OC).astype(np.float32)
+    alone = np.stack([ops.matmul_forward(np.ascontiguousarray(x[i:i + 1]), w, b)[0] for i in range(8)])
+    for n in range(2, 9):
+        together = ops.matmul_forward(np.ascontiguousarray(x[:n]), w, b)
+        assert np.array_equal(together, alone[:n]), n
+    ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    assert np.max(np.abs(alone - ref)) <= 1e-5 * max(1.0, np.max(np.abs(ref))) * np.sqrt(C)
