@@ -1,4 +1,4 @@
-"""`gozaru demo --quick` end to end: 13 conditions plus the base, rates in [0, 1], full fine-tuning beats the
+"""`gozaru demo --quick` end to end: 13 reference conditions and a LoRA one plus the base, rates in [0, 1], full fine-tuning beats the
 base, plots and checkpoints written; a second run reuses everything."""
 import os
 import subprocess
@@ -25,11 +25,11 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_table(quick_demo):
     out, stdout, seconds = quick_demo
     table = pd.read_csv(os.path.join(out, "results.csv"))
-    assert len(table) == 14 and table["name"].is_unique
+    assert len(table) == 15 and table["name"].is_unique
     runs = table[table["group"] != "base"]
-    assert len(runs) == 13
-    assert sorted(runs["group"].value_counts().items()) == [("first", 2), ("full", 1), ("last", 2), ("mlp", 1),
-                                                           ("non_mlp", 1), ("random", 6)]
+    assert len(runs) == 14
+    assert sorted(runs["group"].value_counts().items()) == [("first", 2), ("full", 1), ("last", 2), ("lora", 1),
+                                                           ("mlp", 1), ("non_mlp", 1), ("random", 6)]
     assert table["gozaru_rate"].between(0, 1).all()
     assert ((table["rate_low"] <= table["gozaru_rate"]) & (table["gozaru_rate"] <= table["rate_high"])).all()
     base = table.loc[table["name"] == "base", "gozaru_rate"].item()
@@ -47,7 +47,7 @@ def test_quick_demo_files(quick_demo):
     for png in ("rate_by_group", "rate_by_position", "loss_curves", "weight_change", "grad_norms"):
         assert os.path.getsize(os.path.join(out, "plots", png + ".png")) > 10_000
     runs = os.listdir(os.path.join(out, "runs"))
-    assert sum(f.endswith(".h5") for f in runs) == 13 and sum(f.endswith(".json") for f in runs) == 14
+    assert sum(f.endswith(".h5") for f in runs) == 14 and sum(f.endswith(".json") for f in runs) == 15
     assert os.path.exists(os.path.join(out, "base", "base.h5"))
     assert os.path.exists(os.path.join(out, "base", "spiece.model"))
 
@@ -57,8 +57,8 @@ def test_second_run_reuses_base_and_runs(quick_demo):
     done = subprocess.run([sys.executable, "-m", "gozaru", "demo", "--quick", "--out", out, "--no-progress",
                            "--no-plots"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "reusing" in done.stdout and done.stdout.count("done before, skipped") == 13
-    assert len(pd.read_csv(os.path.join(out, "results.csv"))) == 14
+    assert "reusing" in done.stdout and done.stdout.count("done before, skipped") == 14
+    assert len(pd.read_csv(os.path.join(out, "results.csv"))) == 15
 
 
 def test_demo_budgets_give_one_and_two_layers():

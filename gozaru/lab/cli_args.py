@@ -131,7 +131,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", formatter_class=fmt, help="run the reference experiment offline on a tiny model",
                        description="Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX base "
-                       "(cached in OUT/base), fine-tunes it 13 ways on ござる-rewritten instructions and prints the "
+                       "(cached in OUT/base), fine-tunes it 14 ways (the 13 reference conditions and a rank-8 LoRA) on ござる-rewritten instructions and prints the "
                        "ござる-rate of each. Writes results.csv, plots/*.png and one checkpoint per run into OUT; "
                        "rerunning continues where it stopped.")
     p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick with --quick)")

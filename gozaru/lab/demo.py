@@ -199,8 +199,12 @@ def demo_budgets(config, layer_counts=(1, 2)) -> list[float]:
 
 
 def demo_grid(config, settings: DemoSettings) -> list[Condition]:
+    """The reference grid at the demo's budgets, plus a rank-8 LoRA on the first budget's last layers: full
+    weights or an adapter on the same layers, side by side."""
     budgets = demo_budgets(config, settings.layer_counts)
-    return seed_grid(seeds=settings.seeds, budgets=budgets)
+    lora = Condition(f"last {budgets[0] * 100:g}% lora8", {"kind": "last", "budget": budgets[0], "lora": {"r": 8}},
+                     group="lora", position="last")
+    return seed_grid(seeds=settings.seeds, budgets=budgets) + [lora]
 
 
 # --------------------------------------------------------------------------- the whole demo
