@@ -39,12 +39,6 @@ def trainable(names, mode, layers):
     return [n for n in names if n.startswith(last)] + ["embed_out.weight"]
 
 
-def batch(cfg, step):
-    import numpy as np
-    rng = np.random.default_rng(step)
-    tok = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
-    return tok, np.roll(tok, -1, axis=1)
-
 
 def run_gozaru(mode, steps, warmup, precision="fp32"):
     import gozaru as gz
@@ -53,14 +47,7 @@ def run_gozaru(mode, steps, warmup, precision="fp32"):
     m.train_only(trainable(m.names, mode, cfg.num_hidden_layers))
     opt = gz.AdamW(m, lr=1e-4, weight_decay=0.01)
 
-    def step(i):
-        tok, tgt = batch(cfg, i)
-        m.zero_grad()
-        m.loss(tok, tgt)
-        m.backward()
-        opt.step(max_grad_norm=1.0)
-
-    return machine.timed_steps(step, steps, warmup)
+    return machine.time_gozaru_training(m, opt, B, T, steps, warmup)
 
 
 
@@ -78,7 +65,7 @@ def run_torch(mode, steps, warmup, autocast=False):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
 
     def step(i):
-        tok, tgt = batch(cfg, i)
+        tok, tgt = machine.lm_batch(cfg.vocab_size, B, T, i)
         opt.zero_grad()
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
             logits = model(torch.from_numpy(tok.astype("int64"))).logits

@@ -14,18 +14,12 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machine import timed_steps  # noqa: E402
+from machine import lm_batch, time_gozaru_training, timed_steps  # noqa: E402
 
 B, T, R, ALPHA = 8, 128, 8, 16
 MODULES = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 RUNS = (("gozaru", "full"), ("gozaru", "lora"), ("peft", "lora"))
 
-
-def batch(cfg, step):
-    import numpy as np
-    rng = np.random.default_rng(step)
-    tok = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
-    return tok, np.roll(tok, -1, axis=1)
 
 
 
@@ -39,14 +33,7 @@ def run_gozaru(mode, steps, warmup):
         m.train_all()
     opt = gz.AdamW(m, lr=1e-4, weight_decay=0.01)
 
-    def step(i):
-        tok, tgt = batch(cfg, i)
-        m.zero_grad()
-        m.loss(tok, tgt)
-        m.backward()
-        opt.step(max_grad_norm=1.0)
-
-    return timed_steps(step, steps, warmup), m.num_trainable()
+    return time_gozaru_training(m, opt, B, T, steps, warmup), m.num_trainable()
 
 
 def run_peft(steps, warmup):
@@ -64,7 +51,7 @@ def run_peft(steps, warmup):
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
 
     def step(i):
-        tok, tgt = batch(cfg, i)
+        tok, tgt = lm_batch(cfg.vocab_size, B, T, i)
         opt.zero_grad()
         logits = model(input_ids=torch.from_numpy(tok.astype("int64"))).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size),

@@ -118,3 +118,22 @@ def timed_steps(step, steps, warmup):
         step(i)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def lm_batch(vocab_size, B, T, step):
+    """Seeded random tokens [B, T] and their next-token targets (the benchmarks' training data)."""
+    rng = np.random.default_rng(step)
+    tok = rng.integers(0, vocab_size, size=(B, T), dtype=np.int32)
+    return tok, np.roll(tok, -1, axis=1)
+
+
+def time_gozaru_training(model, optimizer, B, T, steps, warmup):
+    """Seconds of each timed gozaru training step (zero_grad, loss, backward, clipped AdamW step)."""
+    def step(i):
+        tok, tgt = lm_batch(model.config.vocab_size, B, T, i)
+        model.zero_grad()
+        model.loss(tok, tgt)
+        model.backward()
+        optimizer.step(max_grad_norm=1.0)
+
+    return timed_steps(step, steps, warmup)

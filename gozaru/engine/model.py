@@ -1,8 +1,8 @@
 """``gozaru.Model``: a GPT-NeoX model in the C core, seen from Python.
 
 Parameters are NumPy views into the core's buffer (zero copy, writable), named as in HF's state dict.
-Token arrays of any integer dtype are accepted and converted to int32 here, after a range check, so a
-large int64 id can never wrap around into a valid one; ``gozaru._core`` itself takes only int32.
+Token arrays of any integer dtype are accepted and narrowed to int32 (``engine.arrays``), refusing ids that
+would wrap around; the vocabulary range check is the core's, and ``gozaru._core`` itself takes only int32.
 """
 from __future__ import annotations
 
