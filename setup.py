@@ -80,8 +80,10 @@ def rel(paths):
     return sorted(os.path.relpath(p, ROOT) for p in paths)
 
 
-sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.c")) + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.c"))
-              + glob.glob(os.path.join(ROOT, "csrc", "py", "*.c")))
+# csrc/ holds the shared headers and glue; each floor of the core is a folder (model, checkpoint, optim, cpu, py)
+CORE_FOLDERS = ("model", "checkpoint", "optim", "cpu", "py")
+sources = rel(glob.glob(os.path.join(ROOT, "csrc", "*.c"))
+              + [f for d in CORE_FOLDERS for f in glob.glob(os.path.join(ROOT, "csrc", d, "*.c"))])
 include_dirs = [os.path.join("csrc"), np.get_include()]
 library_dirs, libraries = [], []
 i, d, l = dependency("hdf5", "GOZARU_HDF5_DIR", ["hdf5"])

@@ -6,7 +6,7 @@
     gz.lora.save_adapter(lm, "out/adapter")           # adapter_model.safetensors + adapter_config.json (PEFT)
     gz.lora.merge(lm).to_hf("out/merged")             # a plain HF model with W += scale * B A
 
-The adapters live in the C core (csrc/lora.c) as tensors of the model's table, named as PEFT saves them
+The adapters live in the C core (csrc/model/lora.c) as tensors of the model's table, named as PEFT saves them
 (``base_model.model.gpt_neox.layers.0.attention.query_key_value.lora_A.weight``), so gradients, AdamW state and
 checkpoints cover them like any other tensor. Forward adds scale * (x A^T) B^T to each adapted Linear; the frozen
 base gets no gradient and no optimizer state.

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model_internal.h"
+#include "model/model_internal.h"
 
 typedef struct {
     float *m, *v;       /* backend memory, NULL until the tensor is first stepped */
