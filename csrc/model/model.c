@@ -6,8 +6,6 @@
 #include <string.h>
 #include "model_internal.h"
 
-void gz_model_free_activations(gz_model *m); /* model_forward.c */
-
 gz_status gz_config_validate(const gz_config *c) {
     if (!c) return gz_fail(GZ_ERR_VALUE, "config is NULL");
 #define POSITIVE(f, lim)                                                                         \
