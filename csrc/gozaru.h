@@ -129,12 +129,12 @@ gz_status gz_model_lora(const gz_model *m, int i, gz_lora_spec *spec, int *a_ind
 void gz_model_free(gz_model *m);
 const gz_config *gz_model_config(const gz_model *m);
 gz_backend_kind gz_model_backend(const gz_model *m);
-/* GEMM precision of the model's backend instance: "fp32" on the CPU; "bf16", "tf32" or "fp32" on CUDA
- * (GOZARU_CUDA_GEMM, read once when the model is created). */
-const char *gz_model_gemm_mode(const gz_model *m);
-/* Precision of the Linear layers: "fp32", "bf16" or "bf16-emulated" (csrc/precision.h has the contract).
- * GZ_ERR_VALUE for an unknown name; GZ_ERR_BACKEND when this CPU or build cannot run it (the message names
- * the missing instruction set or library). A run setting: checkpoints hold the fp32 masters either way. */
+/* The precision of the model's Linear layers, a name of csrc/precision.h's vocabulary ("fp32", "bf16",
+ * "bf16-emulated", "tf32"). A new model has its backend's default: "fp32" on the CPU, "bf16" on CUDA. */
+const char *gz_model_precision(const gz_model *m);
+/* Chooses it (csrc/precision.h has the contract). GZ_ERR_VALUE for a name outside the vocabulary; GZ_ERR_BACKEND
+ * when the model's backend, this machine or this build cannot run it (the message names the missing instruction
+ * set or library, or the precisions the backend runs). A run setting: checkpoints hold the fp32 masters. */
 gz_status gz_model_set_precision(gz_model *m, const char *precision);
 
 int gz_model_num_tensors(const gz_model *m);

@@ -10,7 +10,7 @@
 #include <omp.h>
 #endif
 #include "blas.h"
-#include "internal.h"
+#include "backend.h" /* gz_precision_unsupported */
 
 static _Thread_local char g_error[1024];
 static atomic_int g_interrupt;
@@ -114,4 +114,10 @@ float gz_rng_normal(gz_rng *r) {
     double u1 = ((gz_rng_next(r) >> 11) + 1.0) * (1.0 / 9007199254740993.0); /* (0, 1] */
     double u2 = (gz_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+gz_status gz_precision_unsupported(const char *backend, gz_precision p, unsigned runs) {
+    char list[128];
+    return gz_fail(GZ_ERR_BACKEND, "precision '%s' is not supported by the %s backend: it runs %s",
+                   gz_precision_name(p), backend, gz_precision_list(list, sizeof list, runs));
 }

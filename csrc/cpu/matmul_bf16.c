@@ -33,26 +33,36 @@ const char *gz_cpu_bf16_library(void) {
 #endif
 }
 
+gz_status gz_cpu_supports(gz_precision p) {
+    if (p == GZ_PRECISION_FP32 || p == GZ_PRECISION_BF16_EMULATED) return GZ_OK;
+    if (p != GZ_PRECISION_BF16)
+        return gz_precision_unsupported("cpu", p, GZ_PRECISION_BIT(GZ_PRECISION_FP32) |
+                                                      GZ_PRECISION_BIT(GZ_PRECISION_BF16) |
+                                                      GZ_PRECISION_BIT(GZ_PRECISION_BF16_EMULATED));
+    /* GOZARU_BF16_ANY_CPU=1 (for tests): the library path on a CPU without the instructions, where MKL
+     * converts to fp32 internally — the same results, no faster */
+    const char *any = getenv("GOZARU_BF16_ANY_CPU");
+    if (!gz_cpu_bf16_instructions() && !(any && !strcmp(any, "1")))
+        return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this CPU has neither AVX512-BF16 nor AMX-BF16 "
+                                       "instructions; use 'bf16-emulated' (or GOZARU_BF16_EMULATE=1) for the "
+                                       "same rounding at fp32 speed or below");
+    if (!*gz_cpu_bf16_library())
+        return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this build of gozaru has no bf16 GEMM library (build "
+                                       "with mkl-devel installed, see README), or use 'bf16-emulated' (slow, "
+                                       "exact rounding)");
+    return GZ_OK;
+}
+
 gz_status gz_cpu_bf16_set_precision(gz_cpu_bf16 *s, gz_precision p) {
-    if (p == GZ_PRECISION_BF16) {
-        /* GOZARU_BF16_ANY_CPU=1 (for tests): the library path on a CPU without the instructions, where MKL
-         * converts to fp32 internally — the same results, no faster */
-        const char *any = getenv("GOZARU_BF16_ANY_CPU");
-        if (!gz_cpu_bf16_instructions() && !(any && !strcmp(any, "1")))
-            return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this CPU has neither AVX512-BF16 nor AMX-BF16 "
-                                           "instructions; use 'bf16-emulated' (or GOZARU_BF16_EMULATE=1) for the "
-                                           "same rounding at fp32 speed or below");
-        if (!*gz_cpu_bf16_library())
-            return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this build of gozaru has no bf16 GEMM library (build "
-                                           "with mkl-devel installed, see README), or use 'bf16-emulated' (slow, "
-                                           "exact rounding)");
+    GZ_TRY(gz_cpu_supports(p));
 #ifdef GZ_WITH_MKL_BF16
+    if (p == GZ_PRECISION_BF16) {
         /* MKL's threads on the GNU OpenMP runtime gozaru already uses (not a second, Intel, runtime) */
         static int layer_set = 0;
         if (!layer_set) MKL_Set_Threading_Layer(MKL_THREADING_GNU);
         layer_set = 1;
-#endif
     }
+#endif
     if (p != s->precision) gz_cpu_bf16_written(s, NULL, 0); /* copies are in the old format */
     s->precision = p;
     return GZ_OK;

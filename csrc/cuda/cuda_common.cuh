@@ -86,9 +86,6 @@ typedef enum {
 } gz_cuda_scratch_slot;
 gz_status gz_cuda_scratch(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, size_t bytes, void **out);
 
-/* GEMM precision (GOZARU_CUDA_GEMM, read once when the instance is created; see gemm.cu). */
-typedef enum { GZ_GEMM_BF16 = 0, GZ_GEMM_TF32, GZ_GEMM_FP32 } gz_gemm_mode;
-
 /* bf16 copy of one weight tensor, reused until that memory is written (upload, copy, zero, scale,
  * adamw_update) or any buffer is released: generation's decode steps then round each weight once. */
 typedef struct {
@@ -106,7 +103,7 @@ struct gz_backend_ctx {
     size_t scratch_bytes[GZ_SCRATCH_COUNT];
     struct cublasContext *cublas;
     void *cublas_workspace;
-    gz_gemm_mode gemm_mode;
+    gz_precision precision; /* GEMMs: fp32, tf32 or bf16 (gemm.cu) */
     gz_cuda_weight_copy *weights;
     int nweights, cap_weights;
 };

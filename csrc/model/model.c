@@ -251,19 +251,14 @@ void gz_model_free(gz_model *m) {
 
 const gz_config *gz_model_config(const gz_model *m) { return &m->cfg; }
 gz_backend_kind gz_model_backend(const gz_model *m) { return m->kind; }
-const char *gz_model_gemm_mode(const gz_model *m) { return m->be->gemm_mode(m->be->ctx); }
+const char *gz_model_precision(const gz_model *m) { return gz_precision_name(m->be->precision(m->be->ctx)); }
 
 gz_status gz_model_set_precision(gz_model *m, const char *precision) {
-    /* a fixed-mode backend accepts its own mode's name (CUDA's "tf32" too), e.g. when a run is resumed */
-    if (!m->be->set_precision && precision && !strcmp(gz_model_gemm_mode(m), precision)) return GZ_OK;
     gz_precision p;
-    if (gz_precision_parse(precision, &p) != 0)
-        return gz_fail(GZ_ERR_VALUE, "unknown precision '%s': choose one of " GZ_PRECISION_CHOICES,
-                       precision ? precision : "(null)");
-    if (!m->be->set_precision) {
-        return gz_fail(GZ_ERR_BACKEND, "the %s backend runs its GEMMs in %s (chosen when it is created%s); it cannot "
-                       "switch to '%s'", m->be->name, gz_model_gemm_mode(m),
-                       m->kind == GZ_BACKEND_CUDA ? ": GOZARU_CUDA_GEMM" : "", precision);
+    if (gz_precision_parse(precision, &p) != 0) {
+        char list[128];
+        return gz_fail(GZ_ERR_VALUE, "unknown precision '%s': choose one of %s", precision ? precision : "(null)",
+                       gz_precision_list(list, sizeof list, GZ_PRECISION_ALL));
     }
     GZ_TRY(m->be->set_precision(m->be->ctx, p));
     m->have_acts = 0; /* saved activations were computed in the old precision */

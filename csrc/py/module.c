@@ -115,11 +115,18 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&GzAdamW_Type);
     if (add_object(m, "AdamW", (PyObject *)&GzAdamW_Type) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "IGNORE_INDEX", GZ_IGNORE_INDEX) < 0) goto fail;
-    /* the names gz_model_set_precision accepts (csrc/precision.h), for the CLI's choices */
-    if (PyModule_AddObject(m, "PRECISIONS", Py_BuildValue("(sss)", gz_precision_name(GZ_PRECISION_FP32),
-                                                          gz_precision_name(GZ_PRECISION_BF16),
-                                                          gz_precision_name(GZ_PRECISION_BF16_EMULATED))) < 0)
-        goto fail;
+    /* the vocabulary of gz_model_set_precision (csrc/precision.h), in enum order: Python's one list of names */
+    PyObject *names = PyTuple_New(GZ_PRECISION_COUNT);
+    if (!names) goto fail;
+    for (int p = 0; p < GZ_PRECISION_COUNT; p++) {
+        PyObject *name = PyUnicode_FromString(gz_precision_name((gz_precision)p));
+        if (!name) {
+            Py_DECREF(names);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(names, p, name);
+    }
+    if (add_object(m, "PRECISIONS", names) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);
