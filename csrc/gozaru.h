@@ -197,10 +197,15 @@ gz_status gz_adamw_create(gz_model *m, const gz_adamw_config *cfg, gz_adamw **ou
 void gz_adamw_free(gz_adamw *opt);
 const gz_adamw_config *gz_adamw_get_config(const gz_adamw *opt);
 
-/* One step on every trainable tensor. max_grad_norm > 0 clips the global L2 norm first
+/* The one check of a learning rate, which every entry point taking one applies (step, the recorded lr of a
+ * checkpoint, _core.check_lr for Python's AdamW): 0 <= lr <= FLT_MAX (a finite float32 >= 0; 0 leaves the weights
+ * as they are while the moments advance). GZ_ERR_VALUE naming the value and the bounds otherwise. */
+gz_status gz_adamw_check_lr(double lr);
+
+/* One step on every trainable tensor (lr checked by gz_adamw_check_lr). max_grad_norm > 0 clips the global L2 norm first
  * (as torch.nn.utils.clip_grad_norm_). *grad_norm_out (may be NULL) gets the pre-clip norm.
  * A non-finite gradient returns GZ_ERR_VALUE naming the first offending tensor and changes nothing. */
-gz_status gz_adamw_step(gz_adamw *opt, float lr, float max_grad_norm, float *grad_norm_out);
+gz_status gz_adamw_step(gz_adamw *opt, double lr, float max_grad_norm, float *grad_norm_out);
 
 int gz_adamw_has_state(const gz_adamw *opt, int index);
 /* Copy state out / in (host buffers of the tensor's numel). */

@@ -162,7 +162,7 @@ int gzpy_u64_arg(PyObject *obj, const char *name, uint64_t *out) {
     return 0;
 }
 
-int gzpy_float_arg(PyObject *obj, const char *name, double lo, double hi, int hi_open, double *out) {
+int gzpy_real_arg(PyObject *obj, const char *name, double *out) {
     double v = PyBool_Check(obj) ? 0.0 : PyFloat_AsDouble(obj);
     if (PyBool_Check(obj) || (v == -1.0 && PyErr_Occurred())) {
         if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_TypeError)) return -1;
@@ -170,6 +170,13 @@ int gzpy_float_arg(PyObject *obj, const char *name, double lo, double hi, int hi
         PyErr_Format(PyExc_TypeError, "%s must be a real number, got %.100s", name, Py_TYPE(obj)->tp_name);
         return -1;
     }
+    *out = v;
+    return 0;
+}
+
+int gzpy_float_arg(PyObject *obj, const char *name, double lo, double hi, int hi_open, double *out) {
+    double v;
+    if (gzpy_real_arg(obj, name, &v) < 0) return -1;
     if (!isfinite(v) || v < lo || v > hi || (hi_open && v == hi)) {
         char msg[256];
         snprintf(msg, sizeof msg, "%s must be a finite number in [%g, %g%c, got %g", name, lo, hi,

@@ -63,12 +63,25 @@ static PyObject *backend_available(PyObject *module, PyObject *arg) {
     return PyBool_FromLong(gz_backend_available(kind));
 }
 
+/* gz_adamw_check_lr for Python's AdamW (constructor, lr setter): the lr as a float, or TypeError / ValueError. */
+static PyObject *check_lr(PyObject *module, PyObject *arg) {
+    (void)module;
+    double lr;
+    if (gzpy_real_arg(arg, "lr", &lr) < 0) return NULL;
+    gz_status s = gz_adamw_check_lr(lr);
+    if (s != GZ_OK) return gzpy_raise_status(s);
+    return PyFloat_FromDouble(lr);
+}
+
 static PyMethodDef module_methods[] = {
     {"set_num_threads", set_num_threads, METH_O,
      "set_num_threads(n)\n--\n\nThreads used by OpenMP loops and BLAS on the CPU backend."},
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads()\n--\n\nThreads used on the CPU backend."},
     {"backend_available", backend_available, METH_O,
      "backend_available(name)\n--\n\nTrue when the backend ('cpu' or 'cuda') is compiled in and usable."},
+    {"check_lr", check_lr, METH_O,
+     "check_lr(lr)\n--\n\nlr as a float when it is a learning rate the core accepts (0 <= lr <= FLT_MAX); "
+     "TypeError or ValueError otherwise. The one check: AdamW.step applies the same."},
     {"build_info", gzpy_build_info, METH_NOARGS,
      "build_info()\n--\n\nBLAS (name, version, kernel, threads), OpenMP, CPU features and backends, as a dict."},
     {"read_checkpoint_meta", (PyCFunction)gzpy_read_checkpoint_meta, METH_O,
