@@ -23,6 +23,17 @@ extern "C" {
 /* Target value that marks a token as not counted in the loss (HF's ignore_index). */
 #define GZ_IGNORE_INDEX (-100)
 
+/* Limits of the core, checked where a value enters (gz_config_validate, the tensor table; the thread count in
+ * the Python layer, _core.set_num_threads). */
+#define GZ_MAX_NAME 96                  /* bytes of a tensor name, with its terminating NUL */
+#define GZ_MAX_VOCAB (1 << 24)          /* vocab_size */
+#define GZ_MAX_HIDDEN (1 << 16)         /* hidden_size */
+#define GZ_MAX_LAYERS 4096              /* num_hidden_layers */
+#define GZ_MAX_HEADS 1024               /* num_attention_heads */
+#define GZ_MAX_INTERMEDIATE (1 << 18)   /* intermediate_size */
+#define GZ_MAX_POSITIONS (1 << 20)      /* max_position_embeddings */
+#define GZ_MAX_THREADS 4096             /* gz_set_num_threads */
+
 /* ------------------------------------------------------------------ errors */
 typedef enum {
     GZ_OK = 0,
@@ -88,7 +99,7 @@ typedef struct {
 
 /* One row of the model's structure, known from the config alone (no weights). */
 typedef struct {
-    char name[96];
+    char name[GZ_MAX_NAME];
     int ndim;
     int64_t shape[2];   /* shape[1] is 0 for vectors */
     int layer;          /* as gz_tensor_info.layer */

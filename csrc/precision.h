@@ -62,6 +62,8 @@ static inline int gz_precision_parse(const char *s, gz_precision *out) {
 #define GZ_PRECISION_BIT(p) (1u << (unsigned)(p))
 #define GZ_PRECISION_ALL (GZ_PRECISION_BIT(GZ_PRECISION_COUNT) - 1u)
 
+#define GZ_PRECISION_LIST 128 /* bytes that hold gz_precision_list of every precision */
+
 /* "'fp32', 'bf16', ..." for the precisions in mask (GZ_PRECISION_BIT), in enum order, for messages. */
 static inline const char *gz_precision_list(char *buf, size_t size, unsigned mask) {
     size_t used = 0;

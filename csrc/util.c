@@ -12,7 +12,7 @@
 #include "blas.h"
 #include "backend.h" /* gz_precision_unsupported */
 
-static _Thread_local char g_error[1024];
+static _Thread_local char g_error[GZ_MAX_ERROR];
 static atomic_int g_interrupt;
 
 const char *gz_last_error(void) { return g_error; }
@@ -26,7 +26,7 @@ gz_status gz_fail(gz_status code, const char *fmt, ...) {
 }
 
 gz_status gz_fail_context(gz_status code, const char *fmt, ...) {
-    char prefix[512], old[1024];
+    char prefix[GZ_MAX_ERROR / 2], old[GZ_MAX_ERROR];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
@@ -117,7 +117,7 @@ float gz_rng_normal(gz_rng *r) {
 }
 
 gz_status gz_precision_unsupported(const char *backend, gz_precision p, unsigned runs) {
-    char list[128];
+    char list[GZ_PRECISION_LIST];
     return gz_fail(GZ_ERR_BACKEND, "precision '%s' is not supported by the %s backend: it runs %s",
                    gz_precision_name(p), backend, gz_precision_list(list, sizeof list, runs));
 }

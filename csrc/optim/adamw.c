@@ -60,7 +60,7 @@ static gz_status ensure_state(gz_adamw *o, int i) {
     tensor_state *s = &o->st[i];
     if (s->m) return GZ_OK;
     const gz_tensor_info *t = &o->model->tensors[i];
-    char what[160];
+    char what[GZ_MAX_WHAT];
     snprintf(what, sizeof what, "AdamW moments of %s", t->name);
     size_t bytes = (size_t)t->numel * sizeof(float);
     GZ_TRY(o->model->be->alloc(o->model->be->ctx, (void **)&s->m, bytes, what));

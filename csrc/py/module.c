@@ -32,7 +32,7 @@ PyObject *gzpy_raise_status(gz_status s) {
 static PyObject *set_num_threads(PyObject *module, PyObject *arg) {
     (void)module;
     long long n;
-    if (gzpy_int_arg(arg, "n", 1, 4096, &n) < 0) return NULL;
+    if (gzpy_int_arg(arg, "n", 1, GZ_MAX_THREADS, &n) < 0) return NULL;
     gz_set_num_threads((int)n);
     Py_RETURN_NONE;
 }
