@@ -69,17 +69,12 @@ gz_status gz_cpu_bf16_set_precision(gz_cpu_bf16 *s, gz_precision p) {
 }
 
 void gz_cpu_bf16_written(gz_cpu_bf16 *s, const void *p, size_t bytes) {
-    const char *lo = (const char *)p, *hi = lo + bytes;
-    for (int i = 0; i < s->nweights; i++) {
-        gz_cpu_weight_copy *w = &s->weights[i];
-        const char *a = (const char *)w->src, *b = a + (size_t)w->count * sizeof(float);
-        if (!p || (a < hi && lo < b)) w->valid = 0;
-    }
+    gz_weight_copies_written(&s->weights, p, bytes);
 }
 
 void gz_cpu_bf16_free(gz_cpu_bf16 *s) {
-    for (int i = 0; i < s->nweights; i++) free(s->weights[i].copy);
-    free(s->weights);
+    for (int i = 0; i < s->weights.n; i++) free(s->weights.items[i].copy);
+    gz_weight_copies_clear(&s->weights);
     for (int i = 0; i < 2; i++) free(s->scratch[i]);
     memset(s, 0, sizeof *s);
 }
@@ -116,22 +111,9 @@ static gz_status round_scratch(gz_cpu_bf16 *s, int slot, const float *src, int64
 
 /* The bf16 copy of weight w[count]: made at the first GEMM that reads it and after every write to w. */
 static gz_status weight_copy(gz_cpu_bf16 *s, const float *w, int64_t count, const void **out) {
-    gz_cpu_weight_copy *e = NULL;
-    for (int i = 0; i < s->nweights && !e; i++)
-        if (s->weights[i].src == w && s->weights[i].count == count) e = &s->weights[i];
-    if (!e) {
-        if (s->nweights == s->cap_weights) {
-            int cap = s->cap_weights ? 2 * s->cap_weights : 64;
-            void *grown = realloc(s->weights, (size_t)cap * sizeof *s->weights);
-            if (!grown) return gz_fail(GZ_ERR_NOMEM, "bf16 weight table (%d entries)", cap);
-            s->weights = (gz_cpu_weight_copy *)grown;
-            s->cap_weights = cap;
-        }
-        e = &s->weights[s->nweights];
-        *e = (gz_cpu_weight_copy){w, count, NULL, 0};
-        GZ_TRY(gz_calloc(&e->copy, (size_t)(count ? count : 1), 4, "bf16 weight copy")); /* fits either format */
-        s->nweights++;
-    }
+    gz_weight_copy *e = NULL;
+    GZ_TRY(gz_weight_copies_find(&s->weights, w, count, &e));
+    if (!e->copy) GZ_TRY(gz_calloc(&e->copy, (size_t)(count ? count : 1), 4, "bf16 weight copy")); /* either format */
     if (!e->valid) {
         round_into(s, e->copy, w, count);
         e->valid = 1;

@@ -10,6 +10,7 @@
 
 extern "C" {
 #include "backend.h" /* C headers: give their functions C linkage */
+#include "weight_copies.h"
 }
 #include "elementwise.h"
 
@@ -86,16 +87,6 @@ typedef enum {
 } gz_cuda_scratch_slot;
 gz_status gz_cuda_scratch(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, size_t bytes, void **out);
 
-/* bf16 copy of one weight tensor, reused until that memory is written (upload, copy, zero, scale,
- * adamw_update) or any buffer is released: generation's decode steps then round each weight once. */
-typedef struct {
-    const float *src;
-    int64_t count;
-    void *bf16;
-    size_t bytes;
-    int valid;
-} gz_cuda_weight_copy;
-
 struct cublasContext; /* cublas_v2.h's handle type, named here so this header needs no cuBLAS */
 
 struct gz_backend_ctx {
@@ -104,8 +95,9 @@ struct gz_backend_ctx {
     struct cublasContext *cublas;
     void *cublas_workspace;
     gz_precision precision; /* GEMMs: fp32, tf32 or bf16 (gemm.cu) */
-    gz_cuda_weight_copy *weights;
-    int nweights, cap_weights;
+    /* bf16 copies of the weights (device memory), reused until a weight is written (upload, copy, zero, scale,
+     * adamw_update) or any buffer is released: generation's decode steps then round each weight once. */
+    gz_weight_copies weights;
 };
 
 /* memory.cu: marks cached bf16 weight copies overlapping [p, p + bytes) stale (bytes 0: all of them). */

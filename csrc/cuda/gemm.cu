@@ -101,36 +101,20 @@ gz_status gz_cuda_to_bf16(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, const 
 
 /* The bf16 copy of weight w[count]: made on first use and after every write to w (memory.cu). */
 static gz_status weight_bf16(gz_backend_ctx *ctx, const float *w, int64_t count, const void **out) {
-    gz_cuda_weight_copy *e = NULL;
-    for (int i = 0; i < ctx->nweights && !e; i++)
-        if (ctx->weights[i].src == w && ctx->weights[i].count == count) e = &ctx->weights[i];
-    if (!e) {
-        if (ctx->nweights == ctx->cap_weights) {
-            int cap = ctx->cap_weights ? 2 * ctx->cap_weights : 64;
-            void *grown = realloc(ctx->weights, (size_t)cap * sizeof *ctx->weights);
-            if (!grown) return gz_fail(GZ_ERR_NOMEM, "bf16 weight table (%d entries)", cap);
-            ctx->weights = (gz_cuda_weight_copy *)grown;
-            ctx->cap_weights = cap;
-        }
-        e = &ctx->weights[ctx->nweights];
-        *e = gz_cuda_weight_copy{w, count, NULL, 0, 0};
-        GZ_TRY(gz_cuda_alloc(ctx, &e->bf16, (size_t)count * sizeof(__nv_bfloat16), "bf16 weight copy"));
-        e->bytes = (size_t)count * sizeof(__nv_bfloat16);
-        ctx->nweights++;
-    }
+    gz_weight_copy *e = NULL;
+    GZ_TRY(gz_weight_copies_find(&ctx->weights, w, count, &e));
+    if (!e->copy) GZ_TRY(gz_cuda_alloc(ctx, &e->copy, (size_t)count * sizeof(__nv_bfloat16), "bf16 weight copy"));
     if (!e->valid) {
-        GZ_TRY(round_into(e->bf16, w, count));
+        GZ_TRY(round_into(e->copy, w, count));
         e->valid = 1;
     }
-    *out = e->bf16;
+    *out = e->copy;
     return GZ_OK;
 }
 
 void gz_cuda_weights_free(gz_backend_ctx *ctx) {
-    for (int i = 0; i < ctx->nweights; i++) cudaFree(ctx->weights[i].bf16);
-    free(ctx->weights);
-    ctx->weights = NULL;
-    ctx->nweights = ctx->cap_weights = 0;
+    for (int i = 0; i < ctx->weights.n; i++) cudaFree(ctx->weights.items[i].copy);
+    gz_weight_copies_clear(&ctx->weights);
 }
 
 /* An operand in the form cuBLAS gets: bf16 (rounded now, cached, or already rounded) or fp32. */
