@@ -213,8 +213,8 @@ const gz_adamw_config *gz_adamw_get_config(const gz_adamw *opt);
  * as they are while the moments advance). GZ_ERR_VALUE naming the value and the bounds otherwise. */
 gz_status gz_adamw_check_lr(double lr);
 
-/* One step on every trainable tensor (lr checked by gz_adamw_check_lr). max_grad_norm > 0 clips the global L2 norm first
- * (as torch.nn.utils.clip_grad_norm_). *grad_norm_out (may be NULL) gets the pre-clip norm.
+/* One step on every trainable tensor (lr checked by gz_adamw_check_lr). max_grad_norm > 0 clips the global L2
+ * norm first (as torch.nn.utils.clip_grad_norm_). *grad_norm_out (may be NULL) gets the pre-clip norm.
  * A non-finite gradient returns GZ_ERR_VALUE naming the first offending tensor and changes nothing. */
 gz_status gz_adamw_step(gz_adamw *opt, double lr, float max_grad_norm, float *grad_norm_out);
 

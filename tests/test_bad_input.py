@@ -264,7 +264,8 @@ def test_one_lr_check_for_every_path(small_model, tmp_path):
     for bad in (-1e-9, float("nan"), float("inf"), 3.5e38):
         messages = set()
         for attempt in (lambda: gz.AdamW(small_model, lr=bad), lambda: setattr(opt, "lr", bad),
-                        lambda: opt.step(lr=bad), lambda: small_model.core.save_checkpoint(str(tmp_path / "x.h5"), opt.core, lr=bad)):
+                        lambda: opt.step(lr=bad),
+                        lambda: small_model.core.save_checkpoint(str(tmp_path / "x.h5"), opt.core, lr=bad)):
             with pytest.raises(ValueError, match=r"lr = .* must be a finite number in \[0, 3.40282e\+38\]") as e:
                 attempt()
             messages.add(str(e.value))
