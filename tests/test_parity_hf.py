@@ -35,6 +35,11 @@ CONFIGS = [
     ("long_sequence", dict(vocab_size=71, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=64, rotary_pct=0.5, use_parallel_residual=False,
                            max_position_embeddings=128), 2, 97),
+    # the longest sequences the lab trains on: 16 query blocks x 16 key tiles of the blocked attention, with the
+    # running max moving between tiles (tiny widths keep the float64 reference cheap)
+    ("sequence_2048", dict(vocab_size=37, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=16, rotary_pct=0.5, use_parallel_residual=True,
+                           max_position_embeddings=2048), 1, 2048),
 ]
 
 

@@ -52,8 +52,8 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
                                GZ_P(m, w->dense_w), N, C, C));
     GZ_TRY(gz_lora_backward(m, NEEDS(2) ? m->datty : NULL, w->dense_w, dattn, a->atty, N, C, C));
     if (!NEEDS(2)) return GZ_OK;
-    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T,
-                                  m->NH, m->HS));
+    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->atty, a->attn_lse, a->q, a->k,
+                                  a->v, B, T, m->NH, m->NH, m->HS));
     GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH,
                                      m->HS, m->rot));
     GZ_TRY(be->matmul_backward(be->ctx, NEEDS(1) ? m->dln : NULL, G(w->qkv_w), G(w->qkv_b), m->dqkv, a->ln1,

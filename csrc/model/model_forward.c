@@ -15,7 +15,7 @@
 
 static void free_layer_acts(gz_model *m, gz_layer_acts *a) {
     RELEASE(a->ln1); RELEASE(a->ln1_mean); RELEASE(a->ln1_rstd);
-    RELEASE(a->q); RELEASE(a->k); RELEASE(a->v); RELEASE(a->att); RELEASE(a->atty); RELEASE(a->h);
+    RELEASE(a->q); RELEASE(a->k); RELEASE(a->v); RELEASE(a->attn_lse); RELEASE(a->atty); RELEASE(a->h);
     RELEASE(a->ln2); RELEASE(a->ln2_mean); RELEASE(a->ln2_rstd); RELEASE(a->fch); RELEASE(a->fcg);
 }
 
@@ -33,7 +33,7 @@ void gz_model_free_activations(gz_model *m) {
     RELEASE(m->dres_a); RELEASE(m->dres_b); RELEASE(m->dh); RELEASE(m->dln); RELEASE(m->dqkv);
     RELEASE(m->dq); RELEASE(m->dk); RELEASE(m->dv); RELEASE(m->datt); RELEASE(m->datty);
     RELEASE(m->dfcg); RELEASE(m->dfch);
-    m->cap_N = m->cap_att = 0;
+    m->cap_N = 0;
     m->have_acts = 0;
 }
 
@@ -60,7 +60,7 @@ static gz_status alloc_layer_acts(gz_model *m, gz_layer_acts *a) {
         {(void **)&a->ln1, N * C, 4, "layernorm-1 output"}, {(void **)&a->ln1_mean, N, 4, "layernorm-1 mean"},
         {(void **)&a->ln1_rstd, N, 4, "layernorm-1 rstd"},  {(void **)&a->q, N * C, 4, "queries"},
         {(void **)&a->k, N * C, 4, "keys"},                   {(void **)&a->v, N * C, 4, "values"},
-        {(void **)&a->att, m->cap_att, 4, "attention probabilities"},
+        {(void **)&a->attn_lse, N * m->NH, 4, "attention log-sum-exp"},
         {(void **)&a->atty, N * C, 4, "attention output"},   {(void **)&a->h, N * C, 4, "attention residual"},
         {(void **)&a->ln2, N * C, 4, "layernorm-2 output"}, {(void **)&a->ln2_mean, N, 4, "layernorm-2 mean"},
         {(void **)&a->ln2_rstd, N, 4, "layernorm-2 rstd"},  {(void **)&a->fch, N * I, 4, "MLP hidden"},
@@ -72,20 +72,20 @@ static gz_status alloc_layer_acts(gz_model *m, gz_layer_acts *a) {
 /* Makes room for B*T tokens; layers >= stop_layer get their own saved activations. */
 /* Rough activation footprint in bytes, so an impossible batch is a MemoryError up front rather than
  * a process killed by the kernel's OOM killer after overcommitted allocations. */
-static double activation_bytes(const gz_model *m, int64_t N, int64_t att, int stop_layer, int with_backward) {
+static double activation_bytes(const gz_model *m, int64_t N, int stop_layer, int with_backward) {
     double C = m->C, I = m->I, kept = m->L - stop_layer + (stop_layer > 0);
-    double per_layer = N * (7 * C + 2 * I + 4) + att;
+    double per_layer = N * (7 * C + 2 * I + 4 + m->NH);
     double shared = N * (C * (m->L + 1) + 6 * C + m->V + 6);
-    double back = with_backward ? N * (10 * C + 2 * I) + att : 0;
+    double back = with_backward ? N * (10 * C + 2 * I + m->NH) : 0;
     return 4.0 * (kept * per_layer + shared + back);
 }
 
 static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_layer, int with_backward);
 
 static gz_status ensure_activations(gz_model *m, int B, int T, int stop_layer, int with_backward) {
-    int64_t N = (int64_t)B * T, att = (int64_t)B * m->NH * T * T;
+    int64_t N = (int64_t)B * T;
     if (m->kind == GZ_BACKEND_CPU) {
-        double need = activation_bytes(m, N, att, stop_layer, with_backward);
+        double need = activation_bytes(m, N, stop_layer, with_backward);
         double phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
         if (phys > 0 && need > phys)
             return gz_fail(GZ_ERR_NOMEM, "batch B = %d, T = %d needs about %.1f GiB of activations, more than the "
@@ -98,11 +98,10 @@ static gz_status ensure_activations(gz_model *m, int B, int T, int stop_layer, i
 }
 
 static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_layer, int with_backward) {
-    int64_t N = (int64_t)B * T, att = (int64_t)B * m->NH * T * T;
-    if (N > m->cap_N || att > m->cap_att) {
+    int64_t N = (int64_t)B * T;
+    if (N > m->cap_N) {
         gz_model_free_activations(m);
         m->cap_N = N;
-        m->cap_att = att;
     }
     N = m->cap_N;
     int64_t C = m->C, I = m->I, V = m->V;
@@ -132,7 +131,7 @@ static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_la
             {(void **)&m->dh, N * C, 4, "residual gradient"},
             {(void **)&m->dln, N * C, 4, "layernorm gradient"},   {(void **)&m->dqkv, N * 3 * C, 4, "qkv gradient"},
             {(void **)&m->dq, N * C, 4, "query gradient"},        {(void **)&m->dk, N * C, 4, "key gradient"},
-            {(void **)&m->dv, N * C, 4, "value gradient"},        {(void **)&m->datt, m->cap_att, 4, "attention scratch"},
+            {(void **)&m->dv, N * C, 4, "value gradient"},        {(void **)&m->datt, N * m->NH, 4, "attention scratch"},
             {(void **)&m->datty, N * C, 4, "attention output gradient"},
             {(void **)&m->dfcg, N * I, 4, "MLP gradient"},        {(void **)&m->dfch, N * I, 4, "MLP gradient"},
         };
@@ -194,7 +193,7 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
         gz_layer_acts *a = l >= stop ? &m->acts[l] : &m->scratch_acts;
         gz_block_bufs bb = {a->ln1, a->ln1_mean, a->ln1_rstd, m->qkv, a->q, a->k, a->v, a->atty, m->attn_out, a->h,
                             a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out};
-        gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .att = a->att};
+        gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .lse = a->attn_lse};
         GZ_TRY(gz_block_forward(m, l, m->res[l], m->res[l + 1], &bb, &at));
     }
     GZ_TRY(be->layernorm_forward(be->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),

@@ -13,7 +13,7 @@ typedef struct {
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd; /* [N,C], [N], [N] */
     float *q, *k, *v;                 /* [B,NH,T,HS] after rotary */
-    float *att;                       /* [B,NH,T,T] softmax probabilities */
+    float *attn_lse;                  /* [B,NH,T] attention log-sum-exp per query row */
     float *atty;                      /* [N,C] attention output, heads merged */
     float *h;                         /* [N,C] x + attention (sequential residual) */
     float *ln2, *ln2_mean, *ln2_rstd;
@@ -51,7 +51,7 @@ struct gz_model {
     float *cos_t, *sin_t;    /* [max_pos, rot/2] backend memory */
 
     /* activations, sized for cap_N tokens and cap_BT rows of (B, T) */
-    int64_t cap_N, cap_att;
+    int64_t cap_N;
     gz_layer_acts *acts;     /* per layer; NULL members for layers below the backward stop */
     gz_layer_acts scratch_acts;
     float **res;             /* L+1 residual stream buffers [N,C] */
@@ -84,14 +84,14 @@ typedef struct {
 
 /* The attention step of a block, over N = B * T tokens whose positions are pos [N] (backend memory). */
 typedef enum {
-    GZ_ATTN_CAUSAL, /* full causal attention within each row of a [B, T] batch; att keeps probabilities */
+    GZ_ATTN_CAUSAL, /* full causal attention within each row of a [B, T] batch; lse kept for backward */
     GZ_ATTN_CACHED  /* B = 1, T = n tokens: append k/v to the cache, attend over cache row row[i] up to pos[i] */
 } gz_attn_mode;
 typedef struct {
     gz_attn_mode mode;
     int B, T;
     const int32_t *pos;
-    float *att;                  /* causal: [B, NH, T, T] */
+    float *lse;                  /* causal: [B, NH, T] */
     float **kcache, **vcache;    /* cached: per layer [rows, NH, S, HS] */
     const int32_t *row;          /* cached: [n] */
     float *scores;               /* cached: [n, NH, S] scratch */
