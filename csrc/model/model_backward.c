@@ -78,17 +78,13 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
     int B = m->fwd_B, T = m->fwd_T, L = m->L, C = m->C;
     int64_t N = (int64_t)B * T;
 
-    /* logits -> dlogits in place; mean over counted targets */
-    GZ_TRY(be->cross_entropy_backward(be->ctx, m->logits, m->logits, m->lse, m->targets, N, m->V,
-                                      loss_scale / (float)m->fwd_count));
     int need_lnf = min_pos < GZ_POS_HEAD(L);
-    GZ_TRY(be->matmul_backward(be->ctx, need_lnf ? m->dln : NULL, G(m->head), NULL, m->logits, m->lnf, GZ_P(m, m->head),
-                               N, C, m->V));
-    GZ_TRY(gz_lora_backward(m, need_lnf ? m->dln : NULL, m->head, m->logits, m->lnf, N, C, m->V));
+    float *dlnf;
+    GZ_TRY(gz_head_loss_backward(m, loss_scale, need_lnf, &dlnf));
     if (need_lnf) {
         int need_res = min_pos < GZ_POS_FINAL_LN(L);
         if (need_res) GZ_TRY(be->zero(be->ctx, m->dres_a, (size_t)N * C * sizeof(float)));
-        GZ_TRY(be->layernorm_backward(be->ctx, need_res ? m->dres_a : NULL, G(m->lnf_w), G(m->lnf_b), m->dln, m->res[L],
+        GZ_TRY(be->layernorm_backward(be->ctx, need_res ? m->dres_a : NULL, G(m->lnf_w), G(m->lnf_b), dlnf, m->res[L],
                                       GZ_P(m, m->lnf_w), m->lnf_mean, m->lnf_rstd, N, C));
         float *dy = m->dres_a, *dx = m->dres_b;
         for (int l = L - 1; l >= 0 && min_pos < GZ_POS_LAYER(l + 1, 0); l--) {
@@ -101,6 +97,6 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
         }
         if (G(m->embed)) GZ_TRY(be->embedding_backward(be->ctx, G(m->embed), dy, m->tokens, N, C));
     }
-    m->have_acts = 0; /* dlogits overwrote the logits */
+    m->have_acts = 0; /* dlogits overwrote the logits; the pending head gradients are spent */
     return be->synchronize(be->ctx);
 }

@@ -26,6 +26,9 @@ void gz_model_free_activations(gz_model *m) {
     free_layer_acts(m, &m->scratch_acts);
     if (m->res)
         for (int l = 0; l <= m->L; l++) RELEASE(m->res[l]);
+    RELEASE(m->res_frozen[0]); RELEASE(m->res_frozen[1]);
+    RELEASE(m->dlnf_pending); RELEASE(m->head_grad_pending);
+    m->cap_logit_rows = 0;
     RELEASE(m->qkv); RELEASE(m->attn_out); RELEASE(m->mlp_out);
     RELEASE(m->lnf); RELEASE(m->lnf_mean); RELEASE(m->lnf_rstd); RELEASE(m->logits); RELEASE(m->lse);
     RELEASE(m->tokens); RELEASE(m->targets); RELEASE(m->pos);
@@ -75,7 +78,8 @@ static gz_status alloc_layer_acts(gz_model *m, gz_layer_acts *a) {
 static double activation_bytes(const gz_model *m, int64_t N, int stop_layer, int with_backward) {
     double C = m->C, I = m->I, kept = m->L - stop_layer + (stop_layer > 0);
     double per_layer = N * (7 * C + 2 * I + 4 + m->NH);
-    double shared = N * (C * (m->L + 1) + 6 * C + m->V + 6);
+    double logits = (double)gz_head_chunk_rows(m, N, with_backward) * m->V;
+    double shared = N * (C * (m->L - stop_layer + 3) + 6 * C + 6) + logits + (with_backward ? N * C : 0);
     double back = with_backward ? N * (10 * C + 2 * I + m->NH) : 0;
     return 4.0 * (kept * per_layer + shared + back);
 }
@@ -109,16 +113,36 @@ static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_la
         {(void **)&m->qkv, N * 3 * C, 4, "fused qkv"},       {(void **)&m->attn_out, N * C, 4, "attention projection"},
         {(void **)&m->mlp_out, N * C, 4, "MLP output"},     {(void **)&m->lnf, N * C, 4, "final layernorm output"},
         {(void **)&m->lnf_mean, N, 4, "final layernorm mean"}, {(void **)&m->lnf_rstd, N, 4, "final layernorm rstd"},
-        {(void **)&m->logits, N * V, 4, "logits"},          {(void **)&m->lse, N, 4, "log-sum-exp"},
+        {(void **)&m->lse, N, 4, "log-sum-exp"},
         {(void **)&m->tokens, N, 4, "tokens"},               {(void **)&m->targets, N, 4, "targets"},
         {(void **)&m->pos, N, 4, "positions"},
     };
     GZ_TRY(alloc_all(m, shared, (int)(sizeof shared / sizeof *shared)));
+    int64_t logit_rows = gz_head_chunk_rows(m, N, with_backward);
+    if (logit_rows > m->cap_logit_rows) {
+        RELEASE(m->logits);
+        m->cap_logit_rows = logit_rows;
+    }
+    alloc_item lg = {(void **)&m->logits, m->cap_logit_rows * V, 4, "logits"};
+    GZ_TRY(alloc_all(m, &lg, 1));
     for (int l = 0; l <= m->L; l++) {
+        if (l < stop_layer) { /* nothing below the stop reads it again: two alternating buffers serve */
+            RELEASE(m->res[l]);
+            continue;
+        }
         char what[64];
         snprintf(what, sizeof what, "residual stream %d", l);
         alloc_item r = {(void **)&m->res[l], N * C, 4, what};
         GZ_TRY(alloc_all(m, &r, 1));
+    }
+    if (stop_layer > 0) {
+        alloc_item f[] = {{(void **)&m->res_frozen[0], N * C, 4, "residual stream"},
+                          {(void **)&m->res_frozen[1], N * C, 4, "residual stream"}};
+        GZ_TRY(alloc_all(m, f, 2));
+    }
+    if (with_backward && m->grads[m->head] && !(m->lora_at && m->lora_at[m->head] >= 0)) { /* head_loss.c */
+        alloc_item h = {(void **)&m->head_grad_pending, (int64_t)V * C, 4, "head gradient"};
+        GZ_TRY(alloc_all(m, &h, 1));
     }
     if (stop_layer > 0) GZ_TRY(alloc_layer_acts(m, &m->scratch_acts));
     for (int l = 0; l < m->L; l++) {
@@ -133,6 +157,7 @@ static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_la
             {(void **)&m->dq, N * C, 4, "query gradient"},        {(void **)&m->dk, N * C, 4, "key gradient"},
             {(void **)&m->dv, N * C, 4, "value gradient"},        {(void **)&m->datt, N * m->NH, 4, "attention scratch"},
             {(void **)&m->datty, N * C, 4, "attention output gradient"},
+            {(void **)&m->dlnf_pending, N * C, 4, "final layernorm gradient"},
             {(void **)&m->dfcg, N * I, 4, "MLP gradient"},        {(void **)&m->dfch, N * I, 4, "MLP gradient"},
         };
         GZ_TRY(alloc_all(m, back, (int)(sizeof back / sizeof *back)));
@@ -188,23 +213,25 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     GZ_TRY(be->upload(be->ctx, m->tokens, tokens, (size_t)N * sizeof(int32_t)));
     if (targets) GZ_TRY(be->upload(be->ctx, m->targets, targets, (size_t)N * sizeof(int32_t)));
 
-    GZ_TRY(be->embedding_forward(be->ctx, m->res[0], m->tokens, GZ_P(m, m->embed), N, m->C));
+    /* residual stream l: kept from the stop layer up, alternating buffers below it */
+#define RES(l) ((l) >= stop ? m->res[l] : m->res_frozen[(l) & 1])
+    GZ_TRY(be->embedding_forward(be->ctx, RES(0), m->tokens, GZ_P(m, m->embed), N, m->C));
     for (int l = 0; l < m->L; l++) {
         gz_layer_acts *a = l >= stop ? &m->acts[l] : &m->scratch_acts;
         gz_block_bufs bb = {a->ln1, a->ln1_mean, a->ln1_rstd, m->qkv, a->q, a->k, a->v, a->atty, m->attn_out, a->h,
                             a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out};
         gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .lse = a->attn_lse};
-        GZ_TRY(gz_block_forward(m, l, m->res[l], m->res[l + 1], &bb, &at));
+        GZ_TRY(gz_block_forward(m, l, RES(l), RES(l + 1), &bb, &at));
     }
     GZ_TRY(be->layernorm_forward(be->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),
                                  GZ_P(m, m->lnf_b), N, m->C, m->cfg.layer_norm_eps));
-    GZ_TRY(be->matmul_forward(be->ctx, m->logits, m->lnf, GZ_P(m, m->head), NULL, N, m->C, m->V));
-    GZ_TRY(gz_lora_forward(m, m->logits, m->lnf, m->head, N, m->C, m->V));
-    if (logits_out) GZ_TRY(be->download(be->ctx, logits_out, m->logits, (size_t)N * m->V * sizeof(float)));
+#undef RES
+    int64_t counted = 0;
+    for (int64_t i = 0; targets && i < N; i++) counted += targets[i] != GZ_IGNORE_INDEX;
+    double sum;
+    int64_t count;
+    GZ_TRY(gz_head_loss_forward(m, N, targets != NULL, counted, logits_out, &sum, &count, with_backward));
     if (targets) {
-        double sum;
-        int64_t count;
-        GZ_TRY(be->cross_entropy_forward(be->ctx, m->lse, m->logits, m->targets, N, m->V, &sum, &count));
         if (loss_out) *loss_out = count ? (float)(sum / (double)count) : NAN;
         if (n_counted_out) *n_counted_out = count;
         m->fwd_B = B;

@@ -54,9 +54,14 @@ struct gz_model {
     int64_t cap_N;
     gz_layer_acts *acts;     /* per layer; NULL members for layers below the backward stop */
     gz_layer_acts scratch_acts;
-    float **res;             /* L+1 residual stream buffers [N,C] */
+    float **res;             /* L+1 residual stream buffers [N,C]; NULL below the backward stop layer */
+    float *res_frozen[2];    /* the residual stream below the stop layer, alternating (nothing there is kept) */
     float *qkv, *attn_out, *mlp_out;
-    float *lnf, *lnf_mean, *lnf_rstd, *logits, *lse;
+    float *lnf, *lnf_mean, *lnf_rstd, *lse;
+    float *logits;                   /* [cap_logit_rows, V]: one chunk of rows (head_loss.c) */
+    int64_t cap_logit_rows;
+    float *dlnf_pending;             /* [N, C] d(loss)/d(final LayerNorm output), formed in the forward */
+    float *head_grad_pending;        /* [V, C] the head's weight gradient, formed in the forward */
     int32_t *tokens, *targets, *pos; /* backend copies [N] */
     int pos_B, pos_T;                /* the (B, T) that pos currently holds (0: none) */
     /* backward scratch */
@@ -72,6 +77,7 @@ struct gz_model {
 
     int have_acts;           /* last forward kept activations for backward */
     int fwd_B, fwd_T, fwd_stop_layer;
+    int fwd_fused_head;      /* the forward formed dlnf_pending / head_grad_pending (head_loss.c) */
     int64_t fwd_count;
 };
 
@@ -120,6 +126,15 @@ gz_status gz_lora_forward(gz_model *m, float *out, const float *inp, int w, int6
  * dinp += the adapter's share (when dinp is not NULL). */
 gz_status gz_lora_backward(gz_model *m, float *dinp, int w, const float *dout, const float *inp, int64_t N, int C,
                            int OC);
+
+/* head_loss.c: the LM head and the loss over chunks of rows (the head's backward fused into the forward when
+ * with_backward). counted: targets that are not GZ_IGNORE_INDEX. */
+int64_t gz_head_chunk_rows(const gz_model *m, int64_t N, int with_backward);
+gz_status gz_head_loss_forward(gz_model *m, int64_t N, int with_targets, int64_t counted, float *logits_out,
+                               double *loss_sum, int64_t *count, int with_backward);
+/* The head's share of backward for loss_scale: its gradients accumulated, *dlnf the gradient w.r.t. the final
+ * LayerNorm output (NULL unless need_lnf). */
+gz_status gz_head_loss_backward(gz_model *m, float loss_scale, int need_lnf, float **dlnf);
 
 /* Lowest backward position with a trainable tensor (INT_MAX when none). */
 int gz_model_min_trainable_pos(const gz_model *m);
