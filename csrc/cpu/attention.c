@@ -49,10 +49,10 @@ static int tiles_alloc(attn_tiles *w, int HS) {
  * accumulator row must be rescaled by. */
 GZ_VECTOR_CLONES static float online_softmax_row(float *p, int nk, int valid, float *m, float *l) {
     float mx = *m;
-    for (int j = 0; j < valid; j++) mx = p[j] > mx ? p[j] : mx;
+    for (int j = 0; j < valid; j++) mx = p[j] > mx ? p[j] : mx; /* stays scalar: a max reduction needs -ffast-math */
     float corr = gz_attn_rescale(*m, mx), sum = 0.0f;
-    for (int j = 0; j < valid; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises; the ordered sum below does not */
-    for (int j = 0; j < valid; j++) sum += p[j];
+    for (int j = 0; j < valid; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises */
+    for (int j = 0; j < valid; j++) sum += p[j]; /* in order: the same bits at every vector width */
     for (int j = valid; j < nk; j++) p[j] = 0.0f;
     *m = mx;
     *l = *l * corr + sum;
@@ -61,6 +61,10 @@ GZ_VECTOR_CLONES static float online_softmax_row(float *p, int nk, int valid, fl
 
 GZ_VECTOR_CLONES static void scale_row(float *x, float s, int n) {
     for (int j = 0; j < n; j++) x[j] *= s;
+}
+
+GZ_VECTOR_CLONES static void scale_row_to(float *y, const float *x, float s, int n) {
+    for (int j = 0; j < n; j++) y[j] = x[j] * s;
 }
 
 /* Backward of one row of a tile: p = exp(s - lse) (0 past valid), ds = p (dp - D) scale in place of dp. */
@@ -101,10 +105,7 @@ static void forward_block(attn_tiles *w, float *out, float *lse, const float *qh
                     1.0f, w->acc, HS);
     }
     for (int i = 0; i < nq; i++) {
-        float *o = out + (int64_t)(t0 + i) * C;
-        const float *a = w->acc + (int64_t)i * HS;
-        float inv = 1.0f / w->l[i];
-        for (int d = 0; d < HS; d++) o[d] = a[d] * inv;
+        scale_row_to(out + (int64_t)(t0 + i) * C, w->acc + (int64_t)i * HS, 1.0f / w->l[i], HS);
         lse[t0 + i] = gz_attn_lse(w->m[i], w->l[i]);
     }
 }
