@@ -20,9 +20,16 @@ import statistics
 import subprocess
 import sys
 import time
+from glob import glob
 
-import machine
-from bench_cpu import trainable
+# The gozaru of this checkout when it is built in place (python setup.py build_ext --inplace), not whichever one
+# is installed in the environment: a comparison of branches must time the branch's code.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if glob(os.path.join(ROOT, "gozaru", "_core*.so")):
+    sys.path.insert(0, ROOT)
+
+import machine  # noqa: E402
+from bench_cpu import trainable  # noqa: E402
 
 MODES = ("full", "last_layer_head")
 LENGTHS = (128, 512, 1024, 2048, 4096)

@@ -10,7 +10,7 @@
  *
  * A LoRA adapter on the head keeps the previous scheme (all logits kept, head backward in backward()):
  * its gradients would need their own pending copies. */
-#include "model_internal.h"
+#include "linear.h"
 
 #define CHUNK_BYTES ((int64_t)32 << 20) /* logits per chunk: large enough that each chunk re-reads the
                                            head weight for a GEMM of at least 256 rows */
@@ -41,8 +41,7 @@ gz_status gz_head_loss_forward(gz_model *m, int64_t N, int with_targets, int64_t
     for (int64_t r0 = 0; r0 < N; r0 += R) {
         int64_t n = N - r0 < R ? N - r0 : R;
         const float *x = m->lnf + r0 * C;
-        GZ_TRY(be->matmul_forward(be->ctx, m->logits, x, GZ_P(m, m->head), NULL, n, C, V));
-        GZ_TRY(gz_lora_forward(m, m->logits, x, m->head, n, C, V));
+        GZ_TRY(gz_model_linear_forward(m, m->head, -1, m->logits, x, n));
         if (logits_out) GZ_TRY(be->download(be->ctx, logits_out + r0 * V, m->logits, (size_t)(n * V) * sizeof(float)));
         if (!with_targets) continue;
         double s;
@@ -85,9 +84,7 @@ gz_status gz_head_loss_backward(gz_model *m, float loss_scale, int need_lnf, flo
     /* logits -> dlogits in place; mean over counted targets */
     GZ_TRY(be->cross_entropy_backward(be->ctx, m->logits, m->logits, m->lse, m->targets, N, V,
                                       loss_scale / (float)m->fwd_count));
-    GZ_TRY(be->matmul_backward(be->ctx, need_lnf ? m->dln : NULL, dhead, NULL, m->logits, m->lnf, GZ_P(m, m->head), N,
-                               C, V));
-    GZ_TRY(gz_lora_backward(m, need_lnf ? m->dln : NULL, m->head, m->logits, m->lnf, N, C, V));
+    GZ_TRY(gz_model_linear_backward(m, m->head, -1, need_lnf ? m->dln : NULL, m->logits, m->lnf, N));
     if (need_lnf) *dlnf = m->dln;
     return GZ_OK;
 }
