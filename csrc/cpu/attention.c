@@ -110,27 +110,42 @@ static void forward_block(attn_tiles *w, float *out, float *lse, const float *qh
     }
 }
 
-static gz_status check_heads(int NH, int NKV) {
+/* What both passes derive from the shape. */
+typedef struct {
+    float scale; /* 1 / sqrt(HS) */
+    int C, nqb, group; /* NH * HS, query blocks, query heads per key/value head */
+} attn_dims;
+
+static gz_status dims_of(int T, int NH, int NKV, int HS, attn_dims *d) {
     if (NKV <= 0 || NH % NKV != 0)
         return gz_fail(GZ_ERR_VALUE, "attention: %d key/value heads do not divide %d query heads", NKV, NH);
+    d->scale = 1.0f / sqrtf((float)HS);
+    d->C = NH * HS;
+    d->nqb = (T + BQ - 1) / BQ;
+    d->group = NH / NKV;
     return GZ_OK;
+}
+
+/* This thread's tiles, inside a parallel region; on failure *failed is set and the thread computes nothing. */
+static int thread_tiles(attn_tiles *w, int HS, int *failed) {
+    if (tiles_alloc(w, HS) == 0) return 1;
+#pragma omp atomic write
+    *failed = 1;
+    return 0;
 }
 
 gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
                                    int T, int NH, int NKV, int HS) {
-    GZ_TRY(check_heads(NH, NKV));
-    const float scale = 1.0f / sqrtf((float)HS);
-    const int C = NH * HS, nqb = (T + BQ - 1) / BQ, group = NH / NKV;
+    attn_dims dm = {0};
+    GZ_TRY(dims_of(T, NH, NKV, HS, &dm));
+    const float scale = dm.scale;
+    const int C = dm.C, nqb = dm.nqb, group = dm.group;
     int failed = 0;
     int blas_saved = gz_blas_serial_begin();
 #pragma omp parallel
     {
         attn_tiles w = {0};
-        int ok = tiles_alloc(&w, HS) == 0;
-        if (!ok) {
-#pragma omp atomic write
-            failed = 1;
-        }
+        int ok = thread_tiles(&w, HS, &failed);
         /* dynamic: later query blocks see more keys; every output is written by exactly one task */
 #pragma omp for collapse(3) schedule(dynamic, 1)
         for (int b = 0; b < B; b++)
@@ -183,19 +198,16 @@ gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scra
                                     const float *out, const float *lse, const float *q, const float *k, const float *v,
                                     int B, int T, int NH, int NKV, int HS) {
     (void)scratch;
-    GZ_TRY(check_heads(NH, NKV));
-    const float scale = 1.0f / sqrtf((float)HS);
-    const int C = NH * HS, nqb = (T + BQ - 1) / BQ, group = NH / NKV;
+    attn_dims dm = {0};
+    GZ_TRY(dims_of(T, NH, NKV, HS, &dm));
+    const float scale = dm.scale;
+    const int C = dm.C, nqb = dm.nqb, group = dm.group;
     int failed = 0;
     int blas_saved = gz_blas_serial_begin();
 #pragma omp parallel
     {
         attn_tiles w = {0};
-        int ok = tiles_alloc(&w, HS) == 0;
-        if (!ok) {
-#pragma omp atomic write
-            failed = 1;
-        }
+        int ok = thread_tiles(&w, HS, &failed);
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++)
             for (int kvh = 0; kvh < NKV; kvh++) {

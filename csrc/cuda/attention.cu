@@ -22,6 +22,23 @@ __device__ __forceinline__ float row_dot(const float *a, const float *b, int HS)
     return s;
 }
 
+/* The query row r = (b * NH + h) * T + t a warp works on: where its pieces live. */
+typedef struct {
+    int t;
+    int64_t bkv;  /* b * NKV + the key/value head query head h reads */
+    int64_t merged; /* offset of row t, head h in the [B, T, NH*HS] out / dout */
+} query_row;
+
+__device__ __forceinline__ query_row query_row_of(int64_t r, int T, int NH, int NKV, int HS) {
+    query_row q;
+    q.t = (int)(r % T);
+    int64_t bh = r / T;
+    int b = (int)(bh / NH), h = (int)(bh % NH);
+    q.bkv = (int64_t)b * NKV + h / (NH / NKV);
+    q.merged = ((int64_t)b * T + q.t) * NH * HS + (int64_t)h * HS;
+    return q;
+}
+
 /* rows r = ((b * NH + h) * T + t) */
 __global__ void flash_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int B,
                                      int T, int NH, int NKV, int HS, float scale) {
@@ -29,11 +46,9 @@ __global__ void flash_forward_kernel(float *out, float *lse, const float *q, con
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int64_t r = (int64_t)blockIdx.x * GZ_FA_WARPS + warp;
     if (r >= (int64_t)B * NH * T) return; /* the whole warp leaves together */
-    int t = (int)(r % T);
-    int64_t bh = r / T;
-    int b = (int)(bh / NH), h = (int)(bh % NH);
-    int64_t bkv = (int64_t)b * NKV + h / (NH / NKV);
-    const float *kh = k + bkv * T * HS, *vh = v + bkv * T * HS;
+    query_row row = query_row_of(r, T, NH, NKV, HS);
+    int t = row.t;
+    const float *kh = k + row.bkv * T * HS, *vh = v + row.bkv * T * HS;
     float *qs = sh + (size_t)warp * 2 * HS, *acc = qs + HS;
     for (int d = lane; d < HS; d += 32) {
         qs[d] = q[r * HS + d];
@@ -57,8 +72,7 @@ __global__ void flash_forward_kernel(float *out, float *lse, const float *q, con
         }
     }
     float inv = 1.0f / l;
-    float *o = out + ((int64_t)b * T + t) * NH * HS + (int64_t)h * HS;
-    for (int d = lane; d < HS; d += 32) o[d] = acc[d] * inv;
+    for (int d = lane; d < HS; d += 32) out[row.merged + d] = acc[d] * inv;
     if (lane == 0) lse[r] = gz_attn_lse(m, l);
 }
 
@@ -67,10 +81,7 @@ __global__ void flash_rowdot_kernel(float *D, const float *dout, const float *ou
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int64_t r = (int64_t)blockIdx.x * GZ_FA_WARPS + warp;
     if (r >= (int64_t)B * NH * T) return;
-    int t = (int)(r % T);
-    int64_t bh = r / T;
-    int b = (int)(bh / NH), h = (int)(bh % NH);
-    int64_t off = ((int64_t)b * T + t) * NH * HS + (int64_t)h * HS;
+    int64_t off = query_row_of(r, T, NH, 1, HS).merged;
     float s = 0.0f;
     for (int d = lane; d < HS; d += 32) s += dout[off + d] * out[off + d];
     s = gz_warp_sum(s);
@@ -84,12 +95,10 @@ __global__ void flash_dq_kernel(float *dq, const float *D, const float *dout, co
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int64_t r = (int64_t)blockIdx.x * GZ_FA_WARPS + warp;
     if (r >= (int64_t)B * NH * T) return;
-    int t = (int)(r % T);
-    int64_t bh = r / T;
-    int b = (int)(bh / NH), h = (int)(bh % NH);
-    int64_t bkv = (int64_t)b * NKV + h / (NH / NKV);
-    const float *kh = k + bkv * T * HS, *vh = v + bkv * T * HS;
-    const float *go = dout + ((int64_t)b * T + t) * NH * HS + (int64_t)h * HS;
+    query_row row = query_row_of(r, T, NH, NKV, HS);
+    int t = row.t;
+    const float *kh = k + row.bkv * T * HS, *vh = v + row.bkv * T * HS;
+    const float *go = dout + row.merged;
     float *qs = sh + (size_t)warp * 3 * HS, *gs = qs + HS, *acc = gs + HS;
     for (int d = lane; d < HS; d += 32) {
         qs[d] = q[r * HS + d];
