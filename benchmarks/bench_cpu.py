@@ -51,18 +51,25 @@ def run_gozaru(mode, steps, warmup, precision="fp32"):
 
 
 
-def run_torch(mode, steps, warmup, autocast=False):
+def torch_model(cfg, mode):
+    """transformers' GPT-NeoX (SDPA attention) for a gozaru config, only `mode`'s tensors trainable; with the
+    torch AdamW over them."""
     import torch
     import transformers
-    import gozaru as gz
-    cfg = gz.preset("tiny")
     hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
     hf_cfg._attn_implementation = "sdpa"
     model = transformers.GPTNeoXForCausalLM(hf_cfg).train()
     train = set(trainable([n for n, _ in model.named_parameters()], mode, cfg.num_hidden_layers))
     for n, p in model.named_parameters():
         p.requires_grad_(n in train)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
+    return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
+
+
+def run_torch(mode, steps, warmup, autocast=False):
+    import torch
+    import gozaru as gz
+    cfg = gz.preset("tiny")
+    model, opt = torch_model(cfg, mode)
 
     def step(i):
         tok, tgt = machine.lm_batch(cfg.vocab_size, B, T, i)

@@ -29,7 +29,7 @@ if glob(os.path.join(ROOT, "gozaru", "_core*.so")):
     sys.path.insert(0, ROOT)
 
 import machine  # noqa: E402
-from bench_cpu import trainable  # noqa: E402
+from bench_cpu import torch_model, trainable  # noqa: E402
 
 MODES = ("full", "last_layer_head")
 LENGTHS = (128, 512, 1024, 2048, 4096)
@@ -61,16 +61,9 @@ def gozaru_step(mode):
 
 def torch_step(mode):
     import torch
-    import transformers
     cfg = config()
-    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
-    hf_cfg._attn_implementation = "sdpa"
-    model = transformers.GPTNeoXForCausalLM(hf_cfg).train()
-    train = set(trainable([n for n, _ in model.named_parameters()], mode, cfg.num_hidden_layers))
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in train)
+    model, opt = torch_model(cfg, mode)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
 
     def step(tok, tgt):
         opt.zero_grad()
@@ -150,7 +143,7 @@ def main():
           f"{ceiling:.1f} GFLOP/s ({args.threads} threads)")
     print(f"tiny preset, B x T = {args.tokens} tokens per step, {args.threads} threads, median of {args.steps} steps")
     print(f"{'mode':16} {'T':>5} {'gozaru tok/s':>12} {'torch tok/s':>11} {'ratio':>6} {'ratio (CPU s)':>13} "
-          f"{'peak-base MB gozaru/torch':>26}")
+          f"{'of SGEMM ceiling':>17} {'peak-base MB gozaru/torch':>26}")
     by = {(r["engine"], r["mode"], r["T"]): r for r in rows}
     summary = []
     for mode in args.modes.split(","):
@@ -162,10 +155,13 @@ def main():
             s = {"mode": mode, "T": T, "ratio": g["tokens_per_s"] / t["tokens_per_s"],
                  "ratio_cpu": g["tokens_per_cpu_s"] / t["tokens_per_cpu_s"],
                  "step_rss_mb": (g["peak_rss_mb"] - g["base_rss_mb"], t["peak_rss_mb"] - t["base_rss_mb"]),
-                 "peak_rss_mb": (g["peak_rss_mb"], t["peak_rss_mb"])}
+                 "peak_rss_mb": (g["peak_rss_mb"], t["peak_rss_mb"]),
+                 "share_of_sgemm_ceiling": tuple(machine.train_step_flops(config(), r["B"], T, mode) / (r["B"] * T)
+                                                 * r["tokens_per_s"] / 1e9 / ceiling for r in (g, t))}
             summary.append(s)
             print(f"{mode:16} {T:5d} {g['tokens_per_s']:12.0f} {t['tokens_per_s']:11.0f} {s['ratio']:5.2f}x "
-                  f"{s['ratio_cpu']:12.2f}x {s['step_rss_mb'][0]:12.0f} / {s['step_rss_mb'][1]:<8.0f}"
+                  f"{s['ratio_cpu']:12.2f}x {s['share_of_sgemm_ceiling'][0]:8.0%} / "
+                  f"{s['share_of_sgemm_ceiling'][1]:<6.0%} {s['step_rss_mb'][0]:12.0f} / {s['step_rss_mb'][1]:<8.0f}"
                   f"(peak {g['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f})")
     result = {"build_info": info, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
               "sgemm_2048_gflops": ceiling, "threads": args.threads, "tokens": args.tokens, "rows": rows,
