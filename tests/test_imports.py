@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gozaru"
-LAYERS = {"gozaru._core": 0, "gozaru._version": 0, "gozaru.fileio": 0, "gozaru.engine": 1, "gozaru.data": 2,
+LAYERS = {"gozaru._core": 0, "gozaru._runtime": 0, "gozaru._version": 0, "gozaru.fileio": 0, "gozaru.engine": 1, "gozaru.data": 2,
           "gozaru.lab": 3, "gozaru": 4, "gozaru.__main__": 4}
 
 

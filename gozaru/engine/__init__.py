@@ -8,7 +8,9 @@ from . import lora
 from .checkpoint import load
 from .config import PRESETS, TENSOR_KINDS, GPTNeoXConfig, LoraSpec, TensorSpec, preset
 from .model import Model, PrecisionError
+from .placement import Placement
 from .optim import AdamW
 
-__all__ = ["AdamW", "GPTNeoXConfig", "LoraSpec", "Model", "PRESETS", "PrecisionError", "TENSOR_KINDS", "TensorSpec",
+__all__ = ["AdamW", "GPTNeoXConfig", "LoraSpec", "Model", "PRESETS", "Placement", "PrecisionError", "TENSOR_KINDS",
+           "TensorSpec",
            "load", "lora", "preset"]
