@@ -110,7 +110,8 @@ def cublas_include_dir():
     wheels = [os.path.dirname(d) for r in site.getsitepackages() for d in glob.glob(os.path.join(r, "nvidia", "*",
                                                                                                 "include"))]
     fetched = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_deps", "cublas", "include")
-    for d in [os.path.join(h, "include") for h in homes if h] + [os.path.join(w, "include") for w in wheels] + [fetched]:
+    includes = [os.path.join(h, "include") for h in homes if h] + [os.path.join(w, "include") for w in wheels]
+    for d in includes + [fetched]:
         if os.path.isfile(os.path.join(d, "cublas_v2.h")):
             return d
     return None

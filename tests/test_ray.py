@@ -72,7 +72,8 @@ def test_a_failed_run_is_named_and_the_others_finish(cluster, lab, tmp_path):
     out = str(tmp_path / "failing")
     grid = [ray_lab.grid()[1], Condition("nothing", {"kind": "pattern", "pattern": "^no such tensor$"})]
     lines = []
-    with pytest.raises(RunsFailed, match=r"^1 run\(s\) failed: nothing \(ValueError: pattern .* matches no tensor\)$") as e:
+    with pytest.raises(RunsFailed,
+                       match=r"^1 run\(s\) failed: nothing \(ValueError: pattern .* matches no tensor\)$") as e:
         run(grid, base, exp, out, train=TRAIN, eval=ray_lab.EVAL, progress=False, log=lines.append,
             executor=RayExecutor(cpus_per_run=1))
     assert list(e.value.failed) == ["nothing"]

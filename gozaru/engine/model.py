@@ -221,8 +221,8 @@ class Model:
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  eos_token_id: int | None = None, return_logits: bool = False):
         """New tokens for each prompt (a list of token ids), EOS included when hit. Greedy when
-        temperature below 1e-6 (0 included); Ctrl-C stops it with KeyboardInterrupt. eos_token_id=None uses the config's;
-        a negative one never stops early. return_logits=True also returns, per prompt, a float32 array
+        temperature below 1e-6 (0 included); Ctrl-C stops it with KeyboardInterrupt. eos_token_id=None uses the
+        config's; a negative one never stops early. return_logits=True also returns, per prompt, a float32 array
         [n_new, vocab] of the logits each new token was chosen from (before temperature)."""
         rows = [np.asarray(p) for p in prompts]
         if not rows:

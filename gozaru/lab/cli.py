@@ -141,7 +141,8 @@ def cmd_eval(args) -> int:
                      seed=args.gen_seed)
     rate, answers = generated_rate(model, tokenizer, exp.prompts, **cfg.generation(), progress=args.progress)
     print(f"ござる-rate {rate.rate:.3f}  95% CI [{rate.low:.3f}, {rate.high:.3f}]  ({rate.k}/{rate.n} answers)")
-    print(f"held-out answer loss {eval_loss(model, exp.eval, args.gen_batch_size):.4f} over {exp.eval.counted:,} tokens")
+    loss = eval_loss(model, exp.eval, args.gen_batch_size)
+    print(f"held-out answer loss {loss:.4f} over {exp.eval.counted:,} tokens")
     for prompt, answer in list(zip(exp.prompts, answers))[: args.show]:
         print(f"\n> {prompt.replace('<NL>', ' / ')}\n  {answer}")
     if args.base:

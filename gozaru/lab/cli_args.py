@@ -135,7 +135,8 @@ def _add_model_source(p, required=True, resume=False):
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
     g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
     if resume:
-        g.add_argument("--resume", metavar="CKPT", help="continue a checkpoint written by an interrupted `gozaru train`")
+        g.add_argument("--resume", metavar="CKPT",
+                       help="continue a checkpoint written by an interrupted `gozaru train`")
 
 
 def _add_selection(p):
