@@ -257,8 +257,8 @@ def test_lora_adapters_on_cuda_match_cpu(gemm_mode):
         if ".lora_B." in n:
             b = (0.1 * rng.standard_normal(models[0].params[n].shape)).astype(np.float32)
             for m in models:
-                m.params[n][...] = b
-                m.params_changed()
+                with m.edit_params() as params:
+                    params[n][...] = b
     tokens, targets = batch(cfg, 2, 13)
     assert rel_err(models[1].logits(tokens), models[0].logits(tokens)) < tol_logits
     opts = [gz.AdamW(m, lr=1e-3, eps=1e-3) for m in models]
