@@ -25,6 +25,6 @@ from .lab import demo, evaluate, experiment, generate, plots  # noqa: E402
 from .lab import EvalConfig, TrainConfig, Trainer  # noqa: E402
 
 __all__ = ["AdamW", "CheckpointError", "EvalConfig", "GPTNeoXConfig", "IGNORE_INDEX", "Model", "Placement",
-           "TrainConfig",
-           "Trainer", "__version__", "build_info", "checkpoint", "data", "demo", "engine", "evaluate", "experiment",
-           "generate", "get_num_threads", "hf", "lab", "layers", "load", "lora", "plots", "preset", "set_num_threads"]
+           "TrainConfig", "Trainer", "__version__", "build_info", "checkpoint", "data", "demo", "engine", "evaluate",
+           "experiment", "generate", "get_num_threads", "hf", "lab", "layers", "load", "lora", "plots", "preset",
+           "set_num_threads"]

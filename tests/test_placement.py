@@ -8,31 +8,14 @@ import os
 import pytest
 
 import gozaru as gz
-from gozaru import data
-from gozaru.data.tokenizer import Tokenizer
 from gozaru.engine.model import Model
 from gozaru.engine.placement import Placement
 from gozaru.lab import cli
 from gozaru.lab.record import RunRecord
 from gozaru.lab.source import BaseSource
+from test_cli import setup  # noqa: F401 - the CLI tests' inputs: dolly jsonl, tokenizer, a tiny base checkpoint
 
 PRECISION = "bf16-emulated"
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A dolly-layout jsonl, a tokenizer file and a tiny base checkpoint (saved by an fp32 model)."""
-    folder = tmp_path_factory.mktemp("placement")
-    records = data.SyntheticCorpus(0).instructions(60, seed=4)
-    jsonl = data.save_jsonl(records, folder / "dolly.jsonl")
-    texts = [f"{r.instruction}\n{r.input}\n{r.output}\n{data.to_gozaru(r.output)}" for r in records]
-    tokenizer = Tokenizer.train(texts, vocab_size=800, seed=0)
-    tok = tokenizer.save(str(folder / "spiece.model"))
-    cfg = gz.GPTNeoXConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    base = str(folder / "base.h5")
-    gz.Model(cfg, seed=0).save(base)
-    return folder, str(jsonl), tok, base
 
 
 @pytest.fixture
