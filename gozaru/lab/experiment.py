@@ -181,10 +181,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     os.makedirs(runs_dir, exist_ok=True)
     say = log or (lambda s: None)
     executor = executor or LocalExecutor()
-    source = BaseSource.of(base)
-    placement = placement or source.placement() or Placement()
-    if source.kind == "factory":   # made once, here; the runs share it as any Model base
-        source = BaseSource.of(source.load(placement))
+    source, placement = _source_and_placement(base, placement)
     # Real data may hold prompts longer than the model's positions: left out and counted, never a crash.
     data.drop_long(source.config().max_position_embeddings, say)
 
@@ -224,6 +221,16 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     if failed:
         raise RunsFailed(failed) from first_error
     return results_frame(records, out)
+
+
+def _source_and_placement(base, placement: Placement | None) -> tuple[BaseSource, Placement]:
+    """The base resolved once (a factory is called here, and its model shared by the runs as any Model base) and
+    the runs' placement: the one given, else a Model base's own, else the default."""
+    source = BaseSource.of(base)
+    placement = placement or source.placement() or Placement()
+    if source.kind == "factory":
+        source = BaseSource.of(source.load(placement))
+    return source, placement
 
 
 def _collect(executor, calls, todo, grid, done, base_record, include_base, out, progress, log, say):
