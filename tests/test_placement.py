@@ -63,7 +63,7 @@ def assert_grid_records(out, slugs):
         assert record_in(os.path.join(out, "runs", slug + ".h5"))["precision"] == PRECISION, slug
 
 
-def test_train_and_resume(setup, made, tmp_path):
+def test_train_and_resume(setup, made, tmp_path, capsys):
     out = str(tmp_path / "t.h5")
     common = ["train", "--base", setup[3], *data_args(setup), "--select", "last", "--layers", "1", "--batch-size",
               "4", "--no-progress", "--precision", PRECISION, "--out", out]
@@ -72,6 +72,8 @@ def test_train_and_resume(setup, made, tmp_path):
     placement = record_in(out)
     assert placement["precision"] == PRECISION and placement["backend"] == "cpu" and placement["threads"] >= 1
     assert gz.load(out)[0].precision == "fp32"   # the file holds fp32 weights; the precision is the run's
+    assert cli.main(["info", out]) == 0
+    assert f"placement  cpu, {PRECISION}, {placement['threads']} thread(s)" in capsys.readouterr().out
     made.clear()
     assert cli.main([*common[:1], "--resume", out, *common[3:], "--steps", "3"]) == 0
     assert_all_made_in(made)

@@ -68,10 +68,6 @@ class Placement:
             raise ValueError(f"placement: unknown field(s) {', '.join(sorted(unknown))}")
         return cls(**d)
 
-    def __str__(self) -> str:
-        threads = "default threads" if self.threads is None else f"{self.threads} thread(s)"
-        return f"{self.backend}, {self.precision or 'backend default precision'}, {threads}"
-
 
 def emulation_fallback(precision: str) -> str | None:
     """What to run instead when ``precision`` cannot run here: ``bf16-emulated`` for ``bf16`` when the user opted

@@ -279,7 +279,7 @@ def cmd_info(args) -> int:
 
 
 def _training_summary(path: str) -> str:
-    """The run record a Trainer or experiment wrote into the checkpoint, in one to three lines."""
+    """The run record a Trainer or experiment wrote into the checkpoint, in one to four lines."""
     try:
         record = RunRecord.from_payload(_core.read_checkpoint_meta(path)["extra"], path)
     except ValueError:
@@ -292,6 +292,9 @@ def _training_summary(path: str) -> str:
     cfg = record.train_config
     lines.append(f"  training   {cfg.get('steps')} steps × {cfg.get('batch_size')} rows, lr {cfg.get('lr')}, "
                  f"data seed {record.data_seed}, data cursor {record.cursor}")
+    if record.placement:
+        p = record.placement
+        lines.append(f"  placement  {p.get('backend')}, {p.get('precision')}, {p.get('threads')} thread(s)")
     if record.history:
         lines.append(f"  loss       first {record.history[0]['loss']:.4f}, last {record.history[-1]['loss']:.4f} "
                      f"({len(record.history)} steps recorded)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable
+from typing import Any
 
 from ..engine import hf
 from ..engine.checkpoint import load as load_checkpoint
@@ -72,10 +72,6 @@ class BaseSource:
         """An HF GPT-NeoX folder, or a Hub id resolved to its folder in the hub cache now (``--hf``)."""
         return cls("hf", hub.resolve(os.fspath(folder_or_id), "model"))
 
-    @classmethod
-    def factory(cls, make: Callable[[Placement], Model]) -> "BaseSource":
-        return cls("factory", make)
-
     # -- reading -----------------------------------------------------------------
     def config(self) -> GPTNeoXConfig:
         """The base's config, without reading its weights where the source allows."""
@@ -110,9 +106,6 @@ class BaseSource:
         if not isinstance(model, Model):
             raise TypeError(f"the base factory returned {type(model).__name__}, not a gozaru Model")
         return _placed(model, placement)
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.value}" if self.kind in ("checkpoint", "hf") else self.kind
 
     # -- travelling to the runs --------------------------------------------------
     def ship(self, executor, inputs: str, placement: Placement):

@@ -21,7 +21,7 @@ from ..engine.placement import Placement
 from ..fileio import atomic_writer, write_json_atomic
 from .evaluate import EvalConfig, evaluate, weight_change
 from .record import RunRecord
-from .source import BaseArrays, BaseSource  # noqa: F401 - BaseArrays: what the object store carries
+from .source import BaseSource
 from .train import TrainConfig, Trainer
 
 BASE_NAME = "base"
