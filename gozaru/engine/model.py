@@ -89,7 +89,7 @@ class Model:
     @property
     def precision(self) -> str:
         """How the Linear layers compute: "fp32", "bf16" or "bf16-emulated" (CUDA: "tf32" too)."""
-        return self._core.gemm_mode
+        return self._core.precision
 
     @property
     def placement(self) -> Placement:
