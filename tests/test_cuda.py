@@ -416,3 +416,22 @@ def test_host_copy_is_refreshed_when_read_after_device_steps():
     cuda.params_changed()  # no longer stale: allowed
 
 
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_device_views_are_read_only_and_edit_params_uploads(precision):
+    """A write into a device model's views would never reach the device: they are read-only, and edit_params
+    uploads (and re-rounds bf16 copies) when its block ends; a model made from it keeps its placement."""
+    cfg, cpu, cuda = make_pair(CONFIGS[0][1], precision)
+    tokens, _ = batch(cfg, 2, 7)
+    cuda.logits(tokens)   # low-precision copies made
+    with pytest.raises(ValueError, match="read-only"):
+        cuda.params["embed_out.weight"][...] = 0.0
+    for m in (cpu, cuda):
+        with m.edit_params() as params:
+            params["embed_out.weight"][...] *= 0.5
+    assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < TOL[precision][0]
+    adapted = gz.lora.attach(cuda, r=2)
+    assert (adapted.backend, adapted.precision) == ("cuda", precision)
+    assert gz.lora.merge(adapted).placement == cuda.placement
