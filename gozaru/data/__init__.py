@@ -28,7 +28,8 @@ from .synthetic import CATEGORIES, Fact, FactQuestion, SyntheticCorpus
 
 __all__ = [
     "CATEGORIES", "DataError", "Example", "Fact", "FactQuestion", "GenerationSet", "GozaruRate", "IGNORE_INDEX",
-    "LoadedRecords", "Record", "STYLES", "Skipped", "SyntheticCorpus", "Rows", "as_rows", "epoch_order", "rows_at", "trim_columns", "as_record",
+    "LoadedRecords", "Record", "STYLES", "Skipped", "SyntheticCorpus", "Rows", "as_rows", "epoch_order", "rows_at",
+    "trim_columns", "as_record",
     "encode_example", "ends_in_gozaru", "examples_to_arrays", "format_example", "format_prompt",
     "generation_set", "gozaru_rate", "iterate_batches", "lm_arrays", "load_dolly", "num_batches", "save_jsonl",
     "sft_arrays", "to_gozaru", "to_gozaru_dataset", "train_eval_split", "truncate_example", "wilson_interval",

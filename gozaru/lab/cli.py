@@ -18,12 +18,13 @@ from ..engine.checkpoint import load
 from ..engine.model import Model
 from ..engine.system import build_info, format_build_info
 from . import hub, plots, study, study_demo
-from .cli_args import build_parser
+from .cli_args import build_parser, placement_from_args
 from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
 from .executor import from_args as executor_from_args
 from .experiment import ExperimentData, load_grid, run, seed_grid
 from .record import RunRecord
+from .source import BaseSource
 from .train import TrainConfig, Trainer
 
 
@@ -53,17 +54,13 @@ def _check_writable(path: str, is_folder: bool = False) -> None:
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def _threads(args):
-    if getattr(args, "threads", None):
-        _core.set_num_threads(args.threads)
-
-
-def _load_model(args):
+def _source(args) -> BaseSource:
+    """The model to start from: --hf (an HF folder or Hub id) or --base (a gozaru checkpoint)."""
     if getattr(args, "hf", None):
-        folder = hub.resolve(args.hf, "model")
-        print(f"loading HF model from {folder} …", file=sys.stderr)
-        return Model.from_hf(folder, backend=args.backend, precision=args.precision)
-    return load(args.base, backend=args.backend, precision=args.precision)[0]
+        source = BaseSource.hf(args.hf)
+        print(f"HF model: {source.value}", file=sys.stderr)
+        return source
+    return BaseSource.checkpoint(args.base)
 
 
 def _records(args):
@@ -98,25 +95,26 @@ def _selection(args) -> dict:
 
 # --------------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
-    run_demo(args.out, quick=args.quick, threads=args.threads, progress=args.progress, plots=args.plots,
-             fresh=args.fresh)
+    run_demo(args.out, quick=args.quick, placement=placement_from_args(args), progress=args.progress,
+             plots=args.plots, fresh=args.fresh)
     return 0
 
 
 def cmd_train(args) -> int:
     _check_writable(args.out)
-    _threads(args)
+    placement = placement_from_args(args)
+    placement.apply_threads()
     tokenizer = _tokenizer(args)
     train_records, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style)
     if args.resume:  # the saved training settings continue; only the display follows this command line
         trainer = Trainer(None, exp.train, checkpoint=args.out, eval_data=exp.eval, resume=args.resume,
-                          backend=args.backend, precision=args.precision, progress=args.progress)
+                          placement=placement, progress=args.progress)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
     else:
         if not (args.base or args.hf):
             raise SystemExit("give --base or --hf (or --resume a checkpoint)")
-        model = _load_model(args)
+        model = _source(args).load(placement)
         names = layers.select(model.config, **_selection(args))
         model.train_only(sorted(names))
         print(layers.report(model.config, names)[0].splitlines()[-1].replace("all", "training", 1))
@@ -132,8 +130,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    _threads(args)
-    model = load(args.checkpoint, backend=args.backend, precision=args.precision)[0]
+    placement = placement_from_args(args)
+    model = load(args.checkpoint, placement=placement)[0]
     tokenizer = _tokenizer(args)
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
@@ -143,11 +141,12 @@ def cmd_eval(args) -> int:
                      seed=args.gen_seed)
     rate, answers = generated_rate(model, tokenizer, exp.prompts, **cfg.generation(), progress=args.progress)
     print(f"ござる-rate {rate.rate:.3f}  95% CI [{rate.low:.3f}, {rate.high:.3f}]  ({rate.k}/{rate.n} answers)")
-    print(f"held-out answer loss {eval_loss(model, exp.eval, args.gen_batch_size):.4f} over {exp.eval.counted:,} tokens")
+    loss = eval_loss(model, exp.eval, args.gen_batch_size)
+    print(f"held-out answer loss {loss:.4f} over {exp.eval.counted:,} tokens")
     for prompt, answer in list(zip(exp.prompts, answers))[: args.show]:
         print(f"\n> {prompt.replace('<NL>', ' / ')}\n  {answer}")
     if args.base:
-        base = load(args.base)[0]
+        base = load(args.base, placement=placement)[0]
         print("\n‖ΔW‖/‖W‖ vs the base (rows: embed, layers, top; columns: tensor kind)")
         print(change_grid(weight_change(base, model)).round(4).to_string(na_rep="·"))
     return 0
@@ -155,7 +154,8 @@ def cmd_eval(args) -> int:
 
 def cmd_grid(args) -> int:
     _check_writable(args.out, is_folder=True)
-    _threads(args)
+    placement = placement_from_args(args)
+    placement.apply_threads()
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         tokenizer = _tokenizer(args)
         train_records, held = _records(args)
@@ -163,10 +163,9 @@ def cmd_grid(args) -> int:
                                           n_prompts=args.n_prompts)
         grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
         # on a cluster the runs read --base where it is (shared storage); the driver never loads it
-        base = args.base if args.base and executor.transfer == "storage" else _load_model(args)
-        results = run(grid, base, exp, args.out, train=_train_config(args),
+        results = run(grid, _source(args), exp, args.out, train=_train_config(args),
                       eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
-                      progress=args.progress, executor=executor, backend=args.backend)
+                      progress=args.progress, executor=executor, placement=placement)
     print()
     print(format_table(results))
     if args.plots:
@@ -176,7 +175,8 @@ def cmd_grid(args) -> int:
 
 
 def cmd_study(args) -> int:
-    _threads(args)
+    placement = placement_from_args(args)
+    placement.apply_threads()
     if args.out is None:
         args.out = "runs/study-quick" if args.quick else "runs/study"
     user = bool(args.base or args.hf)
@@ -184,24 +184,24 @@ def cmd_study(args) -> int:
         raise SystemExit("gozaru study: --base/--hf need --data and --tokenizer (without them the demo base is used)")
     if args.preset == "reference":
         if not user:
-            run_demo(args.out, quick=args.quick, progress=args.progress)
+            run_demo(args.out, quick=args.quick, progress=args.progress, placement=placement)
             return 0
         return cmd_grid(_with(args, grid=None, seeds=[0, 1, 2], budgets=[0.05, 0.10], plots=True, gozaru=True))
     spec = _study_spec(args)
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         if not user:
             study_demo.demo_study(args.out, spec, study_demo.demo_settings(args.quick), progress=args.progress,
-                                  executor=executor)
+                                  executor=executor, placement=placement)
             return 0
-        return _user_study(args, spec, executor)
+        return _user_study(args, spec, executor, placement)
 
 
-def _user_study(args, spec, executor) -> int:
+def _user_study(args, spec, executor, placement) -> int:
     tokenizer = _tokenizer(args)
     loaded = list(data.load_dolly(hub.resolve(args.data, "dataset"), on_error="skip" if args.skip_bad else "raise"))
     fraction = min(args.eval_size, len(loaded) // 2) / max(len(loaded), 1)
     train_records, held = data.train_eval_split(loaded, eval_fraction=fraction, seed=args.split_seed)
-    base = _load_model(args)
+    base = _source(args).load(placement)
     spec.check(base.config)   # a bad definition fails before the data are encoded
     exp, goz_train = study.study_data(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
                                       max_positions=base.config.max_position_embeddings, n_prompts=args.n_prompts,
@@ -250,7 +250,7 @@ def _with(args, **changes):
 
 def cmd_import_hf(args) -> int:
     _check_writable(args.out)
-    model = Model.from_hf(args.folder)
+    model = Model.from_hf(args.folder, placement=placement_from_args(args))
     model.save(args.out)
     print(f"{args.folder} -> {args.out}: {model.num_params:,} parameters")
     return 0
@@ -258,7 +258,7 @@ def cmd_import_hf(args) -> int:
 
 def cmd_export_hf(args) -> int:
     _check_writable(args.folder, is_folder=True)
-    model = load(args.checkpoint)[0]
+    model = load(args.checkpoint, placement=placement_from_args(args))[0]
     model.to_hf(args.folder)
     print(f"{args.checkpoint} -> {args.folder} (config.json + model.safetensors; load with "
           f"transformers.GPTNeoXForCausalLM.from_pretrained)")
@@ -279,7 +279,7 @@ def cmd_info(args) -> int:
 
 
 def _training_summary(path: str) -> str:
-    """The run record a Trainer or experiment wrote into the checkpoint, in one to three lines."""
+    """The run record a Trainer or experiment wrote into the checkpoint, in one to four lines."""
     try:
         record = RunRecord.from_payload(_core.read_checkpoint_meta(path)["extra"], path)
     except ValueError:
@@ -292,6 +292,9 @@ def _training_summary(path: str) -> str:
     cfg = record.train_config
     lines.append(f"  training   {cfg.get('steps')} steps × {cfg.get('batch_size')} rows, lr {cfg.get('lr')}, "
                  f"data seed {record.data_seed}, data cursor {record.cursor}")
+    if record.placement:
+        p = record.placement
+        lines.append(f"  placement  {p.get('backend')}, {p.get('precision')}, {p.get('threads')} thread(s)")
     if record.history:
         lines.append(f"  loss       first {record.history[0]['loss']:.4f}, last {record.history[-1]['loss']:.4f} "
                      f"({len(record.history)} steps recorded)")
