@@ -12,7 +12,7 @@ import time
 
 from .. import _core, data
 from .._version import __version__
-from ..data.tokenizer import Tokenizer
+from ..data.tokenizer import load_tokenizer
 from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
 from ..engine.model import Model
@@ -22,6 +22,7 @@ from .cli_args import build_parser
 from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
 from .executor import from_args as executor_from_args
+from .export import export_hf, push_to_hub
 from .experiment import ExperimentData, load_grid, run, seed_grid
 from .record import RunRecord
 from .train import TrainConfig, Trainer
@@ -82,7 +83,7 @@ def _records(args):
 
 
 def _tokenizer(args):
-    return Tokenizer.load(hub.resolve(args.tokenizer, "model"))
+    return load_tokenizer(hub.resolve(args.tokenizer, "model"))
 
 
 def _selection(args) -> dict:
@@ -259,10 +260,28 @@ def cmd_import_hf(args) -> int:
 def cmd_export_hf(args) -> int:
     _check_writable(args.folder, is_folder=True)
     model = load(args.checkpoint)[0]
-    model.to_hf(args.folder)
-    print(f"{args.checkpoint} -> {args.folder} (config.json + model.safetensors; load with "
-          f"transformers.GPTNeoXForCausalLM.from_pretrained)")
+    tokenizer = None if args.no_tokenizer else load_tokenizer(_export_tokenizer_path(args))
+    written = export_hf(model, args.folder, tokenizer=tokenizer, dtype=args.dtype,
+                        max_shard_size=args.max_shard_size, merge_lora=args.merge_lora)
+    print(f"{args.checkpoint} -> {args.folder}: {', '.join(sorted(written))} (load with "
+          f"transformers.AutoModelForCausalLM / AutoTokenizer.from_pretrained)")
+    if args.push_to_hub:
+        print(f"pushed to {args.push_to_hub}: {push_to_hub(args.folder, args.push_to_hub, private=args.private)}")
     return 0
+
+
+def _export_tokenizer_path(args) -> str:
+    """--tokenizer, else a tokenizer beside the checkpoint or in ../base/ (the demo's layout)."""
+    if args.tokenizer:
+        return hub.resolve(args.tokenizer, "model")
+    here = os.path.dirname(os.path.abspath(args.checkpoint))
+    for folder in (here, os.path.join(here, "base"), os.path.join(os.path.dirname(here), "base")):
+        for name in ("spiece.model", "tokenizer.json"):
+            if os.path.isfile(os.path.join(folder, name)):
+                print(f"tokenizer: {os.path.join(folder, name)}", file=sys.stderr)
+                return os.path.join(folder, name)
+    raise ValueError(f"no tokenizer found beside {args.checkpoint}: pass --tokenizer PATH (the one trained with), "
+                     "or --no-tokenizer for the model files only")
 
 
 def cmd_info(args) -> int:

@@ -89,6 +89,27 @@ def _add_training(p):
                    help=f"steps between checkpoints (default {d.checkpoint_every})")
 
 
+def add_export_options(p):
+    """export-hf's choices: tokenizer, dtype, shards, LoRA merge, Hub push."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tokenizer", metavar="PATH",
+                   help="the tokenizer trained with (spiece.model, tokenizer.json or a folder with either); its "
+                        "files are written beside the weights (default: the one beside the checkpoint or in "
+                        "../base/, as `gozaru demo` lays them out)")
+    g.add_argument("--no-tokenizer", action="store_true", help="write the model files only")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="weight precision in the files (default fp32, the training precision)")
+    p.add_argument("--max-shard-size", metavar="SIZE", default=None,
+                   help="split the weights into shards of at most SIZE (HF's size strings: 500MB, 5GB) with "
+                        "model.safetensors.index.json (default: one file)")
+    p.add_argument("--merge-lora", action="store_true",
+                   help="a LoRA checkpoint: write the base with the adapters merged in (W + scale·B·A)")
+    p.add_argument("--push-to-hub", metavar="REPO",
+                   help="upload the folder to this Hub model repository (org/name; created when missing) through "
+                        "huggingface_hub (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+
+
 def add_cluster_options(p):
     """Where the runs execute: this process (default) or a Ray cluster. For every command that runs a grid."""
     g = p.add_argument_group("cluster (Ray; pip install \"gozaru[ray]\"; see docs/cluster.md)")
@@ -255,12 +276,16 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-hf", formatter_class=fmt,
                        help="write a checkpoint as an HF folder (transformers loads it)",
-                       epilog="example:\n  gozaru export-hf runs/demo/runs/full.h5 full-hf\n"
-                       "  python -c \"import transformers as t; t.GPTNeoXForCausalLM.from_pretrained('full-hf')\"",
-                       description="Writes config.json and model.safetensors that "
-                       "transformers.GPTNeoXForCausalLM.from_pretrained loads.")
+                       epilog="examples:\n  gozaru export-hf runs/demo/runs/full.h5 full-hf --tokenizer runs/demo/base\n"
+                       "  gozaru export-hf runs/demo/runs/lora.h5 lora-hf --tokenizer runs/demo/base --merge-lora "
+                       "--dtype bf16 --max-shard-size 200MB\n"
+                       "  python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('full-hf')\"",
+                       description="Writes config.json, generation_config.json, the weights (safetensors, sharded "
+                       "with model.safetensors.index.json past --max-shard-size) and the tokenizer files, so that "
+                       "transformers' AutoModelForCausalLM and AutoTokenizer load the folder.")
     p.add_argument("checkpoint", help="a gozaru .h5 checkpoint")
     p.add_argument("folder", help="folder to write")
+    add_export_options(p)
     p.set_defaults(func=commands["export-hf"])
 
     p = sub.add_parser("info", formatter_class=fmt, help="describe checkpoints without loading their weights",
