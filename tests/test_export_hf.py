@@ -154,3 +154,28 @@ def test_bfloat16_rounding_matches_torch():
     finite = ~np.isnan(a)
     assert np.array_equal(got[finite], want[finite])
     assert np.isnan((got[~finite].astype(np.uint32) << 16).view(np.float32)).all()
+
+
+def test_push_to_hub_uploads_the_folder_to_a_local_hub(tokenizer, tmp_path, monkeypatch):
+    """Against a local mock of the Hub's HTTP API (tests/hub_mock.py): no network."""
+    import importlib
+
+    import huggingface_hub
+    from hub_mock import HubMock
+
+    tok, tok_folder = tokenizer
+    ckpt = _checkpoint(tok, tmp_path)
+    with HubMock() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+        importlib.reload(huggingface_hub.constants)   # the endpoint is read at import
+        try:
+            assert main(["export-hf", ckpt, str(tmp_path / "out"), "--tokenizer", str(tok_folder),
+                         "--push-to-hub", "me/gozaru-test"]) == 0
+        finally:
+            monkeypatch.undo()
+            importlib.reload(huggingface_hub.constants)
+    assert ("POST", "/api/repos/create") in hub.requests
+    local = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert hub.files == local
