@@ -12,12 +12,13 @@ import time
 
 from .. import _core, data
 from .._version import __version__
+from ..fileio import write_json_atomic
 from ..data.tokenizer import load_tokenizer
 from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
 from ..engine.model import Model
 from ..engine.system import build_info, format_build_info
-from . import hub, plots, study, study_demo
+from . import hub, plots, study, study_demo, tracking
 from .cli_args import build_parser
 from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
@@ -113,29 +114,42 @@ def cmd_train(args) -> int:
     if args.resume:  # the saved training settings continue; only the display follows this command line
         trainer = Trainer(None, exp.train, checkpoint=args.out, eval_data=exp.eval, resume=args.resume,
                           backend=args.backend, precision=args.precision, progress=args.progress)
+        tokenizer.check_model(trainer.model.config)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
     else:
         if not (args.base or args.hf):
             raise SystemExit("give --base or --hf (or --resume a checkpoint)")
         model = _load_model(args)
+        tokenizer.check_model(model.config)
         names = layers.select(model.config, **_selection(args))
         model.train_only(sorted(names))
         print(layers.report(model.config, names)[0].splitlines()[-1].replace("all", "training", 1))
         trainer = Trainer(model, exp.train, _train_config(args), checkpoint=args.out, eval_data=exp.eval)
     print(f"{len(exp.train):,} training rows, {exp.train.counted:,} answer tokens; checkpoint {args.out}")
+    tracker = tracking.from_args(args)
+    tracked = tracker.start(os.path.splitext(os.path.basename(args.out))[0],
+                            {"train": trainer.config.to_dict(), "selection": None if args.resume else _selection(args),
+                             "data": args.data}) if tracker else None
+    trainer.on_step = tracked.on_step if tracked else None
     t0 = time.perf_counter()
     trainer.fit()
     last = trainer.history[-1] if trainer.history else {"loss": float("nan")}
-    print(f"done: step {trainer.step}, train loss {last['loss']:.4f}, held-out loss "
-          f"{eval_loss(trainer.model, exp.eval, trainer.config.micro) if exp.eval is not None else float('nan'):.4f} "
+    held_out = eval_loss(trainer.model, exp.eval, trainer.config.micro) if exp.eval is not None else float("nan")
+    if tracked:
+        tracked.on_eval({"eval_loss": held_out}, trainer.step)
+        tracked.on_end(trainer)
+    print(f"done: step {trainer.step}, train loss {last['loss']:.4f}, held-out loss {held_out:.4f} "
           f"({time.perf_counter() - t0:.0f} s); saved {args.out}")
     return 0
 
 
 def cmd_eval(args) -> int:
+    if args.json:
+        _check_writable(args.json)
     _threads(args)
     model = load(args.checkpoint, backend=args.backend, precision=args.precision)[0]
     tokenizer = _tokenizer(args)
+    tokenizer.check_model(model.config)
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
                                       n_prompts=args.n_prompts)
@@ -143,8 +157,16 @@ def cmd_eval(args) -> int:
     cfg = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, temperature=args.temperature,
                      seed=args.gen_seed)
     rate, answers = generated_rate(model, tokenizer, exp.prompts, **cfg.generation(), progress=args.progress)
+    loss = eval_loss(model, exp.eval, args.gen_batch_size)
     print(f"ござる-rate {rate.rate:.3f}  95% CI [{rate.low:.3f}, {rate.high:.3f}]  ({rate.k}/{rate.n} answers)")
-    print(f"held-out answer loss {eval_loss(model, exp.eval, args.gen_batch_size):.4f} over {exp.eval.counted:,} tokens")
+    print(f"held-out answer loss {loss:.4f} over {exp.eval.counted:,} tokens")
+    if args.json:
+        write_json_atomic(args.json, {
+            "checkpoint": args.checkpoint, "data": args.data, "gozaru_rate": rate.rate, "rate_low": rate.low,
+            "rate_high": rate.high, "k": rate.k, "n": rate.n, "eval_loss": loss, "eval_tokens": int(exp.eval.counted),
+            "generation": cfg.generation(),
+            "answers": [{"prompt": p, "answer": a} for p, a in zip(exp.prompts, answers)]})
+        print(f"results: {args.json}")
     for prompt, answer in list(zip(exp.prompts, answers))[: args.show]:
         print(f"\n> {prompt.replace('<NL>', ' / ')}\n  {answer}")
     if args.base:
@@ -167,7 +189,8 @@ def cmd_grid(args) -> int:
         base = args.base if args.base and executor.transfer == "storage" else _load_model(args)
         results = run(grid, base, exp, args.out, train=_train_config(args),
                       eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
-                      progress=args.progress, executor=executor, backend=args.backend)
+                      progress=args.progress, executor=executor, backend=args.backend,
+                      tracker=tracking.from_args(args))
     print()
     print(format_table(results))
     if args.plots:
@@ -192,7 +215,7 @@ def cmd_study(args) -> int:
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         if not user:
             study_demo.demo_study(args.out, spec, study_demo.demo_settings(args.quick), progress=args.progress,
-                                  executor=executor)
+                                  executor=executor, tracker=tracking.from_args(args))
             return 0
         return _user_study(args, spec, executor)
 
@@ -211,7 +234,8 @@ def _user_study(args, spec, executor) -> int:
              f"{args.steps} steps × {args.batch_size} per run.")
     study.run_study(spec, base, exp, args.out, train=_train_config(args), examples=goz_train, sizes=sizes,
                     eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
-                    progress=args.progress, executor=executor, data_key={k: getattr(args, k) for k in (
+                    progress=args.progress, executor=executor, tracker=tracking.from_args(args),
+                    data_key={k: getattr(args, k) for k in (
                         "data", "tokenizer", "gozaru", "style", "seq_len", "eval_size", "split_seed", "n_prompts")})
     return 0
 

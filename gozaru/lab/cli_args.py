@@ -89,6 +89,19 @@ def _add_training(p):
                    help=f"steps between checkpoints (default {d.checkpoint_every})")
 
 
+def add_tracking_options(p):
+    """Where training metrics go besides the run records (gozaru.lab.tracking; pip install "gozaru[tracking]")."""
+    g = p.add_argument_group('tracking (pip install "gozaru[tracking]")')
+    g.add_argument("--tensorboard", metavar="DIR",
+                   help="write TensorBoard event files into DIR (one subfolder per run): loss, lr, grad norm, "
+                        "tokens/s, evaluation")
+    g.add_argument("--mlflow", nargs="?", const="", default=None, metavar="TRACKING_URI",
+                   help="log to MLflow: no URI uses mlflow's own default (MLFLOW_TRACKING_URI, else its local "
+                        "store: mlflow.db here), or e.g. sqlite:///runs.db, http://host:5000")
+    g.add_argument("--mlflow-experiment", default="gozaru", metavar="NAME",
+                   help="MLflow experiment name (default gozaru)")
+
+
 def add_export_options(p):
     """export-hf's choices: tokenizer, dtype, shards, LoRA merge, Hub push."""
     g = p.add_mutually_exclusive_group()
@@ -185,6 +198,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     s.add_argument("--no-head", action="store_true", help="do not add the LM head to the selection")
     _add_training(p)
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (HDF5)")
+    add_tracking_options(p)
     _add_threads(p)
     _add_progress(p)
     p.set_defaults(func=commands["train"])
@@ -202,6 +216,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     p.add_argument("--gen-seed", type=int, default=0, help="sampling seed when --temperature > 0")
     p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
     p.add_argument("--show", type=int, default=5, help="sample answers to print (default 5)")
+    p.add_argument("--json", metavar="FILE", help="also write the results (rate, interval, loss, answers) as JSON")
     _add_threads(p)
     _add_progress(p)
     p.set_defaults(func=commands["eval"])
@@ -228,6 +243,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     _add_threads(p)
     _add_progress(p)
     add_cluster_options(p)
+    add_tracking_options(p)
     p.set_defaults(func=commands["grid"])
 
     p = sub.add_parser("study", formatter_class=fmt, help="the dose-response study: share × position × type × seeds",
@@ -263,6 +279,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     _add_threads(p)
     _add_progress(p)
     add_cluster_options(p)
+    add_tracking_options(p)
     p.set_defaults(func=commands["study"])
 
     p = sub.add_parser("import-hf", formatter_class=fmt, help="convert an HF GPT-NeoX folder into a gozaru checkpoint",

@@ -160,7 +160,7 @@ class RunsFailed(RuntimeError):
 def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/experiment", *,
         train: TrainConfig | dict | None = None, eval: EvalConfig | None = None, include_base: bool = True,
         progress: bool = True, log: Callable[[str], None] | None = print, executor=None,
-        backend: str | None = None):
+        backend: str | None = None, tracker=None):
     """Trains and evaluates every condition from ``base`` (a Model or checkpoint path); returns the results table
     (a pandas DataFrame, also written to ``out/results.csv``). Finished runs are skipped, so rerunning after an
     interruption continues where it stopped.
@@ -169,7 +169,8 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     in this process by default, or a ``RayExecutor``), reports each as it lands and is the only writer of
     results.csv; each run writes its own files (``run_task``). A failed run does not stop the others; the
     driver raises ``RunsFailed`` naming the failed ones at the end. ``backend`` is the engine backend of a
-    base given as a path (default cpu)."""
+    base given as a path (default cpu). ``tracker`` (``gozaru.lab.tracking``: TensorBoard, MLflow) gets one
+    tracked run per condition trained: its steps, then its evaluation."""
     grid = list(grid)
     _check_unique(grid)
     train_config = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
@@ -201,7 +202,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
         spec = functools.partial(RunSpec, train=train_config, eval=eval_config, runs_dir=runs_dir,
                                  threads=executor.threads, backend=backend_of(base, backend),
                                  precision=getattr(base, "precision", None),
-                                 progress=progress and not executor.shows_progress)
+                                 progress=progress and not executor.shows_progress, tracker=tracker)
         if base_record is None:
             (first,) = executor.map(run_task, [(spec(None), base_src, data_src)])
             if first.error is not None:

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -127,12 +127,15 @@ class Trainer:
     ``config`` is given) the config come from it, and training continues bit-exactly; ``model`` must then be None
     and ``trainer.model`` is the model to use afterwards. ``save_at_end=False`` skips the final checkpoint (the caller
     saves the result its own way). ``backend`` is where a resumed model runs, ``precision`` how its Linear layers
-    compute (gozaru.Model; a run setting that checkpoints do not keep).
+    compute (gozaru.Model; a run setting that checkpoints do not keep). ``on_step(trainer, record)`` is called
+    after every step; ``callbacks`` (``gozaru.lab.tracking.Callback``: TensorBoard, MLflow or your own) hear
+    ``on_step`` after every step and ``on_end`` when ``fit()`` completes.
     """
 
     def __init__(self, model=None, data=None, config: TrainConfig | None = None, *, checkpoint: str | None = None,
                  eval_data=None, resume: str | None = None, optimizer=None, save_at_end: bool = True,
-                 backend: str = "cpu", precision: str | None = None, on_step: Callable[["Trainer", dict], None] | None = None, **overrides):
+                 backend: str = "cpu", precision: str | None = None, on_step: Callable[["Trainer", dict], None] | None = None,
+                 callbacks: Sequence = (), **overrides):
         if data is None:
             raise ValueError("data is required")
         self.rows = as_rows(data)
@@ -142,6 +145,7 @@ class Trainer:
         self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
         self.save_at_end = save_at_end
         self.on_step = on_step
+        self.callbacks = list(callbacks)   # gozaru.lab.tracking.Callback: on_step each step, on_end after fit()
         self.step = 0
         self.cursor = 0
         self.tokens_seen = 0
@@ -193,6 +197,8 @@ class Trainer:
             bar.close()
         if self.checkpoint and self.save_at_end:
             self.save()
+        for cb in self.callbacks:
+            cb.on_end(self)
         return self
 
     def save(self, path: str | None = None) -> str:
@@ -317,6 +323,8 @@ class Trainer:
             self.save()
         if self.on_step is not None:
             self.on_step(self, record)
+        for cb in self.callbacks:
+            cb.on_step(self, record)
 
     def _progress_bar(self):
         return progress_bar(total=self.config.steps, initial=self.step, disable=not self.config.progress,
