@@ -70,10 +70,12 @@ class HFTokenizer(BaseTokenizer):
         special = dict(special or {})
         self.special_tokens: dict[str, str] = {}
         for kind, names in _FALLBACK_PIECES.items():
-            text = special.get(kind)
+            text = special.get(kind)   # None: not named, look for common spellings; "": named absent (null)
             candidates = (text,) if text is not None else names
+            if text == "":
+                candidates = ()
             i = next((tokenizer.token_to_id(t) for t in candidates if tokenizer.token_to_id(t) is not None), None)
-            if text is not None and i is None:
+            if text and i is None:
                 raise ValueError(f"{source}: {kind}_token {text!r} is not in the vocabulary")
             setattr(self, f"{kind}_id", -1 if i is None else int(i))
             if i is not None:
@@ -103,7 +105,9 @@ class HFTokenizer(BaseTokenizer):
         for kind in _FALLBACK_PIECES:
             field = f"{kind}_token"
             source_file = folder / (TOKENIZER_CONFIG if field in config else SPECIAL_TOKENS_MAP)
-            special[kind] = _token_text(config.get(field, special_map.get(field)), source_file, field)
+            named = field in config or field in special_map
+            value = _token_text(config.get(field, special_map.get(field)), source_file, field)
+            special[kind] = "" if named and value is None else value
         return cls(tk, special=special, chat_template=_chat_template(folder, config), source=str(file))
 
     # -- single texts ----------------------------------------------------

@@ -52,12 +52,13 @@ def _add_data(p, needed=True):
                    help="instruction data in the dolly-ja layout: a .json array, .jsonl, .parquet, a folder of them, "
                    "or a Hugging Face dataset id (from the local hub cache)")
     g.add_argument("--tokenizer", required=needed, metavar="PATH",
-                   help="SentencePiece model: a spiece.model file, a folder holding one (e.g. the HF model folder) "
-                   "or a Hugging Face model id")
+                   help="the tokenizer: a SentencePiece spiece.model, an HF tokenizer.json, a folder holding either "
+                   "(e.g. the HF model folder) or a Hugging Face model id")
     g.add_argument("--gozaru", action="store_true",
                    help="rewrite the answers into ござる speech first (です→でござる, ます→ござる …)")
-    g.add_argument("--style", choices=("rinna", "alpaca"), default="rinna",
-                   help="prompt format: rinna 'ユーザー: …<NL>システム: ' (default) or alpaca-ja '### 指示:'")
+    g.add_argument("--style", choices=("rinna", "alpaca", "chat"), default="rinna",
+                   help="prompt format: rinna 'ユーザー: …<NL>システム: ' (default), alpaca-ja '### 指示:', or chat: "
+                        "the tokenizer's chat template from tokenizer_config.json")
     g.add_argument("--seq-len", type=int, default=256, help="tokens per training row (default 256)")
     g.add_argument("--eval-size", type=int, default=200,
                    help="records held out for evaluation (default 200; the split is seeded by --split-seed)")
