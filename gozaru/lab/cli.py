@@ -275,7 +275,7 @@ def _with(args, **changes):
 
 def cmd_import_hf(args) -> int:
     _check_writable(args.out)
-    model = Model.from_hf(args.folder)
+    model = Model.from_hf(hub.resolve(args.folder, "model"))
     model.save(args.out)
     print(f"{args.folder} -> {args.out}: {model.num_params:,} parameters")
     return 0

@@ -288,7 +288,8 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
                        "  (the tokenizer stays in the folder: pass it to train/eval/grid as --tokenizer)",
                        description="Reads config.json and the weights (safetensors or pytorch .bin, sharded or "
                        "not) of an HF GPT-NeoX folder and writes a gozaru HDF5 checkpoint.")
-    p.add_argument("folder", help="HF model folder (e.g. a local copy of rinna/japanese-gpt-neox-3.6b)")
+    p.add_argument("folder", help="HF model folder (e.g. a local copy of rinna/japanese-gpt-neox-3.6b) or a Hub id "
+                   "(from the local hub cache, else downloaded unless HF_HUB_OFFLINE=1)")
     p.add_argument("out", help="checkpoint to write (.h5)")
     p.set_defaults(func=commands["import-hf"])
 
