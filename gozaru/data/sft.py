@@ -147,7 +147,9 @@ def examples_to_arrays(examples: Sequence[Example], seq_len: int, pad_id: int, *
                        seed: int = 0, min_prompt_tokens: int | None = None) -> Rows:
     """One example per row (``pack=False``, input order), or examples packed greedily into rows in a
     seed-shuffled order (``pack=True``: next-fit; an example never spans two rows). Targets are -100 on
-    prompts and padding; inside a packed row the attention still sees the earlier examples."""
+    prompts and padding. Packing is off by default, and the lab never packs: the engine has no per-document
+    attention mask, so inside a packed row an example attends to the earlier ones (and its positions start
+    where they end), and its loss is not the loss it has alone."""
     max_ids = seq_len + 1
     fitted = [truncate_example(ex, max_ids, min_prompt_tokens) for ex in examples]
     n_truncated = sum(f is not ex for f, ex in zip(fitted, examples))
