@@ -111,13 +111,8 @@ class HFTokenizer(BaseTokenizer):
         return cls(tk, special=special, chat_template=_chat_template(folder, config), source=str(file))
 
     # -- single texts ----------------------------------------------------
-    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-        ids = self.tk.encode(text, add_special_tokens=False).ids
-        if add_bos:
-            ids.insert(0, self._require("bos"))
-        if add_eos:
-            ids.append(self._require("eos"))
-        return ids
+    def _encode_text(self, text: str) -> list[int]:
+        return self.tk.encode(text, add_special_tokens=False).ids
 
     def _decode_kept(self, ids: list[int], newlines: bool) -> str:
         return self.tk.decode(ids, skip_special_tokens=False)

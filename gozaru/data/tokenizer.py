@@ -146,14 +146,8 @@ class Tokenizer(BaseTokenizer):
         return self.sp.serialized_model_proto()
 
     # -- single texts ----------------------------------------------------
-    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-        """Token ids of ``text``; newlines become ``<NL>``. No special tokens unless asked."""
-        ids = self.sp.encode(to_nl(text), out_type=int)
-        if add_bos:
-            ids.insert(0, self._require("bos"))
-        if add_eos:
-            ids.append(self._require("eos"))
-        return ids
+    def _encode_text(self, text: str) -> list[int]:
+        return self.sp.encode(to_nl(text), out_type=int)
 
     def _decode_kept(self, ids: list[int], newlines: bool) -> str:
         text = self.sp.decode(ids)

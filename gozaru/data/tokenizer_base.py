@@ -1,7 +1,7 @@
 """What every tokenizer of the lab offers (SentencePiece in ``tokenizer``, ``tokenizer.json`` in
 ``hf_tokenizer``): the prompt/answer conventions, batches, decoding that hides special ids, and the check
 against a model's config. A subclass sets ``vocab_size``, ``pad_id``/``unk_id``/``bos_id``/``eos_id`` (-1 when
-absent), ``newline_id``, ``source`` and ``_hidden``, and implements ``encode``, ``_decode_kept``,
+absent), ``newline_id``, ``source`` and ``_hidden``, and implements ``_encode_text``, ``_decode_kept``,
 ``id_to_piece``, ``piece_to_id`` and ``pieces``."""
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ class BaseTokenizer:
     _hidden: set
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        """Token ids of ``text`` (SentencePiece: newlines become ``<NL>``). No special tokens unless asked."""
+        ids = self._encode_text(text)
+        if add_bos:
+            ids.insert(0, self._require("bos"))
+        if add_eos:
+            ids.append(self._require("eos"))
+        return ids
+
+    def _encode_text(self, text: str) -> list[int]:
         raise NotImplementedError
 
     def _decode_kept(self, ids: list[int], newlines: bool) -> str:
