@@ -138,3 +138,16 @@ def test_bad_files_are_named(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ValueError, match="tokenizer.json"):
         load_tokenizer(tmp_path)
+
+
+def test_cli_refuses_a_tokenizer_that_does_not_fit_the_model(bpe_folder, tmp_path, capsys):
+    from gozaru.lab import cli
+    jsonl = gz.data.save_jsonl(SyntheticCorpus(0).instructions(20, seed=1), tmp_path / "d.jsonl")
+    small = gz.GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=64)
+    gz.Model(small, seed=0).save(str(tmp_path / "base.h5"))
+    assert cli.main(["train", "--base", str(tmp_path / "base.h5"), "--tokenizer", str(bpe_folder), "--data",
+                     str(jsonl), "--style", "chat", "--eval-size", "4", "--steps", "1", "--out",
+                     str(tmp_path / "o.h5"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "vocab_size is 64" in err and len(err.strip().splitlines()) == 1

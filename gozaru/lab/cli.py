@@ -187,6 +187,7 @@ def cmd_grid(args) -> int:
         grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
         # on a cluster the runs read --base where it is (shared storage); the driver never loads it
         base = args.base if args.base and executor.transfer == "storage" else _load_model(args)
+        tokenizer.check_model(base.config if hasattr(base, "config") else checkpoint.read_config(base))
         results = run(grid, base, exp, args.out, train=_train_config(args),
                       eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
                       progress=args.progress, executor=executor, backend=args.backend,
@@ -226,6 +227,7 @@ def _user_study(args, spec, executor) -> int:
     fraction = min(args.eval_size, len(loaded) // 2) / max(len(loaded), 1)
     train_records, held = data.train_eval_split(loaded, eval_fraction=fraction, seed=args.split_seed)
     base = _load_model(args)
+    tokenizer.check_model(base.config)
     spec.check(base.config)   # a bad definition fails before the data are encoded
     exp, goz_train = study.study_data(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
                                       max_positions=base.config.max_position_embeddings, n_prompts=args.n_prompts,
