@@ -35,7 +35,8 @@ __all__ = [
     "LoadedRecords", "Record", "STYLES", "Skipped", "SyntheticCorpus", "Rows", "as_rows", "epoch_order", "rows_at", "trim_columns", "as_record",
     "encode_example", "ends_in_gozaru", "examples_to_arrays", "format_example", "format_prompt",
     "generation_set", "gozaru_rate", "iterate_batches", "lm_arrays", "load_dolly", "num_batches", "save_jsonl",
-    "HFTokenizer", "Tokenizer", "load_tokenizer", "sft_arrays", "to_gozaru", "to_gozaru_dataset", "train_eval_split", "truncate_example", "wilson_interval",
+    "HFTokenizer", "Tokenizer", "load_tokenizer", "sft_arrays", "to_gozaru", "to_gozaru_dataset", "train_eval_split",
+    "truncate_example", "wilson_interval",
 ]
 
 T = TypeVar("T")

@@ -41,7 +41,8 @@ def sentencepiece_to_tokenizers(tok: Tokenizer):
     tk = _Tokenizer(Unigram(vocab, unk_id=proto.trainer_spec.unk_id, byte_fallback=proto.trainer_spec.byte_fallback))
 
     # normalizer, in SentencePiece's order, after the lab's newline convention (to_nl)
-    steps = [normalizers.Replace("\r\n", "\n"), normalizers.Replace("\n", NEWLINE_PIECE)] if tok.newline_id else []
+    newlines = tok.newline_id is not None
+    steps = [normalizers.Replace("\r\n", "\n"), normalizers.Replace("\n", NEWLINE_PIECE)] if newlines else []
     if spec.precompiled_charsmap:
         steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
     if spec.remove_extra_whitespaces:
@@ -68,7 +69,7 @@ def sentencepiece_to_tokenizers(tok: Tokenizer):
     dec.append(decoders.Fuse())
     if spec.add_dummy_prefix:
         dec.append(decoders.Strip(content=" ", left=1))
-    if tok.newline_id:
+    if newlines:
         dec.append(decoders.Replace(NEWLINE_PIECE, "\n"))
     tk.decoder = decoders.Sequence(dec)
 
