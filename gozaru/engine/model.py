@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from . import hf
+from . import hf, hf_export
 from .arrays import ParamViews, as_bytes, as_token_array, names_list, next_token_targets
 from .config import GPTNeoXConfig, LoraSpec
 from .placement import Placement, emulation_fallback
@@ -355,10 +355,14 @@ class Model:
             hf.read_weights_into(folder, model.config, params, strict=strict, progress=progress)
         return model
 
-    def to_hf(self, folder: str | os.PathLike) -> None:
-        """Writes a folder that ``transformers.GPTNeoXForCausalLM.from_pretrained`` loads."""
+    def to_hf(self, folder: str | os.PathLike, *, dtype: str = "fp32", max_shard_size: int | str | None = None,
+              pad_token_id: int | None = None) -> list[str]:
+        """Writes a folder that ``transformers.AutoModelForCausalLM.from_pretrained`` loads: config.json,
+        generation_config.json and the weights in ``dtype`` (fp32, bf16, fp16), sharded past ``max_shard_size``
+        (e.g. "500MB"); see ``gozaru.engine.hf_export``. Returns the file names written."""
         if self._lora:
             raise ValueError("to_hf: this model has LoRA adapters; write gozaru.lora.merge(model).to_hf(folder) for "
                              "a plain HF model, or gozaru.lora.save_adapter(model, folder) for PEFT's format")
         tensors = self._tensors_of(self.snapshot())  # one consistent step even while another thread trains
-        hf.write_folder(folder, self.config, [(name, tensors[name]) for name in self.names])
+        return hf_export.write_folder(folder, self.config, [(name, tensors[name]) for name in self.names],
+                                      dtype=dtype, max_shard_size=max_shard_size, pad_token_id=pad_token_id)

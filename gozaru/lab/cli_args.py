@@ -61,12 +61,13 @@ def _add_data(p, needed=True):
                    help="instruction data in the dolly-ja layout: a .json array, .jsonl, .parquet, a folder of them, "
                    "or a Hugging Face dataset id (from the local hub cache)")
     g.add_argument("--tokenizer", required=needed, metavar="PATH",
-                   help="SentencePiece model: a spiece.model file, a folder holding one (e.g. the HF model folder) "
-                   "or a Hugging Face model id")
+                   help="the tokenizer: a SentencePiece spiece.model, an HF tokenizer.json, a folder holding either "
+                   "(e.g. the HF model folder) or a Hugging Face model id")
     g.add_argument("--gozaru", action="store_true",
                    help="rewrite the answers into ござる speech first (です→でござる, ます→ござる …)")
-    g.add_argument("--style", choices=("rinna", "alpaca"), default="rinna",
-                   help="prompt format: rinna 'ユーザー: …<NL>システム: ' (default) or alpaca-ja '### 指示:'")
+    g.add_argument("--style", choices=("rinna", "alpaca", "chat"), default="rinna",
+                   help="prompt format: rinna 'ユーザー: …<NL>システム: ' (default), alpaca-ja '### 指示:', or chat: "
+                        "the tokenizer's chat template from tokenizer_config.json")
     g.add_argument("--seq-len", type=int, default=256, help="tokens per training row (default 256)")
     g.add_argument("--eval-size", type=int, default=200,
                    help="records held out for evaluation (default 200; the split is seeded by --split-seed)")
@@ -103,6 +104,40 @@ def _add_generation(p):
     p.add_argument("--n-prompts", type=int, default=100, help="held-out prompts per ござる-rate (default 100)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
     p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
+
+
+def add_tracking_options(p):
+    """Where training metrics go besides the run records (gozaru.lab.tracking; pip install "gozaru[tracking]")."""
+    g = p.add_argument_group('tracking (pip install "gozaru[tracking]")')
+    g.add_argument("--tensorboard", metavar="DIR",
+                   help="write TensorBoard event files into DIR (one subfolder per run): loss, lr, grad norm, "
+                        "tokens/s, evaluation")
+    g.add_argument("--mlflow", nargs="?", const="", default=None, metavar="TRACKING_URI",
+                   help="log to MLflow: no URI uses mlflow's own default (MLFLOW_TRACKING_URI, else its local "
+                        "store: mlflow.db here), or e.g. sqlite:///runs.db, http://host:5000")
+    g.add_argument("--mlflow-experiment", default="gozaru", metavar="NAME",
+                   help="MLflow experiment name (default gozaru)")
+
+
+def add_export_options(p):
+    """export-hf's choices: tokenizer, dtype, shards, LoRA merge, Hub push."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tokenizer", metavar="PATH",
+                   help="the tokenizer trained with (spiece.model, tokenizer.json or a folder with either); its "
+                        "files are written beside the weights (default: the one beside the checkpoint or in "
+                        "../base/, as `gozaru demo` lays them out)")
+    g.add_argument("--no-tokenizer", action="store_true", help="write the model files only")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="weight precision in the files (default fp32, the training precision)")
+    p.add_argument("--max-shard-size", metavar="SIZE", default=None,
+                   help="split the weights into shards of at most SIZE (HF's size strings: 500MB, 5GB) with "
+                        "model.safetensors.index.json (default: one file)")
+    p.add_argument("--merge-lora", action="store_true",
+                   help="a LoRA checkpoint: write the base with the adapters merged in (W + scale·B·A)")
+    p.add_argument("--push-to-hub", metavar="REPO",
+                   help="upload the folder to this Hub model repository (org/name; created when missing) through "
+                        "huggingface_hub (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
 
 
 def add_cluster_options(p):
@@ -198,6 +233,7 @@ def _train_parser(sub):
     _add_selection(p)
     _add_training(p)
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (HDF5)")
+    add_tracking_options(p)
     _add_placement(p)
     _add_progress(p)
     return p
@@ -217,6 +253,7 @@ def _eval_parser(sub):
     p.add_argument("--gen-seed", type=int, default=0, help="sampling seed when --temperature > 0")
     p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
     p.add_argument("--show", type=int, default=5, help="sample answers to print (default 5)")
+    p.add_argument("--json", metavar="FILE", help="also write the results (rate, interval, loss, answers) as JSON")
     _add_placement(p)
     _add_progress(p)
     return p
@@ -243,6 +280,7 @@ def _grid_parser(sub):
     _add_placement(p)
     _add_progress(p)
     add_cluster_options(p)
+    add_tracking_options(p)
     return p
 
 
@@ -265,6 +303,7 @@ def _study_parser(sub):
     _add_placement(p)
     _add_progress(p)
     add_cluster_options(p)
+    add_tracking_options(p)
     return p
 
 
@@ -274,17 +313,22 @@ def _hf_parsers(sub):
                        "  (the tokenizer stays in the folder: pass it to train/eval/grid as --tokenizer)",
                        description="Reads config.json and the weights (safetensors or pytorch .bin, sharded or "
                        "not) of an HF GPT-NeoX folder and writes a gozaru HDF5 checkpoint.")
-    p.add_argument("folder", help="HF model folder (e.g. a local copy of rinna/japanese-gpt-neox-3.6b)")
+    p.add_argument("folder", help="HF model folder (e.g. a local copy of rinna/japanese-gpt-neox-3.6b) or a Hub id "
+                   "(from the local hub cache, else downloaded unless HF_HUB_OFFLINE=1)")
     p.add_argument("out", help="checkpoint to write (.h5)")
     _add_placement(p)
     q = sub.add_parser("export-hf", formatter_class=FMT,
                        help="write a checkpoint as an HF folder (transformers loads it)",
-                       epilog="example:\n  gozaru export-hf runs/demo/runs/full.h5 full-hf\n"
-                       "  python -c \"import transformers as t; t.GPTNeoXForCausalLM.from_pretrained('full-hf')\"",
-                       description="Writes config.json and model.safetensors that "
-                       "transformers.GPTNeoXForCausalLM.from_pretrained loads.")
+                       epilog="examples:\n  gozaru export-hf runs/demo/runs/full.h5 full-hf --tokenizer runs/demo/base\n"
+                       "  gozaru export-hf runs/demo/runs/lora.h5 lora-hf --tokenizer runs/demo/base --merge-lora "
+                       "--dtype bf16 --max-shard-size 200MB\n"
+                       "  python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('full-hf')\"",
+                       description="Writes config.json, generation_config.json, the weights (safetensors, sharded "
+                       "with model.safetensors.index.json past --max-shard-size) and the tokenizer files, so that "
+                       "transformers' AutoModelForCausalLM and AutoTokenizer load the folder.")
     q.add_argument("checkpoint", help="a gozaru .h5 checkpoint")
     q.add_argument("folder", help="folder to write")
+    add_export_options(q)
     _add_placement(q)
     return p, q
 

@@ -161,7 +161,7 @@ class RunsFailed(RuntimeError):
 def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/experiment", *,
         train: TrainConfig | dict | None = None, eval: EvalConfig | None = None, include_base: bool = True,
         progress: bool = True, log: Callable[[str], None] | None = print, executor=None,
-        placement: Placement | None = None):
+        placement: Placement | None = None, tracker=None):
     """Trains and evaluates every condition from ``base`` (anything ``BaseSource.of`` takes: a checkpoint path, an
     HF folder or Hub id, a Model, a factory); returns the results table
     (a pandas DataFrame, also written to ``out/results.csv``). Finished runs are skipped, so rerunning after an
@@ -172,7 +172,8 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     results.csv; each run writes its own files (``run_task``). A failed run does not stop the others; the
     driver raises ``RunsFailed`` naming the failed ones at the end. ``placement`` (backend, precision, threads)
     is where and how every run computes: default, a Model base's own placement, else the default one; an
-    executor's threads per run (Ray's cpus_per_run) replace its threads."""
+    executor's threads per run (Ray's cpus_per_run) replace its threads. ``tracker`` (``gozaru.lab.tracking``:
+    TensorBoard, MLflow) gets one tracked run per condition trained: its steps, then its evaluation."""
     grid = list(grid)
     _check_unique(grid)
     train_config = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
@@ -203,7 +204,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
         base_src, data_src = sources(source, data, out, executor, placement)
         spec = functools.partial(RunSpec, train=train_config, eval=eval_config, runs_dir=runs_dir,
                                  placement=Placement.of(placement, threads=executor.threads),
-                                 progress=progress and not executor.shows_progress)
+                                 progress=progress and not executor.shows_progress, tracker=tracker)
         if base_record is None:
             (first,) = executor.map(run_task, [(spec(None), base_src, data_src)])
             if first.error is not None:

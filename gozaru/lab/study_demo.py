@@ -24,7 +24,7 @@ def demo_settings(quick: bool):
 
 
 def demo_study(out: str, spec: StudySpec, settings, *, placement: Placement | None = None, progress: bool = False,
-               log: Callable[[str], None] = print, executor=None):
+               log: Callable[[str], None] = print, executor=None, tracker=None):
     """The study on the offline demo: synthetic corpus, the demo's tiny base (built once, cached in
     ``out/base``, placed as ``placement`` says), polite pairs rewritten to ござる."""
     spec.check(demo.model_config(settings, settings.vocab_size))   # before the base is built
@@ -51,4 +51,5 @@ def demo_study(out: str, spec: StudySpec, settings, *, placement: Placement | No
              f"{settings.n_plain} prose texts; fact recall on {len(data.facts)} questions.")
     return run_study(spec, base, data, out, train=train,
                      eval=EvalConfig(max_new_tokens=settings.max_new_tokens, batch_size=32), examples=goz_train,
-                     sizes=sizes, progress=progress, data_key=settings.to_dict(), log=log, executor=executor)
+                     sizes=sizes, progress=progress, data_key=settings.to_dict(), log=log, executor=executor,
+                     tracker=tracker)

@@ -37,6 +37,7 @@ class RunSpec:
     plain_before: float | None = None  # the base's plain-text loss (forgetting is measured against it)
     placement: Placement = dataclasses.field(default_factory=Placement)  # backend, precision, engine threads
     progress: bool = False             # the training bar
+    tracker: Any = None                # a gozaru.lab.tracking.Tracker: one tracked run per condition
 
 
 def run_task(spec: RunSpec, base, data) -> tuple[dict, float]:
@@ -54,7 +55,7 @@ def run_task(spec: RunSpec, base, data) -> tuple[dict, float]:
         record = _base_record(base, data, spec.eval, spec.runs_dir)
     else:
         record = _run_condition(spec.condition, base, data, spec.train, spec.eval, spec.runs_dir,
-                                spec.plain_before, spec.progress)
+                                spec.plain_before, spec.progress, spec.tracker)
     return record, time.perf_counter() - t0
 
 
@@ -85,12 +86,14 @@ def _base_record(base, data, eval_config, runs_dir) -> dict:
     return record
 
 
-def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress) -> dict:
+def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress,
+                   tracker=None) -> dict:
     final = os.path.join(runs_dir, cond.slug + ".h5")
     partial = os.path.join(runs_dir, cond.slug + ".partial.h5")
     names = cond.select(base.config)
     if not names:
         raise ValueError(f"condition {cond.name!r} selects no tensors")
+    tracked = None   # a run trained by an earlier attempt has reported its steps there
     if os.path.exists(final):   # trained, but killed before its record was written
         model, _, info = load(final, placement=base.placement)
         record = RunRecord.from_payload(info.get("extra"), final)
@@ -99,7 +102,10 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
     else:
         config = dataclasses.replace(train_config, progress=progress and train_config.progress,
                                      **train_overrides(cond.hparams))
-        common = dict(config=config, checkpoint=partial, eval_data=data.eval, save_at_end=False)
+        if tracker is not None:
+            tracked = tracker.start(cond.name, {"condition": cond.to_dict(), "train": config.to_dict()})
+        common = dict(config=config, checkpoint=partial, eval_data=data.eval, save_at_end=False,
+                      on_step=tracked.on_step if tracked else None)
         if os.path.exists(partial):
             trainer = Trainer(None, data.train, resume=partial, placement=base.placement, **common)
         else:
@@ -112,6 +118,9 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
         with contextlib.suppress(FileNotFoundError):  # an overlapping attempt of this run may have removed it
             os.remove(partial)
     row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
+    if tracked:   # the condition's measurements (ござる-rate, its interval, losses) close its tracked run
+        tracked.on_eval(row)
+        tracked.on_end()
     lists = _lists_of(row)
     details = {"condition": record.condition, "history": record.history, "eval_history": record.eval_history,
                "grad_norms": record.mean_grad_norms(), "train_config": record.train_config,

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -130,12 +130,14 @@ class Trainer:
     saves the result its own way). ``placement`` (backend, precision, threads; ``backend`` / ``precision`` replace
     its fields) is where a resumed model runs and how its Linear layers compute (a run setting that checkpoints
     do not keep); the run record stores the placement the model used.
+    ``on_step(trainer, record)`` is called after every step; ``callbacks`` (``gozaru.lab.tracking.Callback``:
+    TensorBoard, MLflow or your own) hear ``on_step`` after every step and ``on_end`` when ``fit()`` completes.
     """
 
     def __init__(self, model=None, data=None, config: TrainConfig | None = None, *, checkpoint: str | None = None,
                  eval_data=None, resume: str | None = None, optimizer=None, save_at_end: bool = True,
                  backend: str | None = None, precision: str | None = None, placement: Placement | None = None,
-                 on_step: Callable[["Trainer", dict], None] | None = None, **overrides):
+                 on_step: Callable[["Trainer", dict], None] | None = None, callbacks: Sequence = (), **overrides):
         if data is None:
             raise ValueError("data is required")
         self.rows = as_rows(data)
@@ -145,6 +147,7 @@ class Trainer:
         self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
         self.save_at_end = save_at_end
         self.on_step = on_step
+        self.callbacks = list(callbacks)   # gozaru.lab.tracking.Callback: on_step each step, on_end after fit()
         self.step = 0
         self.cursor = 0
         self.tokens_seen = 0
@@ -198,6 +201,8 @@ class Trainer:
             bar.close()
         if self.checkpoint and self.save_at_end:
             self.save()
+        for cb in self.callbacks:
+            cb.on_end(self)
         return self
 
     def save(self, path: str | None = None) -> str:
@@ -322,6 +327,8 @@ class Trainer:
             self.save()
         if self.on_step is not None:
             self.on_step(self, record)
+        for cb in self.callbacks:
+            cb.on_step(self, record)
 
     def _progress_bar(self):
         return progress_bar(total=self.config.steps, initial=self.step, disable=not self.config.progress,
