@@ -319,7 +319,8 @@ def _hf_parsers(sub):
     _add_placement(p)
     q = sub.add_parser("export-hf", formatter_class=FMT,
                        help="write a checkpoint as an HF folder (transformers loads it)",
-                       epilog="examples:\n  gozaru export-hf runs/demo/runs/full.h5 full-hf --tokenizer runs/demo/base\n"
+                       epilog="examples:\n"
+                       "  gozaru export-hf runs/demo/runs/full.h5 full-hf --tokenizer runs/demo/base\n"
                        "  gozaru export-hf runs/demo/runs/lora.h5 lora-hf --tokenizer runs/demo/base --merge-lora "
                        "--dtype bf16 --max-shard-size 200MB\n"
                        "  python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('full-hf')\"",

@@ -71,7 +71,8 @@ class ExperimentData:
         dropped = {k: v for k, v in (("truncated training records", train.n_truncated if train else 0),
                                      ("truncated held-out records", evals.n_truncated if evals else 0)) if v}
         return cls(tokenizer=tokenizer, train=train, eval=evals,
-                   prompts=[data.format_prompt(r, style, tokenizer) for r in prompt_records], plain=plain, facts=fact_prompts,
+                   prompts=[data.format_prompt(r, style, tokenizer) for r in prompt_records], plain=plain,
+                   facts=fact_prompts,
                    dropped=dropped)
 
 
