@@ -30,7 +30,7 @@ demo: install
 
 # torch==2.13.0 is pinned so pip takes the CPU wheel (never the multi-GB CUDA build).
 test-deps: install
-	$(PIP) install -q -e ".[test,ray]" --no-build-isolation
+	$(PIP) install -q -e ".[test,ray,tracking]" --no-build-isolation
 	PYTHON=$(PYTHON) ./scripts/cublas_headers.sh
 
 # The default suite, then the C-core and checkpoint tests under ASan + UBSan and the leak check.

@@ -211,7 +211,8 @@ TEST_OPS = os.environ.get("GOZARU_TEST_OPS", "")
 ext_modules = [] if TEST_OPS == "only" else [Extension("gozaru._core", sources=sources, **ext_args)]
 if TEST_OPS in ("1", "only"):
     testops_sources = rel(glob.glob(os.path.join(ROOT, "csrc", "testops", "*.c"))
-                          + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.c"))) + ["csrc/util.c", "csrc/blas.c", "csrc/py/args.c"]
+                          + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.c")))
+    testops_sources += ["csrc/util.c", "csrc/blas.c", "csrc/py/args.c"]
     ext_modules.append(Extension("_gozaru_testops", sources=testops_sources, **ext_args))
 
 setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

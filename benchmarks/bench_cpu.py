@@ -117,7 +117,8 @@ def main():
     info = machine.build_info()
     ceiling = machine.sgemm_gflops()
     bf16_ceiling = machine.bf16_gemm_gflops()
-    skipped = {"gozaru-bf16": machine.bf16_skip_reason(info), "torch-bf16-autocast": machine.torch_bf16_skip_reason(info)}
+    skipped = {"gozaru-bf16": machine.bf16_skip_reason(info),
+               "torch-bf16-autocast": machine.torch_bf16_skip_reason(info)}
     engines = [e for e in ENGINES if not skipped.get(e)]
     cfg = gz.preset("tiny")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
@@ -137,7 +138,9 @@ def main():
         r["gflops"] = r["flops_per_step"] * r["tokens_per_s"] / (B * T) / 1e9
         r["share_of_sgemm_ceiling"] = r["gflops"] / ceiling
     def ratio(a, b, mode="full"):
-        return by[a, mode]["tokens_per_s"] / by[b, mode]["tokens_per_s"] if (a, mode) in by and (b, mode) in by else None
+        if (a, mode) not in by or (b, mode) not in by:
+            return None
+        return by[a, mode]["tokens_per_s"] / by[b, mode]["tokens_per_s"]
 
     summary = {
         "build_info": info, "sgemm_2048_gflops": ceiling, "bf16_gemm_2048_gflops": bf16_ceiling,
@@ -167,7 +170,8 @@ def main():
     print(f"last layer + head: gozaru / torch = {summary['last_layer_speedup_vs_torch']:.2f}x")
     print(f"gozaru last layer + head / gozaru full FT = {summary['last_layer_vs_own_full_ft']:.2f}x")
     for key, what in (("bf16_full_ft_vs_own_fp32", "full FT: gozaru bf16 / gozaru fp32 (target >= 2x)"),
-                      ("bf16_full_ft_vs_torch_bf16_autocast", "full FT: gozaru bf16 / torch bf16 autocast (target >= 1.3x)"),
+                      ("bf16_full_ft_vs_torch_bf16_autocast",
+                       "full FT: gozaru bf16 / torch bf16 autocast (target >= 1.3x)"),
                       ("bf16_emulated_full_ft_vs_own_fp32", "full FT: gozaru bf16-emulated / gozaru fp32")):
         print(f"{what} = " + (f"{summary[key]:.2f}x" if summary[key] is not None else "not measured here"))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -114,7 +114,8 @@ def main():
     machine.print_build_info(info)
     print(f"SGEMM n=2048 ceiling: {ceiling:.1f} GFLOP/s ({args.threads} threads)")
     print(f"bf16 GEMM n=2048 ceiling (MKL): " + (f"{bf16_ceiling:.1f} GFLOP/s" if bf16_ceiling else "not built"))
-    print(f"tiny preset, greedy, {args.new} new tokens, prompts of {CONTEXT or '16..32'} tokens, {args.threads} threads")
+    print(f"tiny preset, greedy, {args.new} new tokens, prompts of {CONTEXT or '16..32'} tokens, "
+          f"{args.threads} threads")
     print(f"{'batch':>5} {'gozaru tok/s':>13} {'HF tok/s':>10} {'speedup':>8} {'same tokens':>12} "
           f"{'gozaru of ceiling':>18}")
     for r in rows:

@@ -111,20 +111,20 @@ def init_random(m, cfg, torch):
     import numpy as np
     gen = None if torch is None else torch.Generator(device="cuda").manual_seed(0)
     rng = np.random.default_rng(0)
-    for n in m.names:
-        p = m.params[n]
-        if p.ndim == 1:
-            p[...] = 1.0 if n.endswith("layernorm.weight") or n.endswith("layer_norm.weight") else 0.0
-        elif torch is None:
-            p[...] = rng.standard_normal(p.shape, dtype=np.float32) * cfg.initializer_range
-        else:
-            t = torch.empty(p.shape, device="cuda", dtype=torch.float32).normal_(0.0, cfg.initializer_range,
-                                                                                 generator=gen)
-            p[...] = t.cpu().numpy()
-            del t
+    with m.edit_params() as params:   # device views are read-only outside it; uploads when the block ends
+        for n in m.names:
+            p = params[n]
+            if p.ndim == 1:
+                p[...] = 1.0 if n.endswith("layernorm.weight") or n.endswith("layer_norm.weight") else 0.0
+            elif torch is None:
+                p[...] = rng.standard_normal(p.shape, dtype=np.float32) * cfg.initializer_range
+            else:
+                t = torch.empty(p.shape, device="cuda", dtype=torch.float32).normal_(0.0, cfg.initializer_range,
+                                                                                     generator=gen)
+                p[...] = t.cpu().numpy()
+                del t
     if torch is not None:
         torch.cuda.empty_cache()
-    m.params_changed()
 
 
 # --------------------------------------------------------------------------- transformers worker

@@ -150,8 +150,8 @@ def transfer_part(gib: float) -> dict:
     finally:
         ray.shutdown()
     gb = nbytes / 1e9
-    rates = {"file_read_cold": gb / read_cold, "load_cold": gb / cold, "load_warm": gb / warm, "object_store_put": gb / put,
-             "object_store_get_and_copy_same_node": gb / get_task}
+    rates = {"file_read_cold": gb / read_cold, "load_cold": gb / cold, "load_warm": gb / warm,
+             "object_store_put": gb / put, "object_store_get_and_copy_same_node": gb / get_task}
     result.update({k + "_GBps": round(v, 2) for k, v in rates.items()})
     result.update({"copy_in_task_s": round(copy, 3),
                    "extrapolated_14_4GB_s": {k: round(BASE_3_6B_GB / v, 1) for k, v in rates.items()}})

@@ -272,9 +272,19 @@ if RINNA:
     train = TrainConfig(steps=300, batch_size=16, micro_batch_size=4, lr=1e-5, warmup_steps=20, checkpoint_every=50)
     evaluation = EvalConfig(max_new_tokens=64, batch_size=16)
 else:
-    train = TrainConfig(steps=2 if QUICK else 30, batch_size=4 if QUICK else 16, lr=1e-3, warmup_steps=1)
+    train = TrainConfig(steps=2 if QUICK else 20, batch_size=4 if QUICK else 16, lr=1e-3, warmup_steps=1)
     evaluation = EvalConfig(max_new_tokens=8 if QUICK else 32, batch_size=8)
-results = experiment.run(grid, base, exp, OUT, train=train, eval=evaluation)
+PART = 4   # runs per cell: the grid is resumable, so each cell trains the next few and stays short
+results = experiment.run(grid[:PART], base, exp, OUT, train=train, eval=evaluation)
+"""),
+    code("""
+results = experiment.run(grid[:2 * PART], base, exp, OUT, train=train, eval=evaluation)   # the next 4 runs
+"""),
+    code("""
+results = experiment.run(grid[:3 * PART], base, exp, OUT, train=train, eval=evaluation)   # the next 4 runs
+"""),
+    code("""
+results = experiment.run(grid, base, exp, OUT, train=train, eval=evaluation)   # the rest: the whole grid
 results[["name", "trainable_pct", "gozaru_rate", "rate_low", "rate_high", "eval_loss", "forgetting"]]
 """),
     code("""

@@ -201,7 +201,7 @@ def fresh_loss(model, tokens, targets, precision):
 
 def test_weight_copies_follow_every_write():
     """The bf16 copies made by one forward must never be reused after the weights change: after an optimizer
-    step (only trained tensors), and after a write through the params views + params_changed(), the loss equals
+    step (only trained tensors), and after a write through edit_params(), the loss equals
     that of a new model given the same weights (bit for bit: same code path). Training forwards of one shape
     only, so no buffer is released between them (a release marks every copy stale, which would hide a bug)."""
     cfg = gz.GPTNeoXConfig(**CFG)
@@ -213,8 +213,8 @@ def test_weight_copies_follow_every_write():
     model.backward()
     opt.step()
     assert model.loss(tokens, targets) == fresh_loss(model, tokens, targets, "bf16-emulated")
-    model.params["gpt_neox.layers.0.attention.query_key_value.weight"][...] *= 1.5
-    model.params_changed()
+    with model.edit_params() as params:
+        params["gpt_neox.layers.0.attention.query_key_value.weight"][...] *= 1.5
     assert model.loss(tokens, targets) == fresh_loss(model, tokens, targets, "bf16-emulated")
 
 

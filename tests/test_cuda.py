@@ -104,7 +104,8 @@ def cublas_include_dir():
     wheels = [os.path.dirname(d) for r in site.getsitepackages() for d in glob.glob(os.path.join(r, "nvidia", "*",
                                                                                                 "include"))]
     fetched = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_deps", "cublas", "include")
-    for d in [os.path.join(h, "include") for h in homes if h] + [os.path.join(w, "include") for w in wheels] + [fetched]:
+    includes = [os.path.join(h, "include") for h in homes if h] + [os.path.join(w, "include") for w in wheels]
+    for d in includes + [fetched]:
         if os.path.isfile(os.path.join(d, "cublas_v2.h")):
             return d
     return None
@@ -248,8 +249,8 @@ def test_lora_adapters_on_cuda_match_cpu(precision):
         if ".lora_B." in n:
             b = (0.1 * rng.standard_normal(models[0].params[n].shape)).astype(np.float32)
             for m in models:
-                m.params[n][...] = b
-                m.params_changed()
+                with m.edit_params() as params:
+                    params[n][...] = b
     tokens, targets = batch(cfg, 2, 13)
     assert rel_err(models[1].logits(tokens), models[0].logits(tokens)) < tol_logits
     opts = [gz.AdamW(m, lr=1e-3, eps=1e-3) for m in models]
@@ -428,3 +429,22 @@ def test_host_copy_is_refreshed_when_read_after_device_steps():
     cuda.params_changed()  # no longer stale: allowed
 
 
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_device_views_are_read_only_and_edit_params_uploads(precision):
+    """A write into a device model's views would never reach the device: they are read-only, and edit_params
+    uploads (and re-rounds bf16 copies) when its block ends; a model made from it keeps its placement."""
+    cfg, cpu, cuda = make_pair(CONFIGS[0][1], precision)
+    tokens, _ = batch(cfg, 2, 7)
+    cuda.logits(tokens)   # low-precision copies made
+    with pytest.raises(ValueError, match="read-only"):
+        cuda.params["embed_out.weight"][...] = 0.0
+    for m in (cpu, cuda):
+        with m.edit_params() as params:
+            params["embed_out.weight"][...] *= 0.5
+    assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < TOL[precision][0]
+    adapted = gz.lora.attach(cuda, r=2)
+    assert (adapted.backend, adapted.precision) == ("cuda", precision)
+    assert gz.lora.merge(adapted).placement == cuda.placement

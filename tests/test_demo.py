@@ -1,5 +1,5 @@
-"""`gozaru demo --quick` end to end: 13 reference conditions and a LoRA one plus the base, rates in [0, 1], full fine-tuning beats the
-base, plots and checkpoints written; a second run reuses everything."""
+"""`gozaru demo --quick` end to end: 13 reference conditions and a LoRA one plus the base, rates in [0, 1], full
+fine-tuning beats the base, plots and checkpoints written; a second run reuses everything."""
 import os
 import subprocess
 import sys

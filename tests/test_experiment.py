@@ -70,7 +70,8 @@ def test_reduced_grid_end_to_end(lab, tmp_path):
     results = run(reduced_grid(), base, exp, out, train=SMALL, eval=EVAL, progress=False, log=None)
     assert list(results["name"]) == ["base", "full", "last 1", "random 1 seed3"]
     assert results["gozaru_rate"].between(0, 1).all()
-    assert (results["rate_low"] <= results["gozaru_rate"]).all() and (results["gozaru_rate"] <= results["rate_high"]).all()
+    assert (results["rate_low"] <= results["gozaru_rate"]).all()
+    assert (results["gozaru_rate"] <= results["rate_high"]).all()
     assert results.loc[results.name == "full", "trainable_pct"].item() == pytest.approx(100.0)
     assert all(np.array_equal(before[n], base.params[n]) for n in base.names), "the base must stay untouched"
     assert list(load_results(out)["name"]) == list(results["name"])
@@ -129,7 +130,8 @@ KILLED_RUN = textwrap.dedent("""
     from gozaru.lab.evaluate import EvalConfig
     base, exp = setup({tok!r})
     grid = [Condition("full", {{"kind": "full"}}), Condition("mlp", {{"kind": "mlp"}}),
-            Condition("last 2", {{"kind": "last", "layers": 2}}), Condition("first 1", {{"kind": "first", "layers": 1}})]
+            Condition("last 2", {{"kind": "last", "layers": 2}}),
+            Condition("first 1", {{"kind": "first", "layers": 1}})]
     run(grid, base, exp, {out!r}, train=dict(steps=40, batch_size=8, checkpoint_every=4, progress=False),
         eval=EvalConfig(max_new_tokens=8, batch_size=8), progress=False, log=lambda s: print(s, flush=True))
     print("GRID DONE", flush=True)

@@ -106,7 +106,7 @@ def test_export_loads_in_transformers(tmp_path, parallel):
         if m.params[name].ndim == 1:
             m.params[name][...] += np.random.default_rng(1).normal(0, 0.1, m.params[name].shape)
     m.to_hf(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "generation_config.json", "model.safetensors"]
     loaded = transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path).float().eval()
     assert_close(hf_logits(loaded), m.logits(TOKENS))
     # and back: an exact round trip

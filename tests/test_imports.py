@@ -1,13 +1,16 @@
 """The package's import graph: no circles, and no edge that climbs the documented layer order
 (docs/ARCHITECTURE.md): base (``_core``, ``_version``, ``fileio``) < ``engine`` < ``data`` < ``lab`` < ``gozaru``."""
 import ast
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "gozaru"
-LAYERS = {"gozaru._core": 0, "gozaru._version": 0, "gozaru.fileio": 0, "gozaru.engine": 1, "gozaru.data": 2,
-          "gozaru.lab": 3, "gozaru": 4, "gozaru.__main__": 4}
+LAYERS = {"gozaru._core": 0, "gozaru._runtime": 0, "gozaru._version": 0, "gozaru.fileio": 0, "gozaru.engine": 1,
+          "gozaru.data": 2, "gozaru.lab": 3, "gozaru": 4, "gozaru.__main__": 4}
 
 
 def module_names() -> dict[str, pathlib.Path]:
@@ -99,3 +102,23 @@ def test_the_checker_sees_a_circle(tmp_path, monkeypatch):
         test_no_import_circles()
     with pytest.raises(AssertionError, match="gozaru.engine -> gozaru.lab.a"):
         test_no_upward_imports()
+
+
+def test_importing_gozaru_leaves_the_environment_as_it_was():
+    """No os.environ change, yet the OpenMP runtime got gozaru's default wait policy (gozaru/_runtime.py) where
+    the user set none, and the user's own value where they did (omp_display_env prints what libgomp read)."""
+    script = ("import ctypes, os, sys; before = dict(os.environ); import gozaru; "
+              "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items()); "
+              "print(gozaru.build_info()['openmp_library'], flush=True); "
+              "ctypes.CDLL('libgomp.so.1').omp_display_env(0)")
+    for user, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                                 "OPENBLAS_THREAD_TIMEOUT")}
+        if user:
+            env["OMP_WAIT_POLICY"] = user
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                              cwd=PACKAGE.parent)
+        assert done.returncode == 0, done.stderr[-2000:]
+        if "gomp" not in done.stdout:
+            pytest.skip(f"the core links another OpenMP runtime: {done.stdout.strip()}")
+        assert f"OMP_WAIT_POLICY = '{expected}'" in done.stderr

@@ -15,6 +15,7 @@ from gozaru.engine.checkpoint import load
 from gozaru.lab import cli
 from gozaru.lab.executor import RayExecutor
 from gozaru.lab.experiment import Condition, RunsFailed, run
+from gozaru.lab.record import RunRecord
 
 TRAIN = dict(steps=4, batch_size=8, checkpoint_every=2, progress=False)
 SLOTS = ["full", "last-1", "mlp", "random-1-seed3"]
@@ -71,7 +72,8 @@ def test_a_failed_run_is_named_and_the_others_finish(cluster, lab, tmp_path):
     out = str(tmp_path / "failing")
     grid = [ray_lab.grid()[1], Condition("nothing", {"kind": "pattern", "pattern": "^no such tensor$"})]
     lines = []
-    with pytest.raises(RunsFailed, match=r"^1 run\(s\) failed: nothing \(ValueError: pattern .* matches no tensor\)$") as e:
+    with pytest.raises(RunsFailed,
+                       match=r"^1 run\(s\) failed: nothing \(ValueError: pattern .* matches no tensor\)$") as e:
         run(grid, base, exp, out, train=TRAIN, eval=ray_lab.EVAL, progress=False, log=lines.append,
             executor=RayExecutor(cpus_per_run=1))
     assert list(e.value.failed) == ["nothing"]
@@ -108,6 +110,26 @@ def test_cli_grid_on_ray(cluster, lab, tmp_path, capsys):
     assert captured.err.strip().splitlines() == [
         "gozaru grid: error: 1 run(s) failed: nothing (ValueError: pattern '^none$' matches no tensor)"]
     assert "[3/3] nothing: FAILED" in captured.out and "done before, skipped" in captured.out
+
+
+@pytest.mark.parametrize("transfer", ["storage", "object-store"])
+def test_cli_grid_on_ray_keeps_the_precision(cluster, lab, tmp_path, transfer):
+    """--precision reaches the Ray workers whichever way the base travels (a path base once trained in fp32);
+    each run records the placement its model computed with (threads: --cpus-per-run)."""
+    _, tok, base, _, _ = lab
+    jsonl, _ = write_cli_inputs(tmp_path)
+    grid = tmp_path / "lora.json"
+    grid.write_text(json.dumps([{"name": "lora", "selection": {"kind": "last", "layers": 1, "lora": {"r": 2}}}]))
+    out = tmp_path / "cli"
+    assert cli.main(["grid", "--base", base, "--tokenizer", tok, "--data", jsonl, "--gozaru", "--grid", str(grid),
+                     "--steps", "2", "--batch-size", "4", "--eval-size", "8", "--n-prompts", "3",
+                     "--max-new-tokens", "3", "--seq-len", "48", "--no-plots", "--no-progress", "--out", str(out),
+                     "--precision", "bf16-emulated", "--ray", "--cpus-per-run", "1", "--transfer", transfer]) == 0
+    for slug in ("base", "lora"):
+        with open(out / "runs" / f"{slug}.json") as f:
+            assert json.load(f)["placement"] == {"backend": "cpu", "precision": "bf16-emulated", "threads": 1}
+    record = RunRecord.from_payload(load(str(out / "runs" / "lora.h5"))[2]["extra"], "lora.h5")
+    assert record.placement["precision"] == "bf16-emulated"
 
 
 def test_without_ray_the_cli_says_how_to_install_it(lab, tmp_path, capsys, monkeypatch):

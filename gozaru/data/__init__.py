@@ -11,6 +11,8 @@ This module gathers the pieces (each lives in its own module) and adds dataset-l
   :func:`generation_set` (``gozaru.data.sft``);
 * fixed-shape rows and their order: :class:`Rows`, :func:`as_rows`, :func:`rows_at`, :func:`iterate_batches`
   (``gozaru.data.rows``);
+* tokenizers: :class:`Tokenizer` (SentencePiece), :class:`HFTokenizer` (``tokenizer.json``) and
+  :func:`load_tokenizer`, which picks one for a path (``gozaru.data.tokenizer``);
 * :func:`train_eval_split` here.
 """
 from __future__ import annotations
@@ -25,13 +27,17 @@ from .rows import Rows, as_rows, epoch_order, iterate_batches, num_batches, rows
 from .sft import (STYLES, Example, GenerationSet, encode_example, examples_to_arrays, format_example, format_prompt,
                   generation_set, lm_arrays, sft_arrays, truncate_example)
 from .synthetic import CATEGORIES, Fact, FactQuestion, SyntheticCorpus
+from .hf_tokenizer import HFTokenizer
+from .tokenizer import Tokenizer, load_tokenizer
 
 __all__ = [
     "CATEGORIES", "DataError", "Example", "Fact", "FactQuestion", "GenerationSet", "GozaruRate", "IGNORE_INDEX",
-    "LoadedRecords", "Record", "STYLES", "Skipped", "SyntheticCorpus", "Rows", "as_rows", "epoch_order", "rows_at", "trim_columns", "as_record",
+    "LoadedRecords", "Record", "STYLES", "Skipped", "SyntheticCorpus", "Rows", "as_rows", "epoch_order", "rows_at",
+    "trim_columns", "as_record",
     "encode_example", "ends_in_gozaru", "examples_to_arrays", "format_example", "format_prompt",
     "generation_set", "gozaru_rate", "iterate_batches", "lm_arrays", "load_dolly", "num_batches", "save_jsonl",
-    "sft_arrays", "to_gozaru", "to_gozaru_dataset", "train_eval_split", "truncate_example", "wilson_interval",
+    "HFTokenizer", "Tokenizer", "load_tokenizer", "sft_arrays", "to_gozaru", "to_gozaru_dataset", "train_eval_split",
+    "truncate_example", "wilson_interval",
 ]
 
 T = TypeVar("T")

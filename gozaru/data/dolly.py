@@ -1,4 +1,5 @@
-"""Records in the dolly-ja layout and their loaders (.json array, .jsonl, a folder, .parquet).
+"""Records in the dolly-ja layout and their loaders (.json array, .jsonl, .parquet, a folder or hub dataset
+id, a ``datasets.Dataset``, a list of dicts).
 
 A record has ``instruction`` and ``output`` (required, non-empty strings), ``input`` and ``category`` (optional
 strings, missing or null read as ""), and ``index`` (optional string or int, kept as a string). Other fields are
@@ -10,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..fileio import atomic_writer
+from .hub import is_repo_id, resolve
 
 FIELDS = ("instruction", "input", "output", "category", "index")
 REQUIRED = ("instruction", "output")
@@ -112,28 +116,25 @@ def _check_text(v: str, file: str, where: str | None, field: str) -> None:
                                             f"{e.start}; not valid Unicode text") from None
 
 
-def load_dolly(path: str | os.PathLike, *, on_error: str = "raise") -> LoadedRecords:
-    """Load dolly-ja records from a ``.json`` array, a ``.jsonl`` file, a ``.parquet`` file, or a folder
-    of such files (read in name order, not recursively).
+def load_dolly(source, *, split: str = "train", on_error: str = "raise") -> LoadedRecords:
+    """Load dolly-ja records from any of:
+
+    * a path: a ``.json`` array, a ``.jsonl`` file, a ``.parquet`` file, or a folder searched recursively for
+      them (read in path order). A folder in the Hub's layout (``data/train-00000-of-00001.parquet``,
+      ``train.jsonl``, ``train/…``) is read for ``split`` only;
+    * a Hugging Face dataset id (``org/name``) in the local hub cache (``gozaru.data.hub``);
+    * a ``datasets.Dataset``, or a ``datasets.DatasetDict`` (its ``split``);
+    * a list of dicts (or :class:`Record` objects).
 
     ``on_error="raise"`` (default) stops at the first problem with a :class:`DataError`; ``"skip"`` leaves out
     bad records (or a whole unreadable file), lists them in ``.skipped`` and warns once with the count.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
-        if not files:
-            raise DataError(str(p), None, None, f"folder has no {' / '.join(SUFFIXES)} files")
-    elif p.is_file():
-        files = [p]
-    else:
-        raise FileNotFoundError(f"{path}: no such file or folder")
     out = LoadedRecords()
-    for f in files:
-        out.files.append(str(f))
-        for item in _read_file(f):
+    for name, items in _sources(source, split):
+        out.files.append(name)
+        for item in items:
             if isinstance(item, Record):
                 out.append(item)
             elif on_error == "raise":
@@ -143,6 +144,73 @@ def load_dolly(path: str | os.PathLike, *, on_error: str = "raise") -> LoadedRec
     if out.skipped:
         warnings.warn(out.report(limit=3), stacklevel=2)
     return out
+
+
+def _sources(source, split: str) -> list[tuple[str, Iterator[Record | DataError]]]:
+    """(name, records) for each file or in-memory collection that ``source`` stands for."""
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.exists() and is_repo_id(str(source)):
+            p = Path(resolve(str(source), "dataset"))
+        if p.is_dir():
+            return [(str(f), _read_file(f)) for f in _split_files(p, split)]
+        if p.is_file():
+            return [(str(p), _read_file(p))]
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    if isinstance(source, Mapping) and source and all(hasattr(v, "column_names") for v in source.values()):
+        if split not in source:   # a datasets.DatasetDict
+            raise DataError("<DatasetDict>", None, None, f"no split {split!r} (splits: {', '.join(source)})")
+        source = source[split]
+    if hasattr(source, "column_names") and hasattr(source, "__getitem__"):   # a datasets.Dataset
+        name = f"<Dataset {getattr(getattr(source, 'info', None), 'dataset_name', None) or ''}>".replace(" >", ">")
+        missing = [f for f in REQUIRED if f not in source.column_names]
+        if missing:
+            raise DataError(name, None, missing[0], f"missing column (columns: {', '.join(source.column_names)})")
+        return [(name, _read_rows(iter(source), name, "row"))]
+    if isinstance(source, (list, tuple)):
+        return [("<list>", _read_rows(iter(source), "<list>", "item"))]
+    raise TypeError(f"load_dolly: expected a path, a hub dataset id, a datasets.Dataset / DatasetDict or a list "
+                    f"of dicts, got {type(source).__name__}")
+
+
+def _read_rows(rows, name: str, unit: str) -> Iterator[Record | DataError]:
+    for i, obj in enumerate(rows):
+        if isinstance(obj, Record):
+            yield obj
+            continue
+        try:
+            yield record_from_mapping(obj, name, f"{unit} {i}")
+        except DataError as e:
+            yield e
+
+
+_SPLIT_FILE = re.compile(r"^(?P<split>[A-Za-z0-9_]+?)(?:[-_.]\d{5}-of-\d{5})?$")
+_KNOWN_SPLITS = ("train", "validation", "valid", "dev", "test")
+
+
+def _split_of(rel: Path) -> str | None:
+    """The split a file in the Hub's layout belongs to (``train-00000-of-00001.parquet``, ``train/x.jsonl``,
+    ``data/test.jsonl``), or None."""
+    for part in (*rel.parent.parts, rel.stem):
+        m = _SPLIT_FILE.match(part)
+        if m and m["split"] in _KNOWN_SPLITS:
+            return m["split"]
+    return None
+
+
+def _split_files(folder: Path, split: str) -> list[Path]:
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
+                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    if not files:
+        raise DataError(str(folder), None, None, f"folder has no {' / '.join(SUFFIXES)} files (searched recursively)")
+    splits = {f: _split_of(f.relative_to(folder)) for f in files}
+    if not any(splits.values()):
+        return files
+    chosen = [f for f in files if splits[f] == split]
+    if not chosen:
+        raise DataError(str(folder), None, None, f"no files of split {split!r} (splits found: "
+                                                 f"{', '.join(sorted({s for s in splits.values() if s}))})")
+    return chosen
 
 
 def _read_file(f: Path) -> Iterator[Record | DataError]:

@@ -1,8 +1,9 @@
 """Rule-based rewriting of polite Japanese endings into ござる speech, and the ござる-rate.
 
 Only sentence-final endings change: an ending counts as final when what follows it (after optional spaces and an
-optional short aside in parentheses, as in ``です（笑）。``) is a sentence mark (。．.！？!?…♪☆★), a newline, an emoji or the end of the text. Quotes (「」『』"" “”), code
-(```…``` and `…`), URLs and numbers are masked first, so nothing inside them changes.
+optional short aside in parentheses, as in ``です（笑）。``) is a sentence mark (。．.！？!?…♪☆★), a newline,
+an emoji or the end of the text. Quotes (「」『』"" “”), code (```…``` and `…`), URLs and numbers are masked
+first, so nothing inside them changes.
 
 Rules (checked longest first; ``V`` is the verb's masu-stem, conjugated by :func:`_verb_forms`):
 

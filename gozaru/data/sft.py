@@ -19,7 +19,7 @@ from .dolly import Record, as_record
 from .rows import Rows
 from .tokenizer import NEWLINE_PIECE, Tokenizer, to_nl
 
-STYLES = ("rinna", "alpaca")
+STYLES = ("rinna", "alpaca", "chat")
 
 _ALPACA_HEAD_INPUT = ("以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。"
                       "要求を適切に満たす応答を書きなさい。")
@@ -28,11 +28,13 @@ _ALPACA_HEAD = "以下は、タスクを説明する指示です。要求を適�
 
 # -- prompt formats --------------------------------------------------------------
 
-def format_prompt(record: Record | dict, style: str = "rinna") -> str:
+def format_prompt(record: Record | dict, style: str = "rinna", tokenizer=None) -> str:
     """The prompt text that precedes the answer.
 
     rinna: ``ユーザー: {instruction}<NL>{input}<NL>システム: `` (the input line is left out when empty);
-    alpaca: the alpaca-ja preamble, ``### 指示:``, ``### 入力:`` (when there is input) and ``### 回答:``.
+    alpaca: the alpaca-ja preamble, ``### 指示:``, ``### 入力:`` (when there is input) and ``### 回答:``;
+    chat: the tokenizer's own chat template (``tokenizer_config.json``) with one user message, the instruction
+    and then the input after a blank line, and the generation prompt (needs ``tokenizer``).
     A dict needs only ``instruction`` (and optionally ``input``) here.
     """
     r = as_record(record, require_output=False)
@@ -46,13 +48,41 @@ def format_prompt(record: Record | dict, style: str = "rinna") -> str:
             return (f"{_ALPACA_HEAD_INPUT}\n\n### 指示:\n{r.instruction}\n\n### 入力:\n{r.input}\n\n"
                     f"### 回答:\n")
         return f"{_ALPACA_HEAD}\n\n### 指示:\n{r.instruction}\n\n### 回答:\n"
+    if style == "chat":
+        return _chat_tokenizer(tokenizer).apply_chat_template(chat_messages(r, answer=False),
+                                                              add_generation_prompt=True)
     raise ValueError(f"unknown prompt style {style!r}; choose from {', '.join(STYLES)}")
 
 
-def format_example(record: Record | dict, style: str = "rinna") -> tuple[str, str]:
-    """(prompt, answer) texts; the full training text is ``prompt + answer`` followed by ``</s>``."""
+def chat_messages(r: Record, answer: bool = True) -> list[dict]:
+    """A record as a one-turn conversation: the user's message, then (with ``answer``) the assistant's."""
+    user = r.instruction + (f"\n\n{r.input}" if r.input.strip() else "")
+    messages = [{"role": "user", "content": user}]
+    if answer:
+        messages.append({"role": "assistant", "content": r.output})
+    return messages
+
+
+def _chat_tokenizer(tokenizer):
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        source = getattr(tokenizer, "source", "the tokenizer")
+        raise ValueError(f"style 'chat' needs a tokenizer with a chat template (tokenizer_config.json's "
+                         f"'chat_template'); {source} has none")
+    return tokenizer
+
+
+def format_example(record: Record | dict, style: str = "rinna", tokenizer=None) -> tuple[str, str]:
+    """(prompt, answer) texts; the full training text is ``prompt + answer`` followed by ``</s>``. With the chat
+    style the answer is what the template writes after the prompt (the reply and its end-of-turn marker)."""
     r = as_record(record)
-    return format_prompt(r, style), r.output
+    prompt = format_prompt(r, style, tokenizer)
+    if style != "chat":
+        return prompt, r.output
+    full = tokenizer.apply_chat_template(chat_messages(r))
+    if not full.startswith(prompt):
+        raise ValueError(f"{tokenizer.source}: the chat template does not render the conversation as the prompt "
+                         "followed by the answer; the chat style cannot split it")
+    return prompt, full[len(prompt):].rstrip()
 
 
 # -- encoded examples --------------------------------------------------------------
@@ -68,7 +98,12 @@ class Example:
 
 def encode_example(record: Record | dict, tokenizer: Tokenizer, style: str = "rinna") -> Example:
     """Prompt encoded without special tokens; answer encoded and terminated by ``</s>``."""
-    prompt, answer = format_example(record, style)
+    prompt, answer = format_example(record, style, tokenizer)
+    if style == "chat":   # the template closes the turn itself; eos is added only when it does not
+        ids = tokenizer.encode(answer)
+        if not ids or ids[-1] != tokenizer.eos_id:
+            ids.append(tokenizer._require("eos"))
+        return Example(tuple(tokenizer.encode_prompt(prompt)), tuple(ids))
     return Example(tuple(tokenizer.encode_prompt(prompt)), tuple(tokenizer.encode_answer(answer)))
 
 
@@ -112,7 +147,9 @@ def examples_to_arrays(examples: Sequence[Example], seq_len: int, pad_id: int, *
                        seed: int = 0, min_prompt_tokens: int | None = None) -> Rows:
     """One example per row (``pack=False``, input order), or examples packed greedily into rows in a
     seed-shuffled order (``pack=True``: next-fit; an example never spans two rows). Targets are -100 on
-    prompts and padding; inside a packed row the attention still sees the earlier examples."""
+    prompts and padding. Packing is off by default, and the lab never packs: the engine has no per-document
+    attention mask, so inside a packed row an example attends to the earlier ones (and its positions start
+    where they end), and its loss is not the loss it has alone."""
     max_ids = seq_len + 1
     fitted = [truncate_example(ex, max_ids, min_prompt_tokens) for ex in examples]
     n_truncated = sum(f is not ex for f, ex in zip(fitted, examples))
@@ -181,7 +218,7 @@ def generation_set(records: Iterable[Record | dict], tokenizer: Tokenizer, *, st
     recs = [as_record(r, require_output=False) for r in records]
     prompts = []
     for r in recs:
-        ids = tokenizer.encode_prompt(format_prompt(r, style))
+        ids = tokenizer.encode_prompt(format_prompt(r, style, tokenizer))
         if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
             ids = ids[len(ids) - max_prompt_tokens:]
         prompts.append(ids)

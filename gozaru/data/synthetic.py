@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from .dolly import Record
 
@@ -396,14 +396,3 @@ def _context(kind: str, ent: dict) -> str:
 def _pick_item(rng: random.Random) -> tuple[str, str]:
     cat = rng.choice(list(_CATEGORY_ITEMS))
     return cat, rng.choice(_CATEGORY_ITEMS[cat])
-
-
-# -- module-level conveniences on the default table ---------------------------------------
-
-def synthetic_instructions(n: int, seed: int = 0, categories: Iterable[str] | None = None,
-                           corpus_seed: int = 0) -> list[Record]:
-    return SyntheticCorpus(corpus_seed).instructions(n, seed=seed, categories=categories and list(categories))
-
-
-def synthetic_pretrain_texts(n: int, seed: int = 0, corpus_seed: int = 0) -> list[str]:
-    return SyntheticCorpus(corpus_seed).pretrain_texts(n, seed=seed)

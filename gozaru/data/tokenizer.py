@@ -19,12 +19,12 @@ import io
 import os
 import random
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
-import numpy as np
 import sentencepiece as spm
 
 from ..fileio import atomic_writer
+from .tokenizer_base import BaseTokenizer, pad_batch
 
 NEWLINE_PIECE = "<NL>"
 
@@ -43,7 +43,7 @@ TRAIN_SPECIAL_IDS = {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
 _MODEL_FILE_NAMES = ("spiece.model", "tokenizer.model", "sentencepiece.model")
 
 
-class Tokenizer:
+class Tokenizer(BaseTokenizer):
     """A loaded SentencePiece model plus rinna's newline and special-token conventions."""
 
     def __init__(self, processor: spm.SentencePieceProcessor, *, source: str = "<memory>"):
@@ -146,71 +146,12 @@ class Tokenizer:
         return self.sp.serialized_model_proto()
 
     # -- single texts ----------------------------------------------------
-    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-        """Token ids of ``text``; newlines become ``<NL>``. No special tokens unless asked."""
-        ids = self.sp.encode(to_nl(text), out_type=int)
-        if add_bos:
-            ids.insert(0, self._require("bos"))
-        if add_eos:
-            ids.append(self._require("eos"))
-        return ids
+    def _encode_text(self, text: str) -> list[int]:
+        return self.sp.encode(to_nl(text), out_type=int)
 
-    def encode_prompt(self, text: str) -> list[int]:
-        """A prompt as the model sees it in training and generation: no special tokens."""
-        return self.encode(text)
-
-    def encode_answer(self, text: str) -> list[int]:
-        """An answer as the model must produce it: its ids followed by ``</s>``."""
-        return self.encode(text, add_eos=True)
-
-    def decode(self, ids: Iterable[int], *, newlines: bool = True) -> str:
-        """Text of ``ids``. Pad/bos/eos and negative ids (generation's filler) are dropped;
-        ``<NL>`` becomes a newline unless ``newlines=False``."""
-        keep = []
-        for i in ids:
-            i = int(i)
-            if i < 0 or i in self._hidden:
-                continue
-            if i >= self.vocab_size:
-                raise ValueError(f"token id {i} is out of range for vocab_size {self.vocab_size}")
-            keep.append(i)
-        text = self.sp.decode(keep)
+    def _decode_kept(self, ids: list[int], newlines: bool) -> str:
+        text = self.sp.decode(ids)
         return from_nl(text) if newlines else text
-
-    def decode_answer(self, ids: Iterable[int], *, newlines: bool = True) -> str:
-        """Decode generated ids up to (not including) the first ``</s>`` or negative filler id."""
-        cut = []
-        for i in ids:
-            i = int(i)
-            if i < 0 or i == self.eos_id:
-                break
-            cut.append(i)
-        return self.decode(cut, newlines=newlines)
-
-    def _require(self, kind: str) -> int:
-        i = getattr(self, f"{kind}_id")
-        if i < 0:
-            raise ValueError(f"{self.source}: this tokenizer has no {kind} token")
-        return i
-
-    # -- batches -----------------------------------------------------------
-    def encode_batch(self, texts: Sequence[str], *, add_bos: bool = False, add_eos: bool = False,
-                     max_len: int | None = None, pad_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Encode texts into ``(ids int32 [B, T], lens int32 [B])``, right-padded with ``pad_id``
-        (default: the model's pad, else 0). ``max_len`` truncates (keeping the start) and fixes T."""
-        seqs = [self.encode(t, add_bos=add_bos, add_eos=add_eos) for t in texts]
-        if max_len is not None:
-            seqs = [s[:max_len] for s in seqs]
-        width = max_len if max_len is not None else max((len(s) for s in seqs), default=0)
-        return pad_batch(seqs, width, self.pad_id if pad_id is None else pad_id)
-
-    def decode_batch(self, ids: np.ndarray | Sequence[Sequence[int]], lens: Sequence[int] | None = None,
-                     *, newlines: bool = True) -> list[str]:
-        """Decode each row (only its first ``lens[b]`` ids when lens is given)."""
-        rows = [list(r) for r in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
-        if lens is not None:
-            rows = [r[: int(n)] for r, n in zip(rows, lens)]
-        return [self.decode(r, newlines=newlines) for r in rows]
 
     # -- inspection ----------------------------------------------------------
     def id_to_piece(self, i: int) -> str:
@@ -221,14 +162,6 @@ class Tokenizer:
 
     def pieces(self, text: str) -> list[str]:
         return self.sp.encode(to_nl(text), out_type=str)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return (f"Tokenizer({self.source!r}, vocab_size={self.vocab_size}, pad={self.pad_id}, "
-                f"unk={self.unk_id}, bos={self.bos_id}, eos={self.eos_id}, newline={self.newline_id})")
-
 
 def _train_unigram(lines: list[str], out, vocab_size: int, character_coverage: float, num_threads: int) -> None:
     """Run the SentencePiece trainer with the rinna-compatible layout (see the module docstring)."""
@@ -258,14 +191,18 @@ def from_nl(text: str) -> str:
     return text.replace(NEWLINE_PIECE, "\n")
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad id lists into ``(int32 [B, width], lens int32 [B])``; longer lists are an error."""
-    pad_id = pad_id if pad_id >= 0 else 0
-    out = np.full((len(seqs), width), pad_id, dtype=np.int32)
-    lens = np.zeros(len(seqs), dtype=np.int32)
-    for b, s in enumerate(seqs):
-        if len(s) > width:
-            raise ValueError(f"sequence {b} has {len(s)} ids, more than the width {width}")
-        out[b, : len(s)] = s
-        lens[b] = len(s)
-    return out, lens
+def load_tokenizer(path: str | os.PathLike) -> BaseTokenizer:
+    """The tokenizer at ``path``: a SentencePiece ``.model`` file, a ``tokenizer.json``, or a folder holding
+    either. A folder with both (rinna's ships ``spiece.model`` and a converted ``tokenizer.json``) is read
+    through SentencePiece, the model the lab trains with and whose ``<NL>`` convention it follows."""
+    from .hf_tokenizer import HFTokenizer, is_hf_tokenizer_path
+
+    p = Path(path)
+    if p.is_dir() and any((p / name).is_file() for name in _MODEL_FILE_NAMES):
+        return Tokenizer.load(p)
+    if is_hf_tokenizer_path(p):
+        return HFTokenizer.load(p)
+    return Tokenizer.load(p)
+
+
+__all__ = ["NEWLINE_PIECE", "TRAIN_SPECIAL_IDS", "Tokenizer", "from_nl", "load_tokenizer", "pad_batch", "to_nl"]

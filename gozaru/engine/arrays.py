@@ -71,16 +71,29 @@ def names_list(names: str | Iterable[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- params mapping
 class ParamViews(Mapping):
-    """Read-only mapping name -> writable zero-copy float32 view of that tensor.
+    """Read-only mapping name -> zero-copy float32 view of that tensor.
 
-    Views are made once and cached; each keeps the model's parameter buffer alive. After writing into
-    them on a device backend call ``Model.params_changed()`` (a no-op on the CPU)."""
+    Views are made once and cached; each keeps the model's parameter buffer alive. They are writable only where
+    a write is seen at once (the CPU computing in fp32); under bf16 / bf16-emulated (whose working copies are
+    rounded from the fp32 masters) and on device backends (whose weights live on the device) they are read-only,
+    and writes go through ``Model.edit_params()``, which tells the core when the block ends."""
 
-    def __init__(self, core: _core.Model):
+    def __init__(self, core: _core.Model, writable: bool = True):
         self._core = core
         self._device = core.backend != "cpu"  # the host copy is a mirror that training steps leave stale
         self._names = core.names
         self._views: dict[str, np.ndarray] = {}
+        self._writable = writable
+
+    def set_writable(self, writable: bool) -> None:
+        """Views handed out from now on are writable or not; a read-only switch also revokes those already out
+        (NumPy cannot make a view writable again, so going back to writable starts a new cache)."""
+        if writable == self._writable:
+            return
+        for v in self._views.values():
+            v.flags.writeable = False
+        self._views = {}
+        self._writable = writable
 
     def __getitem__(self, name: str) -> np.ndarray:
         v = self._views.get(name)
@@ -88,6 +101,8 @@ class ParamViews(Mapping):
             if name not in self._names:
                 raise KeyError(name)
             v = self._views[name] = self._core.param(name)
+            if not self._writable:
+                v.flags.writeable = False
         if self._device:
             self._core.sync_to_host()  # downloads only when a training step left the mirror stale
         return v

@@ -13,6 +13,7 @@ from .._core import CheckpointError
 from .config import GPTNeoXConfig, LoraSpec
 from .model import Model
 from .optim import AdamW
+from .placement import Placement
 
 
 def config_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> GPTNeoXConfig:
@@ -103,15 +104,18 @@ def describe(path: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
-def load(path: str | os.PathLike, backend: str = "cpu", precision: str | None = None):
+def load(path: str | os.PathLike, backend: str | None = None, precision: str | None = None, *,
+         placement: Placement | None = None):
     """(model, optimizer or None, info) from a gozaru checkpoint; info = dict(step, tokens_seen, rng, extra)
-    with rng/extra as the bytes that were saved. precision is the run's choice (see Model): a checkpoint holds
-    fp32 weights whatever precision trained them."""
+    with rng/extra as the bytes that were saved. The model is placed as ``placement`` says (``backend`` /
+    ``precision`` replace its fields): where and how it computes is the run's choice, a checkpoint holds fp32
+    weights whatever precision trained them."""
     path = os.fspath(path)
     meta = _core.read_checkpoint_meta(path)
     config = config_from_meta(meta, path)
     check_size(config, path)
-    model = Model(config, seed=None, backend=backend, lora=lora_from_meta(meta, path), precision=precision)
+    model = Model(config, seed=None, lora=lora_from_meta(meta, path),
+                  placement=Placement.of(placement, backend=backend, precision=precision))
     optimizer = None
     if meta["has_optimizer"]:
         a = meta["adamw"]

@@ -7,8 +7,7 @@ dtypes) before any weight is read, and weights are then copied one tensor at a t
 memory stays at the model plus one tensor (safetensors are memory-mapped; ``.bin`` files are opened with
 ``mmap=True``).
 
-Export writes ``config.json`` and a single ``model.safetensors`` that
-``transformers.GPTNeoXForCausalLM.from_pretrained`` loads.
+Export is in ``gozaru.engine.hf_export``.
 """
 from __future__ import annotations
 
@@ -21,8 +20,8 @@ from typing import Callable
 import numpy as np
 
 from .._core import CheckpointError
-from ..fileio import atomic_writer, write_text_atomic
 from .config import GPTNeoXConfig
+from .hf_export import _write_safetensors, write_folder  # noqa: F401  (export's home; kept importable here)
 
 # Buffers HF keeps in some state dicts that are not parameters (rotary caches, attention masks).
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq", ".attention.bias", ".attention.masked_bias")
@@ -241,29 +240,3 @@ def read_weights_into(folder: str | os.PathLike, config: GPTNeoXConfig, params, 
             if progress:
                 progress(key)
         del wf
-
-
-# ---------------------------------------------------------------- export
-
-def _write_safetensors(path: Path, tensors: list[tuple[str, np.ndarray]], metadata: dict[str, str]) -> None:
-    """Streams float32 tensors into a safetensors file (no in-memory copy of the model)."""
-    header: dict = {"__metadata__": metadata}
-    offset = 0
-    for name, a in tensors:
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the data that follows stays 8-byte aligned
-    with atomic_writer(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for _, a in tensors:
-            f.write(memoryview(np.ascontiguousarray(a, dtype="<f4")).cast("B"))
-
-
-def write_folder(folder: str | os.PathLike, config: GPTNeoXConfig, tensors: list[tuple[str, np.ndarray]]) -> None:
-    """Writes config.json and model.safetensors (float32) for transformers' GPTNeoXForCausalLM."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_safetensors(folder / SAFETENSORS, tensors, {"format": "pt"})
-    write_text_atomic(folder / "config.json", json.dumps(config.to_hf_dict(), indent=2, sort_keys=True) + "\n")

@@ -107,26 +107,27 @@ def attach(model: Model, targets: Iterable[str] = DEFAULT_TARGETS, layers: Itera
 
 
 def _with_adapters(model: Model, new: list[LoraSpec], seed: int) -> Model:
-    out = Model(model.config, seed=None, backend=model.backend, lora=model.lora + tuple(new))
+    out = Model(model.config, seed=None, lora=model.lora + tuple(new), placement=model.placement)
     out.core.init_lora(int(seed))
     model.sync_to_host()
-    for name in model.names:  # base weights and the adapters ``model`` already had
-        out.params[name][...] = model.params[name]
-    out.params_changed()
+    with out.edit_params() as params:
+        for name in model.names:  # base weights and the adapters ``model`` already had
+            params[name][...] = model.params[name]
     out.train_only([n for s in out.lora for n in out.lora_names(s)])
     return out
 
 
 def merge(model: Model) -> Model:
-    """A plain Model (no adapters, nothing trainable) with W += scale * B A for every adapter (float64 sums)."""
+    """A plain Model (no adapters, nothing trainable) with W += scale * B A for every adapter (float64 sums),
+    placed as ``model`` is."""
     model.sync_to_host()
-    out = Model(model.config, seed=None, backend=model.backend)
-    for name in out.names:
-        out.params[name][...] = model.params[name]
-    for s in model.lora:
-        a, b = (model.params[n].astype(np.float64) for n in model.lora_names(s))
-        out.params[s.target][...] = model.params[s.target].astype(np.float64) + s.scale * (b @ a)
-    out.params_changed()
+    out = Model(model.config, seed=None, placement=model.placement)
+    with out.edit_params() as params:
+        for name in out.names:
+            params[name][...] = model.params[name]
+        for s in model.lora:
+            a, b = (model.params[n].astype(np.float64) for n in model.lora_names(s))
+            params[s.target][...] = model.params[s.target].astype(np.float64) + s.scale * (b @ a)
     return out
 
 
@@ -252,12 +253,12 @@ def load_adapter(model: Model, folder: str | os.PathLike) -> Model:
     if not specs:
         raise CheckpointError(f"{folder}: no adapter tensors in {ADAPTER_WEIGHTS}")
     out = _with_adapters(model, specs, 0)
-    for s in specs:
-        for n, v in zip(out.lora_names(s), values[s.target]):
-            out.params[n][...] = v
-    for target, key in base_layers.items():  # as PEFT does: the saved base weight replaces the model's
-        out.params[target][...] = wf.read(key)
-    out.params_changed()
+    with out.edit_params() as params:
+        for s in specs:
+            for n, v in zip(out.lora_names(s), values[s.target]):
+                params[n][...] = v
+        for target, key in base_layers.items():  # as PEFT does: the saved base weight replaces the model's
+            params[target][...] = wf.read(key)
     return out
 
 

@@ -6,17 +6,19 @@ would wrap around; the vocabulary range check is the core's, and ``gozaru._core`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from .. import _core
-from . import hf
+from . import hf, hf_export
 from .arrays import ParamViews, as_bytes, as_token_array, names_list, next_token_targets
 from .config import GPTNeoXConfig, LoraSpec
+from .placement import Placement, emulation_fallback
 
 
 # --------------------------------------------------------------------------- the model
@@ -32,23 +34,27 @@ class Model:
     with ``train_only`` / ``set_trainable`` / ``train_all`` (frozen tensors cost no gradient memory).
     ``lora``: LoRA adapters (``LoraSpec``s) fixed at creation; ``gozaru.lora.attach`` is the usual way.
 
+    ``placement`` (``gozaru.engine.placement.Placement``: backend, precision, threads) says where the model runs
+    and how it computes; ``backend`` / ``precision`` given as keywords replace those fields of it.
     ``precision`` ("fp32", "bf16" or "bf16-emulated"; None keeps the backend's own: fp32 on the CPU) is how the
     Linear layers compute (csrc/precision.h); weights, gradients and optimizer state stay fp32, so it is a run
     setting, not part of a checkpoint. "bf16" needs AVX512-BF16 or AMX-BF16 on the CPU (a RuntimeError names
     what is missing); with GOZARU_BF16_EMULATE=1 such a CPU runs "bf16-emulated" instead (same rounding, slow)."""
 
-    def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str = "cpu",
-                 lora: Iterable[LoraSpec] = (), precision: str | None = None):
+    def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str | None = None,
+                 lora: Iterable[LoraSpec] = (), precision: str | None = None, *, placement: Placement | None = None):
         if not isinstance(config, GPTNeoXConfig):
             raise TypeError(f"config must be a gozaru.GPTNeoXConfig, got {type(config).__name__}")
+        placement = Placement.of(placement, backend=backend, precision=precision)
+        placement.apply_threads()
         self._config = config
         self._lora = tuple(s if isinstance(s, LoraSpec) else LoraSpec(*s) for s in lora)
-        self._core = _core.Model(config.core_dict(), backend=backend, seed=seed,
+        self._core = _core.Model(config.core_dict(), backend=placement.backend, seed=seed,
                                  init_std=config.initializer_range,
                                  lora=[(s.target, s.r, s.scale) for s in self._lora] or None)
-        self._params = ParamViews(self._core)
-        if precision is not None:
-            self.set_precision(precision)
+        self._params = ParamViews(self._core, writable=self._writes_seen())
+        if placement.precision is not None:
+            self.set_precision(placement.precision)
 
     # -- description -------------------------------------------------------------
     @property
@@ -85,6 +91,12 @@ class Model:
         """How the Linear layers compute: "fp32", "bf16" or "bf16-emulated" (CUDA: "tf32" too)."""
         return self._core.precision
 
+    @property
+    def placement(self) -> Placement:
+        """Where this model runs and how it computes now: its backend, the precision the core runs (after any
+        fallback) and the engine threads in effect. A model made from this one with it computes the same way."""
+        return Placement(self.backend, self.precision, _core.get_num_threads())
+
     def set_precision(self, precision: str) -> None:
         """See the class docstring; ValueError for an unknown name, RuntimeError when this CPU cannot run it."""
         if not isinstance(precision, str):
@@ -92,10 +104,16 @@ class Model:
         try:
             self._core.set_precision(precision)
         except RuntimeError as e:  # the core's GZ_ERR_BACKEND: not runnable on this CPU or build
-            if precision == "bf16" and os.environ.get("GOZARU_BF16_EMULATE", "") not in ("", "0"):
-                self._core.set_precision("bf16-emulated")  # the opted-in exact emulation
-                return
-            raise PrecisionError(str(e)) from None
+            fallback = emulation_fallback(precision)
+            if fallback is None:
+                raise PrecisionError(str(e)) from None
+            self._core.set_precision(fallback)
+        self._params.set_writable(self._writes_seen())
+
+    def _writes_seen(self) -> bool:
+        """Whether a write into a parameter view reaches the computation as it is: on the CPU in fp32 only
+        (bf16 working copies are rounded from the masters; a device computes from its own copy)."""
+        return self.backend == "cpu" and self.precision == "fp32"
 
     @property
     def params(self) -> Mapping[str, np.ndarray]:
@@ -203,8 +221,8 @@ class Model:
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                  eos_token_id: int | None = None, return_logits: bool = False):
         """New tokens for each prompt (a list of token ids), EOS included when hit. Greedy when
-        temperature below 1e-6 (0 included); Ctrl-C stops it with KeyboardInterrupt. eos_token_id=None uses the config's;
-        a negative one never stops early. return_logits=True also returns, per prompt, a float32 array
+        temperature below 1e-6 (0 included); Ctrl-C stops it with KeyboardInterrupt. eos_token_id=None uses the
+        config's; a negative one never stops early. return_logits=True also returns, per prompt, a float32 array
         [n_new, vocab] of the logits each new token was chosen from (before temperature)."""
         rows = [np.asarray(p) for p in prompts]
         if not rows:
@@ -246,10 +264,8 @@ class Model:
         """Same config and backend, copied parameters (one consistent step, see ``snapshot``) and trainable
         flags (no gradients)."""
         flat = self.snapshot()
-        other = Model(self._config, seed=None, backend=self.backend, lora=self._lora)
+        other = Model(self._config, seed=None, lora=self._lora, placement=self.placement)
         other._core.flat_params()[...] = flat
-        if other.precision != self.precision:
-            other._core.set_precision(self.precision)
         other._core.params_changed()
         other.set_trainable(self.trainable_names(), True)
         return other
@@ -277,12 +293,25 @@ class Model:
             if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
                 raise TypeError(f"load_state_dict: {n} has dtype {a.dtype}, expected floating point")
             arrays[n] = a
-        for n, a in arrays.items():
-            self._params[n][...] = a
-        self._core.params_changed()
+        with self.edit_params() as params:
+            for n, a in arrays.items():
+                params[n][...] = a
+
+    @contextlib.contextmanager
+    def edit_params(self) -> Iterator[Mapping[str, np.ndarray]]:
+        """``with model.edit_params() as p: p[name][...] = x`` — the one way to write weights that works under every
+        placement: ``p`` holds writable views, and when the block ends the core is told (bf16 working copies are
+        re-rounded from the masters, a device uploads) and those views turn read-only."""
+        views = ParamViews(self._core, writable=True)
+        try:
+            yield views
+        finally:
+            views.set_writable(False)
+            self._core.params_changed()
 
     def params_changed(self) -> None:
-        """Call after writing into ``params`` views on a device backend (no-op on the CPU)."""
+        """Tells the core its parameters were written behind its back (through ``core.flat_params()``, or views
+        on the CPU in fp32): bf16 working copies are re-rounded, a device uploads. ``edit_params`` calls it."""
         self._core.params_changed()
 
     def sync_to_host(self) -> None:
@@ -312,23 +341,28 @@ class Model:
         return json.dumps(d, sort_keys=True)
 
     @classmethod
-    def from_hf(cls, folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = True,
-                progress=None, precision: str | None = None) -> "Model":
-        """A model with the config and weights of an HF GPT-NeoX folder (config.json + safetensors / .bin).
+    def from_hf(cls, folder: str | os.PathLike, *, backend: str | None = None, strict: bool = True,
+                progress=None, precision: str | None = None, placement: Placement | None = None) -> "Model":
+        """A model with the config and weights of an HF GPT-NeoX folder (config.json + safetensors / .bin),
+        placed as ``placement`` says (``backend`` / ``precision`` replace its fields).
 
         strict=False ignores tensors gozaru does not know; missing tensors are always an error. progress, when
         given, is called with each tensor name as it is copied."""
         config = hf.read_hf_config(folder)
         hf.check_weights_size(folder, config)
-        model = cls(config, seed=None, backend=backend, precision=precision)
-        hf.read_weights_into(folder, model.config, model.params, strict=strict, progress=progress)
-        model.params_changed()
+        model = cls(config, seed=None, placement=Placement.of(placement, backend=backend, precision=precision))
+        with model.edit_params() as params:
+            hf.read_weights_into(folder, model.config, params, strict=strict, progress=progress)
         return model
 
-    def to_hf(self, folder: str | os.PathLike) -> None:
-        """Writes a folder that ``transformers.GPTNeoXForCausalLM.from_pretrained`` loads."""
+    def to_hf(self, folder: str | os.PathLike, *, dtype: str = "fp32", max_shard_size: int | str | None = None,
+              pad_token_id: int | None = None) -> list[str]:
+        """Writes a folder that ``transformers.AutoModelForCausalLM.from_pretrained`` loads: config.json,
+        generation_config.json and the weights in ``dtype`` (fp32, bf16, fp16), sharded past ``max_shard_size``
+        (e.g. "500MB"); see ``gozaru.engine.hf_export``. Returns the file names written."""
         if self._lora:
             raise ValueError("to_hf: this model has LoRA adapters; write gozaru.lora.merge(model).to_hf(folder) for "
                              "a plain HF model, or gozaru.lora.save_adapter(model, folder) for PEFT's format")
         tensors = self._tensors_of(self.snapshot())  # one consistent step even while another thread trains
-        hf.write_folder(folder, self.config, [(name, tensors[name]) for name in self.names])
+        return hf_export.write_folder(folder, self.config, [(name, tensors[name]) for name in self.names],
+                                      dtype=dtype, max_shard_size=max_shard_size, pad_token_id=pad_token_id)

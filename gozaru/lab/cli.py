@@ -12,18 +12,21 @@ import time
 
 from .. import _core, data
 from .._version import __version__
-from ..data.tokenizer import Tokenizer
+from ..fileio import write_json_atomic
+from ..data.tokenizer import load_tokenizer
 from ..engine import checkpoint, layers
 from ..engine.checkpoint import load
 from ..engine.model import Model
 from ..engine.system import build_info, format_build_info
-from . import hub, plots, study, study_demo
-from .cli_args import build_parser
+from . import hub, plots, study, study_demo, tracking
+from .cli_args import build_parser, placement_from_args
 from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
 from .executor import from_args as executor_from_args
+from .export import export_hf, push_to_hub
 from .experiment import ExperimentData, load_grid, run, seed_grid
 from .record import RunRecord
+from .source import BaseSource
 from .train import TrainConfig, Trainer
 
 
@@ -53,17 +56,13 @@ def _check_writable(path: str, is_folder: bool = False) -> None:
         raise OSError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def _threads(args):
-    if getattr(args, "threads", None):
-        _core.set_num_threads(args.threads)
-
-
-def _load_model(args):
+def _source(args) -> BaseSource:
+    """The model to start from: --hf (an HF folder or Hub id) or --base (a gozaru checkpoint)."""
     if getattr(args, "hf", None):
-        folder = hub.resolve(args.hf, "model")
-        print(f"loading HF model from {folder} …", file=sys.stderr)
-        return Model.from_hf(folder, backend=args.backend, precision=args.precision)
-    return load(args.base, backend=args.backend, precision=args.precision)[0]
+        source = BaseSource.hf(args.hf)
+        print(f"HF model: {source.value}", file=sys.stderr)
+        return source
+    return BaseSource.checkpoint(args.base)
 
 
 def _records(args):
@@ -82,7 +81,7 @@ def _records(args):
 
 
 def _tokenizer(args):
-    return Tokenizer.load(hub.resolve(args.tokenizer, "model"))
+    return load_tokenizer(hub.resolve(args.tokenizer, "model"))
 
 
 def _selection(args) -> dict:
@@ -98,43 +97,57 @@ def _selection(args) -> dict:
 
 # --------------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
-    run_demo(args.out, quick=args.quick, threads=args.threads, progress=args.progress, plots=args.plots,
-             fresh=args.fresh)
+    run_demo(args.out, quick=args.quick, placement=placement_from_args(args), progress=args.progress,
+             plots=args.plots, fresh=args.fresh)
     return 0
 
 
 def cmd_train(args) -> int:
     _check_writable(args.out)
-    _threads(args)
+    placement = placement_from_args(args)
+    placement.apply_threads()
     tokenizer = _tokenizer(args)
     train_records, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style)
     if args.resume:  # the saved training settings continue; only the display follows this command line
         trainer = Trainer(None, exp.train, checkpoint=args.out, eval_data=exp.eval, resume=args.resume,
-                          backend=args.backend, precision=args.precision, progress=args.progress)
+                          placement=placement, progress=args.progress)
+        tokenizer.check_model(trainer.model.config)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
     else:
         if not (args.base or args.hf):
             raise SystemExit("give --base or --hf (or --resume a checkpoint)")
-        model = _load_model(args)
+        model = _source(args).load(placement)
+        tokenizer.check_model(model.config)
         names = layers.select(model.config, **_selection(args))
         model.train_only(sorted(names))
         print(layers.report(model.config, names)[0].splitlines()[-1].replace("all", "training", 1))
         trainer = Trainer(model, exp.train, _train_config(args), checkpoint=args.out, eval_data=exp.eval)
     print(f"{len(exp.train):,} training rows, {exp.train.counted:,} answer tokens; checkpoint {args.out}")
+    tracker = tracking.from_args(args)
+    tracked = tracker.start(os.path.splitext(os.path.basename(args.out))[0],
+                            {"train": trainer.config.to_dict(), "selection": None if args.resume else _selection(args),
+                             "data": args.data}) if tracker else None
+    trainer.on_step = tracked.on_step if tracked else None
     t0 = time.perf_counter()
     trainer.fit()
     last = trainer.history[-1] if trainer.history else {"loss": float("nan")}
-    print(f"done: step {trainer.step}, train loss {last['loss']:.4f}, held-out loss "
-          f"{eval_loss(trainer.model, exp.eval, trainer.config.micro) if exp.eval is not None else float('nan'):.4f} "
+    held_out = eval_loss(trainer.model, exp.eval, trainer.config.micro) if exp.eval is not None else float("nan")
+    if tracked:
+        tracked.on_eval({"eval_loss": held_out}, trainer.step)
+        tracked.on_end(trainer)
+    print(f"done: step {trainer.step}, train loss {last['loss']:.4f}, held-out loss {held_out:.4f} "
           f"({time.perf_counter() - t0:.0f} s); saved {args.out}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    _threads(args)
-    model = load(args.checkpoint, backend=args.backend, precision=args.precision)[0]
+    if args.json:
+        _check_writable(args.json)
+    placement = placement_from_args(args)
+    model = load(args.checkpoint, placement=placement)[0]
     tokenizer = _tokenizer(args)
+    tokenizer.check_model(model.config)
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
                                       n_prompts=args.n_prompts)
@@ -142,12 +155,20 @@ def cmd_eval(args) -> int:
     cfg = EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size, temperature=args.temperature,
                      seed=args.gen_seed)
     rate, answers = generated_rate(model, tokenizer, exp.prompts, **cfg.generation(), progress=args.progress)
+    loss = eval_loss(model, exp.eval, args.gen_batch_size)
     print(f"ござる-rate {rate.rate:.3f}  95% CI [{rate.low:.3f}, {rate.high:.3f}]  ({rate.k}/{rate.n} answers)")
-    print(f"held-out answer loss {eval_loss(model, exp.eval, args.gen_batch_size):.4f} over {exp.eval.counted:,} tokens")
+    print(f"held-out answer loss {loss:.4f} over {exp.eval.counted:,} tokens")
+    if args.json:
+        write_json_atomic(args.json, {
+            "checkpoint": args.checkpoint, "data": args.data, "gozaru_rate": rate.rate, "rate_low": rate.low,
+            "rate_high": rate.high, "k": rate.k, "n": rate.n, "eval_loss": loss, "eval_tokens": int(exp.eval.counted),
+            "generation": cfg.generation(),
+            "answers": [{"prompt": p, "answer": a} for p, a in zip(exp.prompts, answers)]})
+        print(f"results: {args.json}")
     for prompt, answer in list(zip(exp.prompts, answers))[: args.show]:
         print(f"\n> {prompt.replace('<NL>', ' / ')}\n  {answer}")
     if args.base:
-        base = load(args.base)[0]
+        base = load(args.base, placement=placement)[0]
         print("\n‖ΔW‖/‖W‖ vs the base (rows: embed, layers, top; columns: tensor kind)")
         print(change_grid(weight_change(base, model)).round(4).to_string(na_rep="·"))
     return 0
@@ -155,7 +176,8 @@ def cmd_eval(args) -> int:
 
 def cmd_grid(args) -> int:
     _check_writable(args.out, is_folder=True)
-    _threads(args)
+    placement = placement_from_args(args)
+    placement.apply_threads()
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         tokenizer = _tokenizer(args)
         train_records, held = _records(args)
@@ -163,10 +185,12 @@ def cmd_grid(args) -> int:
                                           n_prompts=args.n_prompts)
         grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
         # on a cluster the runs read --base where it is (shared storage); the driver never loads it
-        base = args.base if args.base and executor.transfer == "storage" else _load_model(args)
-        results = run(grid, base, exp, args.out, train=_train_config(args),
+        source = _source(args)
+        tokenizer.check_model(source.config())
+        results = run(grid, source, exp, args.out, train=_train_config(args),
                       eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
-                      progress=args.progress, executor=executor, backend=args.backend)
+                      progress=args.progress, executor=executor, placement=placement,
+                      tracker=tracking.from_args(args))
     print()
     print(format_table(results))
     if args.plots:
@@ -176,7 +200,8 @@ def cmd_grid(args) -> int:
 
 
 def cmd_study(args) -> int:
-    _threads(args)
+    placement = placement_from_args(args)
+    placement.apply_threads()
     if args.out is None:
         args.out = "runs/study-quick" if args.quick else "runs/study"
     user = bool(args.base or args.hf)
@@ -184,24 +209,25 @@ def cmd_study(args) -> int:
         raise SystemExit("gozaru study: --base/--hf need --data and --tokenizer (without them the demo base is used)")
     if args.preset == "reference":
         if not user:
-            run_demo(args.out, quick=args.quick, progress=args.progress)
+            run_demo(args.out, quick=args.quick, progress=args.progress, placement=placement)
             return 0
         return cmd_grid(_with(args, grid=None, seeds=[0, 1, 2], budgets=[0.05, 0.10], plots=True, gozaru=True))
     spec = _study_spec(args)
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         if not user:
             study_demo.demo_study(args.out, spec, study_demo.demo_settings(args.quick), progress=args.progress,
-                                  executor=executor)
+                                  executor=executor, placement=placement, tracker=tracking.from_args(args))
             return 0
-        return _user_study(args, spec, executor)
+        return _user_study(args, spec, executor, placement)
 
 
-def _user_study(args, spec, executor) -> int:
+def _user_study(args, spec, executor, placement) -> int:
     tokenizer = _tokenizer(args)
     loaded = list(data.load_dolly(hub.resolve(args.data, "dataset"), on_error="skip" if args.skip_bad else "raise"))
     fraction = min(args.eval_size, len(loaded) // 2) / max(len(loaded), 1)
     train_records, held = data.train_eval_split(loaded, eval_fraction=fraction, seed=args.split_seed)
-    base = _load_model(args)
+    base = _source(args).load(placement)
+    tokenizer.check_model(base.config)
     spec.check(base.config)   # a bad definition fails before the data are encoded
     exp, goz_train = study.study_data(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
                                       max_positions=base.config.max_position_embeddings, n_prompts=args.n_prompts,
@@ -210,7 +236,8 @@ def _user_study(args, spec, executor) -> int:
              f"{args.steps} steps × {args.batch_size} per run.")
     study.run_study(spec, base, exp, args.out, train=_train_config(args), examples=goz_train, sizes=sizes,
                     eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
-                    progress=args.progress, executor=executor, data_key={k: getattr(args, k) for k in (
+                    progress=args.progress, executor=executor, tracker=tracking.from_args(args),
+                    data_key={k: getattr(args, k) for k in (
                         "data", "tokenizer", "gozaru", "style", "seq_len", "eval_size", "split_seed", "n_prompts")})
     return 0
 
@@ -250,7 +277,7 @@ def _with(args, **changes):
 
 def cmd_import_hf(args) -> int:
     _check_writable(args.out)
-    model = Model.from_hf(args.folder)
+    model = Model.from_hf(hub.resolve(args.folder, "model"), placement=placement_from_args(args))
     model.save(args.out)
     print(f"{args.folder} -> {args.out}: {model.num_params:,} parameters")
     return 0
@@ -258,11 +285,29 @@ def cmd_import_hf(args) -> int:
 
 def cmd_export_hf(args) -> int:
     _check_writable(args.folder, is_folder=True)
-    model = load(args.checkpoint)[0]
-    model.to_hf(args.folder)
-    print(f"{args.checkpoint} -> {args.folder} (config.json + model.safetensors; load with "
-          f"transformers.GPTNeoXForCausalLM.from_pretrained)")
+    model = load(args.checkpoint, placement=placement_from_args(args))[0]
+    tokenizer = None if args.no_tokenizer else load_tokenizer(_export_tokenizer_path(args))
+    written = export_hf(model, args.folder, tokenizer=tokenizer, dtype=args.dtype,
+                        max_shard_size=args.max_shard_size, merge_lora=args.merge_lora)
+    print(f"{args.checkpoint} -> {args.folder}: {', '.join(sorted(written))} (load with "
+          f"transformers.AutoModelForCausalLM / AutoTokenizer.from_pretrained)")
+    if args.push_to_hub:
+        print(f"pushed to {args.push_to_hub}: {push_to_hub(args.folder, args.push_to_hub, private=args.private)}")
     return 0
+
+
+def _export_tokenizer_path(args) -> str:
+    """--tokenizer, else a tokenizer beside the checkpoint or in ../base/ (the demo's layout)."""
+    if args.tokenizer:
+        return hub.resolve(args.tokenizer, "model")
+    here = os.path.dirname(os.path.abspath(args.checkpoint))
+    for folder in (here, os.path.join(here, "base"), os.path.join(os.path.dirname(here), "base")):
+        for name in ("spiece.model", "tokenizer.json"):
+            if os.path.isfile(os.path.join(folder, name)):
+                print(f"tokenizer: {os.path.join(folder, name)}", file=sys.stderr)
+                return os.path.join(folder, name)
+    raise ValueError(f"no tokenizer found beside {args.checkpoint}: pass --tokenizer PATH (the one trained with), "
+                     "or --no-tokenizer for the model files only")
 
 
 def cmd_info(args) -> int:
@@ -279,7 +324,7 @@ def cmd_info(args) -> int:
 
 
 def _training_summary(path: str) -> str:
-    """The run record a Trainer or experiment wrote into the checkpoint, in one to three lines."""
+    """The run record a Trainer or experiment wrote into the checkpoint, in one to four lines."""
     try:
         record = RunRecord.from_payload(_core.read_checkpoint_meta(path)["extra"], path)
     except ValueError:
@@ -292,6 +337,9 @@ def _training_summary(path: str) -> str:
     cfg = record.train_config
     lines.append(f"  training   {cfg.get('steps')} steps × {cfg.get('batch_size')} rows, lr {cfg.get('lr')}, "
                  f"data seed {record.data_seed}, data cursor {record.cursor}")
+    if record.placement:
+        p = record.placement
+        lines.append(f"  placement  {p.get('backend')}, {p.get('precision')}, {p.get('threads')} thread(s)")
     if record.history:
         lines.append(f"  loss       first {record.history[0]['loss']:.4f}, last {record.history[-1]['loss']:.4f} "
                      f"({len(record.history)} steps recorded)")

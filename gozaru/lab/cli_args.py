@@ -8,6 +8,7 @@ import argparse
 
 from .. import _core
 from ..engine.layers import SELECTION_KINDS
+from ..engine.placement import Placement
 from .train import TrainConfig
 
 EPILOG_MAIN = """\
@@ -30,16 +31,24 @@ Every command takes --help.
 
 
 # --------------------------------------------------------------------------- shared options
-def _add_threads(p, backend=True):
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+def _add_placement(p, backend=True):
+    """Where and how the command's models compute: one Placement (``placement_from_args``)."""
+    g = p.add_argument_group("placement (where and how the models compute)")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for the engine (default: the OpenMP default, usually all cores)")
     if backend:
-        p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
+        g.add_argument("--backend", choices=("cpu", "cuda"), default="cpu",
                        help="where the model runs (cuda needs a CUDA build; default cpu)")
-        p.add_argument("--precision", choices=_core.PRECISIONS, default=None,
-                       help="how Linear layers compute: fp32 (CPU default), bf16 (needs AVX512-BF16 or AMX-BF16; "
-                            "GOZARU_BF16_EMULATE=1 falls back to bf16-emulated), or bf16-emulated (same rounding "
-                            "on any CPU, slow). Weights, gradients and optimizer state stay fp32")
+    g.add_argument("--precision", choices=_core.PRECISIONS, default=None,
+                   help="how Linear layers compute: fp32 (CPU default), bf16 (needs AVX512-BF16 or AMX-BF16; "
+                        "GOZARU_BF16_EMULATE=1 falls back to bf16-emulated), or bf16-emulated (same rounding "
+                        "on any CPU, slow). Weights, gradients and optimizer state stay fp32")
+
+
+def placement_from_args(args) -> Placement:
+    """The one Placement of a command, from its --backend, --precision and --threads."""
+    return Placement(backend=getattr(args, "backend", None) or "cpu", precision=getattr(args, "precision", None),
+                     threads=getattr(args, "threads", None) or None)
 
 
 def _add_progress(p):
@@ -52,12 +61,13 @@ def _add_data(p, needed=True):
                    help="instruction data in the dolly-ja layout: a .json array, .jsonl, .parquet, a folder of them, "
                    "or a Hugging Face dataset id (from the local hub cache)")
     g.add_argument("--tokenizer", required=needed, metavar="PATH",
-                   help="SentencePiece model: a spiece.model file, a folder holding one (e.g. the HF model folder) "
-                   "or a Hugging Face model id")
+                   help="the tokenizer: a SentencePiece spiece.model, an HF tokenizer.json, a folder holding either "
+                   "(e.g. the HF model folder) or a Hugging Face model id")
     g.add_argument("--gozaru", action="store_true",
                    help="rewrite the answers into ござる speech first (です→でござる, ます→ござる …)")
-    g.add_argument("--style", choices=("rinna", "alpaca"), default="rinna",
-                   help="prompt format: rinna 'ユーザー: …<NL>システム: ' (default) or alpaca-ja '### 指示:'")
+    g.add_argument("--style", choices=("rinna", "alpaca", "chat"), default="rinna",
+                   help="prompt format: rinna 'ユーザー: …<NL>システム: ' (default), alpaca-ja '### 指示:', or chat: "
+                        "the tokenizer's chat template from tokenizer_config.json")
     g.add_argument("--seq-len", type=int, default=256, help="tokens per training row (default 256)")
     g.add_argument("--eval-size", type=int, default=200,
                    help="records held out for evaluation (default 200; the split is seeded by --split-seed)")
@@ -89,6 +99,47 @@ def _add_training(p):
                    help=f"steps between checkpoints (default {d.checkpoint_every})")
 
 
+def _add_generation(p):
+    """How held-out prompts are answered (grid, study)."""
+    p.add_argument("--n-prompts", type=int, default=100, help="held-out prompts per ござる-rate (default 100)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
+    p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
+
+
+def add_tracking_options(p):
+    """Where training metrics go besides the run records (gozaru.lab.tracking; pip install "gozaru[tracking]")."""
+    g = p.add_argument_group('tracking (pip install "gozaru[tracking]")')
+    g.add_argument("--tensorboard", metavar="DIR",
+                   help="write TensorBoard event files into DIR (one subfolder per run): loss, lr, grad norm, "
+                        "tokens/s, evaluation")
+    g.add_argument("--mlflow", nargs="?", const="", default=None, metavar="TRACKING_URI",
+                   help="log to MLflow: no URI uses mlflow's own default (MLFLOW_TRACKING_URI, else its local "
+                        "store: mlflow.db here), or e.g. sqlite:///runs.db, http://host:5000")
+    g.add_argument("--mlflow-experiment", default="gozaru", metavar="NAME",
+                   help="MLflow experiment name (default gozaru)")
+
+
+def add_export_options(p):
+    """export-hf's choices: tokenizer, dtype, shards, LoRA merge, Hub push."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tokenizer", metavar="PATH",
+                   help="the tokenizer trained with (spiece.model, tokenizer.json or a folder with either); its "
+                        "files are written beside the weights (default: the one beside the checkpoint or in "
+                        "../base/, as `gozaru demo` lays them out)")
+    g.add_argument("--no-tokenizer", action="store_true", help="write the model files only")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="weight precision in the files (default fp32, the training precision)")
+    p.add_argument("--max-shard-size", metavar="SIZE", default=None,
+                   help="split the weights into shards of at most SIZE (HF's size strings: 500MB, 5GB) with "
+                        "model.safetensors.index.json (default: one file)")
+    p.add_argument("--merge-lora", action="store_true",
+                   help="a LoRA checkpoint: write the base with the adapters merged in (W + scale·B·A)")
+    p.add_argument("--push-to-hub", metavar="REPO",
+                   help="upload the folder to this Hub model repository (org/name; created when missing) through "
+                        "huggingface_hub (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+
+
 def add_cluster_options(p):
     """Where the runs execute: this process (default) or a Ray cluster. For every command that runs a grid."""
     g = p.add_argument_group("cluster (Ray; pip install \"gozaru[ray]\"; see docs/cluster.md)")
@@ -113,47 +164,17 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _add_model_source(p):
-    g = p.add_mutually_exclusive_group(required=True)
+def _add_model_source(p, required=True, resume=False):
+    """--base CKPT | --hf DIR|ID (and, for train, --resume CKPT): one of them names the model to start from."""
+    g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
     g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
+    if resume:
+        g.add_argument("--resume", metavar="CKPT",
+                       help="continue a checkpoint written by an interrupted `gozaru train`")
 
 
-# --------------------------------------------------------------------------- parser
-def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
-    """The parser; ``commands`` maps each command name to the function that runs it."""
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="gozaru", formatter_class=fmt, epilog=EPILOG_MAIN,
-        description="Fine-tuning lab for GPT-NeoX models: which layers must be trained for a model to learn a style?")
-    parser.add_argument("--version", action="version", version=f"gozaru {version}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("demo", formatter_class=fmt, help="run the reference experiment offline on a tiny model",
-                       description="Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX base "
-                       "(cached in OUT/base), fine-tunes it 14 ways (the 13 reference conditions and a rank-8 LoRA) on ござる-rewritten instructions and prints the "
-                       "ござる-rate of each. Writes results.csv, plots/*.png and one checkpoint per run into OUT; "
-                       "rerunning continues where it stopped.")
-    p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="a smaller model and shorter runs (under a minute)")
-    p.add_argument("--fresh", action="store_true", help="delete earlier results in OUT first (the base is kept)")
-    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
-    _add_threads(p, backend=False)
-    _add_progress(p)
-    p.set_defaults(func=commands["demo"])
-
-    p = sub.add_parser("train", formatter_class=fmt, help="fine-tune chosen tensors of a model on instruction data",
-                       description="Fine-tunes the tensors chosen by --select (see gozaru.layers) on dolly-layout "
-                       "data, answers only. Writes the checkpoint --out every --checkpoint-every steps, at the end "
-                       "and on Ctrl-C; --resume continues one exactly.",
-                       epilog="examples:\n  gozaru train --base base.h5 --tokenizer spiece.model --data d.jsonl "
-                       "--gozaru --select mlp --out mlp.h5\n  gozaru train --resume mlp.h5 --tokenizer spiece.model "
-                       "--data d.jsonl --gozaru --out mlp.h5")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
-    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
-    g.add_argument("--resume", metavar="CKPT", help="continue a checkpoint written by an interrupted `gozaru train`")
-    _add_data(p)
+def _add_selection(p):
     s = p.add_argument_group("what to train")
     s.add_argument("--select", default="full",
                    choices=SELECTION_KINDS, help="tensor group to train (default full)")
@@ -162,13 +183,64 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     s.add_argument("--pattern", help="pattern: a regex over tensor names")
     s.add_argument("--select-seed", type=int, default=0, help="random: seed of the layer choice")
     s.add_argument("--no-head", action="store_true", help="do not add the LM head to the selection")
+
+
+def _add_study_design(p):
+    """The study's own options: its preset, definition file and single fields."""
+    p.add_argument("--out", default=None, help="output folder (default runs/study, or runs/study-quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="a tiny study on the quick demo model (well under a minute)")
+    p.add_argument("--preset", choices=("study", "reference"), default="study",
+                   help="study (default) or reference: the 13-run grid of the reference experiment")
+    p.add_argument("--spec", metavar="JSON", help="the study definition as a JSON file (fields of StudySpec)")
+    p.add_argument("--shares", nargs="+", metavar="LEVEL", help="share levels: head, all, layer counts or fractions")
+    p.add_argument("--positions", nargs="+", help="first middle last random")
+    p.add_argument("--types", nargs="+", help="layers attention mlp")
+    p.add_argument("--seeds", type=int, metavar="N", help="seeds per cell (0..N-1)")
+    p.add_argument("--margin", type=float, help="equivalence margin in rate units (default 0.05 = ±5 points)")
+    p.add_argument("--lr-factors", type=float, nargs="+", help="learning-rate candidates as multiples of --lr")
+    p.add_argument("--sweep-steps", type=int, help="steps per learning-rate candidate")
+
+
+# --------------------------------------------------------------------------- commands
+FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _demo_parser(sub):
+    p = sub.add_parser("demo", formatter_class=FMT, help="run the reference experiment offline on a tiny model",
+                       description="Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX base "
+                       "(cached in OUT/base), fine-tunes it 14 ways (the 13 reference conditions and a rank-8 LoRA) "
+                       "on ござる-rewritten instructions and prints the ござる-rate of each. Writes results.csv, "
+                       "plots/*.png and one checkpoint per run into OUT; rerunning continues where it stopped.")
+    p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick with --quick)")
+    p.add_argument("--quick", action="store_true", help="a smaller model and shorter runs (under a minute)")
+    p.add_argument("--fresh", action="store_true", help="delete earlier results in OUT first (the base is kept)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    _add_placement(p)
+    _add_progress(p)
+    return p
+
+
+def _train_parser(sub):
+    p = sub.add_parser("train", formatter_class=FMT, help="fine-tune chosen tensors of a model on instruction data",
+                       description="Fine-tunes the tensors chosen by --select (see gozaru.layers) on dolly-layout "
+                       "data, answers only. Writes the checkpoint --out every --checkpoint-every steps, at the end "
+                       "and on Ctrl-C; --resume continues one exactly.",
+                       epilog="examples:\n  gozaru train --base base.h5 --tokenizer spiece.model --data d.jsonl "
+                       "--gozaru --select mlp --out mlp.h5\n  gozaru train --resume mlp.h5 --tokenizer spiece.model "
+                       "--data d.jsonl --gozaru --out mlp.h5")
+    _add_model_source(p, required=False, resume=True)
+    _add_data(p)
+    _add_selection(p)
     _add_training(p)
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (HDF5)")
-    _add_threads(p)
+    add_tracking_options(p)
+    _add_placement(p)
     _add_progress(p)
-    p.set_defaults(func=commands["train"])
+    return p
 
-    p = sub.add_parser("eval", formatter_class=fmt, help="ござる-rate and held-out loss of a checkpoint",
+
+def _eval_parser(sub):
+    p = sub.add_parser("eval", formatter_class=FMT, help="ござる-rate and held-out loss of a checkpoint",
                        description="Generates answers to the held-out prompts of --data (the same split as train "
                        "and grid use) and reports the ござる-rate with its Wilson 95 % interval and the held-out "
                        "answer loss; with --base also ‖ΔW‖/‖W‖ per layer and tensor kind.")
@@ -181,11 +253,14 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     p.add_argument("--gen-seed", type=int, default=0, help="sampling seed when --temperature > 0")
     p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
     p.add_argument("--show", type=int, default=5, help="sample answers to print (default 5)")
-    _add_threads(p)
+    p.add_argument("--json", metavar="FILE", help="also write the results (rate, interval, loss, answers) as JSON")
+    _add_placement(p)
     _add_progress(p)
-    p.set_defaults(func=commands["eval"])
+    return p
 
-    p = sub.add_parser("grid", formatter_class=fmt, help="run the 13-condition grid (or your own) on your data",
+
+def _grid_parser(sub):
+    p = sub.add_parser("grid", formatter_class=FMT, help="run the 13-condition grid (or your own) on your data",
                        description="Trains every condition from the same base, evaluates it and writes "
                        "OUT/results.csv, OUT/runs/<condition>.h5/.json and plots. Interrupt it at any time and "
                        "rerun the same command: finished conditions are skipped.",
@@ -199,17 +274,18 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     p.add_argument("--grid", metavar="JSON", help="your own list of conditions (default: the reference grid)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random conditions")
     p.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.10], help="weight shares of first/last/random")
-    p.add_argument("--n-prompts", type=int, default=100, help="held-out prompts per ござる-rate (default 100)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
-    p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
+    _add_generation(p)
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     _add_training(p)
-    _add_threads(p)
+    _add_placement(p)
     _add_progress(p)
     add_cluster_options(p)
-    p.set_defaults(func=commands["grid"])
+    add_tracking_options(p)
+    return p
 
-    p = sub.add_parser("study", formatter_class=fmt, help="the dose-response study: share × position × type × seeds",
+
+def _study_parser(sub):
+    p = sub.add_parser("study", formatter_class=FMT, help="the dose-response study: share × position × type × seeds",
                        description="How much, where and what must be trained for ござる style: trains every cell "
                        "(share level × position × type) with several seeds, picks a learning rate per share level "
                        "by a short sweep, and writes tables, plots, statistics and OUT/report.md. Without --base/--hf "
@@ -219,58 +295,67 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
                        "\\\n      --data kunishou/databricks-dolly-15k-ja --out runs/study-rinna --seeds 3\n"
                        'study file (JSON): {"shares": ["head", 1, 2, 4, "all"], "positions": ["first", "last"], '
                        '"types": ["layers", "mlp"], "seeds": [0, 1, 2], "margin": 0.05}')
-    p.add_argument("--out", default=None, help="output folder (default runs/study, or runs/study-quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="a tiny study on the quick demo model (well under a minute)")
-    p.add_argument("--preset", choices=("study", "reference"), default="study",
-                   help="study (default) or reference: the 13-run grid of the reference experiment")
-    p.add_argument("--spec", metavar="JSON", help="the study definition as a JSON file (fields of StudySpec)")
-    p.add_argument("--shares", nargs="+", metavar="LEVEL", help="share levels: head, all, layer counts or fractions")
-    p.add_argument("--positions", nargs="+", help="first middle last random")
-    p.add_argument("--types", nargs="+", help="layers attention mlp")
-    p.add_argument("--seeds", type=int, metavar="N", help="seeds per cell (0..N-1)")
-    p.add_argument("--margin", type=float, help="equivalence margin in rate units (default 0.05 = ±5 points)")
-    p.add_argument("--lr-factors", type=float, nargs="+", help="learning-rate candidates as multiples of --lr")
-    p.add_argument("--sweep-steps", type=int, help="steps per learning-rate candidate")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
-    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
+    _add_study_design(p)
+    _add_model_source(p, required=False)
     _add_data(p, needed=False)
-    p.add_argument("--n-prompts", type=int, default=100, help="held-out prompts per ござる-rate (default 100)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
-    p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
+    _add_generation(p)
     _add_training(p)
-    _add_threads(p)
+    _add_placement(p)
     _add_progress(p)
     add_cluster_options(p)
-    p.set_defaults(func=commands["study"])
+    add_tracking_options(p)
+    return p
 
-    p = sub.add_parser("import-hf", formatter_class=fmt, help="convert an HF GPT-NeoX folder into a gozaru checkpoint",
+
+def _hf_parsers(sub):
+    p = sub.add_parser("import-hf", formatter_class=FMT, help="convert an HF GPT-NeoX folder into a gozaru checkpoint",
                        epilog="example:\n  gozaru import-hf ~/models/japanese-gpt-neox-3.6b rinna.h5\n"
                        "  (the tokenizer stays in the folder: pass it to train/eval/grid as --tokenizer)",
                        description="Reads config.json and the weights (safetensors or pytorch .bin, sharded or "
                        "not) of an HF GPT-NeoX folder and writes a gozaru HDF5 checkpoint.")
-    p.add_argument("folder", help="HF model folder (e.g. a local copy of rinna/japanese-gpt-neox-3.6b)")
+    p.add_argument("folder", help="HF model folder (e.g. a local copy of rinna/japanese-gpt-neox-3.6b) or a Hub id "
+                   "(from the local hub cache, else downloaded unless HF_HUB_OFFLINE=1)")
     p.add_argument("out", help="checkpoint to write (.h5)")
-    p.set_defaults(func=commands["import-hf"])
-
-    p = sub.add_parser("export-hf", formatter_class=fmt,
+    _add_placement(p)
+    q = sub.add_parser("export-hf", formatter_class=FMT,
                        help="write a checkpoint as an HF folder (transformers loads it)",
-                       epilog="example:\n  gozaru export-hf runs/demo/runs/full.h5 full-hf\n"
-                       "  python -c \"import transformers as t; t.GPTNeoXForCausalLM.from_pretrained('full-hf')\"",
-                       description="Writes config.json and model.safetensors that "
-                       "transformers.GPTNeoXForCausalLM.from_pretrained loads.")
-    p.add_argument("checkpoint", help="a gozaru .h5 checkpoint")
-    p.add_argument("folder", help="folder to write")
-    p.set_defaults(func=commands["export-hf"])
+                       epilog="examples:\n"
+                       "  gozaru export-hf runs/demo/runs/full.h5 full-hf --tokenizer runs/demo/base\n"
+                       "  gozaru export-hf runs/demo/runs/lora.h5 lora-hf --tokenizer runs/demo/base --merge-lora "
+                       "--dtype bf16 --max-shard-size 200MB\n"
+                       "  python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('full-hf')\"",
+                       description="Writes config.json, generation_config.json, the weights (safetensors, sharded "
+                       "with model.safetensors.index.json past --max-shard-size) and the tokenizer files, so that "
+                       "transformers' AutoModelForCausalLM and AutoTokenizer load the folder.")
+    q.add_argument("checkpoint", help="a gozaru .h5 checkpoint")
+    q.add_argument("folder", help="folder to write")
+    add_export_options(q)
+    _add_placement(q)
+    return p, q
 
-    p = sub.add_parser("info", formatter_class=fmt, help="describe checkpoints without loading their weights",
+
+def _info_parser(sub):
+    p = sub.add_parser("info", formatter_class=FMT, help="describe checkpoints without loading their weights",
                        epilog="example:\n  gozaru info runs/demo/base/base.h5 runs/demo/runs/*.h5",
                        description="Prints model shape, step, tokens seen, optimizer settings and, for checkpoints "
                        "written by the trainer or an experiment, the training summary.")
     p.add_argument("checkpoints", nargs="*", help="gozaru .h5 checkpoints")
     p.add_argument("--system", action="store_true",
                    help="describe this machine instead: BLAS and its kernel, threads, OpenMP, CPU features, backends")
-    p.set_defaults(func=commands["info"])
+    return p
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
+    """The parser; ``commands`` maps each command name to the function that runs it."""
+    parser = argparse.ArgumentParser(
+        prog="gozaru", formatter_class=FMT, epilog=EPILOG_MAIN,
+        description="Fine-tuning lab for GPT-NeoX models: which layers must be trained for a model to learn a style?")
+    parser.add_argument("--version", action="version", version=f"gozaru {version}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    made = [_demo_parser(sub), _train_parser(sub), _eval_parser(sub), _grid_parser(sub), _study_parser(sub),
+            *_hf_parsers(sub), _info_parser(sub)]
+    for p in made:
+        name = p.prog.split()[-1]
+        p.set_defaults(func=commands[name])
     return parser
-
-

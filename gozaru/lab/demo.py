@@ -23,7 +23,6 @@ from typing import Callable
 
 import numpy as np
 
-from .. import _core
 from .. import data
 from ..data.rows import Rows
 from ..data.tokenizer import Tokenizer
@@ -31,6 +30,7 @@ from ..engine import layers
 from ..engine.checkpoint import load
 from ..engine.config import GPTNeoXConfig
 from ..engine.model import Model
+from ..engine.placement import Placement
 from ..fileio import write_json_atomic
 from . import plots as plotting
 from .evaluate import EvalConfig
@@ -126,9 +126,12 @@ def pretrain_rows(settings: DemoSettings, tokenizer) -> Rows:
     return Rows(np.concatenate([prose.tokens, pairs.tokens]), np.concatenate([prose.targets, pairs.targets]))
 
 
-def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, log: Callable[[str], None] = print):
-    """(tokenizer, base model): loaded from ``folder`` when it holds a base built with the same settings,
-    otherwise trained there (resumable: an interrupted pretraining continues from its checkpoint)."""
+def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, log: Callable[[str], None] = print,
+               placement: Placement | None = None):
+    """(tokenizer, base model placed as ``placement`` says): loaded from ``folder`` when it holds a base built with
+    the same settings, otherwise trained there (resumable: an interrupted pretraining continues from its
+    checkpoint)."""
+    placement = placement or Placement()
     key_path, base_path = os.path.join(folder, "settings.json"), os.path.join(folder, "base.h5")
     key = settings.base_key()
     if os.path.exists(key_path):
@@ -142,7 +145,7 @@ def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, lo
     tokenizer = build_tokenizer(settings, folder)
     if os.path.exists(base_path):
         log(f"base model: reusing {base_path}")
-        return tokenizer, load(base_path)[0]
+        return tokenizer, load(base_path, placement=placement)[0]
     rows = pretrain_rows(settings, tokenizer)
     cfg = model_config(settings, tokenizer.vocab_size)
     partial = os.path.join(folder, "pretrain.partial.h5")
@@ -151,9 +154,10 @@ def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, lo
                          checkpoint_every=100, progress=progress)
     if os.path.exists(partial):
         log(f"base model: continuing the interrupted pretraining in {partial}")
-        trainer = Trainer(None, rows, config, checkpoint=partial, resume=partial, save_at_end=False)
+        trainer = Trainer(None, rows, config, checkpoint=partial, resume=partial, save_at_end=False,
+                          placement=placement)
     else:
-        model = Model(cfg, seed=settings.corpus_seed)
+        model = Model(cfg, seed=settings.corpus_seed, placement=placement)
         model.train_all()
         log(f"base model: pretraining {model.num_params:,} parameters ({cfg.num_hidden_layers} layers, hidden "
             f"{cfg.hidden_size}, vocab {cfg.vocab_size}) for {settings.pretrain_steps} steps on "
@@ -209,15 +213,15 @@ def demo_grid(config, settings: DemoSettings) -> list[Condition]:
 
 # --------------------------------------------------------------------------- the whole demo
 def run_demo(out: str = "runs/demo", *, quick: bool = False, settings: DemoSettings | None = None,
-             threads: int | None = None, progress: bool = True, plots: bool = True, fresh: bool = False,
+             placement: Placement | None = None, progress: bool = True, plots: bool = True, fresh: bool = False,
              log: Callable[[str], None] = print):
-    """Runs the demo into ``out`` and returns the results table (pandas DataFrame)."""
+    """Runs the demo into ``out`` and returns the results table (pandas DataFrame); every model is placed as
+    ``placement`` says (backend, precision, threads; default: the CPU in fp32, the current threads)."""
     t0 = time.perf_counter()
     settings = settings or SETTINGS["quick" if quick else "default"]
-    if threads:
-        _core.set_num_threads(threads)
     _check_folder(out, settings, fresh, log)
-    tokenizer, base = build_base(settings, os.path.join(out, "base"), progress=progress, log=log)
+    tokenizer, base = build_base(settings, os.path.join(out, "base"), progress=progress, log=log,
+                                 placement=placement)
     data = experiment_data(settings, tokenizer)
     grid = demo_grid(base.config, settings)
     budgets = demo_budgets(base.config, settings.layer_counts)

@@ -19,13 +19,14 @@ import re
 from typing import Callable, Iterable, Sequence
 
 from ..engine import layers, lora
-from ..engine.checkpoint import read_config
+from ..engine.placement import Placement
 from ..fileio import read_json, write_text_atomic
 from .evaluate import EvalConfig
 from .executor import LocalExecutor, error_line
 from .progress import progress_bar
 from .experiment_data import ExperimentData
-from .task import BASE_NAME, RunSpec, backend_of, run_task, sources, train_overrides
+from .source import BaseSource
+from .task import BASE_NAME, RunSpec, run_task, sources, train_overrides
 from .train import TrainConfig
 
 RESULT_COLUMNS = (
@@ -160,16 +161,19 @@ class RunsFailed(RuntimeError):
 def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/experiment", *,
         train: TrainConfig | dict | None = None, eval: EvalConfig | None = None, include_base: bool = True,
         progress: bool = True, log: Callable[[str], None] | None = print, executor=None,
-        backend: str | None = None):
-    """Trains and evaluates every condition from ``base`` (a Model or checkpoint path); returns the results table
+        placement: Placement | None = None, tracker=None):
+    """Trains and evaluates every condition from ``base`` (anything ``BaseSource.of`` takes: a checkpoint path, an
+    HF folder or Hub id, a Model, a factory); returns the results table
     (a pandas DataFrame, also written to ``out/results.csv``). Finished runs are skipped, so rerunning after an
     interruption continues where it stopped.
 
     This is the driver: it plans the runs not done yet, hands them to ``executor`` (``gozaru.lab.executor``:
     in this process by default, or a ``RayExecutor``), reports each as it lands and is the only writer of
     results.csv; each run writes its own files (``run_task``). A failed run does not stop the others; the
-    driver raises ``RunsFailed`` naming the failed ones at the end. ``backend`` is the engine backend of a
-    base given as a path (default cpu)."""
+    driver raises ``RunsFailed`` naming the failed ones at the end. ``placement`` (backend, precision, threads)
+    is where and how every run computes: default, a Model base's own placement, else the default one; an
+    executor's threads per run (Ray's cpus_per_run) replace its threads. ``tracker`` (``gozaru.lab.tracking``:
+    TensorBoard, MLflow) gets one tracked run per condition trained: its steps, then its evaluation."""
     grid = list(grid)
     _check_unique(grid)
     train_config = train if isinstance(train, TrainConfig) else TrainConfig(**(train or {}))
@@ -178,9 +182,9 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     os.makedirs(runs_dir, exist_ok=True)
     say = log or (lambda s: None)
     executor = executor or LocalExecutor()
+    source, placement = _source_and_placement(base, placement)
     # Real data may hold prompts longer than the model's positions: left out and counted, never a crash.
-    base_config = base.config if hasattr(base, "config") else read_config(base)
-    data.drop_long(base_config.max_position_embeddings, say)
+    data.drop_long(source.config().max_position_embeddings, say)
 
     done: dict[int, dict] = {}
     todo: list[int] = []
@@ -197,11 +201,10 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     base_record = read_json(base_path) if os.path.exists(base_path) else None
     failed, first_error = {}, None
     if todo or base_record is None:
-        base_src, data_src = sources(base, data, out, executor, backend)
+        base_src, data_src = sources(source, data, out, executor, placement)
         spec = functools.partial(RunSpec, train=train_config, eval=eval_config, runs_dir=runs_dir,
-                                 threads=executor.threads, backend=backend_of(base, backend),
-                                 precision=getattr(base, "precision", None),
-                                 progress=progress and not executor.shows_progress)
+                                 placement=Placement.of(placement, threads=executor.threads),
+                                 progress=progress and not executor.shows_progress, tracker=tracker)
         if base_record is None:
             (first,) = executor.map(run_task, [(spec(None), base_src, data_src)])
             if first.error is not None:
@@ -219,6 +222,16 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     if failed:
         raise RunsFailed(failed) from first_error
     return results_frame(records, out)
+
+
+def _source_and_placement(base, placement: Placement | None) -> tuple[BaseSource, Placement]:
+    """The base resolved once (a factory is called here, and its model shared by the runs as any Model base) and
+    the runs' placement: the one given, else a Model base's own, else the default."""
+    source = BaseSource.of(base)
+    placement = placement or source.placement() or Placement()
+    if source.kind == "factory":
+        source = BaseSource.of(source.load(placement))
+    return source, placement
 
 
 def _collect(executor, calls, todo, grid, done, base_record, include_base, out, progress, log, say):

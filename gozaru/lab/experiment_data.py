@@ -63,7 +63,7 @@ class ExperimentData:
         eval_records = list(eval_records)
         prompt_records = eval_records[:n_prompts] if n_prompts else eval_records
         plain = data.lm_arrays(plain_texts, tokenizer, seq_len) if plain_texts else None
-        fact_prompts = [(data.format_prompt({"instruction": q, "output": a}, style), a)
+        fact_prompts = [(data.format_prompt({"instruction": q, "output": a}, style, tokenizer), a)
                         for q, a in (_fact_pair(f) for f in (facts or []))]
         train_records = list(train_records)
         train = data.sft_arrays(train_records, tokenizer, seq_len, style=style) if train_records else None
@@ -71,7 +71,8 @@ class ExperimentData:
         dropped = {k: v for k, v in (("truncated training records", train.n_truncated if train else 0),
                                      ("truncated held-out records", evals.n_truncated if evals else 0)) if v}
         return cls(tokenizer=tokenizer, train=train, eval=evals,
-                   prompts=[data.format_prompt(r, style) for r in prompt_records], plain=plain, facts=fact_prompts,
+                   prompts=[data.format_prompt(r, style, tokenizer) for r in prompt_records], plain=plain,
+                   facts=fact_prompts,
                    dropped=dropped)
 
 

@@ -14,10 +14,8 @@ _POSITION_ORDER = ("none", "all", "first", "last", "random")
 
 
 def _pyplot():
-    import matplotlib
-    # Headless machines (tests, the CLI) have no display: draw off-screen.
-    if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
-        matplotlib.use("Agg")
+    # The user's backend is left alone (inline in notebooks, MPLBACKEND, matplotlibrc): without a display
+    # matplotlib itself falls back to the off-screen Agg.
     import matplotlib.pyplot as plt
     return plt
 

@@ -2,7 +2,8 @@
 
 It travels in the checkpoint's ``extra`` payload as versioned JSON: the training settings, where the data stream
 stands (seed and cursor, so a resume continues the same order bit-exactly), the loss history and gradient-norm
-sums, and — for experiment runs — the condition and the trained tensor names.
+sums, the placement the model computed with (backend, precision, engine threads) and — for experiment runs — the
+condition and the trained tensor names.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class RunRecord:
     grad_norm_steps: int = 0
     condition: dict | None = None       # experiment runs: Condition.to_dict()
     trainable: list | None = None       # experiment runs: the tensors trained
+    placement: dict | None = None       # Placement.to_dict() of the model trained: backend, precision, threads
 
     @property
     def data_seed(self) -> int:

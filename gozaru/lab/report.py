@@ -268,8 +268,8 @@ def write_report(spec, out: str, stats, sweep: dict, floor: dict, dropped: dict,
         "## Weight change (‖ΔW‖/‖W‖, first seed)", "", "![weight change](plots/weight_change.png)", "",
         "## Data", "",
         (", ".join(f"{k}: {v}" for k, v in dropped.items()) or "nothing was dropped or truncated") + ".", "",
-        "## Time", "", f"Wall time of the study: {wall:.0f} s (added up over every invocation that continued it; building "
-        "the base model is not counted).",
+        "## Time", "", f"Wall time of the study: {wall:.0f} s (added up over every invocation that continued it; "
+        "building the base model is not counted).",
         "", "| phase | seconds | share |", "|---|---|---|",
         *[f"| {name} | {s:.0f} | {100 * s / wall if wall else 0:.0f} % |" for name, s in phases], "",
         "Tables: `cells.csv`, `study_runs.csv`, `thresholds.csv`, `tost_position.csv`, `tost_type.csv`, "

@@ -292,12 +292,13 @@ def prompt_floor(base, data: ExperimentData, examples, shots: int, eval_config: 
 def run_study(spec: StudySpec, base, data: ExperimentData, out: str, *, train: TrainConfig,
               eval: EvalConfig | None = None, examples=(), sizes: str = "", progress: bool = False,
               report: bool = True, data_key: dict | None = None, log: Callable[[str], None] = print,
-              executor=None):
+              executor=None, tracker=None):
     """Runs (or continues) the study into ``out`` and returns its ``gozaru.lab.stats.StudyStats``; ``examples``
     are ござる training records (the prompt-only floor shows ``spec.shots`` of them); ``sizes`` describes the
     chosen sizes for the report; ``data_key`` (JSON-able) names the data, so a folder made from other data or
     other measurement settings is refused rather than mixed. ``executor`` runs the fine-tunes (default: in
-    this process; ``gozaru.lab.executor.RayExecutor`` spreads them over a cluster)."""
+    this process; ``gozaru.lab.executor.RayExecutor`` spreads them over a cluster); ``tracker``
+    (``gozaru.lab.tracking``) gets one tracked run per cell and seed."""
     eval_config = eval or EvalConfig()
     spec.check(base.config)
     os.makedirs(out, exist_ok=True)
@@ -311,7 +312,7 @@ def run_study(spec: StudySpec, base, data: ExperimentData, out: str, *, train: T
     write_json_atomic(os.path.join(out, "plan.json"), [m for _, m in planned])
     with timing("runs"):
         results = run([c for c, _ in planned], base, data, out, train=train, eval=eval_config, progress=progress,
-                      log=log, executor=executor)
+                      log=log, executor=executor, tracker=tracker)
     with timing("floor"):
         floor = prompt_floor(base, data, examples, spec.shots, eval_config, out)
     t0 = time.perf_counter()

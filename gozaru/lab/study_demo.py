@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Callable
 
-from .. import _core
+from ..engine.placement import Placement
 from . import demo
 from .evaluate import EvalConfig
 from .study import StudySpec, run_study, study_data
@@ -23,14 +23,13 @@ def demo_settings(quick: bool):
                                n_facts=16, max_new_tokens=24)
 
 
-def demo_study(out: str, spec: StudySpec, settings, *, threads: int | None = None, progress: bool = False,
-               log: Callable[[str], None] = print, executor=None):
+def demo_study(out: str, spec: StudySpec, settings, *, placement: Placement | None = None, progress: bool = False,
+               log: Callable[[str], None] = print, executor=None, tracker=None):
     """The study on the offline demo: synthetic corpus, the demo's tiny base (built once, cached in
-    ``out/base``), polite pairs rewritten to ござる."""
-    if threads:
-        _core.set_num_threads(threads)
+    ``out/base``, placed as ``placement`` says), polite pairs rewritten to ござる."""
     spec.check(demo.model_config(settings, settings.vocab_size))   # before the base is built
-    tokenizer, base = demo.build_base(settings, os.path.join(out, "base"), progress=progress, log=log)
+    tokenizer, base = demo.build_base(settings, os.path.join(out, "base"), progress=progress, log=log,
+                                      placement=placement)
     c = demo.corpus(settings)
     held = c.instructions(max(settings.n_eval, settings.n_prompts), seed=3)
     data, goz_train = study_data(tokenizer, c.instructions(settings.n_finetune_pairs, seed=2), held,
@@ -52,4 +51,5 @@ def demo_study(out: str, spec: StudySpec, settings, *, threads: int | None = Non
              f"{settings.n_plain} prose texts; fact recall on {len(data.facts)} questions.")
     return run_study(spec, base, data, out, train=train,
                      eval=EvalConfig(max_new_tokens=settings.max_new_tokens, batch_size=32), examples=goz_train,
-                     sizes=sizes, progress=progress, data_key=settings.to_dict(), log=log, executor=executor)
+                     sizes=sizes, progress=progress, data_key=settings.to_dict(), log=log, executor=executor,
+                     tracker=tracker)

@@ -56,7 +56,7 @@ def style_items(tokenizer, records: Sequence, *, style: str = "rinna", max_len: 
             items.dropped += 1
             continue
         d = next(i for i, (a, b) in enumerate(zip(plain + "\0", goz + "\0")) if a != b)
-        prompt = encode_prompt(tokenizer, format_prompt(rec, style))
+        prompt = encode_prompt(tokenizer, format_prompt(rec, style, tokenizer))
         ids_o = prompt + list(tokenizer.encode(plain[:_cut_after_sentence(plain, d)]))
         ids_g = prompt + list(tokenizer.encode(goz[:_cut_after_sentence(goz, d)]))
         c = 0

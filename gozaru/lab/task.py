@@ -15,13 +15,13 @@ import pickle
 import time
 from typing import Any
 
-from .. import _core
 from ..engine import lora
 from ..engine.checkpoint import load
-from ..engine.model import Model
+from ..engine.placement import Placement
 from ..fileio import atomic_writer, write_json_atomic
 from .evaluate import EvalConfig, evaluate, weight_change
 from .record import RunRecord
+from .source import BaseSource
 from .train import TrainConfig, Trainer
 
 BASE_NAME = "base"
@@ -35,29 +35,19 @@ class RunSpec:
     eval: EvalConfig
     runs_dir: str
     plain_before: float | None = None  # the base's plain-text loss (forgetting is measured against it)
-    threads: int | None = None         # engine threads; None keeps the process's setting
-    backend: str = "cpu"
-    precision: str | None = None       # how the Linear layers compute (a run setting; None: the backend's own)
+    placement: Placement = dataclasses.field(default_factory=Placement)  # backend, precision, engine threads
     progress: bool = False             # the training bar
-
-
-@dataclasses.dataclass
-class BaseArrays:
-    """A base model as plain arrays (a Model itself cannot be pickled), for the object store."""
-    config: Any
-    flat: Any       # every parameter, one float32 array in the engine's layout
-    backend: str = "cpu"
+    tracker: Any = None                # a gozaru.lab.tracking.Tracker: one tracked run per condition
 
 
 def run_task(spec: RunSpec, base, data) -> tuple[dict, float]:
     """One run from start to end (the per-condition task): trains, saves ``<slug>.h5`` then writes the record
     ``<slug>.json``, both atomically, under ``spec.runs_dir``; resumes ``<slug>.partial.h5`` when an earlier
-    attempt was killed. ``base``: a Model, a checkpoint path or BaseArrays; ``data``: ExperimentData or the
-    path of its pickle. Returns (record, wall seconds)."""
+    attempt was killed. ``base``: what ``BaseSource.ship`` sent (a Model, a checkpoint path or BaseArrays),
+    placed as ``spec.placement`` says; ``data``: ExperimentData or the path of its pickle. Returns (record, wall
+    seconds)."""
     t0 = time.perf_counter()
-    if spec.threads:
-        _core.set_num_threads(spec.threads)
-    base = _resolve_base(base, spec.backend, spec.precision)
+    base = BaseSource.of(base).load(spec.placement)
     if isinstance(data, (str, os.PathLike)):
         with open(data, "rb") as f:
             data = pickle.load(f)
@@ -65,45 +55,24 @@ def run_task(spec: RunSpec, base, data) -> tuple[dict, float]:
         record = _base_record(base, data, spec.eval, spec.runs_dir)
     else:
         record = _run_condition(spec.condition, base, data, spec.train, spec.eval, spec.runs_dir,
-                                spec.plain_before, spec.progress)
+                                spec.plain_before, spec.progress, spec.tracker)
     return record, time.perf_counter() - t0
 
 
-def sources(base, data, out, executor, backend):
+def sources(source: BaseSource, data, out, executor, placement: Placement):
     """How the base and the data travel to the runs (``executor.transfer``): the objects themselves, files
-    under ``out/inputs`` on shared storage (a base path is used where it is), or the object store."""
+    under ``out/inputs`` on shared storage (a base checkpoint is used where it is), or the object store."""
+    inputs = os.path.abspath(os.path.join(out, "inputs"))
+    base = source.ship(executor, inputs, placement)
     if executor.transfer == "memory":
-        return _as_model(base, backend), data
+        return base, data
     if executor.transfer == "storage":
-        inputs = os.path.abspath(os.path.join(out, "inputs"))
         os.makedirs(inputs, exist_ok=True)
-        if not isinstance(base, (str, os.PathLike)):
-            path = os.path.join(inputs, "base.h5")
-            base.save(path)
-            base = path
         data_path = os.path.join(inputs, "data.pkl")
         with atomic_writer(data_path, "wb") as f:
             pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-        return os.path.abspath(os.fspath(base)), data_path
-    model = _as_model(base, backend)
-    model.sync_to_host()
-    return executor.put(BaseArrays(model.config, model.core.flat_params(), model.backend)), executor.put(data)
-
-
-def _resolve_base(base, backend: str, precision: str | None = None):
-    if isinstance(base, BaseArrays):
-        model = Model(base.config, seed=None, backend=backend, precision=precision)
-        model.core.flat_params()[...] = base.flat
-        model.core.params_changed()
-        return model
-    model = _as_model(base, backend, precision)
-    if precision is not None and model.precision != precision:
-        model.set_precision(precision)
-    return model
-
-
-def backend_of(base, backend: str | None) -> str:
-    return base.backend if isinstance(base, Model) else (backend or "cpu")
+        return base, data_path
+    return base, executor.put(data)
 
 
 def _base_record(base, data, eval_config, runs_dir) -> dict:
@@ -112,29 +81,33 @@ def _base_record(base, data, eval_config, runs_dir) -> dict:
     lists = _lists_of(row)
     row.update(name=BASE_NAME, group="base", position="none", budget=float("nan"), seed=0, trainable_params=0,
                trainable_pct=0.0, steps=0, train_loss=float("nan"), train_seconds=0.0, tokens_seen=0, checkpoint="")
-    record = {"row": row, **lists}
+    record = {"row": row, **lists, "placement": base.placement.to_dict()}
     write_json_atomic(path, record)
     return record
 
 
-def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress) -> dict:
+def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress,
+                   tracker=None) -> dict:
     final = os.path.join(runs_dir, cond.slug + ".h5")
     partial = os.path.join(runs_dir, cond.slug + ".partial.h5")
     names = cond.select(base.config)
     if not names:
         raise ValueError(f"condition {cond.name!r} selects no tensors")
+    tracked = None   # a run trained by an earlier attempt has reported its steps there
     if os.path.exists(final):   # trained, but killed before its record was written
-        model, _, info = load(final, backend=base.backend, precision=base.precision)
+        model, _, info = load(final, placement=base.placement)
         record = RunRecord.from_payload(info.get("extra"), final)
         if record is None:
             raise ValueError(f"{final}: no run record; delete the file to train condition {cond.name!r} again")
     else:
         config = dataclasses.replace(train_config, progress=progress and train_config.progress,
                                      **train_overrides(cond.hparams))
-        common = dict(config=config, checkpoint=partial, eval_data=data.eval, save_at_end=False)
+        if tracker is not None:
+            tracked = tracker.start(cond.name, {"condition": cond.to_dict(), "train": config.to_dict()})
+        common = dict(config=config, checkpoint=partial, eval_data=data.eval, save_at_end=False,
+                      on_step=tracked.on_step if tracked else None)
         if os.path.exists(partial):
-            trainer = Trainer(None, data.train, resume=partial, backend=base.backend, precision=base.precision,
-                              **common)
+            trainer = Trainer(None, data.train, resume=partial, placement=base.placement, **common)
         else:
             trainer = Trainer(cond.model_for(base, names), data.train, **common)
         trainer.fit()
@@ -145,6 +118,9 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
         with contextlib.suppress(FileNotFoundError):  # an overlapping attempt of this run may have removed it
             os.remove(partial)
     row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
+    if tracked:   # the condition's measurements (ござる-rate, its interval, losses) close its tracked run
+        tracked.on_eval(row)
+        tracked.on_end()
     lists = _lists_of(row)
     details = {"condition": record.condition, "history": record.history, "eval_history": record.eval_history,
                "grad_norms": record.mean_grad_norms(), "train_config": record.train_config,
@@ -157,7 +133,7 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
                train_loss=_final_loss(history), train_seconds=sum(h.get("seconds", 0.0) for h in history),
                tokens_seen=history[-1]["tokens"] if history else 0, checkpoint=os.path.relpath(final, runs_dir))
     change = weight_change(base, model)  # LoRA: of the merged weights, comparable with full-weight runs
-    record = {"row": row, **lists, **details,
+    record = {"row": row, **lists, **details, "placement": model.placement.to_dict(),
               "weight_change": change.to_dict(orient="records")}
     if model.lora:
         record["lora_change"] = lora.weight_change(model)  # ||s B A|| / ||W|| per adapted weight
@@ -184,8 +160,3 @@ def _final_loss(history: list[dict], window: int = 10) -> float:
     tail = [h["loss"] for h in history[-window:]]
     return sum(tail) / len(tail) if tail else float("nan")
 
-
-def _as_model(base, backend: str | None = None, precision: str | None = None):
-    if isinstance(base, (str, os.PathLike)):
-        return load(os.fspath(base), backend=backend or "cpu", precision=precision)[0]
-    return base

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from ..data.rows import as_rows, rows_at, trim_columns
 from ..engine import optim
 from ..engine.checkpoint import load
 from ..engine.optim import AdamW
+from ..engine.placement import Placement
 from .evaluate import eval_loss
 from .progress import progress_bar
 from .record import RunRecord
@@ -126,13 +127,17 @@ class Trainer:
     ``resume``: a checkpoint written by a Trainer; model, optimizer, step, data cursor, history and (unless
     ``config`` is given) the config come from it, and training continues bit-exactly; ``model`` must then be None
     and ``trainer.model`` is the model to use afterwards. ``save_at_end=False`` skips the final checkpoint (the caller
-    saves the result its own way). ``backend`` is where a resumed model runs, ``precision`` how its Linear layers
-    compute (gozaru.Model; a run setting that checkpoints do not keep).
+    saves the result its own way). ``placement`` (backend, precision, threads; ``backend`` / ``precision`` replace
+    its fields) is where a resumed model runs and how its Linear layers compute (a run setting that checkpoints
+    do not keep); the run record stores the placement the model used.
+    ``on_step(trainer, record)`` is called after every step; ``callbacks`` (``gozaru.lab.tracking.Callback``:
+    TensorBoard, MLflow or your own) hear ``on_step`` after every step and ``on_end`` when ``fit()`` completes.
     """
 
     def __init__(self, model=None, data=None, config: TrainConfig | None = None, *, checkpoint: str | None = None,
                  eval_data=None, resume: str | None = None, optimizer=None, save_at_end: bool = True,
-                 backend: str = "cpu", precision: str | None = None, on_step: Callable[["Trainer", dict], None] | None = None, **overrides):
+                 backend: str | None = None, precision: str | None = None, placement: Placement | None = None,
+                 on_step: Callable[["Trainer", dict], None] | None = None, callbacks: Sequence = (), **overrides):
         if data is None:
             raise ValueError("data is required")
         self.rows = as_rows(data)
@@ -142,6 +147,7 @@ class Trainer:
         self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
         self.save_at_end = save_at_end
         self.on_step = on_step
+        self.callbacks = list(callbacks)   # gozaru.lab.tracking.Callback: on_step each step, on_end after fit()
         self.step = 0
         self.cursor = 0
         self.tokens_seen = 0
@@ -155,7 +161,8 @@ class Trainer:
         if resume is not None:
             if model is not None or optimizer is not None:
                 raise ValueError("resume= brings its own model and optimizer: pass model=None")
-            model, optimizer, saved_config = self._load(resume, backend, precision)
+            placement = Placement.of(placement, backend=backend, precision=precision)
+            model, optimizer, saved_config = self._load(resume, placement)
         if model is None:
             raise ValueError("model is required (or resume= a checkpoint)")
         config = config or (TrainConfig.from_dict(saved_config) if saved_config else TrainConfig())
@@ -194,6 +201,8 @@ class Trainer:
             bar.close()
         if self.checkpoint and self.save_at_end:
             self.save()
+        for cb in self.callbacks:
+            cb.on_end(self)
         return self
 
     def save(self, path: str | None = None) -> str:
@@ -211,7 +220,7 @@ class Trainer:
         """What a checkpoint of this run stores beside the weights (see ``gozaru.lab.record``)."""
         return RunRecord(train_config=self.config.to_dict(), n_rows=len(self.rows), cursor=self.cursor,
                          history=self.history, eval_history=self.eval_history, grad_norm_sums=self.grad_norm_sums,
-                         grad_norm_steps=self.grad_norm_steps)
+                         grad_norm_steps=self.grad_norm_steps, placement=self.model.placement.to_dict())
 
     def mean_grad_norms(self) -> dict[str, float]:
         """Mean gradient L2 norm per trainable tensor over the steps trained so far."""
@@ -318,13 +327,15 @@ class Trainer:
             self.save()
         if self.on_step is not None:
             self.on_step(self, record)
+        for cb in self.callbacks:
+            cb.on_step(self, record)
 
     def _progress_bar(self):
         return progress_bar(total=self.config.steps, initial=self.step, disable=not self.config.progress,
                             desc="train", unit="step", dynamic_ncols=True, leave=False)
 
-    def _load(self, path: str, backend: str, precision: str | None):
-        model, optimizer, info = load(path, backend=backend, precision=precision)
+    def _load(self, path: str, placement: Placement):
+        model, optimizer, info = load(path, placement=placement)
         record = RunRecord.from_payload(info.get("extra"), path)
         if record is None:
             raise ValueError(f"{path}: not a Trainer checkpoint (no data cursor); start a new Trainer with "
