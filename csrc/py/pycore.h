@@ -59,6 +59,9 @@ PyObject *gzpy_model_grad(GzModelObject *self, PyObject *name);
 PyObject *gzpy_model_grad_norms(GzModelObject *self, PyObject *unused);
 PyObject *gzpy_model_snapshot(GzModelObject *self, PyObject *args);
 /* Runs a core call that takes only the model, with the busy guard and the GIL released; None or NULL. */
+/* rope_wrap.c */
+int gzpy_model_apply_rope(GzModelObject *self, PyObject *rope);
+PyObject *gzpy_model_get_rope(GzModelObject *self, void *closure);
 PyObject *gzpy_run_model_call(GzModelObject *self, gz_status (*fn)(gz_model *));
 
 /* Index of the tensor named by `name` (a str); -1 with TypeError / ValueError set otherwise. */

@@ -45,7 +45,8 @@ class Model:
         self._lora = tuple(s if isinstance(s, LoraSpec) else LoraSpec(*s) for s in lora)
         self._core = _core.Model(config.core_dict(), backend=backend, seed=seed,
                                  init_std=config.initializer_range,
-                                 lora=[(s.target, s.r, s.scale) for s in self._lora] or None)
+                                 lora=[(s.target, s.r, s.scale) for s in self._lora] or None,
+                                 rope=config.rope())
         self._params = ParamViews(self._core)
         if precision is not None:
             self.set_precision(precision)
