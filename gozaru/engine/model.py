@@ -237,10 +237,13 @@ class Model:
         return self._core.snapshot(timeout)
 
     def _tensors_of(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor (adapters included) as a view into ``flat`` (the core's order)."""
         out, offset = {}, 0
-        for t in self._config.tensors():
-            out[t.name] = flat[offset: offset + t.numel].reshape(t.shape)
-            offset += t.numel
+        for name in self.names:
+            shape = self._params[name].shape
+            n = int(np.prod(shape))
+            out[name] = flat[offset: offset + n].reshape(shape)
+            offset += n
         return out
 
     def clone(self) -> "Model":
