@@ -136,7 +136,7 @@ def test_a_killed_worker_is_retried_and_every_run_lands_once(cluster, lab, tmp_p
     killed = None
     deadline = time.time() + 120
     while killed is None and time.time() < deadline and thread.is_alive():
-        partial = os.path.isdir(runs) and any(f.endswith(".partial.h5") for f in os.listdir(runs))
+        partial = os.path.isdir(os.path.join(runs, "partial")) and bool(os.listdir(os.path.join(runs, "partial")))
         for pid in ray_lab.ray_task_pids() if partial else []:
             if pid in ray_lab.ray_task_pids():  # still running a task right now
                 os.kill(pid, signal.SIGKILL)

@@ -4,7 +4,7 @@
 ``out/runs/<slug>.h5`` (the trained model) and ``out/runs/<slug>.json`` (its results row and details); the table
 ``out/results.csv`` is rebuilt from those records after each run. A record is written atomically and last, so a
 run killed at any moment is either finished (skipped next time) or not (continued from its periodic checkpoint
-``<slug>.partial.h5`` or restarted): rerunning the same call finishes the grid with every condition exactly once.
+``partial/<slug>.h5`` or restarted): rerunning the same call finishes the grid with every condition exactly once.
 
 ``run`` is the driver (plans, submits, collects, writes results.csv); each run is a task (``gozaru.lab.task``)
 that an executor (``gozaru.lab.executor``) runs in this process or on a Ray cluster.
@@ -25,7 +25,7 @@ from .evaluate import EvalConfig
 from .executor import LocalExecutor, error_line
 from .progress import progress_bar
 from .experiment_data import ExperimentData
-from .task import BASE_NAME, RunSpec, backend_of, run_task, sources, train_overrides
+from .task import BASE_NAME, RunSpec, backend_of, definition_difference, run_paths, run_task, sources, train_overrides
 from .train import TrainConfig
 
 RESULT_COLUMNS = (
@@ -186,7 +186,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     todo: list[int] = []
     for i, cond in enumerate(grid):
         train_overrides(cond.hparams)  # a bad hyper-parameter fails here, before any run starts
-        record_path = os.path.join(runs_dir, cond.slug + ".json")
+        record_path = run_paths(runs_dir, cond.slug)[1]
         if os.path.exists(record_path):
             done[i] = read_json(record_path)
             _check_same_run(done[i], cond, train_config, record_path)
@@ -271,16 +271,12 @@ def fmt(value, spec: str = ".3f", missing: str = "—") -> str:
 
 
 def _check_same_run(record: dict, cond: Condition, train_config: TrainConfig, path: str):
-    """A finished run is only reused for the same condition and training settings (progress bars aside)."""
-    def comparable(d: dict) -> dict:
-        return {k: v for k, v in d.items() if k != "progress"}
-
-    expected = dataclasses.replace(train_config, **train_overrides(cond.hparams)).to_dict()
-    saved_cond, saved_train = record.get("condition"), record.get("train_config")
-    if saved_cond is not None and json.loads(json.dumps(cond.to_dict())) != saved_cond or \
-            saved_train is not None and comparable(json.loads(json.dumps(expected))) != comparable(saved_train):
-        raise ValueError(f"{path} was made with another definition or other training settings of condition "
-                         f"{cond.name!r}; give the condition another name, or delete its files in "
+    """A finished run is only reused for the same condition and training settings (task.definition_difference)."""
+    expected = dataclasses.replace(train_config, **train_overrides(cond.hparams))
+    diff = definition_difference(record.get("condition"), record.get("train_config"), cond, expected)
+    if diff:
+        raise ValueError(f"{path}: made for another definition or other training settings of condition "
+                         f"{cond.name!r} ({diff}); give the condition another name, or delete its files in "
                          f"{os.path.dirname(path)} to run it again")
 
 
