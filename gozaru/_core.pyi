@@ -20,6 +20,9 @@ def read_checkpoint_meta(path: str) -> dict[str, Any]: ...
 def tensor_table(config: dict[str, Any]) -> tuple[tuple[str, tuple[int, ...], int, str, bool], ...]:
     """(name, shape, layer, kind, is_matrix_weight) per tensor in core order; validates the config."""
 
+class ModelBusyError(RuntimeError): ...
+
+
 class Model:
     def __init__(self, config: dict[str, Any], backend: str = "cpu", seed: int | None = None,
                  init_std: float = 0.02, lora: Any = None,

@@ -26,6 +26,7 @@
 
 /* ---- errors (module.c) */
 extern PyObject *gzpy_CheckpointError;
+extern PyObject *gzpy_ModelBusyError; /* a RuntimeError: the model is in a call from another thread */
 
 /* Raises the Python exception for a failed core call (message from gz_last_error()); returns NULL. */
 PyObject *gzpy_raise_status(gz_status s);

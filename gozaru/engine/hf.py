@@ -50,8 +50,9 @@ def read_hf_config(folder: str | os.PathLike) -> GPTNeoXConfig:
         raise FileNotFoundError(f"{path}: no config.json in the model folder")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})"
+                              ) from None
     if not isinstance(d, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     if d.get("model_type", "gpt_neox") != "gpt_neox":

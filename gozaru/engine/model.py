@@ -92,6 +92,8 @@ class Model:
             raise TypeError(f"precision must be a str, got {type(precision).__name__}")
         try:
             self._core.set_precision(precision)
+        except _core.ModelBusyError:  # another thread is inside a call: not a property of this CPU
+            raise
         except RuntimeError as e:  # the core's GZ_ERR_BACKEND: not runnable on this CPU or build
             if precision == "bf16" and os.environ.get("GOZARU_BF16_EMULATE", "") not in ("", "0"):
                 self._core.set_precision("bf16-emulated")  # the opted-in exact emulation
@@ -219,12 +221,17 @@ class Model:
         for i, r in enumerate(rows):
             padded[i, :len(r)] = r
         lens = np.array([len(r) for r in rows], dtype=np.int32)
+        extra_eos: set[int] = set()
         if eos_token_id is None:  # the config's, unless this (small) vocabulary has no such id
             eos_token_id = self._config.eos_token_id if self._config.eos_token_id < self._config.vocab_size else -1
+            extra_eos = set(self._config.extra_eos_token_ids)
         res = self._core.generate(padded, lens, max_new_tokens, temperature=max(temperature, 0.0), top_k=top_k,
                                   top_p=top_p, seed=seed, eos_token_id=eos_token_id, return_logits=return_logits)
         out, out_lens = res[0], res[1]
         tokens = [out[i, :out_lens[i]].tolist() for i in range(len(rows))]
+        if extra_eos:  # the config's other end ids end a row too (HF's eos_token_id list), included like EOS
+            out_lens = [next((j + 1 for j, t in enumerate(row) if t in extra_eos), len(row)) for row in tokens]
+            tokens = [row[:n] for row, n in zip(tokens, out_lens)]
         if return_logits:
             return tokens, [res[2][i, :out_lens[i]].copy() for i in range(len(rows))]
         return tokens

@@ -14,7 +14,7 @@ from .. import _core, data
 from .._version import __version__
 from ..data.tokenizer import Tokenizer
 from ..engine import checkpoint, layers
-from ..engine.checkpoint import load
+from ..engine.checkpoint import load, read_config
 from ..engine.model import Model
 from ..engine.system import build_info, format_build_info
 from . import hub, plots, study, study_demo
@@ -23,6 +23,7 @@ from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
 from .executor import from_args as executor_from_args
 from .experiment import ExperimentData, load_grid, run, seed_grid
+from .experiment_data import check_tokenizer
 from .record import RunRecord
 from .train import TrainConfig, Trainer
 
@@ -103,13 +104,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _check_not_overwriting(args) -> None:
+    """A plain ``gozaru train`` starts at step 0 and overwrites --out: refused for an existing file unless
+    --force (an interrupted run continues with --resume)."""
+    if args.resume or args.force or not os.path.exists(args.out):
+        return
+    hint = "give --force to start over and overwrite it"
+    try:
+        record = RunRecord.from_payload(_core.read_checkpoint_meta(args.out)["extra"], args.out)
+        step = _core.read_checkpoint_meta(args.out)["step"]
+    except (OSError, ValueError):
+        record, step = None, None
+    if record is not None and step is not None and step < int(record.train_config.get("steps", 0)):
+        raise ValueError(f"{args.out} holds an unfinished run (step {step} of {record.train_config['steps']}); "
+                         f"continue it with --resume {args.out}, or {hint}")
+    raise ValueError(f"{args.out} exists; {hint}, or choose another --out")
+
+
 def cmd_train(args) -> int:
     _check_writable(args.out)
+    _check_not_overwriting(args)
     _threads(args)
     tokenizer = _tokenizer(args)
     train_records, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style)
-    if args.resume:  # the saved training settings continue; only the display follows this command line
+    if args.resume:
+        check_tokenizer(tokenizer, read_config(args.resume), args.resume)  # the saved training settings continue; only the display follows this command line
         trainer = Trainer(None, exp.train, checkpoint=args.out, eval_data=exp.eval, resume=args.resume,
                           backend=args.backend, precision=args.precision, progress=args.progress)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
@@ -117,6 +137,7 @@ def cmd_train(args) -> int:
         if not (args.base or args.hf):
             raise SystemExit("give --base or --hf (or --resume a checkpoint)")
         model = _load_model(args)
+        check_tokenizer(tokenizer, model.config, args.base or args.hf)
         names = layers.select(model.config, **_selection(args))
         model.train_only(sorted(names))
         print(layers.report(model.config, names)[0].splitlines()[-1].replace("all", "training", 1))
@@ -135,6 +156,7 @@ def cmd_eval(args) -> int:
     _threads(args)
     model = load(args.checkpoint, backend=args.backend, precision=args.precision)[0]
     tokenizer = _tokenizer(args)
+    check_tokenizer(tokenizer, model.config, args.checkpoint)
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
                                       n_prompts=args.n_prompts)
@@ -286,6 +308,13 @@ def _training_summary(path: str) -> str:
         return ""
     if record is None:
         return ""
+    try:
+        return _summary_lines(record)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:  # a record of odd shape
+        return f"  training   run record unreadable ({type(e).__name__}: {e})"
+
+
+def _summary_lines(record: RunRecord) -> str:
     lines = []
     if record.condition:
         lines.append(f"  condition  {record.condition.get('name')}: {record.condition.get('selection')}")
@@ -303,6 +332,16 @@ COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "grid": cmd_
             "export-hf": cmd_export_hf, "info": cmd_info}
 
 
+# What continues an interrupted command (printed after "interrupted"); commands not named have nothing to continue.
+INTERRUPT_ADVICE = {
+    "train": lambda a: f" (continue with the same command plus --resume {a.out}; rerunning it without --resume "
+                       "is refused, --force starts over)",
+    "grid": lambda a: " (rerun the same command to continue: finished runs are skipped)",
+    "study": lambda a: " (rerun the same command to continue: finished runs are skipped)",
+    "demo": lambda a: " (rerun the same command to continue)",
+}
+
+
 def main(argv=None) -> int:
     parser = build_parser(COMMANDS, __version__)
     args = parser.parse_args(argv)
@@ -314,7 +353,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("\ninterrupted (rerun the same command to continue)", file=sys.stderr)
+        print(f"\ninterrupted{INTERRUPT_ADVICE.get(args.command, lambda a: '')(args)}", file=sys.stderr)
         return 130
     except (OSError, ValueError, RuntimeError, ArithmeticError, MemoryError, ImportError) as e:
         # Expected failures (bad files and arguments, a missing backend, divergence, NaN) as one line.

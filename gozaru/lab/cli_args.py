@@ -153,6 +153,8 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
     g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
     g.add_argument("--resume", metavar="CKPT", help="continue a checkpoint written by an interrupted `gozaru train`")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out (without it a plain rerun is "
+                   "refused: an interrupted run continues with --resume)")
     _add_data(p)
     s = p.add_argument_group("what to train")
     s.add_argument("--select", default="full",

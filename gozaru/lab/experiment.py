@@ -24,7 +24,7 @@ from ..fileio import read_json, write_text_atomic
 from .evaluate import EvalConfig
 from .executor import LocalExecutor, error_line
 from .progress import progress_bar
-from .experiment_data import ExperimentData
+from .experiment_data import ExperimentData, check_tokenizer
 from .task import BASE_NAME, RunSpec, backend_of, definition_difference, run_paths, run_task, sources, train_overrides
 from .train import TrainConfig
 
@@ -141,11 +141,20 @@ def seed_grid(seeds: Sequence[int] = (0, 1, 2), budgets: Sequence[float] = (0.05
 def load_grid(path: str) -> list[Condition]:
     """A user grid from a JSON file: a list of Condition fields, e.g.
     ``[{"name": "last 2", "selection": {"kind": "last", "layers": 2}}]``."""
-    with open(path, encoding="utf-8") as f:
-        items = json.load(f)
+    items = read_json(path)
     if not isinstance(items, list):
         raise ValueError(f"{path}: expected a JSON list of conditions")
-    return [Condition.from_dict(d) for d in items]
+    bad = [i for i, d in enumerate(items) if not isinstance(d, dict)]
+    if bad:
+        raise ValueError(f"{path}: item {bad[0]} is a {type(items[bad[0]]).__name__}, not an object of condition "
+                         "fields such as {\"name\": ..., \"selection\": {...}}")
+    conditions = []
+    for i, d in enumerate(items):
+        try:
+            conditions.append(Condition.from_dict(d))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: item {i}: {e}") from None
+    return conditions
 
 
 # --------------------------------------------------------------------------- the driver
@@ -180,6 +189,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     executor = executor or LocalExecutor()
     # Real data may hold prompts longer than the model's positions: left out and counted, never a crash.
     base_config = base.config if hasattr(base, "config") else read_config(base)
+    check_tokenizer(data.tokenizer, base_config, "the base model")
     data.drop_long(base_config.max_position_embeddings, say)
 
     done: dict[int, dict] = {}

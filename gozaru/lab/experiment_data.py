@@ -10,6 +10,28 @@ from ..data.rows import Rows, as_rows
 from .generate import encode_prompt
 
 
+def check_tokenizer(tokenizer, config, model_name: str = "the model") -> None:
+    """ValueError naming both sides when ``tokenizer`` does not fit a model of ``config``: pieces past the
+    model's vocabulary (ids it has no embedding for), or special ids (BOS, EOS, padding) that differ from the
+    model's. A model's vocabulary may be larger than the tokenizer's (HF models pad it)."""
+    if tokenizer is None:
+        return
+    where = f"tokenizer {getattr(tokenizer, 'source', '<memory>')} and {model_name}"
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"{where} do not fit: the tokenizer has {tokenizer.vocab_size} pieces, the model's "
+                         f"vocabulary only {config.vocab_size} (a tokenizer for another model?)")
+    eos_ids = (config.eos_token_id, *getattr(config, "extra_eos_token_ids", ()))
+    checks = [("BOS", tokenizer.bos_id, (config.bos_token_id,), "bos_token_id"),
+              ("EOS", tokenizer.eos_id, eos_ids, "eos_token_id")]
+    if getattr(config, "pad_token_id", None) is not None:
+        checks.append(("padding", tokenizer.pad_id, (config.pad_token_id,), "pad_token_id"))
+    for what, tok_id, model_ids, field in checks:
+        if tok_id >= 0 and tok_id not in model_ids:
+            shown = model_ids[0] if len(model_ids) == 1 else list(model_ids)
+            raise ValueError(f"{where} do not fit: the tokenizer's {what} id is {tok_id}, the model's {field} "
+                             f"is {shown}")
+
+
 @dataclasses.dataclass
 class ExperimentData:
     """Everything ``run`` trains and measures on.
