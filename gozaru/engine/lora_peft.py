@@ -239,6 +239,11 @@ class Adapter:
                 raise CheckpointError(f"{where}: lora_alpha for {module} must be a number, got {alpha!r}")
             self.specs.append(LoraSpec(target, int(sa[0]), float(alpha), bool(cfg.get("use_rslora", False))))
             self.values[target] = (self._tensor(p["A"], target), self._tensor(p["B"], target))
+        missing = [t for t in self.shapes if any(hf_module(t).endswith(m) for m in saved) and t not in self.full
+                   and t.rsplit(".", 1)[0] not in {s.target.rsplit(".", 1)[0] for s in self.specs}]
+        if missing:  # PEFT cannot load such a folder either
+            raise CheckpointError(f"{self.file.path}: modules_to_save covers {missing[0]}, which the file does not "
+                                  "hold")
         adapted = {s.target for s in self.specs}
         for target, key in base_layers.items():
             if target not in adapted or target in self.replaced:
