@@ -2,14 +2,7 @@
  * generation (generate.c). What differs between the two is passed in: the attention step
  * (causal attention over the batch keeping probabilities for backward, or KV-cache append plus
  * cached attention) and the buffers (per-layer activations kept for backward, or shared scratch). */
-#include "model_internal.h"
-
-/* Every Linear layer of the block goes through here: the one place where adapters or other
- * GEMM input formats are added. */
-static gz_status block_linear(gz_model *m, float *out, const float *inp, int w, int b, int64_t N, int C, int OC) {
-    GZ_TRY(m->be->matmul_forward(m->be->ctx, out, inp, GZ_P(m, w), GZ_P(m, b), N, C, OC));
-    return gz_lora_forward(m, out, inp, w, N, C, OC);
-}
+#include "linear.h"
 
 static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at) {
     gz_backend *be = m->be;
@@ -31,11 +24,11 @@ gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const g
 
     GZ_TRY(be->layernorm_forward(be->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), N,
                                  C, eps));
-    GZ_TRY(block_linear(m, a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
+    GZ_TRY(gz_model_linear_forward(m, w->qkv_w, w->qkv_b, a->qkv, a->ln1, N));
     GZ_TRY(be->rotary_split_forward(be->ctx, a->q, a->k, a->v, a->qkv, at->pos, m->cos_t, m->sin_t, at->B, at->T,
                                     m->NH, m->HS, m->rot));
     GZ_TRY(attention_step(m, l, a, at));
-    GZ_TRY(block_linear(m, a->attn_out, a->atty, w->dense_w, w->dense_b, N, C, C));
+    GZ_TRY(gz_model_linear_forward(m, w->dense_w, w->dense_b, a->attn_out, a->atty, N));
     /* Sequential: y = h + mlp(ln2(h)), h = x + attn(ln1(x)). Parallel: y = x + attn(ln1(x)) + mlp(ln2(x)).
      * y may be x (generation updates its hidden state in place): x is last read before y is written. */
     const float *mlp_in = x;
@@ -45,9 +38,9 @@ gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const g
     }
     GZ_TRY(be->layernorm_forward(be->ctx, a->ln2, a->ln2_mean, a->ln2_rstd, mlp_in, GZ_P(m, w->ln2_w),
                                  GZ_P(m, w->ln2_b), N, C, eps));
-    GZ_TRY(block_linear(m, a->fch, a->ln2, w->fc_w, w->fc_b, N, C, I));
+    GZ_TRY(gz_model_linear_forward(m, w->fc_w, w->fc_b, a->fch, a->ln2, N));
     GZ_TRY(be->gelu_forward(be->ctx, a->fcg, a->fch, N * I));
-    GZ_TRY(block_linear(m, a->mlp_out, a->fcg, w->proj_w, w->proj_b, N, I, C));
+    GZ_TRY(gz_model_linear_forward(m, w->proj_w, w->proj_b, a->mlp_out, a->fcg, N));
     if (m->cfg.use_parallel_residual) {
         GZ_TRY(be->add(be->ctx, y, x, a->attn_out, N * C));
         GZ_TRY(be->add(be->ctx, y, y, a->mlp_out, N * C));

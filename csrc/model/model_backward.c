@@ -6,7 +6,7 @@
  */
 #include <limits.h>
 #include <math.h>
-#include "model_internal.h"
+#include "linear.h"
 
 #define G(idx) (m->grads[idx]) /* NULL when frozen */
 
@@ -31,14 +31,10 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     if (par && x_grad) dmlp_in = dx;
     if (!par && NEEDS(3)) dmlp_in = m->dh;
     if (dmlp_in) GZ_TRY(be->copy(be->ctx, dmlp_in, dy, act_bytes));
-    GZ_TRY(be->matmul_backward(be->ctx, NEEDS(5) ? m->dfcg : NULL, G(w->proj_w), G(w->proj_b), dy, a->fcg,
-                               GZ_P(m, w->proj_w), N, I, C));
-    GZ_TRY(gz_lora_backward(m, NEEDS(5) ? m->dfcg : NULL, w->proj_w, dy, a->fcg, N, I, C));
+    GZ_TRY(gz_model_linear_backward(m, w->proj_w, w->proj_b, NEEDS(5) ? m->dfcg : NULL, dy, a->fcg, N));
     if (NEEDS(5)) {
         GZ_TRY(be->gelu_backward(be->ctx, m->dfch, m->dfcg, a->fch, N * I));
-        GZ_TRY(be->matmul_backward(be->ctx, NEEDS(4) ? m->dln : NULL, G(w->fc_w), G(w->fc_b), m->dfch, a->ln2,
-                                   GZ_P(m, w->fc_w), N, C, I));
-        GZ_TRY(gz_lora_backward(m, NEEDS(4) ? m->dln : NULL, w->fc_w, m->dfch, a->ln2, N, C, I));
+        GZ_TRY(gz_model_linear_backward(m, w->fc_w, w->fc_b, NEEDS(4) ? m->dln : NULL, m->dfch, a->ln2, N));
         if (NEEDS(4))
             GZ_TRY(be->layernorm_backward(be->ctx, dmlp_in, G(w->ln2_w), G(w->ln2_b), m->dln, mlp_in, GZ_P(m, w->ln2_w),
                                           a->ln2_mean, a->ln2_rstd, N, C));
@@ -48,17 +44,13 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     if (!NEEDS(3)) return GZ_OK;
     const float *dattn = par ? dy : m->dh;
     if (!par && x_grad) GZ_TRY(be->copy(be->ctx, dx, m->dh, act_bytes));
-    GZ_TRY(be->matmul_backward(be->ctx, NEEDS(2) ? m->datty : NULL, G(w->dense_w), G(w->dense_b), dattn, a->atty,
-                               GZ_P(m, w->dense_w), N, C, C));
-    GZ_TRY(gz_lora_backward(m, NEEDS(2) ? m->datty : NULL, w->dense_w, dattn, a->atty, N, C, C));
+    GZ_TRY(gz_model_linear_backward(m, w->dense_w, w->dense_b, NEEDS(2) ? m->datty : NULL, dattn, a->atty, N));
     if (!NEEDS(2)) return GZ_OK;
     GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T,
                                   m->NH, m->HS));
     GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH,
                                      m->HS, m->rot));
-    GZ_TRY(be->matmul_backward(be->ctx, NEEDS(1) ? m->dln : NULL, G(w->qkv_w), G(w->qkv_b), m->dqkv, a->ln1,
-                               GZ_P(m, w->qkv_w), N, C, 3 * C));
-    GZ_TRY(gz_lora_backward(m, NEEDS(1) ? m->dln : NULL, w->qkv_w, m->dqkv, a->ln1, N, C, 3 * C));
+    GZ_TRY(gz_model_linear_backward(m, w->qkv_w, w->qkv_b, NEEDS(1) ? m->dln : NULL, m->dqkv, a->ln1, N));
     if (NEEDS(1))
         GZ_TRY(be->layernorm_backward(be->ctx, x_grad ? dx : NULL, G(w->ln1_w), G(w->ln1_b), m->dln, x,
                                       GZ_P(m, w->ln1_w), a->ln1_mean, a->ln1_rstd, N, C));
@@ -82,9 +74,7 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
     GZ_TRY(be->cross_entropy_backward(be->ctx, m->logits, m->logits, m->lse, m->targets, N, m->V,
                                       loss_scale / (float)m->fwd_count));
     int need_lnf = min_pos < GZ_POS_HEAD(L);
-    GZ_TRY(be->matmul_backward(be->ctx, need_lnf ? m->dln : NULL, G(m->head), NULL, m->logits, m->lnf, GZ_P(m, m->head),
-                               N, C, m->V));
-    GZ_TRY(gz_lora_backward(m, need_lnf ? m->dln : NULL, m->head, m->logits, m->lnf, N, C, m->V));
+    GZ_TRY(gz_model_linear_backward(m, m->head, -1, need_lnf ? m->dln : NULL, m->logits, m->lnf, N));
     if (need_lnf) {
         int need_res = min_pos < GZ_POS_FINAL_LN(L);
         if (need_res) GZ_TRY(be->zero(be->ctx, m->dres_a, (size_t)N * C * sizeof(float)));
