@@ -115,7 +115,9 @@ def assert_each_run_once(out):
     table = pd.read_csv(os.path.join(out, "results.csv"))
     assert sorted(table["name"]) == sorted(["base", "full", "last 1", "mlp", "random 1 seed3"])
     files = sorted(os.listdir(os.path.join(out, "runs")))
-    assert files == sorted(["base.json"] + [s + ext for s in SLUGS for ext in (".h5", ".json")]), files
+    # partial/ holds interrupted runs' checkpoints: empty once every run landed
+    assert files == sorted(["base.json", "partial"] + [s + ext for s in SLUGS for ext in (".h5", ".json")]), files
+    assert os.listdir(os.path.join(out, "runs", "partial")) == []
 
 
 def test_a_killed_worker_is_retried_and_every_run_lands_once(cluster, lab, tmp_path):
