@@ -7,7 +7,7 @@
 static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at) {
     gz_backend *be = m->be;
     if (at->mode == GZ_ATTN_CAUSAL)
-        return be->attention_forward(be->ctx, a->atty, at->att, a->q, a->k, a->v, at->B, at->T, m->NH, m->HS);
+        return be->attention_forward(be->ctx, a->atty, at->lse, a->q, a->k, a->v, at->B, at->T, m->NH, m->NH, m->HS);
     int n = at->B * at->T;
     GZ_TRY(be->kv_append(be->ctx, at->kcache[l], at->vcache[l], a->k, a->v, at->row, at->pos, n, m->NH, m->HS, at->S));
     return be->attention_cached(be->ctx, a->atty, at->scores, a->q, at->kcache[l], at->vcache[l], at->row, at->pos, n,

@@ -46,8 +46,8 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     if (!par && x_grad) GZ_TRY(be->copy(be->ctx, dx, m->dh, act_bytes));
     GZ_TRY(gz_model_linear_backward(m, w->dense_w, w->dense_b, NEEDS(2) ? m->datty : NULL, dattn, a->atty, N));
     if (!NEEDS(2)) return GZ_OK;
-    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T,
-                                  m->NH, m->HS));
+    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->atty, a->attn_lse, a->q, a->k,
+                                  a->v, B, T, m->NH, m->NH, m->HS));
     GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH,
                                      m->HS, m->rot));
     GZ_TRY(gz_model_linear_backward(m, w->qkv_w, w->qkv_b, NEEDS(1) ? m->dln : NULL, m->dqkv, a->ln1, N));
@@ -70,15 +70,13 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
     int B = m->fwd_B, T = m->fwd_T, L = m->L, C = m->C;
     int64_t N = (int64_t)B * T;
 
-    /* logits -> dlogits in place; mean over counted targets */
-    GZ_TRY(be->cross_entropy_backward(be->ctx, m->logits, m->logits, m->lse, m->targets, N, m->V,
-                                      loss_scale / (float)m->fwd_count));
     int need_lnf = min_pos < GZ_POS_HEAD(L);
-    GZ_TRY(gz_model_linear_backward(m, m->head, -1, need_lnf ? m->dln : NULL, m->logits, m->lnf, N));
+    float *dlnf;
+    GZ_TRY(gz_head_loss_backward(m, loss_scale, need_lnf, &dlnf));
     if (need_lnf) {
         int need_res = min_pos < GZ_POS_FINAL_LN(L);
         if (need_res) GZ_TRY(be->zero(be->ctx, m->dres_a, (size_t)N * C * sizeof(float)));
-        GZ_TRY(be->layernorm_backward(be->ctx, need_res ? m->dres_a : NULL, G(m->lnf_w), G(m->lnf_b), m->dln, m->res[L],
+        GZ_TRY(be->layernorm_backward(be->ctx, need_res ? m->dres_a : NULL, G(m->lnf_w), G(m->lnf_b), dlnf, m->res[L],
                                       GZ_P(m, m->lnf_w), m->lnf_mean, m->lnf_rstd, N, C));
         float *dy = m->dres_a, *dx = m->dres_b;
         for (int l = L - 1; l >= 0 && min_pos < GZ_POS_LAYER(l + 1, 0); l--) {
@@ -91,6 +89,6 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
         }
         if (G(m->embed)) GZ_TRY(be->embedding_backward(be->ctx, G(m->embed), dy, m->tokens, N, C));
     }
-    m->have_acts = 0; /* dlogits overwrote the logits */
+    m->have_acts = 0; /* dlogits overwrote the logits; the pending head gradients are spent */
     return be->synchronize(be->ctx);
 }
