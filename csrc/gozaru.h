@@ -148,6 +148,16 @@ const char *gz_model_precision(const gz_model *m);
  * set or library, or the precisions the backend runs). A run setting: checkpoints hold the fp32 masters. */
 gz_status gz_model_set_precision(gz_model *m, const char *precision);
 
+/* Rotary position embedding. A model starts with HF's default frequencies base^(-2i/d) (d = rotary_ndims) and
+ * attention factor 1. A RoPE type that scales them (linear, llama3, YaRN, ...) is the caller's to compute, once
+ * per model (gozaru/engine/rope.py mirrors transformers' rope init functions): gz_model_set_rope takes n =
+ * gz_model_rope_size(m) inverse frequencies (finite, >= 0) and the factor both cos and sin are multiplied by
+ * (YaRN's mscale; finite, > 0), and rebuilds the tables every backend's rotary op reads. Checkpoints store both
+ * and refuse a model whose rotary differs. gz_model_rope points at the model's own copy. */
+int gz_model_rope_size(const gz_model *m);
+gz_status gz_model_set_rope(gz_model *m, const float *inv_freq, int n, float attention_factor);
+gz_status gz_model_rope(const gz_model *m, const float **inv_freq, int *n, float *attention_factor);
+
 int gz_model_num_tensors(const gz_model *m);
 int64_t gz_model_num_params(const gz_model *m);
 gz_status gz_model_tensor(const gz_model *m, int index, gz_tensor_info *out);

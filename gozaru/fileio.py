@@ -71,9 +71,20 @@ def json_default(o):
     raise TypeError(f"cannot store {type(o).__name__} as JSON")
 
 
+def loads(text: str | bytes, source: str) -> Any:
+    """json.loads with one ValueError naming ``source`` for any unreadable text (bad syntax, bad UTF-8, nesting
+    too deep for the parser)."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        detail = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise ValueError(f"{source}: not valid JSON ({detail})") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file's value; ValueError naming the file when it is not valid JSON (e.g. truncated)."""
+    with open(path, "rb") as f:
+        return loads(f.read(), os.fspath(path))
 
 
 def json_payload(value) -> dict:
@@ -82,4 +93,4 @@ def json_payload(value) -> dict:
         return {}
     if isinstance(value, (bytes, bytearray, memoryview)):
         value = bytes(value).decode()
-    return json.loads(value) if isinstance(value, str) else dict(value)
+    return loads(value, "payload") if isinstance(value, str) else dict(value)

@@ -51,6 +51,11 @@ CONFIGS = [
                                      intermediate_size=80, rotary_pct=0.25, use_parallel_residual=True), 2, 13),
     ("long_sequence", dict(vocab_size=300, hidden_size=72, num_hidden_layers=2, num_attention_heads=3,
                            intermediate_size=160, rotary_pct=0.5, use_parallel_residual=False), 2, 200),
+    # scaled rotary (frequencies and attention factor from gozaru.engine.rope, tables uploaded to the device)
+    ("yarn_rotary", dict(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=96, rotary_pct=1.0, use_parallel_residual=True,
+                         rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
+     2, 200),
 ]
 
 

@@ -77,7 +77,7 @@ def test_reduced_grid_end_to_end(lab, tmp_path):
     assert list(load_results(out)["name"]) == list(results["name"])
     for slug in ("full", "last-1", "random-1-seed3"):
         assert os.path.exists(os.path.join(out, "runs", slug + ".h5"))
-        assert not os.path.exists(os.path.join(out, "runs", slug + ".partial.h5"))
+        assert not os.path.exists(os.path.join(out, "runs", "partial", slug + ".h5"))
     # only the last layer (and the head) moved in "last 1"
     record = load_record(out, "last 1")
     grid = change_grid(pd.DataFrame(record["weight_change"]))
@@ -148,7 +148,7 @@ def test_killed_grid_finishes_with_every_condition_once(lab, tmp_path):
     runs = os.path.join(out, "runs")
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(os.path.join(runs, "full.json")) and os.path.exists(os.path.join(runs, "mlp.partial.h5")):
+        if os.path.exists(os.path.join(runs, "full.json")) and os.path.exists(os.path.join(runs, "partial", "mlp.h5")):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the grid finished before it could be killed: " + proc.stdout.read().decode()
@@ -165,6 +165,7 @@ def test_killed_grid_finishes_with_every_condition_once(lab, tmp_path):
         record = load_record(out, name)
         assert [h["step"] for h in record["history"]] == list(range(1, 41)), name  # resumed, not restarted twice
     assert not [f for f in os.listdir(runs) if ".partial" in f or ".tmp" in f]
+    assert not os.listdir(os.path.join(runs, "partial"))
 
 
 def test_lora_condition_from_a_grid_file(lab, tmp_path):

@@ -59,7 +59,8 @@ def test_ray_executor_matches_the_local_one(cluster, lab, tmp_path, transfer):
     assert sum("ござる-rate" in line for line in lines) == 5  # base + one line per run as it lands
     assert os.path.exists(os.path.join(out, "inputs", "data.pkl")) == (transfer == "storage")
     runs = sorted(os.listdir(os.path.join(out, "runs")))
-    assert runs == sorted(["base.json"] + [s + ext for s in SLOTS for ext in (".h5", ".json")])
+    assert runs == sorted(["base.json", "partial"] + [s + ext for s in SLOTS for ext in (".h5", ".json")])
+    assert os.listdir(os.path.join(out, "runs", "partial")) == []  # interrupted runs' checkpoints: none left
     # rerun: nothing is submitted again
     again = []
     run(ray_lab.grid(), base, exp, out, train=TRAIN, eval=ray_lab.EVAL, progress=False, log=again.append,

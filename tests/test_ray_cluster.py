@@ -115,7 +115,9 @@ def assert_each_run_once(out):
     table = pd.read_csv(os.path.join(out, "results.csv"))
     assert sorted(table["name"]) == sorted(["base", "full", "last 1", "mlp", "random 1 seed3"])
     files = sorted(os.listdir(os.path.join(out, "runs")))
-    assert files == sorted(["base.json"] + [s + ext for s in SLUGS for ext in (".h5", ".json")]), files
+    # partial/ holds interrupted runs' checkpoints: empty once every run landed
+    assert files == sorted(["base.json", "partial"] + [s + ext for s in SLUGS for ext in (".h5", ".json")]), files
+    assert os.listdir(os.path.join(out, "runs", "partial")) == []
 
 
 def test_a_killed_worker_is_retried_and_every_run_lands_once(cluster, lab, tmp_path):
@@ -136,7 +138,7 @@ def test_a_killed_worker_is_retried_and_every_run_lands_once(cluster, lab, tmp_p
     killed = None
     deadline = time.time() + 120
     while killed is None and time.time() < deadline and thread.is_alive():
-        partial = os.path.isdir(runs) and any(f.endswith(".partial.h5") for f in os.listdir(runs))
+        partial = os.path.isdir(os.path.join(runs, "partial")) and bool(os.listdir(os.path.join(runs, "partial")))
         for pid in ray_lab.ray_task_pids() if partial else []:
             if pid in ray_lab.ray_task_pids():  # still running a task right now
                 os.kill(pid, signal.SIGKILL)

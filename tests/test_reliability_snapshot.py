@@ -76,3 +76,61 @@ def test_snapshot_is_a_copy():
     sd = m.state_dict()
     for n in m.names:
         assert np.array_equal(sd[n], m.params[n])
+
+
+def test_adapter_save_merge_and_attach_hold_one_step(tmp_path):
+    """save_adapter, merge and attach on a LoRA model that another thread trains: every adapter value they
+    read comes from one optimizer step (they take the model's busy guard, as checkpoints do)."""
+    from safetensors.numpy import load_file
+    lm = gz.lora.attach(gz.Model(CFG, seed=0), ("query_key_value", "dense"), r=4, alpha=8, seed=1)
+    opt = gz.AdamW(lm, lr=1e-2)
+    tokens = np.random.default_rng(0).integers(0, 512, (2, 16)).astype(np.int32)
+    lm.loss(tokens)
+    lm.backward()
+    names = [n for s in lm.lora for n in lm.lora_names(s)]
+    offsets = [(lm.core.tensor_info(n)["offset"], lm.core.tensor_info(n)["numel"]) for n in names]
+
+    def adapters_of(flat):
+        return np.concatenate([flat[o: o + k] for o, k in offsets])
+
+    states = {adapters_of(lm.core.flat_params()).tobytes(): adapters_of(lm.core.flat_params()).copy()}
+    stop, errors = threading.Event(), []
+
+    def train():
+        try:
+            while not stop.is_set():
+                opt.step()
+                a = adapters_of(lm.core.flat_params())
+                states[a.tobytes()] = a.copy()
+        except Exception as e:
+            errors.append(e)
+
+    t = threading.Thread(target=train)
+    t.start()
+    saved, merged, attached = [], [], []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        gz.lora.save_adapter(lm, tmp_path / "a")
+        f = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+        saved.append(np.concatenate([f[n].ravel() for n in names]))
+        m = gz.lora.merge(lm)
+        merged.append({s.target: m.params[s.target].copy() for s in lm.lora})
+        more = gz.lora.attach(lm, ("dense_h_to_4h",), r=2)
+        attached.append(np.concatenate([more.params[n].ravel() for n in names]))
+    stop.set()
+    t.join()
+    assert not errors, errors
+    torn = [i for i, a in enumerate(saved + attached) if a.tobytes() not in states]
+    assert not torn, f"{len(torn)} of {len(saved) + len(attached)} adapter copies mix two steps"
+    # a merged model must equal W + s B A of one recorded step
+    base = {s.target: lm.params[s.target].astype(np.float64) for s in lm.lora}  # frozen: never changes
+    split = np.cumsum([k for _, k in offsets])[:-1]
+    candidates = []
+    for flat in states.values():
+        parts = dict(zip(names, np.split(flat, split)))
+        candidates.append({s.target: (base[s.target] + s.scale * (
+            parts[lm.lora_names(s)[1]].reshape(lm.params[lm.lora_names(s)[1]].shape).astype(np.float64)
+            @ parts[lm.lora_names(s)[0]].reshape(lm.params[lm.lora_names(s)[0]].shape).astype(np.float64)
+        )).astype(np.float32) for s in lm.lora})
+    for m in merged[:20]:
+        assert any(all(np.array_equal(m[k], c[k]) for k in m) for c in candidates), "a merge mixes two steps"

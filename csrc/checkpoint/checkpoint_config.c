@@ -2,6 +2,7 @@
  * check a checkpoint against a model without parsing the JSON config. */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include "checkpoint_internal.h"
 
 typedef struct {
@@ -55,4 +56,42 @@ gz_status ckpt_check_config(const char *file, hid_t params, const gz_config *cfg
         }
     }
     return GZ_OK;
+}
+
+/* The rotary frequencies and attention factor (gz_model_set_rope): a model with other RoPE scaling computes
+ * other numbers from the same weights, so a checkpoint names them. Files written before RoPE scaling existed
+ * have neither attribute and hold default-RoPE models. */
+gz_status ckpt_write_rope(const char *file, hid_t params, const gz_model *m) {
+    const float *f;
+    int n;
+    float af;
+    GZ_TRY(gz_model_rope(m, &f, &n, &af));
+    GZ_TRY(ckpt_write_attr_f32(file, params, "/params", "rope_attention_factor", &af, 1));
+    if (n > 0) GZ_TRY(ckpt_write_attr_f32(file, params, "/params", "rope_inv_freq", f, n));
+    return GZ_OK;
+}
+
+gz_status ckpt_check_rope(const char *file, hid_t params, const gz_model *m) {
+    htri_t has = H5Aexists(params, "rope_attention_factor");
+    if (has < 0) return gz_fail(GZ_ERR_FORMAT, "%s: reading attributes of /params failed", file);
+    if (!has) return GZ_OK;
+    const float *f;
+    int n;
+    float af, stored_af;
+    GZ_TRY(gz_model_rope(m, &f, &n, &af));
+    GZ_TRY(ckpt_read_attr_f32(file, params, "/params", "rope_attention_factor", &stored_af, 1));
+    if (stored_af != af)
+        return gz_fail(GZ_ERR_FORMAT, "%s: config mismatch: rope attention factor is %g in the checkpoint, %g in "
+                                      "the model (rope_scaling differs)", file, (double)stored_af, (double)af);
+    if (n == 0) return GZ_OK;
+    float *stored;
+    GZ_TRY(gz_calloc((void **)&stored, n, sizeof(float), "rotary frequencies"));
+    gz_status st = ckpt_read_attr_f32(file, params, "/params", "rope_inv_freq", stored, n);
+    for (int i = 0; i < n && st == GZ_OK; i++)
+        if (stored[i] != f[i])
+            st = gz_fail(GZ_ERR_FORMAT, "%s: config mismatch: rope inverse frequency %d is %g in the checkpoint, "
+                                        "%g in the model (rope_scaling differs)", file, i, (double)stored[i],
+                         (double)f[i]);
+    free(stored);
+    return st;
 }

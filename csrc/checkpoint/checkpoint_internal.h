@@ -95,6 +95,9 @@ void ckpt_free_names(char **names, int count);
 gz_status ckpt_write_config(const char *file, hid_t params, const gz_config *cfg);
 /* GZ_ERR_FORMAT naming the first field whose stored value differs from cfg. */
 gz_status ckpt_check_config(const char *file, hid_t params, const gz_config *cfg);
+/* the model's rotary frequencies and attention factor; files without them hold default-RoPE models */
+gz_status ckpt_write_rope(const char *file, hid_t params, const gz_model *m);
+gz_status ckpt_check_rope(const char *file, hid_t params, const gz_model *m);
 
 /* ---- files (checkpoint_file.c) */
 /* GZ_ERR_IO unless path names an existing regular file. */

@@ -200,6 +200,7 @@ static gz_status stage_params(const char *path, hid_t f, const gz_model *m, stag
     GZ_TRY(open_group(path, f, "", "params", &g));
     int *present = NULL;
     gz_status st = ckpt_check_config(path, g, gz_model_config(m));
+    if (st == GZ_OK) st = ckpt_check_rope(path, g, m);
     if (st == GZ_OK) st = gz_calloc((void **)&present, s->n, sizeof(int), "a name check");
     if (st == GZ_OK) st = check_names(path, g, "/params", m, 1, present);
     free(present);

@@ -31,6 +31,7 @@ static gz_status write_params(const char *file, hid_t f, gz_model *m) {
     hid_t g;
     GZ_TRY(create_group(file, f, "params", &g));
     gz_status st = ckpt_write_config(file, g, gz_model_config(m));
+    if (st == GZ_OK) st = ckpt_write_rope(file, g, m);
     const float *host = gz_model_params_host(m);
     int n = gz_model_num_tensors(m);
     for (int i = 0; i < n && st == GZ_OK; i++) {

@@ -103,33 +103,6 @@ gz_status gz_tensor_table(const gz_config *cfg, gz_tensor_spec *out, int capacit
     return GZ_OK;
 }
 
-static gz_status build_rotary_tables(gz_model *m) {
-    int half = m->rot / 2, P = m->cfg.max_position_embeddings;
-    size_t count = (size_t)P * (half > 0 ? half : 1);
-    float *c, *s;
-    GZ_TRY(gz_calloc((void **)&c, count, sizeof(float), "rotary cos table"));
-    if (gz_calloc((void **)&s, count, sizeof(float), "rotary sin table") != GZ_OK) {
-        free(c);
-        return GZ_ERR_NOMEM;
-    }
-    /* float32 arithmetic in the same order as HF's GPTNeoXRotaryEmbedding */
-    for (int i = 0; i < half; i++) {
-        float inv_freq = 1.0f / powf(m->cfg.rotary_emb_base, (float)(2 * i) / (float)m->rot_freq_dim);
-        for (int p = 0; p < P; p++) {
-            float f = (float)p * inv_freq;
-            c[(size_t)p * half + i] = cosf(f);
-            s[(size_t)p * half + i] = sinf(f);
-        }
-    }
-    gz_status st = m->be->alloc(m->be->ctx, (void **)&m->cos_t, count * sizeof(float), "rotary cos table");
-    if (st == GZ_OK) st = m->be->alloc(m->be->ctx, (void **)&m->sin_t, count * sizeof(float), "rotary sin table");
-    if (st == GZ_OK) st = m->be->upload(m->be->ctx, m->cos_t, c, count * sizeof(float));
-    if (st == GZ_OK) st = m->be->upload(m->be->ctx, m->sin_t, s, count * sizeof(float));
-    free(c);
-    free(s);
-    return st;
-}
-
 gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_model **out) {
     return gz_model_create_lora(cfg, backend, NULL, 0, out);
 }
@@ -219,7 +192,7 @@ gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, co
     } else if ((st = be->alloc(be->ctx, (void **)&m->params, (size_t)m->nparams * sizeof(float), "parameters"))) {
         goto fail;
     }
-    if ((st = build_rotary_tables(m))) goto fail;
+    if ((st = gz_model_rope_init_default(m))) goto fail;
     *out = m;
     return GZ_OK;
 fail:
@@ -236,6 +209,7 @@ void gz_model_free(gz_model *m) {
     if (m->params && m->params != m->params_host) m->be->release(m->be->ctx, m->params);
     if (m->cos_t) m->be->release(m->be->ctx, m->cos_t);
     if (m->sin_t) m->be->release(m->be->ctx, m->sin_t);
+    free(m->rope_inv_freq);
     gz_lora_free(m);
     free(m->params_host);
     free(m->grads);

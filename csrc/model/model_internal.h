@@ -34,6 +34,8 @@ struct gz_model {
     int L, C, NH, HS, I, V;
     int rot;          /* dims rotated per head (even) */
     int rot_freq_dim; /* HF's rotary_ndims: the frequency denominator (odd values round rot up) */
+    float *rope_inv_freq;        /* [rot/2] host copy of the rotary frequencies (rope.c) */
+    float rope_attention_factor; /* cos/sin scale (YaRN's mscale; 1 for most RoPE types) */
 
     int ntensors;
     gz_tensor_info *tensors; /* names owned by name_storage */
@@ -118,6 +120,8 @@ typedef struct gz_lora {
 gz_status gz_lora_build_specs(const gz_config *cfg, const gz_tensor_spec *base, int nbase, const gz_lora_spec *ls,
                               int n, gz_tensor_spec *specs);
 gz_status gz_lora_setup(gz_model *m, const gz_lora_spec *ls, int n, int nbase);
+/* rope.c: HF's default frequencies and the cos/sin tables (called once by gz_model_create_lora) */
+gz_status gz_model_rope_init_default(gz_model *m);
 void gz_lora_free(gz_model *m);
 /* activations.c: room for B*T tokens, layers >= stop_layer with their own saved activations (and backward's
  * scratch when with_backward); on failure every activation buffer is freed. */

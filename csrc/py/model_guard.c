@@ -14,7 +14,7 @@ int gzpy_model_begin(GzModelObject *self) {
         Py_END_ALLOW_THREADS
     }
     if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
+        PyErr_SetString(gzpy_ModelBusyError,
                         "this Model is in use by another thread (a Model and its optimizer are not thread-safe)");
         return -1;
     }

@@ -58,10 +58,10 @@ static PyObject *make_names(gz_model *m) {
 }
 
 static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"config", "backend", "seed", "init_std", "lora", NULL};
-    PyObject *config, *backend_obj = NULL, *seed_obj = Py_None, *std_obj = NULL, *lora_obj = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOO:Model", kwlist, &config, &backend_obj, &seed_obj,
-                                     &std_obj, &lora_obj))
+    static char *kwlist[] = {"config", "backend", "seed", "init_std", "lora", "rope", NULL};
+    PyObject *config, *backend_obj = NULL, *seed_obj = Py_None, *std_obj = NULL, *lora_obj = NULL, *rope = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOOO:Model", kwlist, &config, &backend_obj, &seed_obj,
+                                     &std_obj, &lora_obj, &rope))
         return NULL;
     gz_config cfg;
     if (gzpy_config_from_dict(config, &cfg) < 0) return NULL;
@@ -95,7 +95,7 @@ static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->model = m;
     self->names = make_names(m);
-    if (!self->names) {
+    if (!self->names || (rope != Py_None && gzpy_model_apply_rope(self, rope) < 0)) {
         Py_DECREF(self);
         return NULL;
     }
@@ -142,6 +142,7 @@ static PyGetSetDef model_getset[] = {
     {"precision", (getter)get_precision, NULL, "The Linear layers' precision, one of PRECISIONS (csrc/precision.h).",
      NULL},
     {"config", (getter)get_config, NULL, "The core config as a dict (CORE_FIELDS).", NULL},
+    {"rope", (getter)gzpy_model_get_rope, NULL, "Rotary (inv_freq float32 array, attention_factor).", NULL},
     {"lora", (getter)gzpy_model_get_lora, NULL, "LoRA adapters: tuple of (target, r, scale, A name, B name).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

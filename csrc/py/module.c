@@ -10,6 +10,7 @@
 #include "../precision.h"
 
 PyObject *gzpy_CheckpointError = NULL;
+PyObject *gzpy_ModelBusyError = NULL;
 
 PyObject *gzpy_raise_status(gz_status s) {
     const char *msg = gz_last_error();
@@ -123,6 +124,14 @@ PyMODINIT_FUNC PyInit__core(void) {
     }
     Py_INCREF(gzpy_CheckpointError);
     if (add_object(m, "CheckpointError", gzpy_CheckpointError) < 0) goto fail;
+    if (!gzpy_ModelBusyError) {
+        gzpy_ModelBusyError = PyErr_NewExceptionWithDoc(
+            "gozaru._core.ModelBusyError",
+            "The Model is inside a call from another thread (a RuntimeError).", PyExc_RuntimeError, NULL);
+        if (!gzpy_ModelBusyError) goto fail;
+    }
+    Py_INCREF(gzpy_ModelBusyError);
+    if (add_object(m, "ModelBusyError", gzpy_ModelBusyError) < 0) goto fail;
     Py_INCREF(&GzModel_Type);
     if (add_object(m, "Model", (PyObject *)&GzModel_Type) < 0) goto fail;
     Py_INCREF(&GzAdamW_Type);

@@ -26,6 +26,7 @@
 
 /* ---- errors (module.c) */
 extern PyObject *gzpy_CheckpointError;
+extern PyObject *gzpy_ModelBusyError; /* a RuntimeError: the model is in a call from another thread */
 
 /* Raises the Python exception for a failed core call (message from gz_last_error()); returns NULL. */
 PyObject *gzpy_raise_status(gz_status s);
@@ -59,6 +60,9 @@ PyObject *gzpy_model_grad(GzModelObject *self, PyObject *name);
 PyObject *gzpy_model_grad_norms(GzModelObject *self, PyObject *unused);
 PyObject *gzpy_model_snapshot(GzModelObject *self, PyObject *args);
 /* Runs a core call that takes only the model, with the busy guard and the GIL released; None or NULL. */
+/* rope_wrap.c */
+int gzpy_model_apply_rope(GzModelObject *self, PyObject *rope);
+PyObject *gzpy_model_get_rope(GzModelObject *self, void *closure);
 PyObject *gzpy_run_model_call(GzModelObject *self, gz_status (*fn)(gz_model *));
 
 /* Index of the tensor named by `name` (a str); -1 with TypeError / ValueError set otherwise. */

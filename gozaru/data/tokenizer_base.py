@@ -96,19 +96,27 @@ class BaseTokenizer:
         return [self.decode(r, newlines=newlines) for r in rows]
 
     # -- checks ------------------------------------------------------------
-    def check_model(self, config) -> None:
-        """ValueError when this tokenizer cannot feed a model of ``config`` (a GPTNeoXConfig): an id past the
-        model's vocabulary, or an eos the model's config names differently (answers would end in the wrong id).
-        A model vocabulary larger than the tokenizer's is fine (HF models pad theirs to a multiple of 64/128)."""
+    def check_model(self, config, model_name: str = "the model") -> None:
+        """ValueError naming both sides when this tokenizer cannot feed a model of ``config`` (a GPTNeoXConfig):
+        pieces past the model's vocabulary (ids it has no embedding for), or special ids (BOS, EOS, padding) that
+        differ from the model's (answers would end in the wrong id). A model vocabulary larger than the
+        tokenizer's is fine (HF models pad theirs to a multiple of 64/128); an ``eos_token_id`` list fits when it
+        holds the tokenizer's EOS."""
+        where = f"tokenizer {self.source} and {model_name}"
         if self.vocab_size > config.vocab_size:
-            raise ValueError(f"{self.source}: the tokenizer has {self.vocab_size:,} tokens but the model's "
-                             f"vocab_size is {config.vocab_size:,}; ids past {config.vocab_size - 1} would be "
-                             "out of range (is this the model's tokenizer?)")
-        model_eos = getattr(config, "eos_token_id", None)
-        if self.eos_id >= 0 and model_eos is not None and model_eos != self.eos_id:
-            raise ValueError(f"{self.source}: the tokenizer's eos id is {self.eos_id} "
-                             f"({self.id_to_piece(self.eos_id)!r}) but the model's config says eos_token_id="
-                             f"{model_eos} (is this the model's tokenizer?)")
+            raise ValueError(f"{where} do not fit: the tokenizer has {self.vocab_size:,} pieces, the model's "
+                             f"vocabulary only {config.vocab_size} (its vocab_size is {config.vocab_size}: ids past "
+                             f"{config.vocab_size - 1} have no embedding; a tokenizer for another model?)")
+        eos_ids = (config.eos_token_id, *getattr(config, "extra_eos_token_ids", ()))
+        checks = [("BOS", self.bos_id, (config.bos_token_id,), "bos_token_id"),
+                  ("EOS", self.eos_id, eos_ids, "eos_token_id")]
+        if getattr(config, "pad_token_id", None) is not None:
+            checks.append(("padding", self.pad_id, (config.pad_token_id,), "pad_token_id"))
+        for what, tok_id, model_ids, field in checks:
+            if tok_id >= 0 and tok_id not in model_ids:
+                shown = model_ids[0] if len(model_ids) == 1 else list(model_ids)
+                raise ValueError(f"{where} do not fit: the tokenizer's {what} id is {tok_id}, the model's {field} "
+                                 f"is {shown}")
 
     def id_to_piece(self, i: int) -> str:
         raise NotImplementedError

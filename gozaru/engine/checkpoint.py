@@ -41,9 +41,15 @@ def check_size(config: GPTNeoXConfig, path: str | os.PathLike) -> None:
 def lora_from_meta(meta: dict[str, Any], path: str | os.PathLike) -> tuple[LoraSpec, ...]:
     """The LoRA adapter specs stored beside the config (none for a plain model)."""
     try:
-        return tuple(LoraSpec.from_dict(d) for d in json.loads(meta.get("config_json") or "{}").get("lora") or ())
-    except (json.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        specs = tuple(LoraSpec.from_dict(d) for d in json.loads(meta.get("config_json") or "{}").get("lora") or ())
+    except (json.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
         raise CheckpointError(f"checkpoint {os.fspath(path)}: stored LoRA adapters are unusable ({e})") from None
+    known = config_from_meta(meta, path).tensor_shapes() if specs else {}
+    unknown = [s.target for s in specs if s.target not in known]
+    if unknown:
+        raise CheckpointError(f"checkpoint {os.fspath(path)}: stored LoRA adapter on {unknown[0]!r}, which the "
+                              "model does not have")
+    return specs
 
 
 def read_config(path: str | os.PathLike) -> GPTNeoXConfig:

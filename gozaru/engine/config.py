@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .. import _core
+from ..fileio import loads
+from . import rope
 
 # Fields passed to the C core, in gz_config order.
 CORE_FIELDS = (
@@ -34,6 +36,12 @@ class GPTNeoXConfig:
     initializer_range: float = 0.02
     bos_token_id: int = 2
     eos_token_id: int = 3
+    # HF allows a list of end ids: the first is eos_token_id, the others end generation too
+    extra_eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int | None = None
+    # RoPE scaling beyond rotary_emb_base/rotary_pct (gozaru.engine.rope): None, or a dict with rope_type and
+    # that type's fields, as HF's rope_parameters spells them. Not hashed (a dict), compared.
+    rope_scaling: dict | None = dataclasses.field(default=None, hash=False)
 
     def __post_init__(self):
         if self.hidden_act != "gelu":
@@ -48,9 +56,20 @@ class GPTNeoXConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}")
+        object.__setattr__(self, "extra_eos_token_ids", tuple(self.extra_eos_token_ids))
+        for f, v in [("bos_token_id", self.bos_token_id), ("eos_token_id", self.eos_token_id),
+                     ("pad_token_id", self.pad_token_id), *[("eos_token_id", x) for x in self.extra_eos_token_ids]]:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"{f} must be an int, got {v!r}")
         if not 0.0 <= self.rotary_pct <= 1.0:
             raise ValueError(f"rotary_pct must be in [0, 1], got {self.rotary_pct}")
         tensor_table(self)  # the core's validation (ranges, rotary dims): one place decides what is a model
+        if self.rope_scaling is not None:
+            if not isinstance(self.rope_scaling, Mapping):
+                raise ValueError(f"rope_scaling must be a dict or None, got {type(self.rope_scaling).__name__}")
+            object.__setattr__(self, "rope_scaling", rope.read_scaling(
+                self.rope_scaling, max_position_embeddings=self.max_position_embeddings))
+        self.rope()  # settings that cannot make frequencies fail here, not at the first forward
 
     # -- derived sizes ---------------------------------------------------
     @property
@@ -60,6 +79,13 @@ class GPTNeoXConfig:
     @property
     def rotary_ndims(self) -> int:
         return int(self.head_dim * self.rotary_pct)
+
+    def rope(self) -> tuple["np.ndarray", float]:
+        """The core's rotary settings: (inverse frequencies float32 [ceil(rotary_ndims / 2)], attention factor),
+        as transformers computes them for this config (gozaru.engine.rope)."""
+        return rope.frequencies(self.rope_scaling, base=self.rotary_emb_base, head_dim=self.head_dim,
+                                partial_rotary_factor=self.rotary_pct,
+                                max_position_embeddings=self.max_position_embeddings)
 
     def tensors(self) -> tuple["TensorSpec", ...]:
         """Every tensor of the model in the C core's order (the core's own table; no weights needed)."""
@@ -96,16 +122,24 @@ class GPTNeoXConfig:
         for f in dataclasses.fields(cls):
             if f.name in d and d[f.name] is not None:
                 kw[f.name] = d[f.name]
+        eos = d.get("eos_token_id")
+        if isinstance(eos, (list, tuple)):  # valid in HF configs: any of them ends a generation
+            if not eos:
+                raise ValueError(f"{source}: eos_token_id is an empty list")
+            kw["eos_token_id"], kw["extra_eos_token_ids"] = eos[0], tuple(eos[1:])
         if "intermediate_size" not in kw:
             kw["intermediate_size"] = 4 * int(d["hidden_size"])
-        if "rope_theta" in d and "rotary_emb_base" not in d:  # newer HF configs
+        try:  # transformers 5's rope_parameters (or the legacy rope_scaling) over the old top-level keys
+            rp = rope.hf_rope_dict(d)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        if d.get("rope_theta") is not None and "rotary_emb_base" not in kw:
             kw["rotary_emb_base"] = d["rope_theta"]
-        if isinstance(d.get("rope_parameters"), dict):
-            rp = d["rope_parameters"]
-            if "rope_theta" in rp and "rotary_emb_base" not in d:
-                kw["rotary_emb_base"] = rp["rope_theta"]
-            if "partial_rotary_factor" in rp and "rotary_pct" not in d:
-                kw["rotary_pct"] = rp["partial_rotary_factor"]
+        if rp.get("rope_theta") is not None:
+            kw["rotary_emb_base"] = rp["rope_theta"]
+        if rp.get("partial_rotary_factor") is not None:
+            kw["rotary_pct"] = rp["partial_rotary_factor"]
+        kw["rope_scaling"] = rope.scaling_part(rp, d.get("original_max_position_embeddings"))
         for k in ("rotary_pct", "rotary_emb_base", "layer_norm_eps", "initializer_range"):
             if k in kw:
                 kw[k] = float(kw[k])
@@ -119,7 +153,10 @@ class GPTNeoXConfig:
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "config") -> "GPTNeoXConfig":
-        return cls.from_dict(json.loads(text), source=source)
+        d = loads(text, source)
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a JSON object")
+        return cls.from_dict(d, source=source)
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A config.json that transformers' GPTNeoXForCausalLM loads."""
@@ -132,9 +169,14 @@ class GPTNeoXConfig:
             "max_position_embeddings": self.max_position_embeddings, "layer_norm_eps": self.layer_norm_eps,
             "use_parallel_residual": self.use_parallel_residual, "tie_word_embeddings": False,
             "hidden_act": "gelu", "initializer_range": self.initializer_range,
-            "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id,
+            "bos_token_id": self.bos_token_id, "pad_token_id": self.pad_token_id,
+            "eos_token_id": [self.eos_token_id, *self.extra_eos_token_ids] if self.extra_eos_token_ids
+            else self.eos_token_id,
             "attention_dropout": 0.0, "hidden_dropout": 0.0, "attention_bias": True,
             "torch_dtype": "float32",
+            # transformers 5 reads rope_parameters first; it repeats rotary_emb_base and rotary_pct
+            "rope_parameters": {"rope_type": "default", **(self.rope_scaling or {}),
+                                "rope_theta": self.rotary_emb_base, "partial_rotary_factor": self.rotary_pct},
         }
 
 

@@ -34,6 +34,10 @@ TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 # Other names some tools give gozaru's tensors.
 ALIASES = {"lm_head.weight": "embed_out.weight"}
 
+# transformers.GPTNeoXConfig's defaults for the fields whose gozaru default differs (rotary_pct 0.25 is its
+# partial_rotary_factor default; rope_parameters' own value still wins, see GPTNeoXConfig.from_dict).
+HF_DEFAULTS = {"rotary_pct": 0.25, "use_parallel_residual": True, "bos_token_id": 0, "eos_token_id": 2}
+
 # dtype names as safetensors spells them; torch dtypes are mapped onto these.
 FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 
@@ -45,12 +49,15 @@ def read_hf_config(folder: str | os.PathLike) -> GPTNeoXConfig:
         raise FileNotFoundError(f"{path}: no config.json in the model folder")
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})"
+                              ) from None
     if not isinstance(d, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     if d.get("model_type", "gpt_neox") != "gpt_neox":
         raise CheckpointError(f"{path}: model_type is {d['model_type']!r}; only 'gpt_neox' models can be imported")
+    # transformers' GPTNeoXConfig defaults where gozaru's own differ: an HF file means them
+    d = {**HF_DEFAULTS, **{k: v for k, v in d.items() if v is not None}}
     try:
         return GPTNeoXConfig.from_dict(d, source=str(path))
     except ValueError as e:

@@ -13,36 +13,20 @@ base gets no gradient and no optimizer state.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .. import fileio
-from .._core import CheckpointError
-from . import hf
 from .config import LoraSpec
+from .lora_peft import Adapter, adapter_config, write_adapter
 from .model import Model
 
 # PEFT's module names (target_modules) -> the core's tensor kinds.
 MODULE_KINDS = {"query_key_value": "qkv", "dense": "attn_out", "dense_h_to_4h": "mlp_up",
                 "dense_4h_to_h": "mlp_down", "embed_out": "head"}
 DEFAULT_TARGETS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-_PREFIX = "base_model.model."
-# transformers >= 5 names the head module lm_head (older versions: embed_out); PEFT files use the module's name.
-HF_HEAD = "lm_head"
-
-
-def _hf_stem(target: str) -> str:
-    """The module name PEFT sees for a weight: 'embed_out.weight' -> 'lm_head'."""
-    stem = target[:-len(".weight")]
-    return HF_HEAD if stem == "embed_out" else stem
 
 __all__ = ["DEFAULT_TARGETS", "LoraSpec", "adapter_config", "adapter_targets", "attach", "load_adapter", "merge",
            "save_adapter", "weight_change"]
@@ -103,168 +87,72 @@ def attach(model: Model, targets: Iterable[str] = DEFAULT_TARGETS, layers: Itera
         return int(v)
 
     new = [LoraSpec(t, rank(t), float(rank(t) if alpha is None else alpha), bool(rslora)) for t in chosen]
-    return _with_adapters(model, new, seed)
+    return _with_adapters(model, new, seed)[0]
 
 
-def _with_adapters(model: Model, new: list[LoraSpec], seed: int) -> Model:
+def _with_adapters(model: Model, new: list[LoraSpec], seed: int) -> tuple[Model, dict[str, np.ndarray]]:
+    """The new model (``model``'s tensors, its adapters and ``new``; only adapters trainable; placed as ``model``
+    is) and the state it was copied from: one consistent step, taken under the model's busy guard like a
+    checkpoint."""
+    state = model.state_dict()
     out = Model(model.config, seed=None, lora=model.lora + tuple(new), placement=model.placement)
     out.core.init_lora(int(seed))
-    model.sync_to_host()
     with out.edit_params() as params:
         for name in model.names:  # base weights and the adapters ``model`` already had
-            params[name][...] = model.params[name]
+            params[name][...] = state[name]
     out.train_only([n for s in out.lora for n in out.lora_names(s)])
-    return out
+    return out, state
 
 
 def merge(model: Model) -> Model:
     """A plain Model (no adapters, nothing trainable) with W += scale * B A for every adapter (float64 sums),
-    placed as ``model`` is."""
-    model.sync_to_host()
+    from one consistent step of ``model``, placed as ``model`` is."""
+    state = model.state_dict()
     out = Model(model.config, seed=None, placement=model.placement)
     with out.edit_params() as params:
         for name in out.names:
-            params[name][...] = model.params[name]
+            params[name][...] = state[name]
         for s in model.lora:
-            a, b = (model.params[n].astype(np.float64) for n in model.lora_names(s))
-            params[s.target][...] = model.params[s.target].astype(np.float64) + s.scale * (b @ a)
+            a, b = (state[n].astype(np.float64) for n in model.lora_names(s))
+            params[s.target][...] = state[s.target].astype(np.float64) + s.scale * (b @ a)
     return out
 
 
 def weight_change(model: Model, base: Model | None = None) -> dict[str, float]:
     """Per adapted weight: ||scale * B A|| / ||W|| (Frobenius), the adapter's relative change of W."""
-    model.sync_to_host()
+    state = model.state_dict()
+    base_state = state if base is None else base.state_dict()
     out = {}
     for s in model.lora:
-        a, b = (model.params[n].astype(np.float64) for n in model.lora_names(s))
-        w = (base or model).params[s.target].astype(np.float64)
+        a, b = (state[n].astype(np.float64) for n in model.lora_names(s))
+        w = base_state[s.target].astype(np.float64)
         nw = float(np.linalg.norm(w))
         out[s.target] = float(np.linalg.norm(s.scale * (b @ a))) / nw if nw > 0 else float("nan")
     return out
 
 
-# ---------------------------------------------------------------- PEFT files
-
-def adapter_config(model: Model, base_model_name_or_path: str = "") -> dict:
-    """PEFT's adapter_config.json for the model's adapters (rank_pattern / alpha_pattern for exceptions)."""
-    specs = model.lora
-    if not specs:
-        raise ValueError("this model has no LoRA adapters")
-    if len({s.rslora for s in specs}) > 1:
-        raise ValueError("LoRA: PEFT's use_rslora is one flag; these adapters mix LoRA and rsLoRA scaling")
-    r = Counter(s.r for s in specs).most_common(1)[0][0]
-    alpha = Counter(s.alpha for s in specs).most_common(1)[0][0]
-    modules = sorted({_hf_stem(s.target).rsplit(".", 1)[-1] for s in specs})
-    by_module: dict[str, set[int]] = {m: set() for m in modules}
-    layer_of = {t.name: t.layer for t in model.config.tensors()}
-    for s in specs:
-        by_module[_hf_stem(s.target).rsplit(".", 1)[-1]].add(layer_of[s.target])
-    L = model.config.num_hidden_layers
-    layer_sets = {frozenset(v) for m, v in by_module.items() if m != HF_HEAD}
-    full = {_hf_stem(s.target) for s in specs}
-    layers_to_transform = None
-    if HF_HEAD not in by_module and len(layer_sets) == 1:  # the product form PEFT writes itself
-        (ls,) = layer_sets
-        layers_to_transform = None if len(ls) == L else sorted(ls)
-        target_modules = modules
-    elif all(v == set(range(L)) for m, v in by_module.items() if m != HF_HEAD):
-        target_modules = modules
-    else:  # any other set: the full module names (PEFT matches a list entry against the name's end)
-        target_modules = sorted(full)
-    return {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model_name_or_path or None,
-        "r": r, "lora_alpha": alpha, "lora_dropout": 0.0, "use_rslora": specs[0].rslora, "bias": "none",
-        "fan_in_fan_out": False, "init_lora_weights": True, "inference_mode": True, "modules_to_save": None,
-        "target_modules": target_modules, "layers_to_transform": layers_to_transform, "layers_pattern": None,
-        "rank_pattern": {_hf_stem(s.target): s.r for s in specs if s.r != r},
-        "alpha_pattern": {_hf_stem(s.target): s.alpha for s in specs if s.alpha != alpha},
-    }
-
+# ---------------------------------------------------------------- PEFT files (gozaru/engine/lora_peft.py)
 
 def save_adapter(model: Model, folder: str | os.PathLike, base_model_name_or_path: str = "") -> None:
     """adapter_model.safetensors + adapter_config.json that ``peft.PeftModel.from_pretrained`` loads onto
-    transformers' GPTNeoXForCausalLM (each file written atomically)."""
-    cfg = adapter_config(model, base_model_name_or_path)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.sync_to_host()
-    tensors = [(f"{_PREFIX}{_hf_stem(s.target)}.lora_{w}.weight", model.params[n]) for s in model.lora
-               for w, n in zip("AB", model.lora_names(s))]
-    hf._write_safetensors(folder / ADAPTER_WEIGHTS, tensors, {"format": "pt"})
-    fileio.write_json_atomic(folder / ADAPTER_CONFIG, cfg)
+    transformers' GPTNeoXForCausalLM (each file written atomically), from one consistent step of ``model``.
+    Base tensors the model trains in full beside its adapters (e.g. the head) are saved as PEFT's
+    ``modules_to_save``, whole modules, as PEFT saves them."""
+    write_adapter(model, model.state_dict(), Path(folder), base_model_name_or_path)
 
 
 def load_adapter(model: Model, folder: str | os.PathLike) -> Model:
-    """A new Model: ``model``'s weights plus the adapters of a PEFT LoRA folder (trainable). Adapted tensors are
-    read from the weight file's names; r, alpha and rslora from adapter_config.json (rank/alpha patterns too)."""
-    folder = Path(folder)
-    cpath = folder / ADAPTER_CONFIG
-    try:
-        cfg = json.loads(cpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{folder}: no {ADAPTER_CONFIG} (not a PEFT adapter folder)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{cpath}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
-        raise CheckpointError(f"{cpath}: peft_type is {cfg.get('peft_type') if isinstance(cfg, dict) else None!r}; "
-                              "only LORA adapters can be loaded")
-    if cfg.get("fan_in_fan_out") or (cfg.get("bias") or "none") != "none" or cfg.get("use_dora"):
-        raise CheckpointError(f"{cpath}: fan_in_fan_out, LoRA biases and DoRA are not supported")
-    wf = hf._SafetensorsFile(folder / ADAPTER_WEIGHTS)
-    shapes = model.config.tensor_shapes()
-    pairs: dict[str, dict[str, str]] = {}
-    base_layers: dict[str, str] = {}  # PEFT saves the base weight of an adapted head / embedding beside it
-    for key in wf.entries:
-        if key.startswith(_PREFIX) and key.endswith(".base_layer.weight"):
-            w = key[len(_PREFIX):-len(".base_layer.weight")] + ".weight"
-            target = hf.ALIASES.get(w, w)
-            if shapes.get(target) != wf.entries[key][0]:
-                raise CheckpointError(f"{folder}: {key} has shape {list(wf.entries[key][0])}, the model's {target} "
-                                      f"is {list(shapes.get(target, ()))}")
-            base_layers[target] = key
-            continue
-        stem, _, which = key.rpartition(".lora_")
-        if not key.startswith(_PREFIX) or which not in ("A.weight", "B.weight"):
-            raise CheckpointError(f"{folder / ADAPTER_WEIGHTS}: tensor {key} is not a LoRA A/B weight")
-        target = hf.ALIASES.get(stem[len(_PREFIX):] + ".weight", stem[len(_PREFIX):] + ".weight")
-        if target not in shapes:
-            raise CheckpointError(f"{folder}: adapter tensor {key} targets {target}, which this model does not have "
-                                  "(an adapter for another architecture?)")
-        pairs.setdefault(target, {})[which[0]] = key
-    specs, values = [], {}
-    rank_pattern, alpha_pattern = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
-    for target in (t for t in shapes if t in pairs):
-        p = pairs[target]
-        if set(p) != {"A", "B"}:
-            raise CheckpointError(f"{folder}: {target} has lora_{'A' if 'A' in p else 'B'} but not its partner")
-        (ra, ina), (outb, rb) = wf.entries[p["A"]][0], wf.entries[p["B"]][0]
-        out_w, in_w = shapes[target]
-        if ina != in_w or outb != out_w or ra != rb:
-            raise CheckpointError(f"{folder}: adapter of {target} has A {list(wf.entries[p['A']][0])}, B "
-                                  f"{list(wf.entries[p['B']][0])}; the model's weight is [{out_w}, {in_w}] "
-                                  "(an adapter for another model shape?)")
-        stem = _hf_stem(target)
-        r = _pattern(rank_pattern, stem, cfg.get("r", 8))
-        if r != ra:
-            raise CheckpointError(f"{folder}: adapter of {target} has rank {ra}, the config says r = {r}")
-        alpha = float(_pattern(alpha_pattern, stem, cfg.get("lora_alpha", 8)))
-        specs.append(LoraSpec(target, int(ra), alpha, bool(cfg.get("use_rslora", False))))
-        values[target] = (wf.read(p["A"]), wf.read(p["B"]))
-    if not specs:
-        raise CheckpointError(f"{folder}: no adapter tensors in {ADAPTER_WEIGHTS}")
-    out = _with_adapters(model, specs, 0)
+    """A new Model: ``model``'s weights plus the adapters of a PEFT LoRA folder (trainable), with the
+    ``modules_to_save`` it holds (trainable too, as in PEFT). Everything is read and checked before a model is
+    made, so a bad folder is an error naming file and tensor and ``model`` is never touched."""
+    adapter = Adapter(Path(folder), dict(model.config.tensor_shapes()))
+    out, _ = _with_adapters(model, adapter.specs, 0)
     with out.edit_params() as params:
-        for s in specs:
-            for n, v in zip(out.lora_names(s), values[s.target]):
+        for s in adapter.specs:
+            for n, v in zip(out.lora_names(s), adapter.values[s.target]):
                 params[n][...] = v
-        for target, key in base_layers.items():  # as PEFT does: the saved base weight replaces the model's
-            params[target][...] = wf.read(key)
+        for target, value in adapter.replaced.items():  # as PEFT does: saved modules replace the model's
+            params[target][...] = value
+    if adapter.full:
+        out.set_trainable(sorted(adapter.full), True)
     return out
-
-
-def _pattern(pattern: dict, stem: str, default):
-    """PEFT's rank_pattern / alpha_pattern lookup: a key matching the end of the module name wins."""
-    for key, v in pattern.items():
-        if re.match(rf"(.*\.)?{key}$", stem):
-            return v
-    return default

@@ -51,7 +51,8 @@ class Model:
         self._lora = tuple(s if isinstance(s, LoraSpec) else LoraSpec(*s) for s in lora)
         self._core = _core.Model(config.core_dict(), backend=placement.backend, seed=seed,
                                  init_std=config.initializer_range,
-                                 lora=[(s.target, s.r, s.scale) for s in self._lora] or None)
+                                 lora=[(s.target, s.r, s.scale) for s in self._lora] or None,
+                                 rope=config.rope())
         self._params = ParamViews(self._core, writable=self._writes_seen())
         if placement.precision is not None:
             self.set_precision(placement.precision)
@@ -103,6 +104,8 @@ class Model:
             raise TypeError(f"precision must be a str, got {type(precision).__name__}")
         try:
             self._core.set_precision(precision)
+        except _core.ModelBusyError:  # another thread is inside a call: not a property of this CPU
+            raise
         except RuntimeError as e:  # the core's GZ_ERR_BACKEND: not runnable on this CPU or build
             fallback = emulation_fallback(precision)
             if fallback is None:
@@ -236,12 +239,17 @@ class Model:
         for i, r in enumerate(rows):
             padded[i, :len(r)] = r
         lens = np.array([len(r) for r in rows], dtype=np.int32)
+        extra_eos: set[int] = set()
         if eos_token_id is None:  # the config's, unless this (small) vocabulary has no such id
             eos_token_id = self._config.eos_token_id if self._config.eos_token_id < self._config.vocab_size else -1
+            extra_eos = set(self._config.extra_eos_token_ids)
         res = self._core.generate(padded, lens, max_new_tokens, temperature=max(temperature, 0.0), top_k=top_k,
                                   top_p=top_p, seed=seed, eos_token_id=eos_token_id, return_logits=return_logits)
         out, out_lens = res[0], res[1]
         tokens = [out[i, :out_lens[i]].tolist() for i in range(len(rows))]
+        if extra_eos:  # the config's other end ids end a row too (HF's eos_token_id list), included like EOS
+            out_lens = [next((j + 1 for j, t in enumerate(row) if t in extra_eos), len(row)) for row in tokens]
+            tokens = [row[:n] for row, n in zip(tokens, out_lens)]
         if return_logits:
             return tokens, [res[2][i, :out_lens[i]].copy() for i in range(len(rows))]
         return tokens
@@ -254,10 +262,13 @@ class Model:
         return self._core.snapshot(timeout)
 
     def _tensors_of(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor (adapters included) as a view into ``flat`` (the core's order)."""
         out, offset = {}, 0
-        for t in self._config.tensors():
-            out[t.name] = flat[offset: offset + t.numel].reshape(t.shape)
-            offset += t.numel
+        for name in self.names:
+            shape = self._params[name].shape
+            n = int(np.prod(shape))
+            out[name] = flat[offset: offset + n].reshape(shape)
+            offset += n
         return out
 
     def clone(self) -> "Model":

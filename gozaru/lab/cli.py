@@ -15,7 +15,7 @@ from .._version import __version__
 from ..fileio import write_json_atomic
 from ..data.tokenizer import load_tokenizer
 from ..engine import checkpoint, layers
-from ..engine.checkpoint import load
+from ..engine.checkpoint import load, read_config
 from ..engine.model import Model
 from ..engine.system import build_info, format_build_info
 from . import hub, plots, study, study_demo, tracking
@@ -102,23 +102,42 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _check_not_overwriting(args) -> None:
+    """A plain ``gozaru train`` starts at step 0 and overwrites --out: refused for an existing file unless
+    --force (an interrupted run continues with --resume)."""
+    if args.resume or args.force or not os.path.exists(args.out):
+        return
+    hint = "give --force to start over and overwrite it"
+    try:
+        record = RunRecord.from_payload(_core.read_checkpoint_meta(args.out)["extra"], args.out)
+        step = _core.read_checkpoint_meta(args.out)["step"]
+    except (OSError, ValueError):
+        record, step = None, None
+    if record is not None and step is not None and step < int(record.train_config.get("steps", 0)):
+        raise ValueError(f"{args.out} holds an unfinished run (step {step} of {record.train_config['steps']}); "
+                         f"continue it with --resume {args.out}, or {hint}")
+    raise ValueError(f"{args.out} exists; {hint}, or choose another --out")
+
+
 def cmd_train(args) -> int:
     _check_writable(args.out)
     placement = placement_from_args(args)
     placement.apply_threads()
+    _check_not_overwriting(args)
     tokenizer = _tokenizer(args)
     train_records, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style)
     if args.resume:  # the saved training settings continue; only the display follows this command line
+        tokenizer.check_model(read_config(args.resume), args.resume)
         trainer = Trainer(None, exp.train, checkpoint=args.out, eval_data=exp.eval, resume=args.resume,
                           placement=placement, progress=args.progress)
-        tokenizer.check_model(trainer.model.config)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
     else:
         if not (args.base or args.hf):
             raise SystemExit("give --base or --hf (or --resume a checkpoint)")
-        model = _source(args).load(placement)
-        tokenizer.check_model(model.config)
+        source = _source(args)
+        tokenizer.check_model(source.config(), args.base or args.hf)   # before the model is loaded
+        model = source.load(placement)
         names = layers.select(model.config, **_selection(args))
         model.train_only(sorted(names))
         print(layers.report(model.config, names)[0].splitlines()[-1].replace("all", "training", 1))
@@ -147,7 +166,7 @@ def cmd_eval(args) -> int:
     placement = placement_from_args(args)
     model = load(args.checkpoint, placement=placement)[0]
     tokenizer = _tokenizer(args)
-    tokenizer.check_model(model.config)
+    tokenizer.check_model(model.config, args.checkpoint)
     _, held = _records(args)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
                                       n_prompts=args.n_prompts)
@@ -186,7 +205,7 @@ def cmd_grid(args) -> int:
         grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
         # on a cluster the runs read --base where it is (shared storage); the driver never loads it
         source = _source(args)
-        tokenizer.check_model(source.config())
+        tokenizer.check_model(source.config(), args.base or args.hf)
         results = run(grid, source, exp, args.out, train=_train_config(args),
                       eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
                       progress=args.progress, executor=executor, placement=placement,
@@ -227,7 +246,7 @@ def _user_study(args, spec, executor, placement) -> int:
     fraction = min(args.eval_size, len(loaded) // 2) / max(len(loaded), 1)
     train_records, held = data.train_eval_split(loaded, eval_fraction=fraction, seed=args.split_seed)
     base = _source(args).load(placement)
-    tokenizer.check_model(base.config)
+    tokenizer.check_model(base.config, args.base or args.hf)
     spec.check(base.config)   # a bad definition fails before the data are encoded
     exp, goz_train = study.study_data(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
                                       max_positions=base.config.max_position_embeddings, n_prompts=args.n_prompts,
@@ -331,6 +350,13 @@ def _training_summary(path: str) -> str:
         return ""
     if record is None:
         return ""
+    try:
+        return _summary_lines(record)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:  # a record of odd shape
+        return f"  training   run record unreadable ({type(e).__name__}: {e})"
+
+
+def _summary_lines(record: RunRecord) -> str:
     lines = []
     if record.condition:
         lines.append(f"  condition  {record.condition.get('name')}: {record.condition.get('selection')}")
@@ -351,6 +377,16 @@ COMMANDS = {"demo": cmd_demo, "train": cmd_train, "eval": cmd_eval, "grid": cmd_
             "export-hf": cmd_export_hf, "info": cmd_info}
 
 
+# What continues an interrupted command (printed after "interrupted"); commands not named have nothing to continue.
+INTERRUPT_ADVICE = {
+    "train": lambda a: f" (continue with the same command plus --resume {a.out}; rerunning it without --resume "
+                       "is refused, --force starts over)",
+    "grid": lambda a: " (rerun the same command to continue: finished runs are skipped)",
+    "study": lambda a: " (rerun the same command to continue: finished runs are skipped)",
+    "demo": lambda a: " (rerun the same command to continue)",
+}
+
+
 def main(argv=None) -> int:
     parser = build_parser(COMMANDS, __version__)
     args = parser.parse_args(argv)
@@ -362,7 +398,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
-        print("\ninterrupted (rerun the same command to continue)", file=sys.stderr)
+        print(f"\ninterrupted{INTERRUPT_ADVICE.get(args.command, lambda a: '')(args)}", file=sys.stderr)
         return 130
     except (OSError, ValueError, RuntimeError, ArithmeticError, MemoryError, ImportError) as e:
         # Expected failures (bad files and arguments, a missing backend, divergence, NaN) as one line.

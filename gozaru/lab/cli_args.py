@@ -229,6 +229,8 @@ def _train_parser(sub):
                        "--gozaru --select mlp --out mlp.h5\n  gozaru train --resume mlp.h5 --tokenizer spiece.model "
                        "--data d.jsonl --gozaru --out mlp.h5")
     _add_model_source(p, required=False, resume=True)
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out (without it a plain rerun is "
+                   "refused: an interrupted run continues with --resume)")
     _add_data(p)
     _add_selection(p)
     _add_training(p)

@@ -4,7 +4,7 @@
 ``out/runs/<slug>.h5`` (the trained model) and ``out/runs/<slug>.json`` (its results row and details); the table
 ``out/results.csv`` is rebuilt from those records after each run. A record is written atomically and last, so a
 run killed at any moment is either finished (skipped next time) or not (continued from its periodic checkpoint
-``<slug>.partial.h5`` or restarted): rerunning the same call finishes the grid with every condition exactly once.
+``partial/<slug>.h5`` or restarted): rerunning the same call finishes the grid with every condition exactly once.
 
 ``run`` is the driver (plans, submits, collects, writes results.csv); each run is a task (``gozaru.lab.task``)
 that an executor (``gozaru.lab.executor``) runs in this process or on a Ray cluster.
@@ -26,7 +26,7 @@ from .executor import LocalExecutor, error_line
 from .progress import progress_bar
 from .experiment_data import ExperimentData
 from .source import BaseSource
-from .task import BASE_NAME, RunSpec, run_task, sources, train_overrides
+from .task import BASE_NAME, RunSpec, definition_difference, run_paths, run_task, sources, train_overrides
 from .train import TrainConfig
 
 RESULT_COLUMNS = (
@@ -142,11 +142,20 @@ def seed_grid(seeds: Sequence[int] = (0, 1, 2), budgets: Sequence[float] = (0.05
 def load_grid(path: str) -> list[Condition]:
     """A user grid from a JSON file: a list of Condition fields, e.g.
     ``[{"name": "last 2", "selection": {"kind": "last", "layers": 2}}]``."""
-    with open(path, encoding="utf-8") as f:
-        items = json.load(f)
+    items = read_json(path)
     if not isinstance(items, list):
         raise ValueError(f"{path}: expected a JSON list of conditions")
-    return [Condition.from_dict(d) for d in items]
+    bad = [i for i, d in enumerate(items) if not isinstance(d, dict)]
+    if bad:
+        raise ValueError(f"{path}: item {bad[0]} is a {type(items[bad[0]]).__name__}, not an object of condition "
+                         "fields such as {\"name\": ..., \"selection\": {...}}")
+    conditions = []
+    for i, d in enumerate(items):
+        try:
+            conditions.append(Condition.from_dict(d))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: item {i}: {e}") from None
+    return conditions
 
 
 # --------------------------------------------------------------------------- the driver
@@ -184,13 +193,16 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     executor = executor or LocalExecutor()
     source, placement = _source_and_placement(base, placement)
     # Real data may hold prompts longer than the model's positions: left out and counted, never a crash.
-    data.drop_long(source.config().max_position_embeddings, say)
+    base_config = source.config()
+    if data.tokenizer is not None:
+        data.tokenizer.check_model(base_config, "the base model")
+    data.drop_long(base_config.max_position_embeddings, say)
 
     done: dict[int, dict] = {}
     todo: list[int] = []
     for i, cond in enumerate(grid):
         train_overrides(cond.hparams)  # a bad hyper-parameter fails here, before any run starts
-        record_path = os.path.join(runs_dir, cond.slug + ".json")
+        record_path = run_paths(runs_dir, cond.slug)[1]
         if os.path.exists(record_path):
             done[i] = read_json(record_path)
             _check_same_run(done[i], cond, train_config, record_path)
@@ -284,16 +296,12 @@ def fmt(value, spec: str = ".3f", missing: str = "—") -> str:
 
 
 def _check_same_run(record: dict, cond: Condition, train_config: TrainConfig, path: str):
-    """A finished run is only reused for the same condition and training settings (progress bars aside)."""
-    def comparable(d: dict) -> dict:
-        return {k: v for k, v in d.items() if k != "progress"}
-
-    expected = dataclasses.replace(train_config, **train_overrides(cond.hparams)).to_dict()
-    saved_cond, saved_train = record.get("condition"), record.get("train_config")
-    if saved_cond is not None and json.loads(json.dumps(cond.to_dict())) != saved_cond or \
-            saved_train is not None and comparable(json.loads(json.dumps(expected))) != comparable(saved_train):
-        raise ValueError(f"{path} was made with another definition or other training settings of condition "
-                         f"{cond.name!r}; give the condition another name, or delete its files in "
+    """A finished run is only reused for the same condition and training settings (task.definition_difference)."""
+    expected = dataclasses.replace(train_config, **train_overrides(cond.hparams))
+    diff = definition_difference(record.get("condition"), record.get("train_config"), cond, expected)
+    if diff:
+        raise ValueError(f"{path}: made for another definition or other training settings of condition "
+                         f"{cond.name!r} ({diff}); give the condition another name, or delete its files in "
                          f"{os.path.dirname(path)} to run it again")
 
 

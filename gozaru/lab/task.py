@@ -2,19 +2,24 @@
 model and the data reach it.
 
 A task trains one condition from the base, saves ``<slug>.h5`` and then writes its record ``<slug>.json``, both
-atomically, under the runs folder; an attempt killed midway leaves at most ``<slug>.partial.h5`` (resumed by the
-next attempt) or ``<slug>.h5`` without a record (evaluated again, not retrained). It never touches results.csv:
-that is the driver's (``gozaru.lab.experiment.run``).
+atomically, under the runs folder; an attempt killed midway leaves at most ``partial/<slug>.h5`` (resumed by the
+next attempt) or ``<slug>.h5`` without a record (evaluated again, not retrained). Partial checkpoints live in
+their own folder, so no condition name reaches another condition's file (``x.partial`` is a name like any
+other). Both checkpoints store the condition's definition (its ``to_dict()`` and the training settings that
+shape the model); reusing one whose definition differs from the condition's now is refused with one line.
+It never touches results.csv: that is the driver's (``gozaru.lab.experiment.run``).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import pickle
 import time
 from typing import Any
 
+from .. import _core
 from ..engine import lora
 from ..engine.checkpoint import load
 from ..engine.placement import Placement
@@ -25,6 +30,9 @@ from .source import BaseSource
 from .train import TrainConfig, Trainer
 
 BASE_NAME = "base"
+PARTIAL_DIR = "partial"  # runs/partial/<slug>.h5: an interrupted run's checkpoint
+# training settings that do not change the trained model (a rerun may change them freely)
+_NOT_DEFINING = ("progress", "checkpoint_every")
 
 
 @dataclasses.dataclass
@@ -42,7 +50,7 @@ class RunSpec:
 
 def run_task(spec: RunSpec, base, data) -> tuple[dict, float]:
     """One run from start to end (the per-condition task): trains, saves ``<slug>.h5`` then writes the record
-    ``<slug>.json``, both atomically, under ``spec.runs_dir``; resumes ``<slug>.partial.h5`` when an earlier
+    ``<slug>.json``, both atomically, under ``spec.runs_dir``; resumes ``partial/<slug>.h5`` when an earlier
     attempt was killed. ``base``: what ``BaseSource.ship`` sent (a Model, a checkpoint path or BaseArrays),
     placed as ``spec.placement`` says; ``data``: ExperimentData or the path of its pickle. Returns (record, wall
     seconds)."""
@@ -86,27 +94,66 @@ def _base_record(base, data, eval_config, runs_dir) -> dict:
     return record
 
 
+def run_paths(runs_dir: str, slug: str) -> tuple[str, str, str]:
+    """(checkpoint, record, partial checkpoint) of the run named ``slug``."""
+    return (os.path.join(runs_dir, slug + ".h5"), os.path.join(runs_dir, slug + ".json"),
+            os.path.join(runs_dir, PARTIAL_DIR, slug + ".h5"))
+
+
+def definition_difference(condition: dict | None, train_config: dict | None, cond, config: TrainConfig) -> str | None:
+    """None when a run stored with ``condition`` / ``train_config`` is a run of ``cond`` trained with ``config``;
+    else the first field that differs, in words. A part stored as None (records older than it) is not compared."""
+    want = {"condition": cond.to_dict(), "train_config": config.to_dict()}
+    have = {"condition": condition, "train_config": train_config}
+    for part in want:
+        if have[part] is None:
+            continue
+        w, h = want[part], have[part] if isinstance(have[part], dict) else {}
+        for key in list(w) + [k for k in h if k not in w]:  # field order: what a user wrote comes first
+            if key not in _NOT_DEFINING and not _same(w.get(key), h.get(key)):
+                return f"{part.replace('_', ' ')} {key} was {h.get(key)!r}, now {w.get(key)!r}"
+    return None
+
+
+def _check_checkpoint(path: str, cond, config: TrainConfig) -> None:
+    """Refuses a run checkpoint without a record or made for another definition of ``cond`` (one line)."""
+    record = RunRecord.from_payload(_core.read_checkpoint_meta(path)["extra"], path)
+    if record is None or record.condition is None:
+        raise ValueError(f"{path}: no run record naming its condition; delete the file to train condition "
+                         f"{cond.name!r} again")
+    diff = definition_difference(record.condition, record.train_config, cond, config)
+    if diff:
+        raise ValueError(f"{path}: made for another definition or other training settings of condition "
+                         f"{cond.name!r} ({diff}); give the condition another name, or delete the file to train "
+                         "it again")
+
+
+def _same(a, b) -> bool:
+    """Equal as stored in JSON (tuples read back as lists)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
 def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress,
                    tracker=None) -> dict:
-    final = os.path.join(runs_dir, cond.slug + ".h5")
-    partial = os.path.join(runs_dir, cond.slug + ".partial.h5")
+    final, _, partial = run_paths(runs_dir, cond.slug)
     names = cond.select(base.config)
     if not names:
         raise ValueError(f"condition {cond.name!r} selects no tensors")
+    config = dataclasses.replace(train_config, progress=progress and train_config.progress,
+                                 **train_overrides(cond.hparams))
     tracked = None   # a run trained by an earlier attempt has reported its steps there
     if os.path.exists(final):   # trained, but killed before its record was written
+        _check_checkpoint(final, cond, config)
         model, _, info = load(final, placement=base.placement)
         record = RunRecord.from_payload(info.get("extra"), final)
-        if record is None:
-            raise ValueError(f"{final}: no run record; delete the file to train condition {cond.name!r} again")
     else:
-        config = dataclasses.replace(train_config, progress=progress and train_config.progress,
-                                     **train_overrides(cond.hparams))
         if tracker is not None:
             tracked = tracker.start(cond.name, {"condition": cond.to_dict(), "train": config.to_dict()})
         common = dict(config=config, checkpoint=partial, eval_data=data.eval, save_at_end=False,
-                      on_step=tracked.on_step if tracked else None)
+                      on_step=tracked.on_step if tracked else None, condition=cond.to_dict())
+        os.makedirs(os.path.dirname(partial), exist_ok=True)
         if os.path.exists(partial):
+            _check_checkpoint(partial, cond, config)
             trainer = Trainer(None, data.train, resume=partial, placement=base.placement, **common)
         else:
             trainer = Trainer(cond.model_for(base, names), data.train, **common)
@@ -137,7 +184,7 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
               "weight_change": change.to_dict(orient="records")}
     if model.lora:
         record["lora_change"] = lora.weight_change(model)  # ||s B A|| / ||W|| per adapted weight
-    write_json_atomic(os.path.join(runs_dir, cond.slug + ".json"), record)
+    write_json_atomic(run_paths(runs_dir, cond.slug)[1], record)
     return record
 
 

@@ -137,7 +137,8 @@ class Trainer:
     def __init__(self, model=None, data=None, config: TrainConfig | None = None, *, checkpoint: str | None = None,
                  eval_data=None, resume: str | None = None, optimizer=None, save_at_end: bool = True,
                  backend: str | None = None, precision: str | None = None, placement: Placement | None = None,
-                 on_step: Callable[["Trainer", dict], None] | None = None, callbacks: Sequence = (), **overrides):
+                 on_step: Callable[["Trainer", dict], None] | None = None, callbacks: Sequence = (),
+                 condition: dict | None = None, **overrides):
         if data is None:
             raise ValueError("data is required")
         self.rows = as_rows(data)
@@ -148,6 +149,7 @@ class Trainer:
         self.save_at_end = save_at_end
         self.on_step = on_step
         self.callbacks = list(callbacks)   # gozaru.lab.tracking.Callback: on_step each step, on_end after fit()
+        self.condition = condition  # an experiment's Condition.to_dict(), kept in every checkpoint's record
         self.step = 0
         self.cursor = 0
         self.tokens_seen = 0
@@ -220,7 +222,8 @@ class Trainer:
         """What a checkpoint of this run stores beside the weights (see ``gozaru.lab.record``)."""
         return RunRecord(train_config=self.config.to_dict(), n_rows=len(self.rows), cursor=self.cursor,
                          history=self.history, eval_history=self.eval_history, grad_norm_sums=self.grad_norm_sums,
-                         grad_norm_steps=self.grad_norm_steps, placement=self.model.placement.to_dict())
+                         grad_norm_steps=self.grad_norm_steps, placement=self.model.placement.to_dict(),
+                         condition=self.condition)
 
     def mean_grad_norms(self) -> dict[str, float]:
         """Mean gradient L2 norm per trainable tensor over the steps trained so far."""
