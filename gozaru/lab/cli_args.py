@@ -219,8 +219,12 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
                        "\\\n      --data kunishou/databricks-dolly-15k-ja --out runs/study-rinna --seeds 3\n"
                        'study file (JSON): {"shares": ["head", 1, 2, 4, "all"], "positions": ["first", "last"], '
                        '"types": ["layers", "mlp"], "seeds": [0, 1, 2], "margin": 0.05}')
+    p.add_argument("action", nargs="?", choices=("report",), help="report DIR: re-render DIR/report.md from its files")
+    p.add_argument("folder", nargs="*", help="report's study folder; more folders (e.g. a larger base's study): "
+                   "their position comparisons side by side in the first's sizes.md")
     p.add_argument("--out", default=None, help="output folder (default runs/study, or runs/study-quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="a tiny study on the quick demo model (well under a minute)")
+    p.add_argument("--quick", action="store_true", help="a tiny study on the quick demo model (a few minutes)")
+    p.add_argument("--large-base", action="store_true", help="the demo study on a second base of ~10x the parameters")
     p.add_argument("--preset", choices=("study", "reference"), default="study",
                    help="study (default) or reference: the 13-run grid of the reference experiment")
     p.add_argument("--spec", metavar="JSON", help="the study definition as a JSON file (fields of StudySpec)")
@@ -229,7 +233,8 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     p.add_argument("--types", nargs="+", help="layers attention mlp")
     p.add_argument("--seeds", type=int, metavar="N", help="seeds per cell (0..N-1)")
     p.add_argument("--margin", type=float, help="equivalence margin in rate units (default 0.05 = ±5 points)")
-    p.add_argument("--lr-factors", type=float, nargs="+", help="learning-rate candidates as multiples of --lr")
+    p.add_argument("--lr-factors", type=float, nargs="+", help="the sweep's learning rates as multiples of --lr "
+                   "(log-spaced, >= 5; spec field sweep_factors)")
     p.add_argument("--sweep-steps", type=int, help="steps per learning-rate candidate")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")

@@ -35,6 +35,7 @@ class RunSpec:
     eval: EvalConfig
     runs_dir: str
     plain_before: float | None = None  # the base's plain-text loss (forgetting is measured against it)
+    orig_before: float | None = None   # the base's loss on the original (polite) held-out answers
     threads: int | None = None         # engine threads; None keeps the process's setting
     backend: str = "cpu"
     precision: str | None = None       # how the Linear layers compute (a run setting; None: the backend's own)
@@ -65,7 +66,7 @@ def run_task(spec: RunSpec, base, data) -> tuple[dict, float]:
         record = _base_record(base, data, spec.eval, spec.runs_dir)
     else:
         record = _run_condition(spec.condition, base, data, spec.train, spec.eval, spec.runs_dir,
-                                spec.plain_before, spec.progress)
+                                spec.plain_before, spec.progress, spec.orig_before)
     return record, time.perf_counter() - t0
 
 
@@ -117,7 +118,8 @@ def _base_record(base, data, eval_config, runs_dir) -> dict:
     return record
 
 
-def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress) -> dict:
+def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress,
+                   orig_before=None) -> dict:
     final = os.path.join(runs_dir, cond.slug + ".h5")
     partial = os.path.join(runs_dir, cond.slug + ".partial.h5")
     names = cond.select(base.config)
@@ -144,7 +146,7 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
         model.save(final, step=trainer.step, tokens_seen=trainer.tokens_seen, extra=record.to_bytes())
         with contextlib.suppress(FileNotFoundError):  # an overlapping attempt of this run may have removed it
             os.remove(partial)
-    row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
+    row = evaluate(model, data, eval_config, plain_loss_before=plain_before, orig_loss_before=orig_before)
     lists = _lists_of(row)
     details = {"condition": record.condition, "history": record.history, "eval_history": record.eval_history,
                "grad_norms": record.mean_grad_norms(), "train_config": record.train_config,

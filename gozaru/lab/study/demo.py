@@ -1,26 +1,32 @@
 """The study on the offline demo: the synthetic corpus, the demo's tiny base (built once, cached in
-``OUT/base``) and its polite pairs rewritten to ござる — what ``gozaru study`` runs without ``--base``/``--hf``."""
+``OUT/base``) and its polite pairs rewritten to ござる — what ``gozaru study`` runs without ``--base``/``--hf``.
+``large=True`` uses a second base of about 10× the parameters (hidden 224 instead of 64), built the same way."""
 from __future__ import annotations
 
 import dataclasses
 import os
 from typing import Callable
 
-from .. import _core
-from . import demo
-from .evaluate import EvalConfig
-from .study import StudySpec, run_study, study_data
-from .train import TrainConfig
+from ... import _core
+from .. import demo
+from ..evaluate import EvalConfig
+from ..train import TrainConfig
+from .inputs import study_data
+from .runner import run_study
+from .spec import StudySpec
 
 
-def demo_settings(quick: bool):
-    """The demo's model and data sizes; the full study trains and measures less per run than the demo does,
-    to fit 114 runs in its time."""
+def demo_settings(quick: bool, large: bool = False):
+    """The demo's model and data sizes: the demo's own 40 steps × 16 per run; fewer held-out prompts and
+    shorter answers than the demo grid, to fit the runs in the study's time. ``large``: hidden 224 (≈ 10× the
+    parameters; the quick one 176)."""
     if quick:   # the quick demo's model, pretrained and fine-tuned less; fewer and shorter answers
-        return dataclasses.replace(demo.SETTINGS["quick"], pretrain_steps=150, finetune_steps=20, n_eval=32,
-                                   n_prompts=24, n_plain=32, n_facts=8, max_new_tokens=16)
-    return dataclasses.replace(demo.SETTINGS["default"], finetune_steps=30, n_eval=96, n_prompts=48, n_plain=64,
-                               n_facts=16, max_new_tokens=24)
+        s = dataclasses.replace(demo.SETTINGS["quick"], pretrain_steps=150, finetune_steps=10, n_eval=24,
+                                n_prompts=16, n_plain=16, n_facts=4, max_new_tokens=12)
+        return dataclasses.replace(s, hidden_size=176, intermediate_size=704) if large else s
+    s = dataclasses.replace(demo.SETTINGS["default"], n_eval=64, n_prompts=32, n_plain=32, n_facts=8,
+                            max_new_tokens=16)
+    return dataclasses.replace(s, hidden_size=224, intermediate_size=896) if large else s
 
 
 def demo_study(out: str, spec: StudySpec, settings, *, threads: int | None = None, progress: bool = False,
@@ -30,6 +36,7 @@ def demo_study(out: str, spec: StudySpec, settings, *, threads: int | None = Non
     if threads:
         _core.set_num_threads(threads)
     spec.check(demo.model_config(settings, settings.vocab_size))   # before the base is built
+    # the base caches per size, so a small and a large study can share a parent folder's layout
     tokenizer, base = demo.build_base(settings, os.path.join(out, "base"), progress=progress, log=log)
     c = demo.corpus(settings)
     held = c.instructions(max(settings.n_eval, settings.n_prompts), seed=3)
@@ -40,16 +47,16 @@ def demo_study(out: str, spec: StudySpec, settings, *, threads: int | None = Non
                                  log=log)
     train = TrainConfig(steps=settings.finetune_steps, batch_size=settings.finetune_batch, lr=settings.finetune_lr,
                         warmup_steps=max(1, settings.finetune_steps // 10), min_lr_ratio=0.1, max_grad_norm=1.0,
-                        checkpoint_every=max(10, settings.finetune_steps // 2), progress=progress)
+                        checkpoint_every=0, progress=progress)
     cfg = base.config
     sizes = (f"Offline demo: synthetic Japanese corpus; base GPT-NeoX with {base.num_params:,} parameters "
              f"({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size}) pretrained "
              f"{settings.pretrain_steps} steps on prose and polite pairs; every run fine-tunes "
              f"{settings.finetune_steps} steps × {settings.finetune_batch} of {len(data.train):,} ござる pairs "
              f"(training lr {settings.finetune_lr:g} before the sweep); ござる-rate on {len(data.prompts)} held-out "
-             f"prompts (greedy, ≤ {settings.max_new_tokens} new tokens); style score on {len(data.style)} held-out "
-             f"answers; eval and forgetting losses on {len(data.eval)} held-out pairs, plain loss on "
-             f"{settings.n_plain} prose texts; fact recall on {len(data.facts)} questions.")
+             f"prompts (greedy and {spec.samples} samples at T = 1, ≤ {settings.max_new_tokens} new tokens); "
+             f"adoption and suppression on {len(data.style)} held-out answers; forgetting on {len(data.original)} "
+             f"held-out original answers.")
     return run_study(spec, base, data, out, train=train,
-                     eval=EvalConfig(max_new_tokens=settings.max_new_tokens, batch_size=32), examples=goz_train,
+                     eval=EvalConfig(max_new_tokens=settings.max_new_tokens, batch_size=64), examples=goz_train,
                      sizes=sizes, progress=progress, data_key=settings.to_dict(), log=log, executor=executor)

@@ -1,12 +1,18 @@
-"""A continuous style score that needs no sampling: how much more the model expects the ござる ending than the
-plain polite one at the first sentence end where the two forms of a held-out answer part.
+"""What a study measures per held-out item: adoption and suppression of the ござる ending (teacher forced), and
+the ござる-rate of sampled and greedy answers.
 
 For each held-out answer in polite form ``o`` and its ござる rewrite ``g = to_gozaru(o)`` (``gozaru.data.rewrite``
 knows the mapping), both are cut after the first sentence whose ending was rewritten and encoded after the
 same prompt. The shared token prefix ``P`` is the context; the rest of each, ``c_g`` and ``c_o``, are the two
-endings. The item's score is ``log p(c_g | P) − log p(c_o | P)`` (nats, teacher forced); the model's style score
-is the mean over items: 0 means no preference, > 0 prefers ござる. All items go through one batched
-forward pass per batch (rows sorted by length, so padding is small).
+ending alternatives the rewriter knows for that sentence. Per item:
+
+* **adoption** = p(c_g | P) / (p(c_g | P) + p(c_o | P)) — the probability of the ござる ending, normalised over the
+  two alternatives (0.5 = no preference). Bounded in [0, 1], so a model that only pushes the polite ending
+  further down gains little: the reason it, not the log ratio, is the primary measure;
+* **suppression** = log p(c_o | P) (nats): how far the polite ending was pushed down, reported on its own;
+* the log ratio ``log p(c_g | P) − log p(c_o | P)`` (the old "style score") = logit(adoption).
+
+All items go through one batched forward pass per batch (rows sorted by length, so padding is small).
 """
 from __future__ import annotations
 
@@ -16,10 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data import rewrite
-from ..data.dolly import as_record
-from ..data.sft import format_prompt
-from .generate import encode_prompt
+from ...data import rewrite
+from ...data.dolly import as_record
+from ...data.sft import format_prompt
+from ..generate import encode_prompt, generate_text
 
 # What closes a sentence (the rewriter treats an ending before one of these as final).
 _SENTENCE_END = re.compile(r"[。．.！？!?…\n]")
@@ -100,10 +106,33 @@ def continuation_logprobs(model, prefixes: Sequence[Sequence[int]], continuation
     return out
 
 
-def style_scores(model, items: StyleItems, batch_size: int = 16) -> np.ndarray:
-    """Per item ``log p(ござる ending) − log p(polite ending)`` given the same prefix (nats)."""
+def ending_logprobs(model, items: StyleItems, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per item (log p(ござる ending), log p(polite ending)) given the same prefix (nats)."""
     if not len(items):
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     both = continuation_logprobs(model, items.prefixes + items.prefixes, items.gozaru + items.plain, batch_size)
     n = len(items)
-    return both[:n] - both[n:]
+    return both[:n], both[n:]
+
+
+def style_scores(model, items: StyleItems, batch_size: int = 16) -> np.ndarray:
+    """Per item ``log p(ござる ending) − log p(polite ending)`` given the same prefix (nats) = logit(adoption)."""
+    g, o = ending_logprobs(model, items, batch_size)
+    return g - o
+
+
+def adoption_suppression(model, items: StyleItems, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per item (adoption in [0, 1], suppression = log p(polite ending) in nats); see the module docstring."""
+    g, o = ending_logprobs(model, items, batch_size)
+    return 1.0 / (1.0 + np.exp(o - g)), o
+
+
+def sampled_counts(model, tokenizer, prompts: Sequence[str], *, samples: int, max_new_tokens: int,
+                   batch_size: int = 32, seed: int = 0) -> np.ndarray:
+    """Per prompt, how many of ``samples`` answers sampled at temperature 1 (no top-k/top-p cut, seeded)
+    contain ござる."""
+    repeated = [p for p in prompts for _ in range(samples)]
+    answers = generate_text(model, tokenizer, repeated, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                            temperature=1.0, seed=seed)
+    hits = np.array([rewrite.GOZARU in a for a in answers], dtype=float).reshape(len(prompts), samples)
+    return hits.sum(axis=1)
