@@ -176,3 +176,15 @@ def test_adoption_is_the_normalised_probability_and_suppression_the_polite_log_p
     model.W[:, tok.ids["す"]] -= 50.0        # pushing the polite ending down: adoption saturates at 1
     a2, s2 = measures.adoption_suppression(model, items)
     assert s2[0] < suppression[0] - 40 and a2[0] <= 1.0
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_second_demo_base_has_about_ten_times_the_parameters(quick):
+    from gozaru.lab import demo
+    from gozaru.lab.study.demo import demo_settings
+    sizes = []
+    for large in (False, True):
+        s = demo_settings(quick, large)
+        sizes.append(gz.Model(demo.model_config(s, s.vocab_size), seed=0).num_params)
+    assert 8 <= sizes[1] / sizes[0] <= 12
+    assert demo_settings(quick, True).num_layers == demo_settings(quick, False).num_layers   # same depth

@@ -109,18 +109,30 @@ def headline(stats) -> list[str]:
     return out
 
 
+def _sweep_section(spec, sweep: dict) -> list[str]:
+    return ["![lr sweep](plots/lr_sweep.png)", "",
+            f"Per cell, {len(spec.sweep_factors)} log-spaced lrs (training lr × "
+            f"{', '.join(f'{f:g}' for f in spec.sweep_factors)}), widened by ×{sweep['ratio']:.3g} up to "
+            f"{spec.sweep_widen} time(s) while the best is on an edge; sweep seeds "
+            f"{', '.join(map(str, spec.sweep_seeds))}; {sweep['steps']} steps; validation = the last "
+            f"{sweep['n_validation_rows']} training rows (held out of the sweep's training).", "",
+            _md(pd.DataFrame([{"cell": k, "tuned lr": v["lr"], "edge": v["edge"] or "inside"}
+                              for k, v in sweep["chosen"].items()]), {"tuned lr": ".3g"}), ""]
+
+
 def write_report(spec, out: str, stats, saved: dict) -> str:
     plots_dir = os.path.join(out, "plots")
     plt = plots._pyplot()
     plt.close(plots.study_cells(stats.cells, os.path.join(plots_dir, "cells.png")))
     if len(stats.curves):
         plt.close(plots.study_curves(stats.curves, os.path.join(plots_dir, "learning_curves.png")))
-    sweep_table = pd.DataFrame(stats.sweep["table"])
-    plt.close(plots.study_sweep(sweep_table, os.path.join(plots_dir, "lr_sweep.png")))
+    sweep = stats.sweep or {"chosen": {}, "table": []}
+    if sweep["table"]:
+        plt.close(plots.study_sweep(pd.DataFrame(sweep["table"]), os.path.join(plots_dir, "lr_sweep.png")))
     write_json_atomic(os.path.join(out, "study.json"), {**saved, "comparisons": stats.comparisons})
 
     base, floor = stats.base, stats.floor
-    edges = [f"{cell} ({v['edge']} edge, best {v['lr']:.3g})" for cell, v in stats.sweep["chosen"].items()
+    edges = [f"{cell} ({v['edge']} edge, best {v['lr']:.3g})" for cell, v in sweep["chosen"].items()
              if v["edge"]]
     m = f"±{100 * spec.margin:g} points"
     cells = _pct_cols(stats.cells, [f"{x}{s}" for x in MEASURES for s in ("", "_low", "_high")] + ["share"])
@@ -163,7 +175,8 @@ def write_report(spec, out: str, stats, saved: dict) -> str:
         f"(no training) greedy {pct(floor.get('rate', float('nan')))}.",
         *[f"- {s}" for s in headline(stats)],
         *[f"- {s}" for s in comparison_sentences(stats.comparisons, "adoption")],
-        "- " + ("Cells whose tuned lr stayed on the edge of the widened sweep are not reported at the tuned "
+        "- " + ("The learning-rate sweep has not run yet: no tuned policy." if stats.sweep is None else
+                "Cells whose tuned lr stayed on the edge of the widened sweep are not reported at the tuned "
                 "policy: " + ", ".join(edges) + "." if edges else
                 "Every cell's tuned learning rate lies inside its (widened) sweep."), "",
         "Adoption is the primary measure; the same comparisons on the sampled and greedy rates:", "",
@@ -197,14 +210,7 @@ def write_report(spec, out: str, stats, saved: dict) -> str:
            f"Adoption measured every {spec.curve_every} steps; steps until the mean adoption reaches 50 % / 90 % "
            "of full FT's final adoption at the same policy:", "", _md(stats.steps_to)] if len(stats.curves)
           else ["(none recorded)"]), "",
-        "## Learning-rate sweep", "", "![lr sweep](plots/lr_sweep.png)", "",
-        f"Per cell, {len(spec.sweep_factors)} log-spaced lrs (training lr × "
-        f"{', '.join(f'{f:g}' for f in spec.sweep_factors)}), widened by ×{stats.sweep['ratio']:.3g} up to "
-        f"{spec.sweep_widen} time(s) while the best is on an edge; sweep seeds {', '.join(map(str, spec.sweep_seeds))}"
-        f"; {stats.sweep['steps']} steps; validation = the last {stats.sweep['n_validation_rows']} training rows "
-        "(held out of the sweep's training).", "",
-        _md(pd.DataFrame([{"cell": k, "tuned lr": v["lr"], "edge": v["edge"] or "inside"}
-                          for k, v in stats.sweep["chosen"].items()]), {"tuned lr": ".3g"}), "",
+        "## Learning-rate sweep", "", *(_sweep_section(spec, sweep) if stats.sweep else ["(not run yet)", ""]),
         "## Time", "",
         f"Wall time: {wall:.0f} s over every invocation that continued the study (building the base not "
         f"counted); training {train_s:.0f} s of it.", "",

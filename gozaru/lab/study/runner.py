@@ -1,13 +1,15 @@
 """Runs (or continues) a study into a folder and renders its report.
 
-1. **Sweep.** Per cell, ``spec.sweep_factors`` × the training lr (log-spaced) on the sweep seeds (never
+1. **Matched lrs.** The base's measures, the prompt-only floor, then every cell × seed at each matched lr of
+   ``spec.lrs`` (they need no sweep, so a study stopped early already holds whole comparisons).
+2. **Sweep.** Per cell, ``spec.sweep_factors`` × the training lr (log-spaced) on the sweep seeds (never
    evaluation seeds), each trained on all but the last ``sweep_validation`` share of the training rows; the lr
    with the lowest mean validation loss is the cell's tuned lr. While the best lies on an edge, one more lr
    beyond that edge is tried (at most ``sweep_widen`` times); a cell whose optimum stays on an edge is not
    reported at the tuned policy (``sweep.json`` and the report say so).
-2. **Runs.** Every cell × seed at its tuned lr and at each matched lr of ``spec.lrs`` (one run serves both
-   policies when the values agree).
-3. **Floor**, then **statistics and report** (:func:`render`, also ``gozaru study report DIR``): everything in
+3. **Tuned runs.** Every cell × seed at its tuned lr (a matched run serves both policies when the values
+   agree).
+4. **Statistics and report** (:func:`render`, also ``gozaru study report DIR``): everything in
    ``report.md`` comes from the files in the folder, so re-rendering reproduces it byte for byte.
 """
 from __future__ import annotations
@@ -56,18 +58,22 @@ def run_study(spec: StudySpec, base, data, out: str, *, train: TrainConfig, eval
     timing = _Timing(out)
     cells = design.cells(spec, base.config)
     feed = _Feed(base, data, out, executor)
+    with timing("floor"):   # the base measured, with and without examples in the prompt
+        base_path = os.path.join(out, "runs", "base.json")
+        if not os.path.exists(base_path):
+            write_json_atomic(base_path, {"meta": {"name": "base"}, **measure(base, data, eval_config, spec.samples)})
+        prompt_floor(base, data, examples, spec.shots, eval_config, out)
+    with timing("runs"):   # the matched lrs need no sweep, so a study stopped early already holds them
+        matched = plan_runs(spec, base.config, cells, None)
+        write_json_atomic(os.path.join(out, "plan.json"), matched)
+        feed.run(spec, base.config, train, eval_config, matched, log, progress)
     with timing("sweep"):
         sweep = lr_sweep(spec, base.config, cells, train, eval_config, feed, out, log)
     planned = plan_runs(spec, base.config, cells, sweep)
     write_json_atomic(os.path.join(out, "plan.json"), planned)
     log(f"study: {len(planned)} runs ({len(cells)} cells × {len(spec.seeds)} seeds × lr policies)")
     with timing("runs"):
-        base_path = os.path.join(out, "runs", "base.json")
-        if not os.path.exists(base_path):
-            write_json_atomic(base_path, {"meta": {"name": "base"}, **measure(base, data, eval_config, spec.samples)})
         feed.run(spec, base.config, train, eval_config, planned, log, progress)
-    with timing("floor"):
-        prompt_floor(base, data, examples, spec.shots, eval_config, out)
     timing.save()
     return render(out) if report else None
 
@@ -131,11 +137,12 @@ def _best(lrs, results, name, seeds) -> tuple[float, str]:
     return lrs[i], ("low" if i == 0 else "high" if i == len(lrs) - 1 else "")
 
 
-def plan_runs(spec: StudySpec, config, cells, sweep: dict) -> list[dict]:
-    """One entry per evaluation run: the cell, seed, lr and the policies it serves."""
+def plan_runs(spec: StudySpec, config, cells, sweep: dict | None) -> list[dict]:
+    """One entry per evaluation run: the cell, seed, lr and the policies it serves (without ``sweep``: the
+    matched lrs only)."""
     out = {}
     for c in cells:
-        tuned = sweep["chosen"][c.name]
+        tuned = sweep["chosen"][c.name] if sweep else {"edge": "not swept yet"}
         lrs = {_lr(lr): [design.lr_label(lr)] for lr in spec.lrs}
         if not tuned["edge"]:
             lrs.setdefault(_lr(tuned["lr"]), []).append("tuned")
@@ -149,8 +156,10 @@ def plan_runs(spec: StudySpec, config, cells, sweep: dict) -> list[dict]:
                              "condition": cond.to_dict()}
     # the matched lrs first, in the spec's order, then the tuned policy: an interrupted study has whole
     # comparisons at the first policies rather than scattered runs of every one
+    # within an lr the partial cells' seeds come before the reference cells (head, all)
     order = {_lr(lr): i for i, lr in enumerate(spec.lrs)}
-    return sorted(out.values(), key=lambda m: (order.get(m["lr"], len(order)), m["seed"]))
+    return sorted(out.values(), key=lambda m: (order.get(m["lr"], len(order)), m["type"] in ("head", "full"),
+                                               m["seed"]))
 
 
 # --------------------------------------------------------------------------- execution

@@ -5,7 +5,7 @@
 * **Comparisons** (``comparisons``): per factor (position, type, head), per lr policy (``tuned`` and each matched
   ``lr=…``) and per measure, the difference a − b in points, its 95 % CI, the bootstrap p of "no difference"
   and the TOST p of "|difference| < margin", both Holm-corrected within each (policy, measure) family.
-  Verdict: ``differ`` (p < α), ``equivalent`` (p_tost < α) or ``undecided``.
+  Verdict: ``differ`` (p < α), ``equivalent`` (p_tost < α) or ``undecided`` (also with < 3 paired seeds).
 * **Thresholds**: the share where a dose-response curve reaches 50 % / 90 % of full FT's adoption — an estimate
   only between two measured levels at most a doubling apart, otherwise a bound (``≤ x``, ``> x``, ``x–y``).
 * **Learning curves**: steps until a cell's mean adoption reaches 50 % / 90 % of full FT's final adoption.
@@ -26,6 +26,7 @@ from ...fileio import read_json, write_text_atomic
 from .spec import MEASURES
 
 FACTORS = ("position", "type", "head")
+MIN_SEEDS = 3    # paired seeds a verdict needs; with fewer it stays "undecided"
 KEYS = ("level", "type", "position", "head")
 
 
@@ -40,7 +41,7 @@ class StudyStats:
     interactions: list          # {"name", "ok", "note", "F", "p"}
     base: dict
     floor: dict
-    sweep: dict
+    sweep: dict | None          # None until the sweep has run
     policies: list
     missing: list = dataclasses.field(default_factory=list)   # planned runs without a record (still to run)
 
@@ -161,6 +162,8 @@ def compare(runs: pd.DataFrame, arrays: dict, spec) -> list[dict]:
                 c[key] = float(v)
     for c in out:
         c["verdict"] = "differ" if c["p"] < spec.alpha else "equivalent" if c["p_tost"] < spec.alpha else "undecided"
+        if c["n_seeds"] < MIN_SEEDS:   # resampling 2 seeds cannot estimate the spread between seeds
+            c["verdict"] = "undecided"
     return out
 
 
@@ -280,13 +283,17 @@ def interactions(runs: pd.DataFrame, spec) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- everything
+def _optional(path: str):
+    return read_json(path) if os.path.exists(path) else None
+
+
 def analyse(spec, out: str) -> StudyStats:
     runs, arrays, base, missing = load(out)
     cells = cell_table(runs, arrays, spec.bootstrap)
     comparisons = compare(runs, arrays, spec)
     curves, steps_to = learning_curves(runs, arrays)
     stats = StudyStats(runs, cells, comparisons, thresholds(cells), curves, steps_to, interactions(runs, spec),
-                       base, read_json(os.path.join(out, "floor.json")), read_json(os.path.join(out, "sweep.json")),
+                       base, read_json(os.path.join(out, "floor.json")), _optional(os.path.join(out, "sweep.json")),
                        list(dict.fromkeys(runs["policy"])), missing)
     tables = {"study_runs.csv": runs, "cells.csv": cells, "thresholds.csv": stats.thresholds,
               "curves.csv": curves, "steps_to.csv": steps_to, "comparisons.csv": pd.DataFrame(comparisons)}
