@@ -133,7 +133,9 @@ def compare(runs: pd.DataFrame, arrays: dict, spec) -> list[dict]:
     for factor in FACTORS:
         others = [k for k in KEYS if k != factor]
         for (policy, *fixed), g in part.groupby(["policy", *others], sort=False):
-            values = list(dict.fromkeys(g[factor]))
+            present = set(g[factor])   # pairs in the spec's order, whatever order the runs came in
+            values = [v for v in {"position": spec.positions, "type": spec.types,
+                                  "head": ("trained", "frozen")}[factor] if v in present]
             for a, b in itertools.combinations(values, 2):
                 ga = g[g[factor] == a].set_index("seed")
                 gb = g[g[factor] == b].set_index("seed")
