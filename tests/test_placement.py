@@ -102,12 +102,15 @@ def test_study_on_a_user_base(setup, made, tmp_path):
     out = str(tmp_path / "study")
     assert cli.main(["study", "--base", setup[3], *data_args(setup), "--shares", "head", "1", "--positions", "last",
                      "--types", "layers", "--seeds", "2", "--steps", "1", "--batch-size", "4", "--n-prompts", "3",
-                     "--max-new-tokens", "3", "--sweep-steps", "1", "--lr-factors", "1", "--no-progress",
-                     "--out", out, "--precision", PRECISION]) == 0
+                     "--max-new-tokens", "3", "--sweep-steps", "1", "--lr-factors", "0.5", "1", "2", "4", "8",
+                     "--no-progress", "--out", out, "--precision", PRECISION]) == 0
     assert_all_made_in(made)
-    runs = [f[:-3] for f in os.listdir(os.path.join(out, "runs")) if f.endswith(".h5")]
-    assert runs
-    assert_grid_records(out, runs)
+    records = [os.path.join(out, folder, f) for folder in ("runs", "sweep")
+               for f in os.listdir(os.path.join(out, folder)) if f.endswith(".json")]
+    assert len(records) > 1 + 5   # the base, the sweep and the runs
+    for path in records:   # every study run records the placement it computed in
+        with open(path) as f:
+            assert json.load(f)["placement"]["precision"] == PRECISION, path
 
 
 def test_export_and_import(setup, made, tmp_path):

@@ -28,7 +28,7 @@ def gozaru_cli(*args, env=None, timeout=120):
 def quick_study(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("study") / "quick")
     t0 = time.perf_counter()
-    done = gozaru_cli("study", "--quick", "--out", out, "--no-progress", timeout=180)
+    done = gozaru_cli("study", "--quick", "--out", out, "--no-progress", timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out, done.stdout, time.perf_counter() - t0
 
@@ -36,50 +36,88 @@ def quick_study(tmp_path_factory):
 def test_quick_study_end_to_end(quick_study):
     out, stdout, seconds = quick_study
     print(f"study --quick took {seconds:.0f} s")
-    assert seconds < 60 or os.getloadavg()[0] > os.cpu_count()   # a busy shared machine is slower
     cells = pd.read_csv(os.path.join(out, "cells.csv"))
-    assert set(cells["level"]) == {"head", "1L", "all"} and (cells["n_seeds"] == 2).all()
-    runs = pd.read_csv(os.path.join(out, "study_runs.csv"))
-    assert len(runs) == 12 and runs["style_score"].notna().all() and runs["forgetting_orig"].notna().all()
-    base = pd.read_csv(os.path.join(out, "results.csv")).set_index("name").loc["base"]
-    full = cells[cells["level"] == "all"].iloc[0]
-    assert full["rate"] > base["gozaru_rate"] and full["style"] > base["style_score"] + 5   # the base prefers です
-    sweep = json.load(open(os.path.join(out, "lr_sweep.json")))
-    assert set(sweep["chosen"]) == {"head", "1L", "all"} and len(sweep["table"]) == 6
+    assert {"head", "1L", "all"} == set(cells["level"]) and (cells["n_seeds"] == 2).all()
+    assert {"lr=0.004"} <= set(cells["policy"])
+    for m in ("adoption", "sampled_rate", "greedy_rate"):
+        assert cells[m].between(0, 1).all() and (cells[m + "_low"] <= cells[m] + 1e-12).all()
+    study = json.load(open(os.path.join(out, "study.json"), encoding="utf-8"))
+    comps = study["comparisons"]
+    assert comps and {c["factor"] for c in comps} == {"position", "type"}
+    for c in comps:
+        assert c["verdict"] in ("differ", "equivalent", "undecided") and c["level"] == 1
+        assert c["measure"] in ("adoption", "sampled_rate", "greedy_rate") and len(c["ci"]) == 2
+        assert c["policy"] == "tuned" or c["policy"] == "lr=0.004"
+    sweep = json.load(open(os.path.join(out, "sweep.json")))
+    assert all(len([r for r in sweep["table"] if r["cell"] == cell]) >= 5 for cell in sweep["chosen"])
+    record = json.load(open(os.path.join(out, "runs", os.listdir(os.path.join(out, "runs"))[0])))
+    assert {"greedy", "sampled", "adoption", "suppression"} <= set(record)
     report = open(os.path.join(out, "report.md"), encoding="utf-8").read()
-    for needle in ("## Conclusions", "dose_response.png", "Equivalence tests", "Wall time",
-                   "truncated training records: 194"):   # the seq_len of 64 cuts long answers
+    for needle in ("## Conclusions", "the lr policy", "## Learning curves", "## Interactions", "Wall time"):
         assert needle in report
     assert "nan" not in report.lower()
-    for png in ("dose_response", "style_vs_forgetting", "weight_change"):
+    for png in ("cells", "learning_curves", "lr_sweep"):
         assert os.path.getsize(os.path.join(out, "plots", png + ".png")) > 5_000
+
+
+def test_the_report_re_renders_byte_for_byte(quick_study):
+    out, _, _ = quick_study
+    before = open(os.path.join(out, "report.md"), "rb").read()
+    os.remove(os.path.join(out, "report.md"))
+    done = gozaru_cli("study", "report", out, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert open(os.path.join(out, "report.md"), "rb").read() == before
+
+
+def test_two_studies_side_by_side(quick_study, tmp_path):
+    out, _, _ = quick_study
+    other = tmp_path / "larger"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("base", "plots"))
+    study = json.loads((other / "study.json").read_text(encoding="utf-8"))
+    for c in study["comparisons"]:
+        c["diff"], c["verdict"] = 12.5, "differ"
+    (other / "study.json").write_text(json.dumps(study), encoding="utf-8")
+    done = gozaru_cli("study", "report", out, str(other), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = open(os.path.join(out, "sizes.md"), encoding="utf-8").read()
+    assert "| quick | larger |" in table and "+12.5" in table and "first vs last" in table
 
 
 def test_quick_study_resumes(quick_study):
     out, _, _ = quick_study
-    done = gozaru_cli("study", "--quick", "--out", out, "--no-progress")
+    done = gozaru_cli("study", "--quick", "--out", out, "--no-progress", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("done before, skipped") == 12
+    assert ", 0 to go" in done.stdout
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--types", "layers", "conv"], "unknown type"),
+    (["--types", "layers", "conv"], "study field types"),
     (["--shares", "head", "7"], "4 layers"),
-    (["--margin", "0"], "margin"),
+    (["--margin", "0"], "study field margin"),
+    (["--margin", "nan"], "study field margin"),
     (["--seeds", "1"], "at least 2"),
+    (["--lr-factors", "1", "2", "3"], "study field sweep_factors"),
 ])
 def test_bad_study_input_fails_before_any_run(tmp_path, args, message):
     out = tmp_path / "bad"
     done = gozaru_cli("study", "--quick", "--out", str(out), "--no-progress", *args)
     assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
-    assert not (out / "runs").exists()
+    assert len(done.stderr.strip().splitlines()) == 1 and not (out / "runs").exists()
 
 
-def test_bad_study_file_on_the_command_line(tmp_path):
+@pytest.mark.parametrize("fields", [{"shares": ["head", 1], "types": ["whole"]}, {"bootstrap": 200.5},
+                                    {"shots": 1.5}, {"seeds": [0, 0, 1]}, {"lrs": [float("nan")]}])
+def test_bad_study_file_on_the_command_line(tmp_path, fields):
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"shares": ["head", 1], "types": ["whole"]}))
+    spec.write_text(json.dumps(fields))
     done = gozaru_cli("study", "--quick", "--out", str(tmp_path / "o"), "--spec", str(spec))
-    assert done.returncode == 1 and "unknown type" in done.stderr and not (tmp_path / "o" / "runs").exists()
+    assert done.returncode == 1 and "study field" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "o" / "runs").exists()
+
+
+def test_report_of_a_folder_without_a_study(tmp_path):
+    done = gozaru_cli("study", "report", str(tmp_path))
+    assert done.returncode == 1 and "no study.json" in done.stderr and "Traceback" not in done.stderr
 
 
 # --------------------------------------------------------------------------- over-long real-data records
@@ -162,11 +200,11 @@ def test_study_on_user_data(tmp_path, tokenizer_file):
     done = gozaru_cli("study", "--base", str(base), "--tokenizer", tokenizer_file, "--data", str(records),
                       "--shares", "head", "1", "all", "--positions", "first", "last", "--types", "layers",
                       "--seeds", "2", "--steps", "2", "--batch-size", "4", "--seq-len", "32", "--eval-size", "8",
-                      "--n-prompts", "6", "--max-new-tokens", "4", "--sweep-steps", "1", "--lr-factors", "1", "3",
-                      "--out", str(out), "--no-progress", timeout=300)
+                      "--n-prompts", "6", "--max-new-tokens", "4", "--sweep-steps", "1", "--lr-factors", "1", "2", "4",
+                      "8", "16", "--out", str(out), "--no-progress", timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    runs = pd.read_csv(out / "study_runs.csv")
-    assert len(runs) == 8 and set(runs["level"]) == {"head", "1L", "all"}
+    runs = pd.read_csv(out / "study_runs.csv").drop_duplicates("name")
+    assert set(runs["level"]) == {"head", "1L", "all"} and set(runs["seed"]) == {0, 1}
     assert sorted(runs.loc[runs["level"] == "1L", "position"].unique()) == ["first", "last"]
     assert (out / "report.md").exists() and "nan" not in (out / "report.md").read_text().lower()
 
@@ -175,3 +213,4 @@ def test_a_changed_definition_is_refused_in_the_same_folder(quick_study):
     out, _, _ = quick_study
     done = gozaru_cli("study", "--quick", "--out", out, "--margin", "0.1")
     assert done.returncode == 1 and "another spec (margin differ)" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

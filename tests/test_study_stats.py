@@ -1,6 +1,5 @@
-"""Study statistics on synthetic outcomes with known answers, the style score on hand-made cases, and
-refusal of bad study definitions before any run."""
-import json
+"""The study's statistics on synthetic data with known answers (nested bootstrap, comparisons, thresholds, the
+rank-deficient guard), its measures on hand-made cases, and its design (random draws)."""
 import math
 
 import numpy as np
@@ -8,100 +7,109 @@ import pandas as pd
 import pytest
 
 import gozaru as gz
-from gozaru.lab import stats, study, style
+from gozaru.lab.study import design, measures, stats
+from gozaru.lab.study.spec import StudySpec
 
 
-# --------------------------------------------------------------------------- TOST and paired tests
-def synthetic_runs(position_effect: float, noise: float, seeds=range(6), seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for level, base in (("1L", 0.5), ("2L", 0.7)):
-        for type_ in ("layers", "mlp"):
-            for position in ("first", "middle", "last"):
-                for s in seeds:
-                    rate = base + (position_effect if position == "first" else 0.0) + rng.normal(0, noise)
-                    rows.append({"level": level, "type": type_, "position": position, "seed": s,
-                                 "gozaru_rate": rate})
-    return pd.DataFrame(rows)
-
-
-def test_planted_position_effect_is_found():
-    runs = synthetic_runs(position_effect=0.15, noise=0.03)
-    t = stats.tost_factor(runs, "position", ["level", "type", "seed"], margin=0.05, alpha=0.05,
-                          order=["first", "middle", "last"])
-    assert t["verdict"] == "differs"
-    p = t["pairs"].set_index(["a", "b"])
-    assert abs(p.loc[("first", "last"), "diff"] - 0.15) < 0.03
-    assert p.loc[("middle", "last"), "p_diff"] > 0.01   # the unplanted pair is not flagged
-
-
-def test_null_effect_is_declared_equivalent():
-    runs = synthetic_runs(position_effect=0.0, noise=0.02)
-    t = stats.tost_factor(runs, "position", ["level", "type", "seed"], margin=0.05, alpha=0.05)
-    assert t["verdict"] == "equivalent", t["pairs"]
-    assert (t["pairs"]["p_tost"] < 0.05).all()
-    # the same null with a margin smaller than the noise can resolve is not called equivalent
-    assert stats.tost_factor(runs, "position", ["level", "type", "seed"], margin=0.001, alpha=0.05)["verdict"] \
-        == "inconclusive"
-
-
-def test_type_factor_and_constant_differences():
-    runs = synthetic_runs(0.0, 0.0)   # every difference exactly 0: sd 0 must not give NaN
-    t = stats.tost_factor(runs, "type", ["level", "position", "seed"], margin=0.05, alpha=0.05)
-    assert t["verdict"] == "equivalent" and (t["pairs"]["diff"] == 0).all()
-
-
-# --------------------------------------------------------------------------- thresholds and bootstrap
-def test_crossing_interpolates_in_log_share():
-    x = np.log([0.1, 0.2, 1.0])
-    y = np.array([0.2, 0.6, 1.0])
-    assert stats._crossing(x, y, 0.5) == pytest.approx(0.1 * 2 ** 0.75)
-    assert stats._crossing(x, y, 0.1) == pytest.approx(0.1)
-    assert math.isinf(stats._crossing(x, y, 1.5))
-
-
-def test_share_thresholds_on_exact_outcomes():
-    n = 40   # every run of a level answers the same share of prompts correctly: the estimate is exact
-    levels = [("head", "head", 0.1, 0.2), ("1L", "layers", 0.2, 0.6), ("all", "full", 1.0, 1.0)]
-    rows, outcomes = [], {}
-    for level, type_, share, rate in levels:
-        for s in range(3):
-            name = f"{level} s{s}"
-            rows.append({"name": name, "level": level, "type": type_, "position": "first", "seed": s,
-                         "share": share})
-            outcomes[name] = (np.arange(n) < round(rate * n)).astype(float)
-    t = stats.share_thresholds(pd.DataFrame(rows), outcomes, ["layers"], draws=200)
-    half = t[t["fraction"] == 0.5].iloc[0]
-    assert half["share"] == pytest.approx(0.1 * 2 ** 0.75)
-    assert half["low"] <= half["share"] <= half["high"]
-
-
-def test_bootstrap_covers_the_mean():
+# --------------------------------------------------------------------------- nested bootstrap
+def test_nested_bootstrap_spread_matches_the_two_stage_variance():
+    """Rows constant (only seeds vary): SD = σ_seeds / √S. Rows identical (only prompts vary): the prompts are
+    drawn anew within every seed, so SD = σ_prompts / √(S·P). Tolerance: the bootstrap SD's own sampling error,
+    about 1/√(2B) relative, times 5."""
     rng = np.random.default_rng(0)
-    m = (rng.random((5, 60)) < 0.3).astype(float)
-    draws = stats.bootstrap_means(m, 500, rng)
-    lo, hi = np.quantile(draws, [0.025, 0.975])
-    assert lo < m.mean() < hi and hi - lo < 0.3
+    draws = 4000
+    seeds = rng.normal(size=5)
+    by_seed = np.repeat(seeds[:, None], 40, axis=1)
+    sd = stats.nested_bootstrap(by_seed, draws, np.random.default_rng(1)).std()
+    assert sd == pytest.approx(seeds.std() / math.sqrt(5), rel=5 / math.sqrt(2 * draws))
+    prompts = rng.normal(size=40)
+    by_prompt = np.repeat(prompts[None, :], 5, axis=0)
+    sd = stats.nested_bootstrap(by_prompt, draws, np.random.default_rng(2)).std()
+    assert sd == pytest.approx(prompts.std() / math.sqrt(5 * 40), rel=5 / math.sqrt(2 * draws))
 
 
-def test_logistic_model_recovers_a_planted_slope():
-    rng = np.random.default_rng(1)
-    rows, outcomes = [], {}
-    for k, share in ((1, 0.05), (2, 0.1), (4, 0.2)):
+# --------------------------------------------------------------------------- comparisons
+def fake_study(effect: float, noise: float = 0.02, seeds=range(5), n_prompts=30, seed=0):
+    """Runs frame + per-prompt arrays of two cells (first, last) at two policies; ``effect`` = first − last."""
+    rng = np.random.default_rng(seed)
+    rows, arrays = [], {}
+    for policy in ("tuned", "lr=0.002"):
         for position in ("first", "last"):
-            for s in range(4):
-                name = f"{k} {position} {s}"
-                logit = 1.0 + 1.5 * math.log(share / 0.1) + (0.8 if position == "last" else 0.0)
-                outcomes[name] = (rng.random(200) < 1 / (1 + math.exp(-logit))).astype(float)
-                rows.append({"name": name, "share": share, "position": position, "type": "layers"})
-    fit = stats.logistic_model(pd.DataFrame(rows), outcomes, ["first", "last"], ["layers"])
-    assert fit["ok"], fit["note"]
-    t = fit["table"].set_index("term")
-    assert t.loc["log(share)", "low"] < 1.5 < t.loc["log(share)", "high"]
-    assert t.loc["position = last", "p"] < 0.05
+            for s in seeds:
+                name = f"{position} {policy} s{s}"
+                p = 0.5 + (effect if position == "first" else 0.0) + rng.normal(0, noise)
+                a = np.clip(p + rng.normal(0, noise, n_prompts), 0, 1)
+                arrays[name] = {"greedy": (rng.random(n_prompts) < p).astype(float), "sampled_rate": a,
+                                "adoption": a, "suppression": -a, "curve": []}
+                rows.append({"name": name, "cell": f"1L layers {position}", "level": "1L", "type": "layers",
+                             "position": position, "head": "trained", "seed": s, "policy": policy})
+    return pd.DataFrame(rows), arrays
 
 
-# --------------------------------------------------------------------------- the style score
+def test_a_planted_difference_is_found_and_no_difference_is_equivalent():
+    spec = StudySpec(bootstrap=1000, margin=0.05)
+    found = stats.compare(*fake_study(effect=0.3), spec)
+    adoption = [c for c in found if c["measure"] == "adoption"]
+    assert len(adoption) == 2 and all(c["verdict"] == "differ" for c in adoption)
+    assert all(c["factor"] == "position" and c["a"] == "first" and c["level"] == 1 for c in adoption)
+    assert all(25 < c["diff"] < 35 and c["ci"][0] < c["diff"] < c["ci"][1] for c in adoption)
+    none = stats.compare(*fake_study(effect=0.0, noise=0.005), spec)
+    assert all(c["verdict"] == "equivalent" for c in none if c["measure"] == "adoption")
+    keys = {"factor", "a", "b", "level", "policy", "measure", "diff", "ci", "p", "p_tost", "verdict"}
+    assert keys <= set(found[0]) and {c["policy"] for c in found} == {"tuned", "lr=0.002"}
+
+
+def test_holm_makes_p_values_no_smaller():
+    for c in stats.compare(*fake_study(effect=0.02, noise=0.05), StudySpec(bootstrap=200)):
+        assert c["p"] >= c["p_raw"] - 1e-12 and c["p_tost"] >= c["p_tost_raw"] - 1e-12
+
+
+# --------------------------------------------------------------------------- thresholds
+@pytest.mark.parametrize("points, target, kind", [
+    ([(0.1, 0.6), (0.2, 0.8), (1.0, 1.0)], 0.5, "at most"),         # reached at the smallest share: a bound
+    ([(0.1, 0.2), (0.2, 0.8), (1.0, 1.0)], 0.5, "estimate"),        # a doubling apart: interpolated
+    ([(0.1, 0.2), (0.37, 0.4), (1.0, 1.0)], 0.9, "between"),        # 37 % → 100 %: never interpolated
+    ([(0.1, 0.2), (0.2, 0.3), (1.0, 0.4)], 0.9, "not reached"),
+])
+def test_thresholds_are_estimates_only_between_close_levels(points, target, kind):
+    got = stats._crossing(points, target)
+    assert got["kind"] == kind
+    if kind == "estimate":
+        assert 0.1 < got["share"] < 0.2 and (got["low"], got["high"]) == (0.1, 0.2)
+
+
+# --------------------------------------------------------------------------- interactions
+def test_a_rank_deficient_design_is_not_estimable_not_a_crash():
+    """type and level fully confounded (only 2 of the 4 combinations exist), huge values: the old guard let
+    such fits through and the report crashed with a math range error."""
+    rows = [{"type": t, "level": lv, "position": "first", "head": "trained", "adoption": v + 1e3 * i}
+            for i, (t, lv) in enumerate([("layers", "1L"), ("mlp", "2L")]) for v in (0.1, 0.2, 0.3)]
+    got = stats.interaction_test(pd.DataFrame(rows), "type", "level", covariates=("position",))
+    assert not got["ok"] and got["note"].startswith("not estimable") and "rank" in got["note"]
+
+
+def test_an_interaction_is_found_when_planted():
+    rng = np.random.default_rng(0)
+    rows = [{"type": t, "level": lv, "adoption": (0.5 if (t, lv) == ("mlp", "2L") else 0.0) + rng.normal(0, 0.05)}
+            for t in ("layers", "mlp") for lv in ("1L", "2L") for _ in range(5)]
+    got = stats.interaction_test(pd.DataFrame(rows), "type", "level")
+    assert got["ok"] and got["p"] < 1e-6
+    flat = stats.interaction_test(pd.DataFrame(rows).assign(adoption=rng.normal(0, 0.05, 20)), "type", "level")
+    assert flat["ok"] and flat["p"] > 1e-3
+
+
+# --------------------------------------------------------------------------- random layer draws
+def test_random_draws_differ_from_fixed_positions_and_each_other():
+    draws, note = design.random_draws(8, 2, range(5))
+    fixed = {tuple(design.layer_choice(8, 2, p, 0)) for p in ("first", "middle", "last")}
+    picks = [tuple(v) for v in draws.values()]
+    assert note == "" and len(set(picks)) == 5 and not set(picks) & fixed
+    assert design.random_draws(8, 2, range(5))[0] == draws            # reproducible
+    _, note = design.random_draws(3, 2, range(5))                     # 3 subsets, all first/middle/last
+    assert "may repeat" in note
+
+
+# --------------------------------------------------------------------------- the measures
 class CharTokenizer:
     """One id per character, assigned on first sight."""
 
@@ -127,7 +135,7 @@ class BigramModel:
 def test_style_items_on_a_hand_made_answer():
     tok = CharTokenizer()
     rec = {"instruction": "質問", "input": "", "output": "これはペンです。次です。"}
-    items = style.style_items(tok, [rec, {"instruction": "x", "input": "", "output": "ペン。"}])
+    items = measures.style_items(tok, [rec, {"instruction": "x", "input": "", "output": "ペン。"}])
     assert len(items) == 1 and items.dropped == 1     # the second has no polite ending
     prompt = gz.data.format_prompt(rec)
     assert items.prefixes[0] == tok.encode(prompt + "これはペンで")
@@ -137,79 +145,46 @@ def test_style_items_on_a_hand_made_answer():
 def test_continuation_logprobs_match_a_direct_sum():
     model = BigramModel()
     prefixes, conts = [[5, 6, 7], [9]], [[8, 10], [11, 12, 13]]
-    got = style.continuation_logprobs(model, prefixes, conts, batch_size=1)
+    got = measures.continuation_logprobs(model, prefixes, conts, batch_size=1)
     for p, c, value in zip(prefixes, conts, got):
         seq, expected = p + c, 0.0
         for t in range(len(p), len(seq)):
             z = model.W[seq[t - 1]]
             expected += z[seq[t]] - math.log(np.exp(z).sum())
         assert value == pytest.approx(expected, rel=1e-12)
-    assert np.allclose(style.continuation_logprobs(model, prefixes, conts, batch_size=8), got)
+    assert np.allclose(measures.continuation_logprobs(model, prefixes, conts, batch_size=8), got)
 
 
 def test_style_score_sign_follows_the_preference():
     tok = CharTokenizer()
-    items = style.style_items(tok, [{"instruction": "q", "input": "", "output": "それは本です。"}])
+    items = measures.style_items(tok, [{"instruction": "q", "input": "", "output": "それは本です。"}])
     model = BigramModel()
     for c in "ござる":
         model.W[:, tok.ids[c]] += 20.0       # this model expects ござる everywhere
-    assert style.style_scores(model, items)[0] > 10
+    assert measures.style_scores(model, items)[0] > 10
     model.W[:, tok.ids["す"]] += 100.0
-    assert style.style_scores(model, items)[0] < 0
+    assert measures.style_scores(model, items)[0] < 0
+
+def test_adoption_is_the_normalised_probability_and_suppression_the_polite_log_prob():
+    tok = CharTokenizer()
+    items = measures.style_items(tok, [{"instruction": "q", "input": "", "output": "それは本です。"}])
+    model = BigramModel()
+    g, o = measures.ending_logprobs(model, items)
+    adoption, suppression = measures.adoption_suppression(model, items)
+    assert adoption[0] == pytest.approx(math.exp(g[0]) / (math.exp(g[0]) + math.exp(o[0])), rel=1e-12)
+    assert suppression[0] == o[0]
+    model.W[:, tok.ids["す"]] -= 50.0        # pushing the polite ending down: adoption saturates at 1
+    a2, s2 = measures.adoption_suppression(model, items)
+    assert s2[0] < suppression[0] - 40 and a2[0] <= 1.0
 
 
-# --------------------------------------------------------------------------- bad study definitions
-CFG = gz.GPTNeoXConfig(vocab_size=64, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-                       intermediate_size=32, max_position_embeddings=32)
-
-
-@pytest.mark.parametrize("fields, message", [
-    ({"types": ["layers", "conv"]}, "unknown type"),
-    ({"positions": ["centre"]}, "unknown position"),
-    ({"shares": [9]}, "4 layers"),
-    ({"shares": [0.001]}, "no whole-layer choice"),
-    ({"shares": ["most"]}, "unknown share level"),
-    ({"margin": 0}, "margin"),
-    ({"margin": -0.05}, "margin"),
-    ({"seeds": [0]}, "at least 2"),
-    ({"shares": [1, 0.25, "all"]}, "repeat"),
-])
-def test_bad_definitions_fail_before_any_run(fields, message):
-    with pytest.raises(ValueError, match=message):
-        study.StudySpec.from_dict(fields).check(CFG)
-
-
-def test_bad_study_file(tmp_path):
-    path = tmp_path / "s.json"
-    path.write_text(json.dumps({"shares": ["head", 1], "kinds": ["mlp"]}))
-    with pytest.raises(ValueError, match="unknown study field.*kinds"):
-        study.StudySpec.load(str(path))
-    path.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        study.StudySpec.load(str(path))
-
-
-def test_plan_cells_and_selections():
-    spec = study.StudySpec(shares=("head", 1, 2, "all"), seeds=(0, 1)).check(CFG)
-    planned = study.plan(spec, CFG, {"head": 1e-2, "1L": 3e-3, "2L": 3e-3, "all": 1e-3})
-    assert len(planned) == 2 + 2 * (4 * 3) * 2 + 2
-    metas = {m["name"]: (c, m) for c, m in planned}
-    c, m = metas["2L attention middle s0"]
-    names = c.select(CFG)
-    assert gz.layers.trained_layers(CFG, names) == [] and m["share"] < metas["2L layers middle s0"][1]["share"]
-    kinds = {t.kind for t in CFG.tensors() if t.name in names}
-    assert kinds == {"qkv", "attn_out", "head"}
-    assert metas["1L layers middle s0"][0].selection["layers"] == [1]
-    assert metas["2L mlp last s1"][0].hparams == {"seed": 1, "lr": 3e-3}
-    draws = {tuple(metas[f"1L layers random s{s}"][0].selection["layers"]) for s in (0, 1)}
-    assert all(len(d) == 1 for d in draws)
-
-
-def test_parts_narrow_a_layer_choice_by_core_kind():
-    mlp = gz.layers.select(CFG, "last", layers=2, parts=("mlp_up", "mlp_down"), train_head=False)
-    expected = {t.name for t in CFG.tensors() if t.layer in (2, 3) and t.kind in ("mlp_up", "mlp_down")}
-    assert mlp == expected and len(mlp) == 8   # weight + bias of two MLP matrices in two layers
-    with pytest.raises(ValueError, match="chooses no layers"):
-        gz.layers.select(CFG, "full", parts=("qkv",))
-    with pytest.raises(ValueError, match="unknown tensor kind"):
-        gz.layers.select(CFG, "first", layers=1, parts=("mlp",))
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_second_demo_base_has_about_ten_times_the_parameters(quick):
+    from gozaru.lab import demo
+    from gozaru.lab.study.demo import demo_settings
+    sizes = []
+    for large in (False, True):
+        s = demo_settings(quick, large)
+        sizes.append(gz.Model(demo.model_config(s, s.vocab_size), seed=0).num_params)
+    assert 8 <= sizes[1] / sizes[0] <= 12
+    assert demo_settings(quick, True).num_layers == demo_settings(quick, False).num_layers   # same depth

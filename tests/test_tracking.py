@@ -1,6 +1,6 @@
 """Tracking: `gozaru train --tensorboard DIR --mlflow URI` leaves event files whose scalars the tensorboard
 package reads back and an MLflow run whose metrics mlflow reads back, equal to the run's own history; a grid
-tracks one run per condition; `gozaru eval --json` writes its results."""
+tracks one run per condition, a study one per fine-tune; `gozaru eval --json` writes its results."""
 import json
 import os
 
@@ -11,6 +11,7 @@ from gozaru import data
 from gozaru.data.tokenizer import Tokenizer
 from gozaru.lab import cli
 from gozaru.lab.record import RunRecord
+from gozaru.lab.tracking import safe_run_name
 
 pytest.importorskip("tensorboard", reason="tracking extra: pip install 'gozaru[tracking]'")
 pytest.importorskip("mlflow", reason="tracking extra: pip install 'gozaru[tracking]'")
@@ -102,3 +103,29 @@ def test_grid_tracks_one_run_per_condition_and_eval_writes_json(setup, tmp_path)
                      "--json", str(result)]) == 0
     d = json.loads(result.read_text())
     assert d["n"] == 4 and len(d["answers"]) == 4 and d["rate_low"] <= d["gozaru_rate"] <= d["rate_high"]
+
+
+def test_study_tracks_every_run(setup, tmp_path):
+    """`gozaru study --tensorboard DIR`: one tracked run per fine-tune (sweep runs included), named as its record,
+    with the training steps and the run's measures."""
+    folder, base, common = setup
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"shares": ["head", 1], "positions": ["last"], "types": ["layers"], "seeds": [0, 1],
+                                "lrs": [0.002], "sweep_widen": 0}))
+    out, tb = tmp_path / "s", tmp_path / "tb"
+    assert cli.main(["study", "--base", base, *common, "--spec", str(spec), "--steps", "2", "--batch-size", "4",
+                     "--n-prompts", "4", "--max-new-tokens", "4", "--sweep-steps", "1", "--out", str(out),
+                     "--no-progress", "--tensorboard", str(tb)]) == 0
+    evaluated = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json") if p.name != "base.json"]
+    swept = [json.loads(p.read_text()) for p in (out / "sweep").glob("*.json")]
+    assert evaluated and swept
+    names = {r["meta"]["name"] for r in evaluated + swept}
+    assert sorted(os.listdir(tb)) == sorted(safe_run_name(n) for n in names)
+    for r in evaluated:
+        run = tb / safe_run_name(r["meta"]["name"])
+        assert [s for s, _ in tb_scalars(run, "train/loss")] == [1, 2]
+        ((_, adoption),) = tb_scalars(run, "eval/adoption")
+        assert adoption == pytest.approx(sum(r["adoption"]) / len(r["adoption"]), rel=1e-5)
+    for r in swept:
+        ((_, loss),) = tb_scalars(tb / safe_run_name(r["meta"]["name"]), "eval/val_loss")
+        assert loss == pytest.approx(r["val_loss"], rel=1e-5)

@@ -25,7 +25,6 @@ A sentence-final particle after the ending is kept, with ね → な and よね 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from typing import Iterable
 
@@ -299,14 +298,15 @@ class GozaruRate:
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval for k successes out of n (95 % by default); (0, 1) when n == 0."""
+    """Wilson score interval for k successes out of n (statsmodels' ``proportion_confint``; 95 % by default);
+    (0, 1) when n == 0. The bound at k = 0 (k = n) is exactly 0 (1): floating-point dust such as 3.5e-18 would
+    print as a number where the bound is the end of the scale."""
     if n <= 0:
         return 0.0, 1.0
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    from scipy.stats import norm
+    from statsmodels.stats.proportion import proportion_confint
+    low, high = proportion_confint(k, n, alpha=2 * float(norm.sf(z)), method="wilson")
+    return (0.0 if k == 0 else float(low)), (1.0 if k == n else float(high))
 
 
 def gozaru_rate(texts: Iterable[str]) -> GozaruRate:

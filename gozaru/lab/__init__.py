@@ -1,8 +1,8 @@
 """The lab room: training runs, measurements, experiments over conditions, plots, the demo and the CLI.
 
-``progress``, ``record``, ``schedule``, ``executor`` → ``generate`` → ``style`` → ``evaluate`` → ``train`` →
-``source`` → ``task`` → ``experiment_data`` → ``experiment`` → ``plots`` → ``demo`` → ``stats`` → ``report`` →
-``study`` → ``study_demo``, ``hub``, ``cli_args`` → ``cli``.
+``progress``, ``record``, ``schedule``, ``executor`` → ``generate`` → ``study.measures`` → ``evaluate`` → ``train`` →
+``source`` → ``task`` → ``experiment_data`` → ``experiment`` → ``plots`` → ``demo`` → ``study`` (its own room: spec,
+design, inputs, runs, runner, stats, report, demo), ``hub``, ``cli_args`` → ``cli``.
 """
 from .evaluate import EvalConfig
 from .experiment import Condition, ExperimentData, seed_grid

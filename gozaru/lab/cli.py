@@ -18,8 +18,9 @@ from ..engine import checkpoint, layers
 from ..engine.checkpoint import load, read_config
 from ..engine.model import Model
 from ..engine.system import build_info, format_build_info
-from . import hub, plots, study, study_demo, tracking
+from . import hub, plots, tracking
 from .cli_args import build_parser, placement_from_args
+from .study import demo as study_demo, inputs as study_inputs, runner as study_runner, spec as study_spec
 from .demo import format_table, run_demo
 from .evaluate import EvalConfig, change_grid, eval_loss, generated_rate, weight_change
 from .executor import from_args as executor_from_args
@@ -65,19 +66,21 @@ def _source(args) -> BaseSource:
     return BaseSource.checkpoint(args.base)
 
 
-def _records(args):
-    """(train records, held-out records) from --data, rewritten to ござる with --gozaru."""
+def _records(args, originals: bool = False):
+    """(train records, held-out records) from --data, rewritten to ござる with --gozaru; ``originals`` adds the
+    held-out records as given (before the rewrite; None without --gozaru): their loss measures forgetting."""
     loaded = data.load_dolly(hub.resolve(args.data, "dataset"), on_error="skip" if args.skip_bad else "raise")
     if args.skip_bad and getattr(loaded, "skipped", None):
         print(loaded.report(), file=sys.stderr)
     records = list(loaded)
-    if args.gozaru:
-        records = data.to_gozaru_dataset(records)
     if len(records) < 2:
         raise SystemExit(f"{args.data}: need at least 2 records, found {len(records)}")
     fraction = min(args.eval_size, len(records) // 2) / len(records)
     train, held = data.train_eval_split(records, eval_fraction=fraction, seed=args.split_seed)
-    return train, held
+    original = held if args.gozaru else None
+    if args.gozaru:   # rewriting keeps every record, so the split is the same as of the rewritten ones
+        train, held = data.to_gozaru_dataset(train), data.to_gozaru_dataset(held)
+    return (train, held, original) if originals else (train, held)
 
 
 def _tokenizer(args):
@@ -199,9 +202,11 @@ def cmd_grid(args) -> int:
     placement.apply_threads()
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         tokenizer = _tokenizer(args)
-        train_records, held = _records(args)
+        train_records, held, original = _records(args, originals=True)
         exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
                                           n_prompts=args.n_prompts)
+        if original is not None:   # forgetting = loss increase on the polite originals of the held-out answers
+            exp.original = data.sft_arrays(original, tokenizer, args.seq_len, style=args.style)
         grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
         # on a cluster the runs read --base where it is (shared storage); the driver never loads it
         source = _source(args)
@@ -219,6 +224,19 @@ def cmd_grid(args) -> int:
 
 
 def cmd_study(args) -> int:
+    if args.action == "report":   # re-render from the folder's files, no training
+        if not args.folder:
+            raise SystemExit("gozaru study report: give the study folder (gozaru study report DIR [OTHER ...])")
+        for folder in args.folder:
+            if not os.path.exists(os.path.join(folder, "study.json")):
+                raise SystemExit(f"gozaru study report: {folder} holds no study (no study.json)")
+        print(f"report: {study_runner.render(args.folder[0])}")
+        if len(args.folder) > 1:   # other studies (e.g. a larger base): position comparisons side by side
+            from .study.report import write_sizes
+            print(f"side by side: {write_sizes(args.folder, os.path.join(args.folder[0], 'sizes.md'))}")
+        return 0
+    if args.action is not None:
+        raise SystemExit(f"gozaru study: unknown action {args.action!r} (only 'report DIR')")
     placement = placement_from_args(args)
     placement.apply_threads()
     if args.out is None:
@@ -234,8 +252,9 @@ def cmd_study(args) -> int:
     spec = _study_spec(args)
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         if not user:
-            study_demo.demo_study(args.out, spec, study_demo.demo_settings(args.quick), progress=args.progress,
-                                  executor=executor, placement=placement, tracker=tracking.from_args(args))
+            study_demo.demo_study(args.out, spec, study_demo.demo_settings(args.quick, args.large_base),
+                                  progress=args.progress, executor=executor, placement=placement,
+                                  tracker=tracking.from_args(args))
             return 0
         return _user_study(args, spec, executor, placement)
 
@@ -248,12 +267,12 @@ def _user_study(args, spec, executor, placement) -> int:
     base = _source(args).load(placement)
     tokenizer.check_model(base.config, args.base or args.hf)
     spec.check(base.config)   # a bad definition fails before the data are encoded
-    exp, goz_train = study.study_data(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
+    exp, goz_train = study_inputs.study_data(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
                                       max_positions=base.config.max_position_embeddings, n_prompts=args.n_prompts,
                                       log=lambda m: print(m, file=sys.stderr))
     sizes = (f"{args.hf or args.base}; {args.data}: {len(exp.train):,} training rows, {len(exp.prompts)} prompts; "
              f"{args.steps} steps × {args.batch_size} per run.")
-    study.run_study(spec, base, exp, args.out, train=_train_config(args), examples=goz_train, sizes=sizes,
+    study_runner.run_study(spec, base, exp, args.out, train=_train_config(args), examples=goz_train, sizes=sizes,
                     eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
                     progress=args.progress, executor=executor, tracker=tracking.from_args(args),
                     data_key={k: getattr(args, k) for k in (
@@ -261,20 +280,21 @@ def _user_study(args, spec, executor, placement) -> int:
     return 0
 
 
-def _study_spec(args) -> "study.StudySpec":
+def _study_spec(args) -> "study_spec.StudySpec":
     """Preset (quick / demo), then the JSON file, then single flags."""
-    spec = study.PRESETS["quick" if args.quick else "demo" if not (args.base or args.hf) else "default"]
+    spec = study_spec.PRESETS["quick" if args.quick else "demo" if not (args.base or args.hf) else "default"]
     d = spec.to_dict()
     if args.spec:   # fields the file leaves out keep the preset's values
-        d.update(study.load_spec_fields(args.spec))
+        d.update(study_spec.load_spec_fields(args.spec))
     if args.shares:
         d["shares"] = [_share_level(x) for x in args.shares]
-    for name in ("positions", "types", "margin", "lr_factors", "sweep_steps"):
+    for name, field in (("positions", "positions"), ("types", "types"), ("margin", "margin"),
+                        ("lr_factors", "sweep_factors"), ("sweep_steps", "sweep_steps")):
         if getattr(args, name) is not None:
-            d[name] = getattr(args, name)
+            d[field] = getattr(args, name)
     if args.seeds is not None:
         d["seeds"] = list(range(args.seeds))
-    return study.StudySpec.from_dict(d).check()
+    return study_spec.StudySpec.from_dict(d).check()
 
 
 def _share_level(text: str):

@@ -188,7 +188,8 @@ def _add_selection(p):
 def _add_study_design(p):
     """The study's own options: its preset, definition file and single fields."""
     p.add_argument("--out", default=None, help="output folder (default runs/study, or runs/study-quick with --quick)")
-    p.add_argument("--quick", action="store_true", help="a tiny study on the quick demo model (well under a minute)")
+    p.add_argument("--quick", action="store_true", help="a tiny study on the quick demo model (a few minutes)")
+    p.add_argument("--large-base", action="store_true", help="the demo study on a second base of ~10x the parameters")
     p.add_argument("--preset", choices=("study", "reference"), default="study",
                    help="study (default) or reference: the 13-run grid of the reference experiment")
     p.add_argument("--spec", metavar="JSON", help="the study definition as a JSON file (fields of StudySpec)")
@@ -197,7 +198,8 @@ def _add_study_design(p):
     p.add_argument("--types", nargs="+", help="layers attention mlp")
     p.add_argument("--seeds", type=int, metavar="N", help="seeds per cell (0..N-1)")
     p.add_argument("--margin", type=float, help="equivalence margin in rate units (default 0.05 = ±5 points)")
-    p.add_argument("--lr-factors", type=float, nargs="+", help="learning-rate candidates as multiples of --lr")
+    p.add_argument("--lr-factors", type=float, nargs="+", help="the sweep's learning rates as multiples of --lr "
+                   "(log-spaced, >= 5; spec field sweep_factors)")
     p.add_argument("--sweep-steps", type=int, help="steps per learning-rate candidate")
 
 
@@ -297,6 +299,9 @@ def _study_parser(sub):
                        "\\\n      --data kunishou/databricks-dolly-15k-ja --out runs/study-rinna --seeds 3\n"
                        'study file (JSON): {"shares": ["head", 1, 2, 4, "all"], "positions": ["first", "last"], '
                        '"types": ["layers", "mlp"], "seeds": [0, 1, 2], "margin": 0.05}')
+    p.add_argument("action", nargs="?", choices=("report",), help="report DIR: re-render DIR/report.md from its files")
+    p.add_argument("folder", nargs="*", help="report's study folder; more folders (e.g. a larger base's study): "
+                   "their position comparisons side by side in the first's sizes.md")
     _add_study_design(p)
     _add_model_source(p, required=False)
     _add_data(p, needed=False)

@@ -179,12 +179,16 @@ def experiment_data(settings: DemoSettings, tokenizer) -> ExperimentData:
     """ござる-rewritten fine-tuning pairs, held-out ござる pairs and prompts, plain prose and fact questions."""
     c = corpus(settings)
     train = data.to_gozaru_dataset(c.instructions(settings.n_finetune_pairs, seed=2), drop_unchanged=True)
-    held_out = data.to_gozaru_dataset(c.instructions(max(settings.n_eval, settings.n_prompts), seed=3),
-                                      drop_unchanged=True)
+    polite = [r for r in c.instructions(max(settings.n_eval, settings.n_prompts), seed=3)
+              if data.to_gozaru(r.output) != r.output]
+    held_out = data.to_gozaru_dataset(polite)
     facts = c.train_questions(seed=0)[: settings.n_facts]
-    return ExperimentData.from_records(tokenizer, train, held_out[: settings.n_eval], seq_len=settings.seq_len,
-                                       plain_texts=c.pretrain_texts(settings.n_plain, seed=9), facts=facts,
-                                       n_prompts=settings.n_prompts)
+    exp = ExperimentData.from_records(tokenizer, train, held_out[: settings.n_eval], seq_len=settings.seq_len,
+                                      plain_texts=c.pretrain_texts(settings.n_plain, seed=9), facts=facts,
+                                      n_prompts=settings.n_prompts)
+    # forgetting: the loss increase on the same held-out answers in their original polite form
+    exp.original = data.sft_arrays(polite[: settings.n_eval], tokenizer, settings.seq_len)
+    return exp
 
 
 def demo_budgets(config, layer_counts=(1, 2)) -> list[float]:

@@ -13,7 +13,7 @@ from ..data.rows import as_rows, trim_columns
 from ..engine import lora
 from ..engine.config import TENSOR_KINDS, GPTNeoXConfig
 from .generate import generate_text
-from .style import style_scores
+from .study.measures import adoption_suppression, sampled_counts
 
 
 def tensor_cells(config: GPTNeoXConfig) -> dict[str, tuple[str, str]]:
@@ -133,16 +133,20 @@ class EvalConfig:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    samples: int = 0            # answers sampled at T = 1 per prompt for the sampled ござる-rate (0 = not measured)
 
     def generation(self) -> dict:
         return {"max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size,
                 "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p, "seed": self.seed}
 
 
-def evaluate(model, data, config: EvalConfig | None = None, *, plain_loss_before: float | None = None) -> dict:
+def evaluate(model, data, config: EvalConfig | None = None, *, plain_loss_before: float | None = None,
+             orig_loss_before: float | None = None) -> dict:
     """All scalar measurements for one model on experiment data (see ``gozaru.experiment.ExperimentData``).
 
-    Returns a flat dict (one results-table row) plus ``answers`` and ``fact_answers`` lists."""
+    ``forgetting`` is the increase of the loss on the original (polite) held-out answers when the data hold them
+    and ``orig_loss_before`` (the base's) is given, else on plain prose; ``plain_forgetting`` is always the latter.
+    Returns a flat dict (one results-table row) plus ``answers``, ``fact_answers`` and per-item lists."""
     config = config or EvalConfig()
     rate, answers = generated_rate(model, data.tokenizer, data.prompts, **config.generation())
     row = {"gozaru_rate": rate.rate, "rate_low": rate.low, "rate_high": rate.high, "n_prompts": rate.n,
@@ -150,15 +154,26 @@ def evaluate(model, data, config: EvalConfig | None = None, *, plain_loss_before
     row["eval_loss"] = eval_loss(model, data.eval, config.batch_size) if data.eval is not None else float("nan")
     plain = eval_loss(model, data.plain, config.batch_size) if data.plain is not None else float("nan")
     row["plain_loss"] = plain
-    row["forgetting"] = forgetting(plain_loss_before, plain) if plain_loss_before is not None else \
+    row["plain_forgetting"] = forgetting(plain_loss_before, plain) if plain_loss_before is not None else \
         (0.0 if plain == plain else float("nan"))   # the base forgets nothing; without plain text: not measured
     original = getattr(data, "original", None)
-    row["orig_loss"] = eval_loss(model, original, config.batch_size) if original is not None else float("nan")
+    orig = eval_loss(model, original, config.batch_size) if original is not None else float("nan")
+    row["orig_loss"] = orig
+    if orig == orig:   # the default: forgetting of the very answers the style rewrites
+        before = orig if orig_loss_before is None and plain_loss_before is None else orig_loss_before
+        row["forgetting"] = forgetting(before, orig) if before is not None else float("nan")
+    else:
+        row["forgetting"] = row["plain_forgetting"]
     items = getattr(data, "style", None)
     if items is not None and len(items):
-        scores = style_scores(model, items, config.batch_size)
-        row["style_score"] = float(scores.mean())
-        row["style_scores"] = [float(x) for x in scores]
+        adoption, suppression = adoption_suppression(model, items, config.batch_size)
+        row["adoption"] = float(adoption.mean())
+        row["suppression"] = float(suppression.mean())
+        row["adoption_items"] = [float(x) for x in adoption]
+    if config.samples:
+        counts = sampled_counts(model, data.tokenizer, data.prompts, samples=config.samples,
+                                max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, seed=config.seed)
+        row["sampled_rate"] = float(counts.mean() / config.samples)
     recall, fact_answers = fact_recall(model, data.tokenizer, data.facts or [], **config.generation())
     row["fact_recall"] = recall
     row["answers"] = answers

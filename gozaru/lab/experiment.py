@@ -32,7 +32,8 @@ from .train import TrainConfig
 RESULT_COLUMNS = (
     "name", "group", "position", "budget", "seed", "trainable_params", "trainable_pct", "steps",
     "gozaru_rate", "rate_low", "rate_high", "n_prompts", "ends_rate", "eval_loss", "plain_loss", "forgetting",
-    "fact_recall", "train_loss", "train_seconds", "tokens_seen", "checkpoint",
+    "plain_forgetting", "orig_loss", "adoption", "suppression", "sampled_rate", "fact_recall", "train_loss",
+    "train_seconds", "tokens_seen", "checkpoint",
 )
 
 
@@ -226,7 +227,9 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
             say(f"base: ござる-rate {r['gozaru_rate']:.2f} [{r['rate_low']:.2f}, {r['rate_high']:.2f}], "
                 f"eval loss {fmt(r['eval_loss'])}, plain loss {fmt(r['plain_loss'])}")
         plain_before = base_record["row"]["plain_loss"]
-        calls = [(spec(grid[i], plain_before=plain_before), base_src, data_src) for i in todo]
+        orig_before = base_record["row"].get("orig_loss")
+        calls = [(spec(grid[i], plain_before=plain_before, orig_before=orig_before), base_src, data_src)
+                 for i in todo]
         failed, first_error = _collect(executor, calls, todo, grid, done, base_record, include_base, out,
                                        progress, log, say)
     records = _ordered(done, base_record, include_base)

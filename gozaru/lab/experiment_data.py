@@ -24,7 +24,7 @@ class ExperimentData:
     plain: Rows | None = None
     facts: list = dataclasses.field(default_factory=list)
     original: Rows | None = None    # held-out answers before the rewrite: their loss rising is forgetting
-    style: Any = None               # gozaru.lab.style.StyleItems: the teacher-forced style score
+    style: Any = None               # gozaru.lab.study.measures.StyleItems: adoption and suppression
     dropped: dict = dataclasses.field(default_factory=dict)   # what did not fit, by kind (counts)
 
     def __post_init__(self):

@@ -177,3 +177,60 @@ def save_all(results, out: str, folder: str | None = None) -> list[str]:
         plt.close(weight_change_heatmaps(results, out, path=p, value=value))
         paths.append(p)
     return paths
+
+
+# --------------------------------------------------------------------------- the study (gozaru.lab.study)
+_MEASURE_LABELS = {"adoption": "adoption", "sampled_rate": "sampled rate (T=1)", "greedy_rate": "greedy rate"}
+
+
+def study_cells(cells, path=None, measures=("adoption", "sampled_rate", "greedy_rate")):
+    """Per lr policy (rows) and measure (columns): each cell's mean with its 95 % nested-bootstrap CI."""
+    plt = _pyplot()
+    policies = list(dict.fromkeys(cells["policy"]))
+    fig, axes = plt.subplots(len(policies), len(measures), figsize=(4.2 * len(measures), 0.4 + 2.6 * len(policies)),
+                             squeeze=False, layout="constrained")
+    for i, policy in enumerate(policies):
+        g = cells[cells["policy"] == policy].sort_values("share")
+        y = np.arange(len(g))
+        for j, m in enumerate(measures):
+            ax = axes[i][j]
+            err = np.vstack([g[m] - g[m + "_low"], g[m + "_high"] - g[m]]).clip(min=0)
+            ax.errorbar(100 * g[m], y, xerr=100 * err, fmt="o", ms=4, capsize=2)
+            ax.set_yticks(y, [c.replace(" head-", "\nhead-") for c in g["cell"]], fontsize=6)
+            ax.set_xlim(-2, 102)
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{_MEASURE_LABELS.get(m, m)}, {policy}", fontsize=9)
+    fig.suptitle("cell means (%), 95 % CI: nested bootstrap (seeds, then prompts)")
+    return _save(fig, path)
+
+
+def study_curves(curves, path=None):
+    """Mean adoption over training steps per cell, one panel per lr policy."""
+    plt = _pyplot()
+    policies = list(dict.fromkeys(curves["policy"]))
+    fig, axes = plt.subplots(1, max(1, len(policies)), figsize=(4.5 * max(1, len(policies)), 3.6), squeeze=False,
+                             sharey=True, layout="constrained")
+    for ax, policy in zip(axes[0], policies):
+        for cell, g in curves[curves["policy"] == policy].groupby("cell", sort=False):
+            ax.plot(g["step"], 100 * g["adoption"], marker=".", label=cell)
+        ax.set_title(policy, fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("adoption (%)")
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle("learning curves: adoption, mean over seeds")
+    return _save(fig, path)
+
+
+def study_sweep(table, path=None):
+    """Validation loss over the swept learning rates, per cell (diverged runs left out)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for cell, g in table.dropna().groupby("cell", sort=False):
+        ax.plot(g["lr"], g["val_loss"], marker="o", label=cell)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("validation loss (sweep seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    return _save(fig, path)

@@ -43,6 +43,7 @@ class RunSpec:
     eval: EvalConfig
     runs_dir: str
     plain_before: float | None = None  # the base's plain-text loss (forgetting is measured against it)
+    orig_before: float | None = None   # the base's loss on the original (polite) held-out answers
     placement: Placement = dataclasses.field(default_factory=Placement)  # backend, precision, engine threads
     progress: bool = False             # the training bar
     tracker: Any = None                # a gozaru.lab.tracking.Tracker: one tracked run per condition
@@ -63,7 +64,7 @@ def run_task(spec: RunSpec, base, data) -> tuple[dict, float]:
         record = _base_record(base, data, spec.eval, spec.runs_dir)
     else:
         record = _run_condition(spec.condition, base, data, spec.train, spec.eval, spec.runs_dir,
-                                spec.plain_before, spec.progress, spec.tracker)
+                                spec.plain_before, spec.progress, spec.tracker, spec.orig_before)
     return record, time.perf_counter() - t0
 
 
@@ -134,7 +135,7 @@ def _same(a, b) -> bool:
 
 
 def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_before, progress,
-                   tracker=None) -> dict:
+                   tracker=None, orig_before=None) -> dict:
     final, _, partial = run_paths(runs_dir, cond.slug)
     names = cond.select(base.config)
     if not names:
@@ -164,7 +165,7 @@ def _run_condition(cond, base, data, train_config, eval_config, runs_dir, plain_
         model.save(final, step=trainer.step, tokens_seen=trainer.tokens_seen, extra=record.to_bytes())
         with contextlib.suppress(FileNotFoundError):  # an overlapping attempt of this run may have removed it
             os.remove(partial)
-    row = evaluate(model, data, eval_config, plain_loss_before=plain_before)
+    row = evaluate(model, data, eval_config, plain_loss_before=plain_before, orig_loss_before=orig_before)
     if tracked:   # the condition's measurements (ござる-rate, its interval, losses) close its tracked run
         tracked.on_eval(row)
         tracked.on_end()
