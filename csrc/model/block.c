@@ -1,24 +1,80 @@
-/* block.c — one GPT-NeoX transformer block, shared by the training forward (model_forward.c) and
- * generation (generate.c). What differs between the two is passed in: the attention step
- * (causal attention over the batch keeping probabilities for backward, or KV-cache append plus
- * cached attention) and the buffers (per-layer activations kept for backward, or shared scratch). */
+/* block.c — one transformer block (GPT-NeoX or Llama family, by the config), shared by the training forward
+ * (model_forward.c) and generation (generate.c). What differs between the two is passed in: the attention step
+ * (causal attention over the batch keeping probabilities for backward, or KV-cache append plus cached
+ * attention) and the buffers (per-layer activations kept for backward, or shared scratch). */
 #include "model_internal.h"
 
 /* Every Linear layer of the block goes through here: the one place where adapters or other
- * GEMM input formats are added. */
+ * GEMM input formats are added. b < 0: no bias. */
 static gz_status block_linear(gz_model *m, float *out, const float *inp, int w, int b, int64_t N, int C, int OC) {
-    GZ_TRY(m->be->matmul_forward(m->be->ctx, out, inp, GZ_P(m, w), GZ_P(m, b), N, C, OC));
+    GZ_TRY(m->be->matmul_forward(m->be->ctx, out, inp, GZ_P(m, w), GZ_P_OPT(m, b), N, C, OC));
     return gz_lora_forward(m, out, inp, w, N, C, OC);
+}
+
+gz_status gz_norm_forward(gz_model *m, float *out, float *mean, float *rstd, const float *x, int w, int b, int64_t N) {
+    gz_backend *be = m->be;
+    if (m->cfg.norm_kind == GZ_NORM_RMSNORM)
+        return be->rmsnorm_forward(be->ctx, out, rstd, x, GZ_P(m, w), N, m->C, m->cfg.layer_norm_eps);
+    return be->layernorm_forward(be->ctx, out, mean, rstd, x, GZ_P(m, w), GZ_P(m, b), N, m->C, m->cfg.layer_norm_eps);
+}
+
+gz_status gz_norm_backward(gz_model *m, float *dx, int w, int b, const float *dout, const float *x, const float *mean,
+                           const float *rstd, int64_t N) {
+    gz_backend *be = m->be;
+    float *dw = m->grads[w], *db = b >= 0 ? m->grads[b] : NULL;
+    if (m->cfg.norm_kind == GZ_NORM_RMSNORM)
+        return be->rmsnorm_backward(be->ctx, dx, dw, dout, x, GZ_P(m, w), rstd, N, m->C);
+    return be->layernorm_backward(be->ctx, dx, dw, db, dout, x, GZ_P(m, w), mean, rstd, N, m->C);
+}
+
+/* q, k, v [B, H, T, HS] from ln1: the fused GPT-NeoX projection split per head, or Llama's three projections
+ * (q | k | v side by side in a->qkv). kv_heads: how many heads k and v get (NH repeats the kv heads for the
+ * training attention; NKV keeps them as the cache stores them). */
+static gz_status qkv_forward(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at, int kv_heads) {
+    gz_backend *be = m->be;
+    const gz_layer_tensors *w = &m->lt[l];
+    int64_t N = (int64_t)at->B * at->T;
+    int C = m->C, HS = m->HS, KV = m->NKV * HS;
+    if (m->cfg.arch == GZ_ARCH_GPT_NEOX) {
+        GZ_TRY(block_linear(m, a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
+        return be->rotary_split_forward(be->ctx, a->q, a->k, a->v, a->qkv, at->pos, m->cos_t, m->sin_t, at->B, at->T,
+                                        m->NH, HS, m->rot);
+    }
+    float *qp = a->qkv, *kp = qp + N * C, *vp = kp + N * KV;
+    GZ_TRY(block_linear(m, qp, a->ln1, w->q_w, w->q_b, N, C, C));
+    GZ_TRY(block_linear(m, kp, a->ln1, w->k_w, w->k_b, N, C, KV));
+    GZ_TRY(block_linear(m, vp, a->ln1, w->v_w, w->v_b, N, C, KV));
+    GZ_TRY(be->rotary_heads_forward(be->ctx, a->q, qp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NH, m->NH, HS,
+                                    m->rot));
+    GZ_TRY(be->rotary_heads_forward(be->ctx, a->k, kp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, kv_heads, HS,
+                                    m->rot));
+    return be->rotary_heads_forward(be->ctx, a->v, vp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, kv_heads, HS,
+                                    0);
 }
 
 static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at) {
     gz_backend *be = m->be;
-    if (at->mode == GZ_ATTN_CAUSAL)
+    if (at->mode == GZ_ATTN_CAUSAL) {
+        GZ_TRY(qkv_forward(m, l, a, at, m->NH));
         return be->attention_forward(be->ctx, a->atty, at->att, a->q, a->k, a->v, at->B, at->T, m->NH, m->HS);
+    }
     int n = at->B * at->T;
-    GZ_TRY(be->kv_append(be->ctx, at->kcache[l], at->vcache[l], a->k, a->v, at->row, at->pos, n, m->NH, m->HS, at->S));
+    GZ_TRY(qkv_forward(m, l, a, at, m->NKV));
+    GZ_TRY(be->kv_append(be->ctx, at->kcache[l], at->vcache[l], a->k, a->v, at->row, at->pos, n, m->NKV, m->HS,
+                         at->S));
     return be->attention_cached(be->ctx, a->atty, at->scores, a->q, at->kcache[l], at->vcache[l], at->row, at->pos, n,
-                                m->NH, m->HS, at->S);
+                                m->NH, m->NKV, m->HS, at->S);
+}
+
+/* fcg = act(ln2 ...): GELU of the up projection, or SwiGLU silu(gate) * up */
+static gz_status mlp_hidden(gz_model *m, int l, const gz_block_bufs *a, int64_t N) {
+    const gz_layer_tensors *w = &m->lt[l];
+    int C = m->C, I = m->I;
+    GZ_TRY(block_linear(m, a->fch, a->ln2, m->cfg.mlp_kind == GZ_MLP_SWIGLU ? w->gate_w : w->fc_w,
+                        m->cfg.mlp_kind == GZ_MLP_SWIGLU ? -1 : w->fc_b, N, C, I));
+    if (m->cfg.mlp_kind != GZ_MLP_SWIGLU) return m->be->gelu_forward(m->be->ctx, a->fcg, a->fch, N * I);
+    GZ_TRY(block_linear(m, a->fcu, a->ln2, w->fc_w, w->fc_b, N, C, I));
+    return m->be->swiglu_forward(m->be->ctx, a->fcg, a->fch, a->fcu, N * I);
 }
 
 gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const gz_block_bufs *a,
@@ -27,13 +83,8 @@ gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const g
     const gz_layer_tensors *w = &m->lt[l];
     int64_t N = (int64_t)at->B * at->T;
     int C = m->C, I = m->I;
-    float eps = m->cfg.layer_norm_eps;
 
-    GZ_TRY(be->layernorm_forward(be->ctx, a->ln1, a->ln1_mean, a->ln1_rstd, x, GZ_P(m, w->ln1_w), GZ_P(m, w->ln1_b), N,
-                                 C, eps));
-    GZ_TRY(block_linear(m, a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
-    GZ_TRY(be->rotary_split_forward(be->ctx, a->q, a->k, a->v, a->qkv, at->pos, m->cos_t, m->sin_t, at->B, at->T,
-                                    m->NH, m->HS, m->rot));
+    GZ_TRY(gz_norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1_w, w->ln1_b, N));
     GZ_TRY(attention_step(m, l, a, at));
     GZ_TRY(block_linear(m, a->attn_out, a->atty, w->dense_w, w->dense_b, N, C, C));
     /* Sequential: y = h + mlp(ln2(h)), h = x + attn(ln1(x)). Parallel: y = x + attn(ln1(x)) + mlp(ln2(x)).
@@ -43,10 +94,8 @@ gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const g
         GZ_TRY(be->add(be->ctx, a->h, x, a->attn_out, N * C));
         mlp_in = a->h;
     }
-    GZ_TRY(be->layernorm_forward(be->ctx, a->ln2, a->ln2_mean, a->ln2_rstd, mlp_in, GZ_P(m, w->ln2_w),
-                                 GZ_P(m, w->ln2_b), N, C, eps));
-    GZ_TRY(block_linear(m, a->fch, a->ln2, w->fc_w, w->fc_b, N, C, I));
-    GZ_TRY(be->gelu_forward(be->ctx, a->fcg, a->fch, N * I));
+    GZ_TRY(gz_norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, mlp_in, w->ln2_w, w->ln2_b, N));
+    GZ_TRY(mlp_hidden(m, l, a, N));
     GZ_TRY(block_linear(m, a->mlp_out, a->fcg, w->proj_w, w->proj_b, N, I, C));
     if (m->cfg.use_parallel_residual) {
         GZ_TRY(be->add(be->ctx, y, x, a->attn_out, N * C));

@@ -1,4 +1,4 @@
-/* model_forward.c — activation memory and the GPT-NeoX forward pass (loss or logits). */
+/* model_forward.c — activation memory and the forward pass (loss or logits). */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,7 +16,7 @@
 static void free_layer_acts(gz_model *m, gz_layer_acts *a) {
     RELEASE(a->ln1); RELEASE(a->ln1_mean); RELEASE(a->ln1_rstd);
     RELEASE(a->q); RELEASE(a->k); RELEASE(a->v); RELEASE(a->att); RELEASE(a->atty); RELEASE(a->h);
-    RELEASE(a->ln2); RELEASE(a->ln2_mean); RELEASE(a->ln2_rstd); RELEASE(a->fch); RELEASE(a->fcg);
+    RELEASE(a->ln2); RELEASE(a->ln2_mean); RELEASE(a->ln2_rstd); RELEASE(a->fch); RELEASE(a->fcg); RELEASE(a->fcu);
 }
 
 void gz_model_free_activations(gz_model *m) {
@@ -32,7 +32,7 @@ void gz_model_free_activations(gz_model *m) {
     m->pos_B = m->pos_T = 0;
     RELEASE(m->dres_a); RELEASE(m->dres_b); RELEASE(m->dh); RELEASE(m->dln); RELEASE(m->dqkv);
     RELEASE(m->dq); RELEASE(m->dk); RELEASE(m->dv); RELEASE(m->datt); RELEASE(m->datty);
-    RELEASE(m->dfcg); RELEASE(m->dfch);
+    RELEASE(m->dfcg); RELEASE(m->dfch); RELEASE(m->dln_part); RELEASE(m->dfcu);
     m->cap_N = m->cap_att = 0;
     m->have_acts = 0;
 }
@@ -64,9 +64,12 @@ static gz_status alloc_layer_acts(gz_model *m, gz_layer_acts *a) {
         {(void **)&a->atty, N * C, 4, "attention output"},   {(void **)&a->h, N * C, 4, "attention residual"},
         {(void **)&a->ln2, N * C, 4, "layernorm-2 output"}, {(void **)&a->ln2_mean, N, 4, "layernorm-2 mean"},
         {(void **)&a->ln2_rstd, N, 4, "layernorm-2 rstd"},  {(void **)&a->fch, N * I, 4, "MLP hidden"},
-        {(void **)&a->fcg, N * I, 4, "MLP GELU output"},
+        {(void **)&a->fcg, N * I, 4, "MLP activation output"},
     };
-    return alloc_all(m, items, (int)(sizeof items / sizeof *items));
+    GZ_TRY(alloc_all(m, items, (int)(sizeof items / sizeof *items)));
+    if (m->cfg.mlp_kind != GZ_MLP_SWIGLU) return GZ_OK;
+    alloc_item up = {(void **)&a->fcu, N * I, 4, "MLP up projection"};
+    return alloc_all(m, &up, 1);
 }
 
 /* Makes room for B*T tokens; layers >= stop_layer get their own saved activations. */
@@ -74,9 +77,9 @@ static gz_status alloc_layer_acts(gz_model *m, gz_layer_acts *a) {
  * a process killed by the kernel's OOM killer after overcommitted allocations. */
 static double activation_bytes(const gz_model *m, int64_t N, int64_t att, int stop_layer, int with_backward) {
     double C = m->C, I = m->I, kept = m->L - stop_layer + (stop_layer > 0);
-    double per_layer = N * (7 * C + 2 * I + 4) + att;
+    double per_layer = N * (7 * C + 3 * I + 4) + att;
     double shared = N * (C * (m->L + 1) + 6 * C + m->V + 6);
-    double back = with_backward ? N * (10 * C + 2 * I) + att : 0;
+    double back = with_backward ? N * (11 * C + 3 * I) + att : 0;
     return 4.0 * (kept * per_layer + shared + back);
 }
 
@@ -137,6 +140,13 @@ static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_la
             {(void **)&m->dfcg, N * I, 4, "MLP gradient"},        {(void **)&m->dfch, N * I, 4, "MLP gradient"},
         };
         GZ_TRY(alloc_all(m, back, (int)(sizeof back / sizeof *back)));
+        if (m->cfg.arch == GZ_ARCH_LLAMA) { /* separate projections: input gradients summed; SwiGLU's d(up) */
+            alloc_item llama[] = {
+                {(void **)&m->dln_part, N * C, 4, "projection input gradient"},
+                {(void **)&m->dfcu, N * I, 4, "MLP up gradient"},
+            };
+            GZ_TRY(alloc_all(m, llama, 2));
+        }
     }
     return GZ_OK;
 }
@@ -193,12 +203,11 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     for (int l = 0; l < m->L; l++) {
         gz_layer_acts *a = l >= stop ? &m->acts[l] : &m->scratch_acts;
         gz_block_bufs bb = {a->ln1, a->ln1_mean, a->ln1_rstd, m->qkv, a->q, a->k, a->v, a->atty, m->attn_out, a->h,
-                            a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out};
+                            a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out, a->fcu};
         gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .att = a->att};
         GZ_TRY(gz_block_forward(m, l, m->res[l], m->res[l + 1], &bb, &at));
     }
-    GZ_TRY(be->layernorm_forward(be->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),
-                                 GZ_P(m, m->lnf_b), N, m->C, m->cfg.layer_norm_eps));
+    GZ_TRY(gz_norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], m->lnf_w, m->lnf_b, N));
     GZ_TRY(be->matmul_forward(be->ctx, m->logits, m->lnf, GZ_P(m, m->head), NULL, N, m->C, m->V));
     GZ_TRY(gz_lora_forward(m, m->logits, m->lnf, m->head, N, m->C, m->V));
     if (logits_out) GZ_TRY(be->download(be->ctx, logits_out, m->logits, (size_t)N * m->V * sizeof(float)));
