@@ -48,11 +48,11 @@ from ._core import IGNORE_INDEX, CheckpointError, get_num_threads, set_num_threa
 from ._version import __version__  # noqa: E402
 from . import data, engine, lab  # noqa: E402
 from .engine import checkpoint, hf, layers, lora  # noqa: E402
-from .engine import AdamW, GPTNeoXConfig, Model, load, preset  # noqa: E402
+from .engine import AdamW, GPTNeoXConfig, Model, ModelConfig, load, preset  # noqa: E402
 from .engine.system import build_info  # noqa: E402
 from .lab import demo, evaluate, experiment, generate, plots  # noqa: E402
 from .lab import EvalConfig, TrainConfig, Trainer  # noqa: E402
 
-__all__ = ["AdamW", "CheckpointError", "EvalConfig", "GPTNeoXConfig", "IGNORE_INDEX", "Model", "TrainConfig",
+__all__ = ["AdamW", "CheckpointError", "EvalConfig", "GPTNeoXConfig", "IGNORE_INDEX", "Model", "ModelConfig", "TrainConfig",
            "Trainer", "__version__", "build_info", "checkpoint", "data", "demo", "engine", "evaluate", "experiment",
            "generate", "get_num_threads", "hf", "lab", "layers", "load", "lora", "plots", "preset", "set_num_threads"]

@@ -30,11 +30,27 @@ def torch_lm_loss(model, tokens, targets):
 
 
 def hf_params(hf):
-    """A transformers model's parameters under gozaru's names (transformers 5 calls embed_out `lm_head`)."""
+    """A transformers model's parameters under gozaru's names (transformers 5 calls GPT-NeoX's embed_out `lm_head`;
+    Llama-family names are gozaru's; a tied head is not a parameter of its own)."""
     named = dict(hf.named_parameters())
-    if "lm_head.weight" in named:
+    if "lm_head.weight" in named and any(n.startswith("gpt_neox.") for n in named):
         named["embed_out.weight"] = named.pop("lm_head.weight")
     return named
+
+
+def hf_causal_lm(cfg, seed=0):
+    """transformers' model for a gozaru config (eager attention, fp32, eval mode), initialised from seed."""
+    import torch
+    import transformers
+    config_class, model_class = {
+        "gpt_neox": (transformers.GPTNeoXConfig, transformers.GPTNeoXForCausalLM),
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    }[cfg.model_type]
+    hf_cfg = config_class(**cfg.to_hf_dict())
+    hf_cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    return model_class(hf_cfg).float().eval()
 
 
 # ---- error model for fp32 comparisons (tests/test_parity_hf.py)
