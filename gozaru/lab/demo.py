@@ -191,7 +191,7 @@ def demo_budgets(config, layer_counts=(1, 2)) -> list[float]:
     per_layer = sum(counts[n] for n in layers.layer_names(config, 0))
     budgets = []
     for k in layer_counts:
-        b = round((counts[layers.HEAD] + k * per_layer) / total * 200) / 200
+        b = round((counts[layers.head_name(config)] + k * per_layer) / total * 200) / 200
         if layers.layers_for_budget(config, b) != k:
             raise ValueError(f"no budget selects exactly {k} layers on this model")
         budgets.append(b)
