@@ -36,7 +36,8 @@ gz_status gz_backend_create(gz_backend_kind kind, gz_backend **out) {
     for (size_t off = offsetof(gz_backend, destroy); off < sizeof(gz_backend); off += sizeof(any_fn)) {
         any_fn f;
         memcpy(&f, (const char *)*out + off, sizeof f);
-        if (!f) {
+        /* set_precision is optional (backend.h: NULL keeps the mode the instance was created with) */
+        if (!f && off != offsetof(gz_backend, set_precision)) {
             const char *name = (*out)->name;
             gz_backend_free(*out);
             *out = NULL;
