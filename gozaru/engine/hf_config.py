@@ -16,7 +16,7 @@ def _rope(d: dict[str, Any]) -> tuple[float | None, str, float | None]:
     params = d.get("rope_parameters")
     legacy = d.get("rope_scaling")
     theta, kind, partial = d.get("rope_theta"), "default", d.get("partial_rotary_factor")
-    for block in (legacy, params):
+    for block in (params, legacy):  # either one naming a non-default type decides
         if block is None:
             continue
         if not isinstance(block, dict):
@@ -25,7 +25,8 @@ def _rope(d: dict[str, Any]) -> tuple[float | None, str, float | None]:
             theta = block["rope_theta"]
         if block.get("partial_rotary_factor") is not None:
             partial = block["partial_rotary_factor"]
-        kind = block.get("rope_type", block.get("type", kind)) or "default"
+        if kind == "default":
+            kind = block.get("rope_type", block.get("type")) or "default"
     return theta, kind, partial
 
 

@@ -228,7 +228,7 @@ def load_adapter(model: Model, folder: str | os.PathLike) -> Model:
     for key in wf.entries:
         if key.startswith(_PREFIX) and key.endswith(".base_layer.weight"):
             w = key[len(_PREFIX):-len(".base_layer.weight")] + ".weight"
-            target = hf.ALIASES.get(w, w)
+            target = w if w in shapes else hf.ALIASES.get(w, w)
             if shapes.get(target) != wf.entries[key][0]:
                 raise CheckpointError(f"{folder}: {key} has shape {list(wf.entries[key][0])}, the model's {target} "
                                       f"is {list(shapes.get(target, ()))}")
@@ -237,7 +237,8 @@ def load_adapter(model: Model, folder: str | os.PathLike) -> Model:
         stem, _, which = key.rpartition(".lora_")
         if not key.startswith(_PREFIX) or which not in ("A.weight", "B.weight"):
             raise CheckpointError(f"{folder / ADAPTER_WEIGHTS}: tensor {key} is not a LoRA A/B weight")
-        target = hf.ALIASES.get(stem[len(_PREFIX):] + ".weight", stem[len(_PREFIX):] + ".weight")
+        w = stem[len(_PREFIX):] + ".weight"
+        target = w if w in shapes else hf.ALIASES.get(w, w)
         if target not in shapes:
             raise CheckpointError(f"{folder}: adapter tensor {key} targets {target}, which this model does not have "
                                   "(an adapter for another architecture?)")
