@@ -1,4 +1,4 @@
-"""gozaru — a fine-tuning lab for GPT-NeoX language models with a C engine.
+"""gozaru — a fine-tuning lab for GPT-NeoX and Llama / Qwen2 language models with a C engine.
 
     import gozaru as gz
     m = gz.Model(gz.preset("tiny"), seed=0)

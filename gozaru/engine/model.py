@@ -1,4 +1,4 @@
-"""``gozaru.Model``: a GPT-NeoX model in the C core, seen from Python.
+"""``gozaru.Model``: a GPT-NeoX, Llama or Qwen2 model in the C core, seen from Python.
 
 Parameters are NumPy views into the core's buffer (zero copy, writable), named as in HF's state dict.
 Token arrays of any integer dtype are accepted and narrowed to int32 (``engine.arrays``), refusing ids that
@@ -25,7 +25,8 @@ class PrecisionError(RuntimeError):
 
 
 class Model:
-    """A GPT-NeoX causal LM (HF ``GPTNeoXForCausalLM`` math and names) in the gozaru C core.
+    """A causal LM with HF ``GPTNeoXForCausalLM`` / ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` math and names (by
+    ``config.model_type``) in the gozaru C core.
 
     ``seed`` (an int) gives HF-style random init with std ``config.initializer_range``; ``seed=None``
     leaves every parameter zero (for loading). A new model has every tensor frozen: choose what to train
@@ -40,7 +41,7 @@ class Model:
     def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str = "cpu",
                  lora: Iterable[LoraSpec] = (), precision: str | None = None):
         if not isinstance(config, GPTNeoXConfig):
-            raise TypeError(f"config must be a gozaru.GPTNeoXConfig, got {type(config).__name__}")
+            raise TypeError(f"config must be a gozaru.ModelConfig, got {type(config).__name__}")
         self._config = config
         self._lora = tuple(s if isinstance(s, LoraSpec) else LoraSpec(*s) for s in lora)
         self._core = _core.Model(config.core_dict(), backend=backend, seed=seed,
@@ -314,7 +315,8 @@ class Model:
     @classmethod
     def from_hf(cls, folder: str | os.PathLike, *, backend: str = "cpu", strict: bool = True,
                 progress=None, precision: str | None = None) -> "Model":
-        """A model with the config and weights of an HF GPT-NeoX folder (config.json + safetensors / .bin).
+        """A model with the config and weights of an HF GPT-NeoX / Llama / Qwen2 folder (config.json + safetensors /
+        .bin).
 
         strict=False ignores tensors gozaru does not know; missing tensors are always an error. progress, when
         given, is called with each tensor name as it is copied."""
@@ -326,7 +328,7 @@ class Model:
         return model
 
     def to_hf(self, folder: str | os.PathLike) -> None:
-        """Writes a folder that ``transformers.GPTNeoXForCausalLM.from_pretrained`` loads."""
+        """Writes a folder that transformers' ``*ForCausalLM.from_pretrained`` of the config's family loads."""
         if self._lora:
             raise ValueError("to_hf: this model has LoRA adapters; write gozaru.lora.merge(model).to_hf(folder) for "
                              "a plain HF model, or gozaru.lora.save_adapter(model, folder) for PEFT's format")
