@@ -99,7 +99,7 @@ def _selection(args) -> dict:
 # --------------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
     run_demo(args.out, quick=args.quick, threads=args.threads, progress=args.progress, plots=args.plots,
-             fresh=args.fresh)
+             fresh=args.fresh, arch=args.arch)
     return 0
 
 
@@ -310,7 +310,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     if args.command == "demo" and args.out is None:
-        args.out = "runs/demo-quick" if args.quick else "runs/demo"
+        suffix = "" if args.arch == "gpt_neox" else f"-{args.arch}"
+        args.out = f"runs/demo{suffix}-quick" if args.quick else f"runs/demo{suffix}"
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .. import _core
+from ..engine.config import MODEL_TYPES
 from ..engine.layers import SELECTION_KINDS
 from .train import TrainConfig
 
@@ -14,6 +15,7 @@ EPILOG_MAIN = """\
 Start here:
   gozaru demo                  the whole reference experiment offline on a tiny model (a few minutes)
   gozaru demo --quick          the same, smaller (under a minute)
+  gozaru demo --arch llama     the same on a Llama-shaped base
 
 With your own data (dolly-ja layout: instruction, input, output[, category, index]; .json/.jsonl/.parquet):
   gozaru import-hf ~/models/japanese-gpt-neox-3.6b base.h5
@@ -130,12 +132,16 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("demo", formatter_class=fmt, help="run the reference experiment offline on a tiny model",
-                       description="Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX base "
-                       "(cached in OUT/base), fine-tunes it 14 ways (the 13 reference conditions and a rank-8 LoRA) on ござる-rewritten instructions and prints the "
+                       description="Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX (or, "
+                       "with --arch, Llama / Qwen2) base (cached in OUT/base), fine-tunes it 14 ways (the 13 reference conditions and a rank-8 LoRA) on ござる-rewritten instructions and prints the "
                        "ござる-rate of each. Writes results.csv, plots/*.png and one checkpoint per run into OUT; "
                        "rerunning continues where it stopped.")
-    p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick with --quick)")
+    p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick with --quick; "
+                   "runs/demo-llama… for another --arch)")
     p.add_argument("--quick", action="store_true", help="a smaller model and shorter runs (under a minute)")
+    p.add_argument("--arch", choices=MODEL_TYPES, default="gpt_neox",
+                   help="the base's family: GPT-NeoX, or a Llama / Qwen2-shaped base (RMSNorm, SwiGLU, grouped-query "
+                   "attention)")
     p.add_argument("--fresh", action="store_true", help="delete earlier results in OUT first (the base is kept)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     _add_threads(p, backend=False)

@@ -1,8 +1,9 @@
 """``gozaru demo``: the reference experiment end to end, offline, on a tiny model built here.
 
 1. a synthetic Japanese corpus (``gozaru.data.SyntheticCorpus``) and a small SentencePiece tokenizer trained on it;
-2. a tiny GPT-NeoX *base* pretrained on plain prose plus polite (です/ます) instruction pairs — cached in
-   ``<out>/base`` so a second run reuses it;
+2. a tiny *base* — GPT-NeoX, or with ``arch="llama"`` / ``"qwen2"`` a Llama / Qwen2-shaped one (RMSNorm,
+   SwiGLU, grouped-query attention with half as many kv heads) — pretrained on plain prose plus polite (です/ます)
+   instruction pairs, cached in ``<out>/base`` so a second run reuses it;
 3. the 13-run grid (``gozaru.experiment.seed_grid``) fine-tuned on the ござる-rewritten pairs, each run from the
    same base, evaluated on held-out prompts; results table, plots, checkpoints and CSV in ``<out>``.
 
@@ -29,7 +30,7 @@ from ..data.rows import Rows
 from ..data.tokenizer import Tokenizer
 from ..engine import layers
 from ..engine.checkpoint import load
-from ..engine.config import GPTNeoXConfig
+from ..engine.config import MODEL_TYPES, ModelConfig
 from ..engine.model import Model
 from ..fileio import write_json_atomic
 from . import plots as plotting
@@ -41,6 +42,7 @@ from .train import TrainConfig, Trainer
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
     # model and tokenizer
+    arch: str = "gpt_neox"          # the base's family: a model_type of gozaru.engine.config.MODEL_TYPES
     vocab_size: int = 1024          # upper bound for the tokenizer (the model uses the size it reaches)
     hidden_size: int = 64
     num_layers: int = 8
@@ -71,7 +73,7 @@ class DemoSettings:
 
     def base_key(self) -> dict:
         """The settings the cached base depends on."""
-        keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "n_prose",
+        keys = ("arch", "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "n_prose",
                 "n_pretrain_pairs", "pretrain_steps", "pretrain_batch", "pretrain_lr", "corpus_seed")
         return {k: getattr(self, k) for k in keys}
 
@@ -96,10 +98,13 @@ def corpus(settings: DemoSettings):
 
 
 def model_config(settings: DemoSettings, vocab_size: int):
-    return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=settings.hidden_size,
-                         num_hidden_layers=settings.num_layers, num_attention_heads=settings.num_heads,
-                         intermediate_size=settings.intermediate_size,
-                         max_position_embeddings=max(128, 2 * settings.seq_len))
+    if settings.arch not in MODEL_TYPES:
+        raise ValueError(f"demo arch {settings.arch!r} is unknown; choose one of {', '.join(MODEL_TYPES)}")
+    family = {} if settings.arch == "gpt_neox" else {"num_key_value_heads": max(1, settings.num_heads // 2)}
+    return ModelConfig(model_type=settings.arch, vocab_size=vocab_size, hidden_size=settings.hidden_size,
+                       num_hidden_layers=settings.num_layers, num_attention_heads=settings.num_heads,
+                       intermediate_size=settings.intermediate_size,
+                       max_position_embeddings=max(128, 2 * settings.seq_len), **family)
 
 
 def build_tokenizer(settings: DemoSettings, folder: str, texts=None):
@@ -165,7 +170,8 @@ def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, lo
     model.freeze_all()  # a base trains nothing until a condition says what
     model.save(base_path, step=trainer.step, tokens_seen=trainer.tokens_seen,
                extra={"kind": "gozaru.demo.base", "history": trainer.history, "settings": key})
-    os.remove(partial)
+    if os.path.exists(partial):  # a pretraining shorter than checkpoint_every never wrote one
+        os.remove(partial)
     log(f"base model: final loss {trainer.history[-1]['loss']:.3f} after {trainer.tokens_seen:,} tokens "
         f"({time.perf_counter() - t0:.0f} s); saved to {base_path}")
     return tokenizer, model
@@ -210,10 +216,13 @@ def demo_grid(config, settings: DemoSettings) -> list[Condition]:
 # --------------------------------------------------------------------------- the whole demo
 def run_demo(out: str = "runs/demo", *, quick: bool = False, settings: DemoSettings | None = None,
              threads: int | None = None, progress: bool = True, plots: bool = True, fresh: bool = False,
-             log: Callable[[str], None] = print):
-    """Runs the demo into ``out`` and returns the results table (pandas DataFrame)."""
+             arch: str | None = None, log: Callable[[str], None] = print):
+    """Runs the demo into ``out`` and returns the results table (pandas DataFrame). ``arch`` (a model_type)
+    replaces the settings' family."""
     t0 = time.perf_counter()
     settings = settings or SETTINGS["quick" if quick else "default"]
+    if arch is not None:
+        settings = dataclasses.replace(settings, arch=arch)
     if threads:
         _core.set_num_threads(threads)
     _check_folder(out, settings, fresh, log)
