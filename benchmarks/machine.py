@@ -2,7 +2,8 @@
 the BLAS gozaru links (measured in the same run, same threads) and the FLOP count of what was timed.
 
 FLOP model (multiply-add = 2 FLOPs; embedding lookups, LayerNorm, GELU, softmax and AdamW are not counted):
-  P = matmul parameters = layers x (4 C^2 + 2 C I) + C V   (QKV, dense, MLP in/out, head; not embed_in)
+  P = matmul parameters = layers x (Linear weights of a layer) + C V   (head; not the embedding lookup):
+      GPT-NeoX 4 C^2 + 2 C I (QKV, dense, MLP in/out); Llama 2 C^2 + 2 C Ckv + 3 C I (q, o, k, v, gate/up/down)
   forward  = 2 P N + attention,  attention = layers x 2 B T^2 C   (causal: QK^T and PV over the lower
              triangle, 2 x B x T^2/2 x C multiply-adds each)
   full fine-tuning step  = 3 x forward                 (backward: gradient of inputs and of weights, 2 x forward)
@@ -50,8 +51,9 @@ def sgemm_gflops(n=2048, repeats=3):
 
 
 def matmul_params(cfg, layers=None):
-    C, I, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
-    return (L if layers is None else layers) * (4 * C * C + 2 * C * I) + C * V
+    """Linear weights of `layers` layers (all by default) plus the head, from the core's tensor table."""
+    per_layer = sum(t.numel for t in cfg.tensors() if t.layer == 0 and t.is_matrix_weight)
+    return (cfg.num_hidden_layers if layers is None else layers) * per_layer + cfg.hidden_size * cfg.vocab_size
 
 
 def attention_flops(cfg, B, T, layers=None):
