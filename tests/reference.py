@@ -38,8 +38,9 @@ def hf_params(hf):
     return named
 
 
-def hf_causal_lm(cfg, seed=0):
-    """transformers' model for a gozaru config (eager attention, fp32, eval mode), initialised from seed."""
+def hf_causal_lm(cfg, seed=0, perturb=False):
+    """transformers' model for a gozaru config (eager attention, fp32, eval mode), initialised from seed;
+    perturb=True adds 0.1 N(0, 1) to every vector (norm weights, biases) so their gradients mean something."""
     import torch
     import transformers
     config_class, model_class = {
@@ -50,7 +51,37 @@ def hf_causal_lm(cfg, seed=0):
     hf_cfg = config_class(**cfg.to_hf_dict())
     hf_cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
-    return model_class(hf_cfg).float().eval()
+    model = model_class(hf_cfg).float().eval()
+    if perturb:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim == 1:
+                    p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def torch_adamw_run(hf, train, cfg, steps, lr, weight_decay, batch=(2, 12)):
+    """``steps`` of torch AdamW (betas 0.9/0.95, eps 1e-6, clipping at 1.0; decay on matrices only) on hf, with
+    requires_grad=False off the selection ``train``, on the batches random_batch(cfg, *batch, seed=100 + step);
+    returns the losses."""
+    import torch
+    decay, no_decay = [], []
+    for n, p in hf_params(hf).items():
+        p.requires_grad_(n in train)
+        if n in train:
+            (decay if p.ndim == 2 else no_decay).append(p)
+    topt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), eps=1e-6)
+    losses = []
+    for step in range(steps):
+        tokens, targets = random_batch(cfg, *batch, seed=100 + step)
+        topt.zero_grad()
+        _, loss_ref = torch_lm_loss(hf, tokens, targets)
+        loss_ref.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in hf.parameters() if p.requires_grad], 1.0)
+        topt.step()
+        losses.append(loss_ref.item())
+    return losses
 
 
 # ---- error model for fp32 comparisons (tests/test_parity_hf.py)
@@ -79,3 +110,39 @@ def error_model_check(got, torch32, ref64, what, k=K_ERR, floor=FLOOR_ULPS * U32
     assert e_gz <= bound, (f"{what}: gozaru fp32 error {e_gz:.3g} vs float64 exceeds {k:g} x torch fp32 error "
                            f"{e_t:.3g} + floor {floor:.3g} = {bound:.3g}")
     return e_gz, e_t
+
+
+def check_masked_adamw_against_torch(model, hf, train, cfg, steps, lr, weight_decay):
+    """``steps`` of gozaru AdamW on ``model`` (trainable = ``train``) next to torch_adamw_run on hf and its float64
+    copy: every step's loss and every trained parameter within the error model, every trained tensor moved, every
+    frozen tensor bit-identical.
+
+    Trajectory floor, per step: AdamW divides each gradient by its running RMS, so a gradient's relative rounding
+    error reappears as an absolute parameter error of about lr x that error, and parameter updates round too.
+    Near-zero gradients make the first unbounded, which is why the main bound is K_ERR x torch's own fp32
+    trajectory error (it suffers the same amplification); the floor allows 16 u of the tensor's scale per step
+    (16 u = sqrt(256) u: a dot product of <= 256 terms), summed over the steps: 10 x 16 u = 9.5e-6."""
+    import copy
+    import gozaru as gz
+    hf64 = copy.deepcopy(hf).double()
+    model.train_only(sorted(train))
+    before = {n: model.params[n].copy() for n in model.names}
+    losses32, losses64 = (torch_adamw_run(h, train, cfg, steps, lr, weight_decay) for h in (hf, hf64))
+    opt = gz.AdamW(model, lr=lr, betas=(0.9, 0.95), eps=1e-6, weight_decay=weight_decay)
+    for step in range(steps):
+        tokens, targets = random_batch(cfg, 2, 12, seed=100 + step)
+        model.zero_grad()
+        loss = model.loss(tokens, targets)
+        error_model_check([loss], [losses32[step]], [losses64[step]], f"loss at step {step}",
+                          floor=(step + 1) * 16 * U32)
+        model.backward()
+        opt.step(max_grad_norm=1.0)
+    ref, ref64 = hf_params(hf), hf_params(hf64)
+    for n in model.names:
+        got = model.params[n]
+        if n in train:
+            error_model_check(got, ref[n].detach().numpy(), ref64[n].detach().numpy(), f"param {n}",
+                              floor=steps * 16 * U32)
+            assert not np.array_equal(got, before[n]), f"{n} did not move"
+        else:
+            assert np.array_equal(got, before[n]), f"frozen {n} changed"

@@ -23,12 +23,7 @@ def config(model_type="llama", kv=2, tied=False):
 
 
 def random_hf(cfg, seed=0):
-    hf = hf_causal_lm(cfg, seed)
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return hf
+    return hf_causal_lm(cfg, seed, perturb=True)
 
 
 TOKENS = np.random.default_rng(0).integers(0, 96, size=(2, 10), dtype=np.int32)

@@ -21,11 +21,7 @@ def config(model_type, kv, tied):
 
 
 def base_pair(cfg):
-    hf = hf_causal_lm(cfg)
-    with torch.no_grad():
-        for _, p in hf.named_parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
+    hf = hf_causal_lm(cfg, perturb=True)
     m = gz.Model(cfg, seed=None)
     m.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
     return hf, m

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import gozaru as gz
-from reference import U32, error_model_check, hf_causal_lm, hf_params, random_batch as batch, torch_lm_loss
+from reference import (check_masked_adamw_against_torch, error_model_check, hf_causal_lm, hf_params,
+                       random_batch as batch, torch_lm_loss)
 
 # (name, config fields, batch, seq)
 CONFIGS = [
@@ -34,22 +35,10 @@ CONFIGS = [
 ]
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    saved = gz.get_num_threads()
-    gz.set_num_threads(request.param)
-    yield request.param
-    gz.set_num_threads(saved)
-
-
 def make_pair(fields, seed=0, init_range=0.02):
     cfg = gz.ModelConfig(**{"max_position_embeddings": 64, "layer_norm_eps": 1e-6, "initializer_range": init_range,
                             **fields})
-    hf = hf_causal_lm(cfg, seed)
-    with torch.no_grad():  # non-trivial norm weights and biases so their gradients are tested too
-        for name, p in hf.named_parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
+    hf = hf_causal_lm(cfg, seed, perturb=True)
     model = gz.Model(cfg, seed=None)
     model.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
     return cfg, hf, model
@@ -117,27 +106,6 @@ def selection(cfg, kind):
 
 SELECTIONS = ["full", "mlp_head", "attention", "last_layer", "middle_layer", "k_and_v_only"]
 LR, WD, STEPS = 3e-3, 0.1, 8
-TRAJECTORY_FLOOR = STEPS * 16 * U32  # as tests/test_parity_hf.py: 16 u of the tensor's scale per step
-
-
-def torch_adamw_run(hf, train, cfg):
-    decay, no_decay = [], []
-    for n, p in hf_params(hf).items():
-        p.requires_grad_(n in train)
-        if n in train:
-            (decay if p.ndim == 2 else no_decay).append(p)
-    topt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=LR, betas=(0.9, 0.95), eps=1e-6)
-    losses = []
-    for step in range(STEPS):
-        tokens, targets = batch(cfg, 2, 12, seed=100 + step)
-        topt.zero_grad()
-        _, loss_ref = torch_lm_loss(hf, tokens, targets)
-        loss_ref.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in hf.parameters() if p.requires_grad], 1.0)
-        topt.step()
-        losses.append(loss_ref.item())
-    return losses
 
 
 @pytest.mark.parametrize("family", ["llama_gqa_untied", "qwen2_mqa_tied"])
@@ -147,31 +115,7 @@ def test_masked_adamw_training_matches_torch(kind, family):
         if family == "llama_gqa_untied" else dict(model_type="qwen2", num_key_value_heads=1, tie_word_embeddings=True)
     cfg, hf, model = make_pair(dict(vocab_size=67, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
                                     intermediate_size=40, **fields), seed=3)
-    hf64 = copy.deepcopy(hf).double()
-    train = set(selection(cfg, kind))
-    model.train_only(sorted(train))
-    before = {n: model.params[n].copy() for n in model.names}
-    losses32, losses64 = torch_adamw_run(hf, train, cfg), torch_adamw_run(hf64, train, cfg)
-
-    opt = gz.AdamW(model, lr=LR, betas=(0.9, 0.95), eps=1e-6, weight_decay=WD)
-    for step in range(STEPS):
-        tokens, targets = batch(cfg, 2, 12, seed=100 + step)
-        model.zero_grad()
-        loss = model.loss(tokens, targets)
-        error_model_check([loss], [losses32[step]], [losses64[step]], f"loss at step {step}",
-                          floor=(step + 1) * 16 * U32)
-        model.backward()
-        opt.step(max_grad_norm=1.0)
-
-    ref, ref64 = hf_params(hf), hf_params(hf64)
-    for n in model.names:
-        got = model.params[n]
-        if n in train:
-            error_model_check(got, ref[n].detach().numpy(), ref64[n].detach().numpy(), f"param {n}",
-                              floor=TRAJECTORY_FLOOR)
-            assert not np.array_equal(got, before[n]), f"{n} did not move"
-        else:
-            assert np.array_equal(got, before[n]), f"frozen {n} changed"
+    check_masked_adamw_against_torch(model, hf, set(selection(cfg, kind)), cfg, STEPS, LR, WD)
 
 
 GEN_CONFIGS = {k: v for k, v in ((c[0], c[1]) for c in CONFIGS) if k != "llama_long_sequence"}
