@@ -57,7 +57,8 @@ def run_torch(mode, steps, warmup, autocast=False, preset="tiny"):
     import transformers
     import gozaru as gz
     cfg = gz.preset(preset)
-    hf_cfg = transformers.AutoConfig.for_model(cfg.model_type, **cfg.to_hf_dict())
+    hf_dict = cfg.to_hf_dict()
+    hf_cfg = transformers.AutoConfig.for_model(hf_dict.pop("model_type"), **hf_dict)
     hf_cfg._attn_implementation = "sdpa"
     model = transformers.AutoModelForCausalLM.from_config(hf_cfg).train()
     train = set(trainable(cfg, mode))

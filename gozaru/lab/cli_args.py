@@ -118,7 +118,7 @@ def _positive_int(text: str) -> int:
 def _add_model_source(p):
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
-    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
+    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX / Llama / Qwen2 folder or Hub id")
 
 
 # --------------------------------------------------------------------------- parser
@@ -157,7 +157,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
                        "--data d.jsonl --gozaru --out mlp.h5")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
-    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
+    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX / Llama / Qwen2 folder or Hub id")
     g.add_argument("--resume", metavar="CKPT", help="continue a checkpoint written by an interrupted `gozaru train`")
     _add_data(p)
     s = p.add_argument_group("what to train")
@@ -227,6 +227,8 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
                        '"types": ["layers", "mlp"], "seeds": [0, 1, 2], "margin": 0.05}')
     p.add_argument("--out", default=None, help="output folder (default runs/study, or runs/study-quick with --quick)")
     p.add_argument("--quick", action="store_true", help="a tiny study on the quick demo model (well under a minute)")
+    p.add_argument("--arch", choices=MODEL_TYPES, default="gpt_neox",
+                   help="the demo base's family when neither --base nor --hf is given")
     p.add_argument("--preset", choices=("study", "reference"), default="study",
                    help="study (default) or reference: the 13-run grid of the reference experiment")
     p.add_argument("--spec", metavar="JSON", help="the study definition as a JSON file (fields of StudySpec)")
@@ -239,7 +241,7 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
     p.add_argument("--sweep-steps", type=int, help="steps per learning-rate candidate")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
-    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
+    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX / Llama / Qwen2 folder or Hub id")
     _add_data(p, needed=False)
     p.add_argument("--n-prompts", type=int, default=100, help="held-out prompts per ござる-rate (default 100)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
