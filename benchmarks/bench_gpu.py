@@ -12,7 +12,7 @@ accumulation; loss is next-token cross-entropy; the gradient is clipped to norm 
 
 transformers: bf16 weights (--hf-precision bf16, the default) or fp32 weights under bf16 autocast
 (--hf-precision amp), SDPA attention, torch.optim.AdamW(fused=True).
-gozaru: fp32 master weights, gradients and AdamW moments; GEMMs per GOZARU_CUDA_GEMM (bf16 default).
+gozaru: fp32 master weights, gradients and AdamW moments; GEMMs in --precision (bf16, CUDA's default).
 
 Reported per case: tokens/s, step time, peak GPU memory, MFU = 6 * N * tokens/s / 989e12 (N = all
 parameters, the same formula for last10, where the real FLOPs are lower). JSON to --out, and a table.
@@ -34,6 +34,11 @@ H100_BF16_DENSE_FLOPS = 989e12
 SMALL = dict(vocab_size=32000, hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
              intermediate_size=2048)
 TINY = dict(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
+def gz_precisions():
+    from gozaru import _core
+    return _core.PRECISIONS
 
 
 def config_for(args):
@@ -72,6 +77,8 @@ def run_gozaru(args, mode, micro):
         torch.cuda.init()
         free0, total = torch.cuda.mem_get_info()
     m = gz.Model(cfg, seed=None, backend=backend)
+    if not args.cpu_dry_run:
+        m.set_precision(args.precision)
     t0 = time.perf_counter()
     init_random(m, cfg, torch)
     init_s = time.perf_counter() - t0
@@ -95,7 +102,7 @@ def run_gozaru(args, mode, micro):
         return loss
 
     return timed(step, args, init_s, cfg, names, micro, len(data), lambda: peak,
-                 extra=dict(gemm=os.environ.get("GOZARU_CUDA_GEMM", "bf16"), memory_kind="device used"))
+                 extra=dict(precision=m.precision, memory_kind="device used"))
 
 
 def init_random(m, cfg, torch):
@@ -251,7 +258,7 @@ def write_report(path, report):
 
 def passthrough(args):
     out = ["--seq", str(args.seq), "--global-batch", str(args.global_batch), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--hf-precision", args.hf_precision]
+           "--warmup", str(args.warmup), "--hf-precision", args.hf_precision, "--precision", args.precision]
     if args.small:
         out.append("--small")
     if args.cpu_dry_run:
@@ -310,6 +317,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=5, help="timed optimizer steps")
     ap.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first")
     ap.add_argument("--hf-precision", choices=("bf16", "amp"), default="bf16")
+    ap.add_argument("--precision", choices=gz_precisions(), default="bf16",
+                    help="gozaru's GEMM precision on CUDA (csrc/precision.h)")
     ap.add_argument("--only", default="gozaru/full,gozaru/last10,hf/full,hf/last10",
                     help="comma-separated cases to run")
     ap.add_argument("--case-timeout", type=float, default=900.0, help="seconds per case subprocess")

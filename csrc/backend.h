@@ -22,10 +22,9 @@ typedef struct gz_backend {
     const char *name;
     gz_backend_ctx *ctx;
     void (*destroy)(gz_backend_ctx *ctx); /* frees ctx and everything it holds */
-    /* GEMM precision this instance uses (precision.h names on the CPU; on CUDA set by GOZARU_CUDA_GEMM) */
-    const char *(*gemm_mode)(gz_backend_ctx *ctx);
-    /* Chooses the Linear layers' precision (precision.h); GZ_ERR_BACKEND when this machine or build cannot
-     * run it. NULL: the backend keeps the mode it was created with. */
+    /* The GEMM precision this instance uses (precision.h); each backend has its default (CPU fp32, CUDA bf16). */
+    gz_precision (*precision)(gz_backend_ctx *ctx);
+    /* Chooses it; GZ_ERR_BACKEND, saying why, unless gz_backend_supports(this kind, p). */
     gz_status (*set_precision)(gz_backend_ctx *ctx, gz_precision p);
     /* Marks cached low-precision weight copies overlapping [p, p + bytes) stale; p NULL: all of them. For
      * writes the backend does not see (host parameter views on the CPU); precision.h says when. */
@@ -138,5 +137,14 @@ gz_status gz_backend_cpu_create(gz_backend **out);
 gz_status gz_backend_cuda_create(gz_backend **out);
 gz_status gz_backend_create(gz_backend_kind kind, gz_backend **out);
 void gz_backend_free(gz_backend *be);
+
+/* Whether backend `kind` runs precision p in this build on this machine: GZ_OK, or GZ_ERR_BACKEND with a message
+ * saying why not (the missing instructions or library, or the precisions the backend runs). The backends' own
+ * checks, which their set_precision applies too: */
+gz_status gz_backend_supports(gz_backend_kind kind, gz_precision p);
+gz_status gz_cpu_supports(gz_precision p);  /* cpu/matmul_bf16.c */
+gz_status gz_cuda_supports(gz_precision p); /* cuda/gemm.cu */
+/* util.c: GZ_ERR_BACKEND "precision '<p>' is not supported by the <backend> backend: it runs <the names in runs>". */
+gz_status gz_precision_unsupported(const char *backend, gz_precision p, unsigned runs);
 
 #endif

@@ -7,9 +7,14 @@
 #ifdef GOZARU_WITH_CUDA
 int gz_cuda_device_available(void); /* csrc/cuda/backend_cuda.cu */
 #else
+static const char NO_CUDA[] = "this build has no CUDA backend (build with GOZARU_CUDA=1)";
 gz_status gz_backend_cuda_create(gz_backend **out) {
     *out = NULL;
-    return gz_fail(GZ_ERR_BACKEND, "this build has no CUDA backend (build with GOZARU_CUDA=1)");
+    return gz_fail(GZ_ERR_BACKEND, "%s", NO_CUDA);
+}
+gz_status gz_cuda_supports(gz_precision p) {
+    (void)p;
+    return gz_fail(GZ_ERR_BACKEND, "%s", NO_CUDA);
 }
 #endif
 
@@ -36,8 +41,7 @@ gz_status gz_backend_create(gz_backend_kind kind, gz_backend **out) {
     for (size_t off = offsetof(gz_backend, destroy); off < sizeof(gz_backend); off += sizeof(any_fn)) {
         any_fn f;
         memcpy(&f, (const char *)*out + off, sizeof f);
-        /* set_precision is optional (backend.h: NULL keeps the mode the instance was created with) */
-        if (!f && off != offsetof(gz_backend, set_precision)) {
+        if (!f) {
             const char *name = (*out)->name;
             gz_backend_free(*out);
             *out = NULL;
@@ -52,4 +56,13 @@ void gz_backend_free(gz_backend *be) {
     if (!be) return;
     if (be->destroy) be->destroy(be->ctx);
     free(be);
+}
+
+gz_status gz_backend_supports(gz_backend_kind kind, gz_precision p) {
+    if (!gz_precision_name(p)) return gz_fail(GZ_ERR_VALUE, "precision %d is not one of csrc/precision.h's", (int)p);
+    switch (kind) {
+    case GZ_BACKEND_CPU: return gz_cpu_supports(p);
+    case GZ_BACKEND_CUDA: return gz_cuda_supports(p);
+    default: return gz_fail(GZ_ERR_BACKEND, "unknown backend %d", (int)kind);
+    }
 }

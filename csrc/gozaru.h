@@ -24,6 +24,17 @@ extern "C" {
 /* Target value that marks a token as not counted in the loss (HF's ignore_index). */
 #define GZ_IGNORE_INDEX (-100)
 
+/* Limits of the core, checked where a value enters (gz_config_validate, the tensor table; the thread count in
+ * the Python layer, _core.set_num_threads). */
+#define GZ_MAX_NAME 96                  /* bytes of a tensor name, with its terminating NUL */
+#define GZ_MAX_VOCAB (1 << 24)          /* vocab_size */
+#define GZ_MAX_HIDDEN (1 << 16)         /* hidden_size */
+#define GZ_MAX_LAYERS 4096              /* num_hidden_layers */
+#define GZ_MAX_HEADS 1024               /* num_attention_heads */
+#define GZ_MAX_INTERMEDIATE (1 << 18)   /* intermediate_size */
+#define GZ_MAX_POSITIONS (1 << 20)      /* max_position_embeddings */
+#define GZ_MAX_THREADS 4096             /* gz_set_num_threads */
+
 /* ------------------------------------------------------------------ errors */
 typedef enum {
     GZ_OK = 0,
@@ -101,7 +112,7 @@ typedef struct {
 
 /* One row of the model's structure, known from the config alone (no weights). */
 typedef struct {
-    char name[96];
+    char name[GZ_MAX_NAME];
     int ndim;
     int64_t shape[2];   /* shape[1] is 0 for vectors */
     int layer;          /* as gz_tensor_info.layer */
@@ -142,12 +153,12 @@ gz_status gz_model_lora(const gz_model *m, int i, gz_lora_spec *spec, int *a_ind
 void gz_model_free(gz_model *m);
 const gz_config *gz_model_config(const gz_model *m);
 gz_backend_kind gz_model_backend(const gz_model *m);
-/* GEMM precision of the model's backend instance: "fp32" on the CPU; "bf16", "tf32" or "fp32" on CUDA
- * (GOZARU_CUDA_GEMM, read once when the model is created). */
-const char *gz_model_gemm_mode(const gz_model *m);
-/* Precision of the Linear layers: "fp32", "bf16" or "bf16-emulated" (csrc/precision.h has the contract).
- * GZ_ERR_VALUE for an unknown name; GZ_ERR_BACKEND when this CPU or build cannot run it (the message names
- * the missing instruction set or library). A run setting: checkpoints hold the fp32 masters either way. */
+/* The precision of the model's Linear layers, a name of csrc/precision.h's vocabulary ("fp32", "bf16",
+ * "bf16-emulated", "tf32"). A new model has its backend's default: "fp32" on the CPU, "bf16" on CUDA. */
+const char *gz_model_precision(const gz_model *m);
+/* Chooses it (csrc/precision.h has the contract). GZ_ERR_VALUE for a name outside the vocabulary; GZ_ERR_BACKEND
+ * when the model's backend, this machine or this build cannot run it (the message names the missing instruction
+ * set or library, or the precisions the backend runs). A run setting: checkpoints hold the fp32 masters. */
 gz_status gz_model_set_precision(gz_model *m, const char *precision);
 
 int gz_model_num_tensors(const gz_model *m);
@@ -210,10 +221,15 @@ gz_status gz_adamw_create(gz_model *m, const gz_adamw_config *cfg, gz_adamw **ou
 void gz_adamw_free(gz_adamw *opt);
 const gz_adamw_config *gz_adamw_get_config(const gz_adamw *opt);
 
-/* One step on every trainable tensor. max_grad_norm > 0 clips the global L2 norm first
- * (as torch.nn.utils.clip_grad_norm_). *grad_norm_out (may be NULL) gets the pre-clip norm.
+/* The one check of a learning rate, which every entry point taking one applies (step, the recorded lr of a
+ * checkpoint, _core.check_lr for Python's AdamW): 0 <= lr <= FLT_MAX (a finite float32 >= 0; 0 leaves the weights
+ * as they are while the moments advance). GZ_ERR_VALUE naming the value and the bounds otherwise. */
+gz_status gz_adamw_check_lr(double lr);
+
+/* One step on every trainable tensor (lr checked by gz_adamw_check_lr). max_grad_norm > 0 clips the global L2
+ * norm first (as torch.nn.utils.clip_grad_norm_). *grad_norm_out (may be NULL) gets the pre-clip norm.
  * A non-finite gradient returns GZ_ERR_VALUE naming the first offending tensor and changes nothing. */
-gz_status gz_adamw_step(gz_adamw *opt, float lr, float max_grad_norm, float *grad_norm_out);
+gz_status gz_adamw_step(gz_adamw *opt, double lr, float max_grad_norm, float *grad_norm_out);
 
 int gz_adamw_has_state(const gz_adamw *opt, int index);
 /* Copy state out / in (host buffers of the tensor's numel). */

@@ -4,6 +4,10 @@
 
 #include "gozaru.h"
 
+#define GZ_MAX_ERROR 1024                 /* bytes of gz_last_error()'s message; longer ones are cut */
+#define GZ_MAX_WHAT (GZ_MAX_NAME + 64)    /* bytes of an allocation's description ("gradient of <name>") */
+#define GZ_SHAPE_TEXT 160                 /* bytes of a shape or index "[d0, d1, ...]" in a message (cut when longer) */
+
 /* Records a message for gz_last_error() and returns code, so callers can write
  *   return gz_fail(GZ_ERR_VALUE, "tokens[%d] = %d is outside the vocabulary", i, id); */
 gz_status gz_fail(gz_status code, const char *fmt, ...)

@@ -10,9 +10,9 @@
 #include <omp.h>
 #endif
 #include "blas.h"
-#include "internal.h"
+#include "backend.h" /* gz_precision_unsupported */
 
-static _Thread_local char g_error[1024];
+static _Thread_local char g_error[GZ_MAX_ERROR];
 static atomic_int g_interrupt;
 
 const char *gz_last_error(void) { return g_error; }
@@ -26,7 +26,7 @@ gz_status gz_fail(gz_status code, const char *fmt, ...) {
 }
 
 gz_status gz_fail_context(gz_status code, const char *fmt, ...) {
-    char prefix[512], old[1024];
+    char prefix[GZ_MAX_ERROR / 2], old[GZ_MAX_ERROR];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
@@ -114,4 +114,10 @@ float gz_rng_normal(gz_rng *r) {
     double u1 = ((gz_rng_next(r) >> 11) + 1.0) * (1.0 / 9007199254740993.0); /* (0, 1] */
     double u2 = (gz_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+gz_status gz_precision_unsupported(const char *backend, gz_precision p, unsigned runs) {
+    char list[GZ_PRECISION_LIST];
+    return gz_fail(GZ_ERR_BACKEND, "precision '%s' is not supported by the %s backend: it runs %s",
+                   gz_precision_name(p), backend, gz_precision_list(list, sizeof list, runs));
 }

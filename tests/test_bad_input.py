@@ -258,6 +258,23 @@ def test_adamw_python_layer_arguments(small_model):
         opt.lr = "fast"
 
 
+def test_one_lr_check_for_every_path(small_model, tmp_path):
+    """The core's bounds, 0 <= lr <= FLT_MAX, whichever way an lr arrives: constructor, setter, step, checkpoint."""
+    opt = gz.AdamW(small_model, lr=0.0)
+    for bad in (-1e-9, float("nan"), float("inf"), 3.5e38):
+        messages = set()
+        for attempt in (lambda: gz.AdamW(small_model, lr=bad), lambda: setattr(opt, "lr", bad),
+                        lambda: opt.step(lr=bad),
+                        lambda: small_model.core.save_checkpoint(str(tmp_path / "x.h5"), opt.core, lr=bad)):
+            with pytest.raises(ValueError, match=r"lr = .* must be a finite number in \[0, 3.40282e\+38\]") as e:
+                attempt()
+            messages.add(str(e.value))
+        assert len(messages) == 1, messages
+    assert opt.lr == 0.0 and not (tmp_path / "x.h5").exists()
+    opt.lr = 3.4e38  # the largest float32 is still a (useless) learning rate
+    assert opt.lr == 3.4e38
+
+
 def test_adamw_state_arguments(core):
     opt = _core.AdamW(core)
     with pytest.raises(ValueError, match="no optimizer state"):

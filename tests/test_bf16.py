@@ -62,7 +62,7 @@ def test_unknown_precision_is_a_value_error_listing_the_choices():
         gz.Model(gz.GPTNeoXConfig(**CFG), precision="fp16")
     with pytest.raises(TypeError):
         gz.Model(gz.GPTNeoXConfig(**CFG), precision=16)
-    assert gz._core.PRECISIONS == ("fp32", "bf16", "bf16-emulated")
+    assert gz._core.PRECISIONS == ("fp32", "bf16", "bf16-emulated", "tf32")
 
 
 @pytest.mark.skipif(HW["avx512_bf16"] or HW["amx_bf16"], reason="this CPU has bf16 instructions")

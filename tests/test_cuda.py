@@ -4,11 +4,12 @@ Runs only where ``gozaru._core.backend_available("cuda")``: a build with GOZARU_
 with a CUDA device (benchmarks/gpu_check.sh does both). Elsewhere every GPU test is skipped with that
 reason, and the one CPU-only test checks that asking for the CUDA backend fails clearly.
 
-Tolerances, as relative errors max|a - b| / max|b| (see docs/cuda.md for why):
-  GOZARU_CUDA_GEMM=fp32   only summation order differs from the CPU: logits 1e-4, loss 1e-5 (relative),
+Tolerances per precision of the CUDA model (set_precision; the CPU reference runs fp32), as relative errors
+max|a - b| / max|b| (see docs/cuda.md for why):
+  fp32                    only summation order differs from the CPU: logits 1e-4, loss 1e-5 (relative),
                           gradients and trained weights 1e-3.
   tf32                    10-bit mantissa products: logits 1e-2, loss 2e-3, gradients 3e-2.
-  bf16 (the default)      8-bit mantissa operands: logits 3e-2, loss 5e-3, gradients 8e-2, and every
+  bf16 (CUDA's default)   8-bit mantissa operands: logits 3e-2, loss 5e-3, gradients 8e-2, and every
                           gradient's cosine similarity with the CPU's above 0.995.
 After 10 AdamW steps the weights agree to 1e-3 (fp32), 3e-2 (tf32), 1e-1 (bf16): Adam divides by
 sqrt(v), so a gradient error on a near-zero gradient becomes a relative error of the update itself.
@@ -59,14 +60,6 @@ CONFIGS = [
 ]
 
 
-@pytest.fixture
-def gemm_mode(monkeypatch, request):
-    """Sets GOZARU_CUDA_GEMM (read when a model's backend is created) for one test."""
-    mode = getattr(request, "param", "bf16")
-    monkeypatch.setenv("GOZARU_CUDA_GEMM", mode)
-    return mode
-
-
 def cosine(a, b):
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
@@ -75,8 +68,9 @@ def cosine(a, b):
     return float(a @ b / max(na * nb, 1e-300))
 
 
-def make_pair(overrides, seed=0, init_std=None, max_pos=256):
-    """A CPU model with non-trivial LayerNorm/bias values and a CUDA model holding the same weights."""
+def make_pair(overrides, precision, seed=0, init_std=None, max_pos=256):
+    """A CPU model with non-trivial LayerNorm/bias values and a CUDA model, in `precision`, holding the same
+    weights."""
     cfg = gz.GPTNeoXConfig(max_position_embeddings=max_pos, **overrides)
     if init_std is not None:
         cfg = cfg.replace(initializer_range=init_std)
@@ -88,9 +82,9 @@ def make_pair(overrides, seed=0, init_std=None, max_pos=256):
             p += 0.1 * rng.standard_normal(p.shape).astype(np.float32)
     cpu.params_changed()
     cuda = gz.Model(cfg, seed=None, backend="cuda")
+    cuda.set_precision(precision)
     cuda.load_state_dict(cpu.state_dict())
-    want = os.environ.get("GOZARU_CUDA_GEMM") or "bf16"
-    assert cuda.core.gemm_mode == (want if want in MODES else "bf16"), "the model does not use the mode under test"
+    assert cuda.core.precision == precision, "the model does not use the precision under test"
     return cfg, cpu, cuda
 
 
@@ -143,7 +137,7 @@ def test_cuda_sources_compile_with_nvcc(tmp_path):
 
 
 # --------------------------------------------------------------------------- CUDA vs CPU
-def assert_matches_cpu(cpu, cuda, tokens, targets, tols, gemm_mode):
+def assert_matches_cpu(cpu, cuda, tokens, targets, tols, precision):
     """Logits, loss and every gradient of the CUDA model within the mode's tolerances of the CPU model's."""
     tol_logits, tol_loss, tol_grad = tols
     assert rel_err(cuda.logits(tokens), cpu.logits(tokens)) < tol_logits
@@ -157,24 +151,23 @@ def assert_matches_cpu(cpu, cuda, tokens, targets, tols, gemm_mode):
     cpu.backward()
     cuda.backward()
     for n in cpu.names:
-        check_grad(n, cuda.grad(n), cpu.grad(n), tol_grad, gemm_mode)
+        check_grad(n, cuda.grad(n), cpu.grad(n), tol_grad, precision)
 
 
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", MODES, indirect=True)
+@pytest.mark.parametrize("precision", MODES)
 @pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_forward_loss_and_every_gradient_match_cpu(gemm_mode, name, overrides, B, T):
-    tol_logits, tol_loss, tol_grad = TOL[gemm_mode]
-    cfg, cpu, cuda = make_pair(overrides)
+def test_forward_loss_and_every_gradient_match_cpu(precision, name, overrides, B, T):
+    tol_logits, tol_loss, tol_grad = TOL[precision]
+    cfg, cpu, cuda = make_pair(overrides, precision)
     tokens, targets = batch(cfg, B, T)
-    assert_matches_cpu(cpu, cuda, tokens, targets, (tol_logits, tol_loss, tol_grad), gemm_mode)
+    assert_matches_cpu(cpu, cuda, tokens, targets, (tol_logits, tol_loss, tol_grad), precision)
 
 
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", ["bf16"], indirect=True)
-def test_cuda_results_are_deterministic(gemm_mode):
+def test_cuda_results_are_deterministic():
     """Same inputs, same bits: no atomics in any reduction, fixed cuBLAS configuration."""
-    cfg, _, cuda = make_pair(CONFIGS[2][1])
+    cfg, _, cuda = make_pair(CONFIGS[2][1], "bf16")
     tokens, targets = batch(cfg, 2, 64)
     cuda.train_all()
     runs = []
@@ -189,9 +182,8 @@ def test_cuda_results_are_deterministic(gemm_mode):
 
 
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", ["fp32"], indirect=True)
-def test_gradient_accumulation_on_cuda_equals_one_big_batch(gemm_mode):
-    cfg, _, cuda = make_pair(CONFIGS[0][1])
+def test_gradient_accumulation_on_cuda_equals_one_big_batch():
+    cfg, _, cuda = make_pair(CONFIGS[0][1], "fp32")
     tokens, targets = batch(cfg, 4, 10)
     cuda.train_all()
     cuda.zero_grad()
@@ -214,10 +206,10 @@ def masked_selection(cfg):
 
 
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", MODES, indirect=True)
-def test_ten_masked_adamw_steps_match_cpu(gemm_mode):
-    tol = TOL[gemm_mode][2]
-    cfg, cpu, cuda = make_pair(CONFIGS[1][1])
+@pytest.mark.parametrize("precision", MODES)
+def test_ten_masked_adamw_steps_match_cpu(precision):
+    tol = TOL[precision][2]
+    cfg, cpu, cuda = make_pair(CONFIGS[1][1], precision)
     before = cpu.state_dict()
     chosen = masked_selection(cfg)
     opts = []
@@ -238,8 +230,8 @@ def test_ten_masked_adamw_steps_match_cpu(gemm_mode):
     after_cpu, after_cuda = cpu.state_dict(), cuda.state_dict()
     for n in cpu.names:
         if n in chosen:
-            assert rel_err(after_cuda[n], after_cpu[n]) < WEIGHT_TOL[gemm_mode], n
-            assert cosine(after_cuda[n] - before[n], after_cpu[n] - before[n]) > UPDATE_COSINE[gemm_mode], n
+            assert rel_err(after_cuda[n], after_cpu[n]) < WEIGHT_TOL[precision], n
+            assert cosine(after_cuda[n] - before[n], after_cpu[n] - before[n]) > UPDATE_COSINE[precision], n
         else:  # frozen tensors: untouched, bit for bit
             np.testing.assert_array_equal(after_cuda[n], before[n], err_msg=n)
     for n in chosen:
@@ -250,11 +242,11 @@ def test_ten_masked_adamw_steps_match_cpu(gemm_mode):
 
 
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", MODES, indirect=True)
-def test_lora_adapters_on_cuda_match_cpu(gemm_mode):
+@pytest.mark.parametrize("precision", MODES)
+def test_lora_adapters_on_cuda_match_cpu(precision):
     """LoRA through the same backend ops: logits, adapter gradients, 5 AdamW steps and greedy generation."""
-    tol_logits, _, tol_grad = TOL[gemm_mode]
-    cfg, cpu, cuda = make_pair(CONFIGS[0][1])
+    tol_logits, _, tol_grad = TOL[precision]
+    cfg, cpu, cuda = make_pair(CONFIGS[0][1], precision)
     models = [gz.lora.attach(m, targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h", "embed_out"),
                              r=4, alpha=8, seed=1) for m in (cpu, cuda)]
     rng = np.random.default_rng(0)
@@ -275,28 +267,28 @@ def test_lora_adapters_on_cuda_match_cpu(gemm_mode):
             m.backward()
             if step == 0 and m is models[1]:
                 for n in m.trainable_names():
-                    check_grad(n, m.grad(n), models[0].grad(n), tol_grad, gemm_mode)
+                    check_grad(n, m.grad(n), models[0].grad(n), tol_grad, precision)
             opt.step()
     for n in models[0].names:
         if "lora_" in n:
-            assert rel_err(models[1].params[n], models[0].params[n]) < WEIGHT_TOL[gemm_mode], n
+            assert rel_err(models[1].params[n], models[0].params[n]) < WEIGHT_TOL[precision], n
         else:
             np.testing.assert_array_equal(models[1].params[n], cuda.params[n], err_msg=n)
-    if gemm_mode == "fp32":
+    if precision == "fp32":
         prompts = [[1, 2, 3], [4, 5]]
         assert models[1].generate(prompts, 5, eos_token_id=-1) == models[0].generate(prompts, 5, eos_token_id=-1)
 
 
 # --------------------------------------------------------------------------- vs transformers on the GPU
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", ["fp32", "bf16"], indirect=True)
-def test_matches_transformers_on_the_gpu(gemm_mode):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_matches_transformers_on_the_gpu(precision):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     if not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA device")
-    tol_logits, tol_loss, tol_grad = TOL[gemm_mode]
-    cfg, _, cuda = make_pair(CONFIGS[1][1])
+    tol_logits, tol_loss, tol_grad = TOL[precision]
+    cfg, _, cuda = make_pair(CONFIGS[1][1], precision)
     hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
     hf_cfg._attn_implementation = "eager"
     torch.backends.cuda.matmul.allow_tf32 = False  # the reference stays fp32
@@ -320,14 +312,13 @@ def test_matches_transformers_on_the_gpu(gemm_mode):
     assert abs(loss - loss_ref.item()) <= tol_loss * abs(loss_ref.item())
     cuda.backward()
     for n in cuda.names:
-        check_grad(n, cuda.grad(n), named[n].grad.cpu().numpy(), tol_grad, gemm_mode)
+        check_grad(n, cuda.grad(n), named[n].grad.cpu().numpy(), tol_grad, precision)
 
 
 # --------------------------------------------------------------------------- generation
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", ["fp32"], indirect=True)
 @pytest.mark.parametrize("family", ["gpt_neox", "llama_gqa"])
-def test_greedy_generation_matches_cpu(gemm_mode, family):
+def test_greedy_generation_matches_cpu(family):
     """Same greedy tokens as the CPU backend. A larger init spreads the logits, so a near tie (where
     summation order may legitimately pick the other token) is rare; any difference must be one. The Llama
     model's cache holds its 2 kv heads for 4 query heads."""
@@ -335,7 +326,7 @@ def test_greedy_generation_matches_cpu(gemm_mode, family):
                      intermediate_size=128, rotary_pct=0.5, use_parallel_residual=False)
     if family == "llama_gqa":
         overrides.update(model_type="llama", rotary_pct=1.0, num_key_value_heads=2)
-    cfg, cpu, cuda = make_pair(overrides, init_std=0.2)
+    cfg, cpu, cuda = make_pair(overrides, "fp32", init_std=0.2)
     rng = np.random.default_rng(3)
     prompts = [rng.integers(0, cfg.vocab_size, size=n).tolist() for n in (1, 5, 12)]
     out_cpu = cpu.generate(prompts, max_new_tokens=16, eos_token_id=-1)
@@ -349,33 +340,46 @@ def test_greedy_generation_matches_cpu(gemm_mode, family):
         assert top2[1] - top2[0] < 1e-4, f"CUDA picked {b[i]}, CPU {a[i]} at step {i} with a margin {top2[1]-top2[0]}"
 
 
-def test_cpu_models_report_their_gemm_mode(monkeypatch):
-    monkeypatch.setenv("GOZARU_CUDA_GEMM", "bf16")
-    assert gz.Model(gz.GPTNeoXConfig(**CONFIGS[0][1]), seed=0).core.gemm_mode == "fp32"
+def test_each_backend_reports_the_precisions_it_runs():
+    """The one vocabulary (csrc/precision.h) and each built backend's share of it; a CPU model starts in fp32 and
+    refuses tf32, naming what it runs."""
+    info = gz.build_info()
+    assert set(info["backend_precisions"]) == set(info["backends_built"])
+    for names in info["backend_precisions"].values():
+        assert set(names) <= set(_core.PRECISIONS) and "fp32" in names
+    if "cuda" in info["backend_precisions"]:
+        assert info["backend_precisions"]["cuda"] == ["fp32", "bf16", "tf32"]
+    model = gz.Model(gz.GPTNeoXConfig(**CONFIGS[0][1]), seed=0)
+    assert model.core.precision == "fp32"
+    with pytest.raises(gz.engine.PrecisionError, match="not supported by the cpu backend: it runs 'fp32', 'bf16'"):
+        model.set_precision("tf32")
+    assert model.core.precision == "fp32"
 
 
 @needs_cuda
-def test_gemm_mode_is_read_once_when_the_model_is_created(monkeypatch):
-    """Each mode is the one used (and an unknown value falls back to bf16 rather than failing mid-training);
-    changing the variable later does not change an existing model."""
+def test_precision_is_set_per_model_and_switches_in_place():
+    """CUDA starts in bf16; each precision is the one used (fp32 matches the CPU tightly, bf16 does not), a model
+    switches back and forth without going stale, another model is not affected, and bf16-emulated (a CPU stand-in)
+    is refused naming the precisions CUDA runs."""
     cfg = gz.GPTNeoXConfig(max_position_embeddings=64, **CONFIGS[0][1])
     tokens, _ = batch(cfg, 1, 5)
-    for value, want in [("fp32", "fp32"), ("tf32", "tf32"), ("bf16", "bf16"), ("", "bf16"), ("no-such-mode", "bf16")]:
-        monkeypatch.setenv("GOZARU_CUDA_GEMM", value)
-        m = gz.Model(cfg, seed=0, backend="cuda")
-        assert m.core.gemm_mode == want, value
-        monkeypatch.setenv("GOZARU_CUDA_GEMM", "tf32" if want != "tf32" else "fp32")
-        m.logits(tokens)
-        assert m.core.gemm_mode == want, value
-    monkeypatch.setenv("GOZARU_CUDA_GEMM", "fp32")
-    fp32 = gz.Model(cfg, seed=0, backend="cuda")
-    monkeypatch.setenv("GOZARU_CUDA_GEMM", "bf16")
-    bf16 = gz.Model(cfg, seed=0, backend="cuda")
-    cpu = gz.Model(cfg, seed=0, backend="cpu")
-    ref = cpu.logits(tokens)
-    # the fp32 model keeps fp32 accuracy although the variable now says bf16; the bf16 model rounds
-    assert rel_err(fp32.logits(tokens), ref) < TOL["fp32"][0]
-    assert rel_err(bf16.logits(tokens), ref) > TOL["fp32"][0]
+    ref = gz.Model(cfg, seed=0, backend="cpu").logits(tokens)
+    m, other = gz.Model(cfg, seed=0, backend="cuda"), gz.Model(cfg, seed=0, backend="cuda")
+    assert m.core.precision == "bf16"
+    bf16 = m.logits(tokens)
+    assert rel_err(bf16, ref) > TOL["fp32"][0]
+    for name in MODES:
+        m.set_precision(name)
+        assert m.core.precision == name and other.core.precision == "bf16"
+        assert rel_err(m.logits(tokens), ref) < TOL[name][0], name
+    m.set_precision("fp32")
+    assert rel_err(m.logits(tokens), ref) < TOL["fp32"][0]
+    m.set_precision("bf16")
+    np.testing.assert_array_equal(m.logits(tokens), bf16)  # fresh bf16 weight copies, same bits
+    with pytest.raises(gz.engine.PrecisionError, match="not supported by the cuda backend: it runs 'fp32', 'bf16', "
+                                                       "'tf32'"):
+        m.set_precision("bf16-emulated")
+    assert m.core.precision == "bf16"
 
 
 # N = 2 x 560 = 1120 tokens (past every 1024-sized launch bound), vocabularies over 600 (several
@@ -389,22 +393,20 @@ LARGE_CONFIGS = [
 
 
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", ["fp32"], indirect=True)
 @pytest.mark.parametrize("name,overrides", LARGE_CONFIGS, ids=[c[0] for c in LARGE_CONFIGS])
-def test_fp32_matches_cpu_at_1120_tokens(gemm_mode, name, overrides):
+def test_fp32_matches_cpu_at_1120_tokens(name, overrides):
     tol_logits, tol_loss, tol_grad = TOL["fp32"]
-    cfg, cpu, cuda = make_pair(overrides, max_pos=600)
+    cfg, cpu, cuda = make_pair(overrides, "fp32", max_pos=600)
     tokens, targets = batch(cfg, 2, 560)
     assert tokens.size >= 1100 and cfg.vocab_size >= 600
     assert_matches_cpu(cpu, cuda, tokens, targets, (tol_logits, tol_loss, tol_grad), "fp32")
 
 
 @needs_cuda
-@pytest.mark.parametrize("gemm_mode", ["fp32"], indirect=True)
-def test_host_copy_is_refreshed_when_read_after_device_steps(gemm_mode):
+def test_host_copy_is_refreshed_when_read_after_device_steps():
     """AdamW steps leave the host mirror stale; reading params (views, state_dict) refreshes it, and
     params_changed() refuses to upload a stale mirror through an old view."""
-    cfg, cpu, cuda = make_pair(CONFIGS[0][1])
+    cfg, cpu, cuda = make_pair(CONFIGS[0][1], "fp32")
     tokens, targets = batch(cfg, 2, 7)
     name = cuda.names[1]
     old_view = cuda.core.param(name)

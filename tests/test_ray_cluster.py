@@ -33,8 +33,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ray_command() -> str:
+    """The `ray` script of this interpreter's environment (make test runs .venv/bin/python without activating
+    the venv, so its bin/ need not be on PATH), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")
+    return beside if os.access(beside, os.X_OK) else (shutil.which("ray") or "ray")
+
+
 def start_node(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([shutil.which("ray") or "ray", "start", "--block", "--num-cpus=1", *args], cwd=ROOT,
+    return subprocess.Popen([ray_command(), "start", "--block", "--num-cpus=1", *args], cwd=ROOT,
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -73,7 +80,7 @@ def cluster():
     try:
         deadline = time.time() + 90
         while time.time() < deadline:   # the head is up when a client can join it
-            if subprocess.run([shutil.which("ray") or "ray", "status", f"--address={address}"], env=env,
+            if subprocess.run([ray_command(), "status", f"--address={address}"], env=env,
                               capture_output=True).returncode == 0:
                 break
             time.sleep(1)

@@ -344,7 +344,7 @@ gz_status ckpt_read_f32(const char *file, hid_t group, const char *groupname, co
         st = gz_fail(GZ_ERR_FORMAT, "%s: tensor %s/%s has an unreadable shape (HDF5: %s)", file, groupname,
                      name, ckpt_h5_detail());
     } else if (got_ndim != ndim || dims[0] != want[0] || (ndim == 2 && dims[1] != want[1])) {
-        char got_s[96], want_s[96];
+        char got_s[GZ_SHAPE_TEXT], want_s[GZ_SHAPE_TEXT];
         format_shape(got_s, sizeof got_s, got_ndim > 2 ? 2 : got_ndim, dims);
         format_shape(want_s, sizeof want_s, ndim, want);
         st = gz_fail(GZ_ERR_FORMAT, "%s: tensor %s/%s has shape %s%s, the model expects %s", file, groupname,

@@ -35,7 +35,7 @@ static gz_status cpu_synchronize(gz_backend_ctx *ctx) {
     (void)ctx;
     return GZ_OK;
 }
-static const char *cpu_gemm_mode(gz_backend_ctx *ctx) { return gz_precision_name(ctx->bf16.precision); }
+static gz_precision cpu_precision(gz_backend_ctx *ctx) { return ctx->bf16.precision; }
 static gz_status cpu_set_precision(gz_backend_ctx *ctx, gz_precision p) {
     return gz_cpu_bf16_set_precision(&ctx->bf16, p);
 }
@@ -185,7 +185,7 @@ static gz_status cpu_adamw_update(gz_backend_ctx *ctx, float *p, const float *g,
 static const gz_backend CPU_BACKEND = {
     .name = "cpu",
     .destroy = cpu_destroy,
-    .gemm_mode = cpu_gemm_mode,
+    .precision = cpu_precision,
     .set_precision = cpu_set_precision,
     .weights_written = cpu_weights_written,
     .alloc = cpu_alloc,

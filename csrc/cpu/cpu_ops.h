@@ -3,6 +3,7 @@
 #define GOZARU_CPU_OPS_H
 
 #include "../backend.h"
+#include "../weight_copies.h"
 
 gz_status gz_cpu_embedding_forward(float *out, const int32_t *tokens, const float *wte, int64_t N, int C);
 gz_status gz_cpu_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int64_t N, int C);
@@ -25,15 +26,8 @@ gz_status gz_cpu_matmul_backward(float *dinp, float *dw, float *db, const float 
 
 /* matmul_bf16.c: the bf16 precisions of precision.h. One per backend instance. */
 typedef struct {
-    const float *src; /* the fp32 master */
-    int64_t count;
-    void *copy;       /* count bf16 values (uint16) or, emulated, rounded fp32 values */
-    int valid;
-} gz_cpu_weight_copy;
-typedef struct {
     gz_precision precision;
-    gz_cpu_weight_copy *weights;
-    int nweights, cap_weights;
+    gz_weight_copies weights; /* copies: count bf16 values (uint16) or, emulated, rounded fp32 values */
     void *scratch[2]; /* rounded operands: 0 the input (activations), 1 the output gradient */
     size_t scratch_bytes[2];
 } gz_cpu_bf16;

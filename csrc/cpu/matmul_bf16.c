@@ -33,43 +33,48 @@ const char *gz_cpu_bf16_library(void) {
 #endif
 }
 
+gz_status gz_cpu_supports(gz_precision p) {
+    if (p == GZ_PRECISION_FP32 || p == GZ_PRECISION_BF16_EMULATED) return GZ_OK;
+    if (p != GZ_PRECISION_BF16)
+        return gz_precision_unsupported("cpu", p, GZ_PRECISION_BIT(GZ_PRECISION_FP32) |
+                                                      GZ_PRECISION_BIT(GZ_PRECISION_BF16) |
+                                                      GZ_PRECISION_BIT(GZ_PRECISION_BF16_EMULATED));
+    /* GOZARU_BF16_ANY_CPU=1 (for tests): the library path on a CPU without the instructions, where MKL
+     * converts to fp32 internally — the same results, no faster */
+    const char *any = getenv("GOZARU_BF16_ANY_CPU");
+    if (!gz_cpu_bf16_instructions() && !(any && !strcmp(any, "1")))
+        return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this CPU has neither AVX512-BF16 nor AMX-BF16 "
+                                       "instructions; use 'bf16-emulated' (or GOZARU_BF16_EMULATE=1) for the "
+                                       "same rounding at fp32 speed or below");
+    if (!*gz_cpu_bf16_library())
+        return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this build of gozaru has no bf16 GEMM library (build "
+                                       "with mkl-devel installed, see README), or use 'bf16-emulated' (slow, "
+                                       "exact rounding)");
+    return GZ_OK;
+}
+
 gz_status gz_cpu_bf16_set_precision(gz_cpu_bf16 *s, gz_precision p) {
-    if (p == GZ_PRECISION_BF16) {
-        /* GOZARU_BF16_ANY_CPU=1 (for tests): the library path on a CPU without the instructions, where MKL
-         * converts to fp32 internally — the same results, no faster */
-        const char *any = getenv("GOZARU_BF16_ANY_CPU");
-        if (!gz_cpu_bf16_instructions() && !(any && !strcmp(any, "1")))
-            return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this CPU has neither AVX512-BF16 nor AMX-BF16 "
-                                           "instructions; use 'bf16-emulated' (or GOZARU_BF16_EMULATE=1) for the "
-                                           "same rounding at fp32 speed or below");
-        if (!*gz_cpu_bf16_library())
-            return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this build of gozaru has no bf16 GEMM library (build "
-                                           "with mkl-devel installed, see README), or use 'bf16-emulated' (slow, "
-                                           "exact rounding)");
+    GZ_TRY(gz_cpu_supports(p));
 #ifdef GZ_WITH_MKL_BF16
+    if (p == GZ_PRECISION_BF16) {
         /* MKL's threads on the GNU OpenMP runtime gozaru already uses (not a second, Intel, runtime) */
         static int layer_set = 0;
         if (!layer_set) MKL_Set_Threading_Layer(MKL_THREADING_GNU);
         layer_set = 1;
-#endif
     }
+#endif
     if (p != s->precision) gz_cpu_bf16_written(s, NULL, 0); /* copies are in the old format */
     s->precision = p;
     return GZ_OK;
 }
 
 void gz_cpu_bf16_written(gz_cpu_bf16 *s, const void *p, size_t bytes) {
-    const char *lo = (const char *)p, *hi = lo + bytes;
-    for (int i = 0; i < s->nweights; i++) {
-        gz_cpu_weight_copy *w = &s->weights[i];
-        const char *a = (const char *)w->src, *b = a + (size_t)w->count * sizeof(float);
-        if (!p || (a < hi && lo < b)) w->valid = 0;
-    }
+    gz_weight_copies_written(&s->weights, p, bytes);
 }
 
 void gz_cpu_bf16_free(gz_cpu_bf16 *s) {
-    for (int i = 0; i < s->nweights; i++) free(s->weights[i].copy);
-    free(s->weights);
+    for (int i = 0; i < s->weights.n; i++) free(s->weights.items[i].copy);
+    gz_weight_copies_clear(&s->weights);
     for (int i = 0; i < 2; i++) free(s->scratch[i]);
     memset(s, 0, sizeof *s);
 }
@@ -106,22 +111,9 @@ static gz_status round_scratch(gz_cpu_bf16 *s, int slot, const float *src, int64
 
 /* The bf16 copy of weight w[count]: made at the first GEMM that reads it and after every write to w. */
 static gz_status weight_copy(gz_cpu_bf16 *s, const float *w, int64_t count, const void **out) {
-    gz_cpu_weight_copy *e = NULL;
-    for (int i = 0; i < s->nweights && !e; i++)
-        if (s->weights[i].src == w && s->weights[i].count == count) e = &s->weights[i];
-    if (!e) {
-        if (s->nweights == s->cap_weights) {
-            int cap = s->cap_weights ? 2 * s->cap_weights : 64;
-            void *grown = realloc(s->weights, (size_t)cap * sizeof *s->weights);
-            if (!grown) return gz_fail(GZ_ERR_NOMEM, "bf16 weight table (%d entries)", cap);
-            s->weights = (gz_cpu_weight_copy *)grown;
-            s->cap_weights = cap;
-        }
-        e = &s->weights[s->nweights];
-        *e = (gz_cpu_weight_copy){w, count, NULL, 0};
-        GZ_TRY(gz_calloc(&e->copy, (size_t)(count ? count : 1), 4, "bf16 weight copy")); /* fits either format */
-        s->nweights++;
-    }
+    gz_weight_copy *e = NULL;
+    GZ_TRY(gz_weight_copies_find(&s->weights, w, count, &e));
+    if (!e->copy) GZ_TRY(gz_calloc(&e->copy, (size_t)(count ? count : 1), 4, "bf16 weight copy")); /* either format */
     if (!e->valid) {
         round_into(s, e->copy, w, count);
         e->valid = 1;

@@ -1,5 +1,5 @@
 /* backend_cuda.cu — the CUDA operations table (backend.h), creating / destroying an instance and its
- * context (scratch, cuBLAS handle, GEMM mode, bf16 weight copies), and whether a device is present. */
+ * context (scratch, cuBLAS handle, GEMM precision, bf16 weight copies), and whether a device is present. */
 #include <stdlib.h>
 #include "cuda_ops.h"
 
@@ -16,8 +16,8 @@ static gz_backend make_cuda_backend(void) {
     gz_backend b = {};
     b.name = "cuda";
     b.destroy = destroy_ctx;
-    b.gemm_mode = gz_cuda_gemm_mode_name;
-    b.set_precision = NULL; /* GOZARU_CUDA_GEMM chooses, at creation */
+    b.precision = gz_cuda_precision;
+    b.set_precision = gz_cuda_set_precision;
     b.weights_written = gz_cuda_weights_written;
     b.alloc = gz_cuda_alloc;
     b.release = gz_cuda_release;

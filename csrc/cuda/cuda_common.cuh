@@ -10,6 +10,7 @@
 
 extern "C" {
 #include "backend.h" /* C headers: give their functions C linkage */
+#include "weight_copies.h"
 }
 #include "elementwise.h"
 
@@ -86,19 +87,6 @@ typedef enum {
 } gz_cuda_scratch_slot;
 gz_status gz_cuda_scratch(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, size_t bytes, void **out);
 
-/* GEMM precision (GOZARU_CUDA_GEMM, read once when the instance is created; see gemm.cu). */
-typedef enum { GZ_GEMM_BF16 = 0, GZ_GEMM_TF32, GZ_GEMM_FP32 } gz_gemm_mode;
-
-/* bf16 copy of one weight tensor, reused until that memory is written (upload, copy, zero, scale,
- * adamw_update) or any buffer is released: generation's decode steps then round each weight once. */
-typedef struct {
-    const float *src;
-    int64_t count;
-    void *bf16;
-    size_t bytes;
-    int valid;
-} gz_cuda_weight_copy;
-
 struct cublasContext; /* cublas_v2.h's handle type, named here so this header needs no cuBLAS */
 
 struct gz_backend_ctx {
@@ -106,9 +94,10 @@ struct gz_backend_ctx {
     size_t scratch_bytes[GZ_SCRATCH_COUNT];
     struct cublasContext *cublas;
     void *cublas_workspace;
-    gz_gemm_mode gemm_mode;
-    gz_cuda_weight_copy *weights;
-    int nweights, cap_weights;
+    gz_precision precision; /* GEMMs: fp32, tf32 or bf16 (gemm.cu) */
+    /* bf16 copies of the weights (device memory), reused until a weight is written (upload, copy, zero, scale,
+     * adamw_update) or any buffer is released: generation's decode steps then round each weight once. */
+    gz_weight_copies weights;
 };
 
 /* memory.cu: marks cached bf16 weight copies overlapping [p, p + bytes) stale (bytes 0: all of them). */

@@ -15,7 +15,7 @@ gz_status gz_cuda_copy(gz_backend_ctx *ctx, void *dst, const void *src, size_t b
 gz_status gz_cuda_synchronize(gz_backend_ctx *ctx);
 
 /* gemm.cu: column-major C[m,n] = alpha * op(A) op(B) + beta * C over `batch` strided matrices,
- * fp32 output. In bf16 mode (GOZARU_CUDA_GEMM=bf16, the default) with batch == 1, k > 0 and no
+ * fp32 output. In bf16 precision (the default) with batch == 1, k > 0 and no
  * GZ_OPERAND_FP32 operand, both operands reach cuBLAS as bf16 (contiguous A [a_count], B [b_count]);
  * otherwise they stay fp32 and the product uses TF32 tensor cores (bf16/tf32 modes) or plain fp32. */
 typedef enum {
@@ -29,12 +29,13 @@ gz_status gz_cuda_gemm(gz_backend_ctx *ctx, bool trans_a, bool trans_b, int m, i
                        gz_operand b_kind, int ldb, int64_t stride_b, int64_t b_count, float beta, float *C, int ldc,
                        int64_t stride_c, int batch);
 static inline bool gz_cuda_gemm_uses_bf16(const gz_backend_ctx *ctx, gz_operand a, gz_operand b, int k, int batch) {
-    return ctx->gemm_mode == GZ_GEMM_BF16 && a != GZ_OPERAND_FP32 && b != GZ_OPERAND_FP32 && batch == 1 && k > 0;
+    return ctx->precision == GZ_PRECISION_BF16 && a != GZ_OPERAND_FP32 && b != GZ_OPERAND_FP32 && batch == 1 && k > 0;
 }
 gz_status gz_cuda_to_bf16(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, const float *src, int64_t n,
                           const void **out);
-const char *gz_cuda_gemm_mode_name(gz_backend_ctx *ctx);
-gz_status gz_cuda_gemm_init(gz_backend_ctx *ctx); /* reads GOZARU_CUDA_GEMM, creates the cuBLAS handle */
+gz_precision gz_cuda_precision(gz_backend_ctx *ctx);
+gz_status gz_cuda_set_precision(gz_backend_ctx *ctx, gz_precision p);
+gz_status gz_cuda_gemm_init(gz_backend_ctx *ctx); /* precision bf16, creates the cuBLAS handle */
 void gz_cuda_gemm_release(gz_backend_ctx *ctx);
 void gz_cuda_weights_free(gz_backend_ctx *ctx);
 

@@ -1,10 +1,11 @@
-/* gemm.cu — the cuBLAS handle of a backend instance and one GEMM wrapper for the whole backend.
+/* gemm.cu — the cuBLAS handle of a backend instance, its GEMM precision and one GEMM wrapper for the whole backend.
  *
- * Precision (GOZARU_CUDA_GEMM, read once when the instance is created; gz_model_gemm_mode reports it):
+ * Precision (csrc/precision.h's names; set_precision, default bf16; gz_model_precision reports it):
  *   bf16 (default) operands rounded to bf16 in backend scratch, fp32 accumulate and fp32 output:
  *                  the design's compute precision; relative error per product ~ 2^-9 * sqrt(k)-ish.
  *   tf32           fp32 operands, TF32 tensor cores (10-bit mantissa), fp32 accumulate.
  *   fp32           plain fp32 (no tensor-core rounding): for tight comparisons with the CPU backend.
+ * bf16-emulated is the CPU's stand-in for bf16 instructions; a GPU runs bf16 itself, so it is not offered here.
  * Attention products (q k^T, P v) are never rounded to bf16 here: they use TF32 in bf16/tf32 mode
  * (their FLOPs are ~3 % of a step at seq 512) and fp32 in fp32 mode. */
 #include <cublas_v2.h>
@@ -22,26 +23,26 @@
                            cublasGetStatusString(gz_s_));                                                   \
     } while (0)
 
-static gz_gemm_mode mode_from_env(void) {
-    const char *s = getenv("GOZARU_CUDA_GEMM");
-    if (!s || !*s || !strcmp(s, "bf16")) return GZ_GEMM_BF16;
-    if (!strcmp(s, "tf32")) return GZ_GEMM_TF32;
-    if (!strcmp(s, "fp32")) return GZ_GEMM_FP32;
-    return GZ_GEMM_BF16; /* unknown values fall back to the default; gz_cuda_gemm_mode_name() shows it */
+#define CUDA_PRECISIONS \
+    (GZ_PRECISION_BIT(GZ_PRECISION_FP32) | GZ_PRECISION_BIT(GZ_PRECISION_TF32) | GZ_PRECISION_BIT(GZ_PRECISION_BF16))
+
+gz_status gz_cuda_supports(gz_precision p) {
+    return CUDA_PRECISIONS & GZ_PRECISION_BIT(p) ? GZ_OK : gz_precision_unsupported("cuda", p, CUDA_PRECISIONS);
 }
 
-const char *gz_cuda_gemm_mode_name(gz_backend_ctx *ctx) {
-    switch (ctx->gemm_mode) {
-    case GZ_GEMM_TF32: return "tf32";
-    case GZ_GEMM_FP32: return "fp32";
-    default: return "bf16";
-    }
+gz_precision gz_cuda_precision(gz_backend_ctx *ctx) { return ctx->precision; }
+
+gz_status gz_cuda_set_precision(gz_backend_ctx *ctx, gz_precision p) {
+    GZ_TRY(gz_cuda_supports(p));
+    if (p != GZ_PRECISION_BF16) gz_cuda_weights_free(ctx); /* bf16 weight copies: only bf16 reads them */
+    ctx->precision = p;
+    return GZ_OK;
 }
 
 /* The instance's handle, bound to the legacy default stream, with a 32 MiB workspace (what cuBLAS
  * advises for Hopper). The stream is set first: cublasSetStream resets the workspace to cuBLAS's own. */
 gz_status gz_cuda_gemm_init(gz_backend_ctx *ctx) {
-    ctx->gemm_mode = mode_from_env();
+    ctx->precision = GZ_PRECISION_BF16;
     cublasHandle_t h = NULL;
     GZ_CUBLAS_CHECK(cublasCreate(&h));
     ctx->cublas = h;
@@ -100,36 +101,20 @@ gz_status gz_cuda_to_bf16(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, const 
 
 /* The bf16 copy of weight w[count]: made on first use and after every write to w (memory.cu). */
 static gz_status weight_bf16(gz_backend_ctx *ctx, const float *w, int64_t count, const void **out) {
-    gz_cuda_weight_copy *e = NULL;
-    for (int i = 0; i < ctx->nweights && !e; i++)
-        if (ctx->weights[i].src == w && ctx->weights[i].count == count) e = &ctx->weights[i];
-    if (!e) {
-        if (ctx->nweights == ctx->cap_weights) {
-            int cap = ctx->cap_weights ? 2 * ctx->cap_weights : 64;
-            void *grown = realloc(ctx->weights, (size_t)cap * sizeof *ctx->weights);
-            if (!grown) return gz_fail(GZ_ERR_NOMEM, "bf16 weight table (%d entries)", cap);
-            ctx->weights = (gz_cuda_weight_copy *)grown;
-            ctx->cap_weights = cap;
-        }
-        e = &ctx->weights[ctx->nweights];
-        *e = gz_cuda_weight_copy{w, count, NULL, 0, 0};
-        GZ_TRY(gz_cuda_alloc(ctx, &e->bf16, (size_t)count * sizeof(__nv_bfloat16), "bf16 weight copy"));
-        e->bytes = (size_t)count * sizeof(__nv_bfloat16);
-        ctx->nweights++;
-    }
+    gz_weight_copy *e = NULL;
+    GZ_TRY(gz_weight_copies_find(&ctx->weights, w, count, &e));
+    if (!e->copy) GZ_TRY(gz_cuda_alloc(ctx, &e->copy, (size_t)count * sizeof(__nv_bfloat16), "bf16 weight copy"));
     if (!e->valid) {
-        GZ_TRY(round_into(e->bf16, w, count));
+        GZ_TRY(round_into(e->copy, w, count));
         e->valid = 1;
     }
-    *out = e->bf16;
+    *out = e->copy;
     return GZ_OK;
 }
 
 void gz_cuda_weights_free(gz_backend_ctx *ctx) {
-    for (int i = 0; i < ctx->nweights; i++) cudaFree(ctx->weights[i].bf16);
-    free(ctx->weights);
-    ctx->weights = NULL;
-    ctx->nweights = ctx->cap_weights = 0;
+    for (int i = 0; i < ctx->weights.n; i++) cudaFree(ctx->weights.items[i].copy);
+    gz_weight_copies_clear(&ctx->weights);
 }
 
 /* An operand in the form cuBLAS gets: bf16 (rounded now, cached, or already rounded) or fp32. */
@@ -149,14 +134,14 @@ gz_status gz_cuda_gemm(gz_backend_ctx *ctx, bool trans_a, bool trans_b, int m, i
                        int64_t stride_c, int batch) {
     if (m <= 0 || n <= 0 || batch <= 0) return GZ_OK;
     cublasHandle_t h = ctx->cublas;
-    gz_gemm_mode mode = ctx->gemm_mode;
     cublasOperation_t oa = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, ob = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     bool bf16 = gz_cuda_gemm_uses_bf16(ctx, a_kind, b_kind, k, batch);
     const void *a, *b;
     GZ_TRY(operand(ctx, a_kind, GZ_SCRATCH_GEMM_A, (const float *)A, a_count, bf16, &a));
     GZ_TRY(operand(ctx, b_kind, GZ_SCRATCH_GEMM_B, (const float *)B, b_count, bf16, &b));
     cudaDataType_t in_type = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    cublasComputeType_t compute = bf16 || mode == GZ_GEMM_FP32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+    cublasComputeType_t compute =
+        bf16 || ctx->precision == GZ_PRECISION_FP32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
     if (batch == 1) {
         GZ_CUBLAS_CHECK(cublasGemmEx(h, oa, ob, m, n, k, &alpha, a, in_type, lda, b, in_type, ldb, &beta, C,
                                      CUDA_R_32F, ldc, compute, CUBLAS_GEMM_DEFAULT));

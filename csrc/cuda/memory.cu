@@ -80,10 +80,5 @@ gz_status gz_cuda_scratch(gz_backend_ctx *ctx, gz_cuda_scratch_slot slot, size_t
 }
 
 void gz_cuda_weights_written(gz_backend_ctx *ctx, const void *p, size_t bytes) {
-    const char *lo = (const char *)p, *hi = lo + bytes;
-    for (int i = 0; i < ctx->nweights; i++) {
-        gz_cuda_weight_copy *w = &ctx->weights[i];
-        const char *a = (const char *)w->src, *b = a + (size_t)w->count * sizeof(float);
-        if (!p || (a < hi && lo < b)) w->valid = 0;
-    }
+    gz_weight_copies_written(&ctx->weights, p, bytes);
 }

@@ -2,14 +2,7 @@
  * (model_forward.c) and generation (generate.c). What differs between the two is passed in: the attention step
  * (causal attention over the batch keeping probabilities for backward, or KV-cache append plus cached
  * attention) and the buffers (per-layer activations kept for backward, or shared scratch). */
-#include "model_internal.h"
-
-/* Every Linear layer of the block goes through here: the one place where adapters or other
- * GEMM input formats are added. b < 0: no bias. */
-static gz_status block_linear(gz_model *m, float *out, const float *inp, int w, int b, int64_t N, int C, int OC) {
-    GZ_TRY(m->be->matmul_forward(m->be->ctx, out, inp, GZ_P(m, w), GZ_P_OPT(m, b), N, C, OC));
-    return gz_lora_forward(m, out, inp, w, N, C, OC);
-}
+#include "linear.h"
 
 gz_status gz_norm_forward(gz_model *m, float *out, float *mean, float *rstd, const float *x, int w, int b, int64_t N) {
     gz_backend *be = m->be;
@@ -36,14 +29,14 @@ static gz_status qkv_forward(gz_model *m, int l, const gz_block_bufs *a, const g
     int64_t N = (int64_t)at->B * at->T;
     int C = m->C, HS = m->HS, KV = m->NKV * HS;
     if (m->cfg.arch == GZ_ARCH_GPT_NEOX) {
-        GZ_TRY(block_linear(m, a->qkv, a->ln1, w->qkv_w, w->qkv_b, N, C, 3 * C));
+        GZ_TRY(gz_model_linear_forward(m, w->qkv_w, w->qkv_b, a->qkv, a->ln1, N));
         return be->rotary_split_forward(be->ctx, a->q, a->k, a->v, a->qkv, at->pos, m->cos_t, m->sin_t, at->B, at->T,
                                         m->NH, HS, m->rot);
     }
     float *qp = a->qkv, *kp = qp + N * C, *vp = kp + N * KV;
-    GZ_TRY(block_linear(m, qp, a->ln1, w->q_w, w->q_b, N, C, C));
-    GZ_TRY(block_linear(m, kp, a->ln1, w->k_w, w->k_b, N, C, KV));
-    GZ_TRY(block_linear(m, vp, a->ln1, w->v_w, w->v_b, N, C, KV));
+    GZ_TRY(gz_model_linear_forward(m, w->q_w, w->q_b, qp, a->ln1, N));
+    GZ_TRY(gz_model_linear_forward(m, w->k_w, w->k_b, kp, a->ln1, N));
+    GZ_TRY(gz_model_linear_forward(m, w->v_w, w->v_b, vp, a->ln1, N));
     GZ_TRY(be->rotary_heads_forward(be->ctx, a->q, qp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NH, m->NH, HS,
                                     m->rot));
     GZ_TRY(be->rotary_heads_forward(be->ctx, a->k, kp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, kv_heads, HS,
@@ -69,11 +62,11 @@ static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, cons
 /* fcg = act(ln2 ...): GELU of the up projection, or SwiGLU silu(gate) * up */
 static gz_status mlp_hidden(gz_model *m, int l, const gz_block_bufs *a, int64_t N) {
     const gz_layer_tensors *w = &m->lt[l];
-    int C = m->C, I = m->I;
-    GZ_TRY(block_linear(m, a->fch, a->ln2, m->cfg.mlp_kind == GZ_MLP_SWIGLU ? w->gate_w : w->fc_w,
-                        m->cfg.mlp_kind == GZ_MLP_SWIGLU ? -1 : w->fc_b, N, C, I));
-    if (m->cfg.mlp_kind != GZ_MLP_SWIGLU) return m->be->gelu_forward(m->be->ctx, a->fcg, a->fch, N * I);
-    GZ_TRY(block_linear(m, a->fcu, a->ln2, w->fc_w, w->fc_b, N, C, I));
+    int I = m->I;
+    int swiglu = m->cfg.mlp_kind == GZ_MLP_SWIGLU;
+    GZ_TRY(gz_model_linear_forward(m, swiglu ? w->gate_w : w->fc_w, swiglu ? -1 : w->fc_b, a->fch, a->ln2, N));
+    if (!swiglu) return m->be->gelu_forward(m->be->ctx, a->fcg, a->fch, N * I);
+    GZ_TRY(gz_model_linear_forward(m, w->fc_w, w->fc_b, a->fcu, a->ln2, N));
     return m->be->swiglu_forward(m->be->ctx, a->fcg, a->fch, a->fcu, N * I);
 }
 
@@ -82,11 +75,11 @@ gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const g
     gz_backend *be = m->be;
     const gz_layer_tensors *w = &m->lt[l];
     int64_t N = (int64_t)at->B * at->T;
-    int C = m->C, I = m->I;
+    int C = m->C;
 
     GZ_TRY(gz_norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1_w, w->ln1_b, N));
     GZ_TRY(attention_step(m, l, a, at));
-    GZ_TRY(block_linear(m, a->attn_out, a->atty, w->dense_w, w->dense_b, N, C, C));
+    GZ_TRY(gz_model_linear_forward(m, w->dense_w, w->dense_b, a->attn_out, a->atty, N));
     /* Sequential: y = h + mlp(ln2(h)), h = x + attn(ln1(x)). Parallel: y = x + attn(ln1(x)) + mlp(ln2(x)).
      * y may be x (generation updates its hidden state in place): x is last read before y is written. */
     const float *mlp_in = x;
@@ -96,7 +89,7 @@ gz_status gz_block_forward(gz_model *m, int l, const float *x, float *y, const g
     }
     GZ_TRY(gz_norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, mlp_in, w->ln2_w, w->ln2_b, N));
     GZ_TRY(mlp_hidden(m, l, a, N));
-    GZ_TRY(block_linear(m, a->mlp_out, a->fcg, w->proj_w, w->proj_b, N, I, C));
+    GZ_TRY(gz_model_linear_forward(m, w->proj_w, w->proj_b, a->mlp_out, a->fcg, N));
     if (m->cfg.use_parallel_residual) {
         GZ_TRY(be->add(be->ctx, y, x, a->attn_out, N * C));
         GZ_TRY(be->add(be->ctx, y, y, a->mlp_out, N * C));

@@ -7,7 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model_internal.h"
+#include "linear.h"
 #include "sample.h"
 
 typedef struct {
@@ -92,9 +92,7 @@ static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *ro
     }
     if (nw == 0) return GZ_OK;
     GZ_TRY(gz_norm_forward(m, g->ln, g->mean, g->rstd, g->last, m->lnf_w, m->lnf_b, g->rows));
-    GZ_TRY(be->matmul_forward(be->ctx, g->logits, g->ln, GZ_P(m, m->head), NULL, g->rows, C, m->V));
-    GZ_TRY(gz_lora_forward(m, g->logits, g->ln, m->head, g->rows, C, m->V));
-    return GZ_OK;
+    return gz_model_linear_forward(m, m->head, -1, g->logits, g->ln, g->rows);
 }
 
 static gz_status check_args(const gz_model *m, const int32_t *prompts, const int32_t *lens, int B, int Tmax,

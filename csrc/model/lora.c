@@ -1,15 +1,11 @@
-/* lora.c — LoRA adapters on Linear weights: their rows of the tensor table, PEFT's initialisation, and
- * the forward / backward terms added after the base Linear (block.c, model_forward.c, model_backward.c,
- * generate.c call these right after the frozen base's matmul, so training and generation share them).
- *
- * out = x W^T + b + s * (x A^T) B^T. Backward, given dout: u = x A^T is recomputed (N x r, cheap) instead of
- * kept, so adapters add no activation memory per layer; dB += dout^T (s u); du = s * dout B;
- * dA += du^T x; dx += du A. Frozen W gets no gradient: its matmul_backward already had dw = NULL. */
+/* lora.c — LoRA adapters on Linear weights: their rows of the tensor table, PEFT's initialisation, the adapter
+ * table of a model and the term each adapter adds to its Linear (gz_lora_term_of; the math is the one linear
+ * op's, linear.c, which training, evaluation and generation share). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "model_internal.h"
+#include "linear.h"
 
 static int adaptable(const char *kind) {
     return !strcmp(kind, "qkv") || !strcmp(kind, "attn_out") || !strcmp(kind, "mlp_gate") || !strcmp(kind, "mlp_up") ||
@@ -112,38 +108,14 @@ static gz_status ensure_scratch(gz_model *m, int64_t N) {
     return GZ_OK;
 }
 
-gz_status gz_lora_forward(gz_model *m, float *out, const float *inp, int w, int64_t N, int C, int OC) {
+gz_status gz_lora_term_of(gz_model *m, int w, int64_t N, gz_lora_term *out) {
+    *out = (gz_lora_term){0};
     int i = m->lora_at ? m->lora_at[w] : -1;
     if (i < 0) return GZ_OK;
     const gz_lora *ad = &m->lora[i];
-    gz_backend *be = m->be;
     GZ_TRY(ensure_scratch(m, N));
-    GZ_TRY(be->matmul_forward(be->ctx, m->lora_xa, inp, GZ_P(m, ad->a), NULL, N, C, ad->r));
-    GZ_TRY(be->scale(be->ctx, m->lora_xa, ad->scale, N * ad->r));
-    GZ_TRY(be->matmul_forward(be->ctx, m->lora_tmp, m->lora_xa, GZ_P(m, ad->b), NULL, N, ad->r, OC));
-    return be->add(be->ctx, out, out, m->lora_tmp, N * OC);
-}
-
-gz_status gz_lora_backward(gz_model *m, float *dinp, int w, const float *dout, const float *inp, int64_t N, int C,
-                           int OC) {
-    int i = m->lora_at ? m->lora_at[w] : -1;
-    if (i < 0) return GZ_OK;
-    const gz_lora *ad = &m->lora[i];
-    float *dA = m->grads[ad->a], *dB = m->grads[ad->b];
-    if (!dinp && !dA && !dB) return GZ_OK;
-    gz_backend *be = m->be;
-    GZ_TRY(ensure_scratch(m, N));
-    float *su = m->lora_xa, *du = m->lora_xa + N * ad->r;
-    GZ_TRY(be->matmul_forward(be->ctx, su, inp, GZ_P(m, ad->a), NULL, N, C, ad->r));
-    GZ_TRY(be->scale(be->ctx, su, ad->scale, N * ad->r));
-    /* du = dout B (only when A or the input needs it); dB += dout^T (s u) */
-    int need_du = dinp || dA;
-    GZ_TRY(be->matmul_backward(be->ctx, need_du ? du : NULL, dB, NULL, dout, su, GZ_P(m, ad->b), N, ad->r, OC));
-    if (!need_du) return GZ_OK;
-    GZ_TRY(be->scale(be->ctx, du, ad->scale, N * ad->r));
-    /* dA += du^T x; the input's share du A lands in scratch and is added (matmul_backward overwrites) */
-    GZ_TRY(be->matmul_backward(be->ctx, dinp ? m->lora_tmp : NULL, dA, NULL, du, inp, GZ_P(m, ad->a), N, C, ad->r));
-    if (dinp) GZ_TRY(be->add(be->ctx, dinp, dinp, m->lora_tmp, N * C));
+    *out = (gz_lora_term){.A = GZ_P(m, ad->a), .B = GZ_P(m, ad->b), .dA = m->grads[ad->a], .dB = m->grads[ad->b],
+                          .r = ad->r, .scale = ad->scale, .xa = m->lora_xa, .tmp = m->lora_tmp};
     return GZ_OK;
 }
 

@@ -7,19 +7,17 @@
 #include <string.h>
 #include "model_internal.h"
 
-void gz_model_free_activations(gz_model *m); /* model_forward.c */
-
 gz_status gz_config_validate(const gz_config *c) {
     if (!c) return gz_fail(GZ_ERR_VALUE, "config is NULL");
 #define POSITIVE(f, lim)                                                                         \
     if (c->f <= 0 || c->f > (lim)) return gz_fail(GZ_ERR_VALUE, "config." #f " = %d is out of range (1..%d)", \
                                                   c->f, (int)(lim))
-    POSITIVE(vocab_size, 1 << 24);
-    POSITIVE(hidden_size, 1 << 16);
-    POSITIVE(num_hidden_layers, 4096);
-    POSITIVE(num_attention_heads, 1024);
-    POSITIVE(intermediate_size, 1 << 18);
-    POSITIVE(max_position_embeddings, 1 << 20);
+    POSITIVE(vocab_size, GZ_MAX_VOCAB);
+    POSITIVE(hidden_size, GZ_MAX_HIDDEN);
+    POSITIVE(num_hidden_layers, GZ_MAX_LAYERS);
+    POSITIVE(num_attention_heads, GZ_MAX_HEADS);
+    POSITIVE(intermediate_size, GZ_MAX_INTERMEDIATE);
+    POSITIVE(max_position_embeddings, GZ_MAX_POSITIONS);
 #undef POSITIVE
     if (c->hidden_size % c->num_attention_heads)
         return gz_fail(GZ_ERR_VALUE, "config.hidden_size = %d is not divisible by num_attention_heads = %d",
@@ -91,7 +89,7 @@ static int build_specs(const gz_config *c, gz_tensor_spec *specs, gz_layer_tenso
     int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     int64_t HS = C / c->num_attention_heads, KV = (int64_t)c->num_key_value_heads * HS;
     const char *prefix = llama ? "model" : "gpt_neox";
-    char buf[96];
+    char buf[GZ_MAX_NAME];
     gz_global_tensors g = {0, -1, -1, -1};
 #define GLOBAL(field, suffix, d0, d1, layer, pos, kind, mat)                                    \
     do {                                                                                          \
@@ -241,7 +239,7 @@ gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, co
         (st = gz_calloc((void **)&m->tensors, n, sizeof *m->tensors, "tensor table")) ||
         (st = gz_calloc((void **)&m->tensor_pos, n, sizeof *m->tensor_pos, "tensor positions")) ||
         (st = gz_calloc((void **)&m->grads, n, sizeof *m->grads, "gradient table")) ||
-        (st = gz_calloc((void **)&m->name_storage, n, 96, "tensor names")) ||
+        (st = gz_calloc((void **)&m->name_storage, n, GZ_MAX_NAME, "tensor names")) ||
         (st = gz_calloc((void **)&m->acts, m->L, sizeof *m->acts, "activation table")) ||
         (st = gz_calloc((void **)&m->res, m->L + 1, sizeof *m->res, "residual table")))
         goto fail;
@@ -251,8 +249,8 @@ gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, co
     m->ntensors = n;
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
-        char *nm = m->name_storage + (size_t)i * 96;
-        memcpy(nm, specs[i].name, 96);
+        char *nm = m->name_storage + (size_t)i * GZ_MAX_NAME;
+        memcpy(nm, specs[i].name, GZ_MAX_NAME);
         gz_tensor_info *t = &m->tensors[i];
         t->name = nm;
         t->ndim = specs[i].ndim;
@@ -315,19 +313,14 @@ void gz_model_free(gz_model *m) {
 
 const gz_config *gz_model_config(const gz_model *m) { return &m->cfg; }
 gz_backend_kind gz_model_backend(const gz_model *m) { return m->kind; }
-const char *gz_model_gemm_mode(const gz_model *m) { return m->be->gemm_mode(m->be->ctx); }
+const char *gz_model_precision(const gz_model *m) { return gz_precision_name(m->be->precision(m->be->ctx)); }
 
 gz_status gz_model_set_precision(gz_model *m, const char *precision) {
-    /* a fixed-mode backend accepts its own mode's name (CUDA's "tf32" too), e.g. when a run is resumed */
-    if (!m->be->set_precision && precision && !strcmp(gz_model_gemm_mode(m), precision)) return GZ_OK;
     gz_precision p;
-    if (gz_precision_parse(precision, &p) != 0)
-        return gz_fail(GZ_ERR_VALUE, "unknown precision '%s': choose one of " GZ_PRECISION_CHOICES,
-                       precision ? precision : "(null)");
-    if (!m->be->set_precision) {
-        return gz_fail(GZ_ERR_BACKEND, "the %s backend runs its GEMMs in %s (chosen when it is created%s); it cannot "
-                       "switch to '%s'", m->be->name, gz_model_gemm_mode(m),
-                       m->kind == GZ_BACKEND_CUDA ? ": GOZARU_CUDA_GEMM" : "", precision);
+    if (gz_precision_parse(precision, &p) != 0) {
+        char list[GZ_PRECISION_LIST];
+        return gz_fail(GZ_ERR_VALUE, "unknown precision '%s': choose one of %s", precision ? precision : "(null)",
+                       gz_precision_list(list, sizeof list, GZ_PRECISION_ALL));
     }
     GZ_TRY(m->be->set_precision(m->be->ctx, p));
     m->have_acts = 0; /* saved activations were computed in the old precision */
@@ -402,7 +395,7 @@ gz_status gz_model_set_trainable(gz_model *m, int index, int trainable) {
     trainable = trainable ? 1 : 0;
     if (t->trainable == trainable) return GZ_OK;
     if (trainable) {
-        char what[160];
+        char what[GZ_MAX_WHAT];
         snprintf(what, sizeof what, "gradient of %s", t->name);
         GZ_TRY(m->be->alloc(m->be->ctx, (void **)&m->grads[index], (size_t)t->numel * sizeof(float), what));
     } else {

@@ -6,16 +6,9 @@
  */
 #include <limits.h>
 #include <math.h>
-#include "model_internal.h"
+#include "linear.h"
 
 #define G(idx) ((idx) >= 0 ? m->grads[idx] : NULL) /* NULL when frozen or absent */
-
-/* Backward of one Linear (w, optional bias b) and its adapter: dinp overwritten (when not NULL), dw, db += */
-static gz_status linear_backward(gz_model *m, float *dinp, int w, int b, const float *dout, const float *inp, int64_t N,
-                                 int C, int OC) {
-    GZ_TRY(m->be->matmul_backward(m->be->ctx, dinp, G(w), G(b), dout, inp, GZ_P(m, w), N, C, OC));
-    return gz_lora_backward(m, dinp, w, dout, inp, N, C, OC);
-}
 
 /* dln = the input gradient of the MLP's first projection(s), from dfcg (the activation output's gradient). */
 static gz_status mlp_hidden_backward(gz_model *m, int l, const gz_layer_acts *a, float *dln, int64_t N) {
@@ -24,11 +17,11 @@ static gz_status mlp_hidden_backward(gz_model *m, int l, const gz_layer_acts *a,
     int C = m->C, I = m->I;
     if (m->cfg.mlp_kind != GZ_MLP_SWIGLU) {
         GZ_TRY(be->gelu_backward(be->ctx, m->dfch, m->dfcg, a->fch, N * I));
-        return linear_backward(m, dln, w->fc_w, w->fc_b, m->dfch, a->ln2, N, C, I);
+        return gz_model_linear_backward(m, w->fc_w, w->fc_b, dln, m->dfch, a->ln2, N);
     }
     GZ_TRY(be->swiglu_backward(be->ctx, m->dfch, m->dfcu, m->dfcg, a->fch, a->fcu, N * I));
-    GZ_TRY(linear_backward(m, dln, w->gate_w, -1, m->dfch, a->ln2, N, C, I));
-    GZ_TRY(linear_backward(m, dln ? m->dln_part : NULL, w->fc_w, w->fc_b, m->dfcu, a->ln2, N, C, I));
+    GZ_TRY(gz_model_linear_backward(m, w->gate_w, -1, dln, m->dfch, a->ln2, N));
+    GZ_TRY(gz_model_linear_backward(m, w->fc_w, w->fc_b, dln ? m->dln_part : NULL, m->dfcu, a->ln2, N));
     return dln ? be->add(be->ctx, dln, dln, m->dln_part, N * C) : GZ_OK;
 }
 
@@ -41,17 +34,17 @@ static gz_status qkv_backward(gz_model *m, int l, const gz_layer_acts *a, float 
     if (m->cfg.arch == GZ_ARCH_GPT_NEOX) {
         GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH,
                                          HS, m->rot));
-        return linear_backward(m, dln, w->qkv_w, w->qkv_b, m->dqkv, a->ln1, N, C, 3 * C);
+        return gz_model_linear_backward(m, w->qkv_w, w->qkv_b, dln, m->dqkv, a->ln1, N);
     }
     float *dqp = m->dqkv, *dkp = dqp + N * C, *dvp = dkp + N * KV;
     GZ_TRY(be->rotary_heads_backward(be->ctx, dqp, m->dq, m->pos, m->cos_t, m->sin_t, B, T, m->NH, m->NH, HS, m->rot));
     GZ_TRY(be->rotary_heads_backward(be->ctx, dkp, m->dk, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, m->NH, HS, m->rot));
     GZ_TRY(be->rotary_heads_backward(be->ctx, dvp, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, m->NH, HS, 0));
     float *part = dln ? m->dln_part : NULL;
-    GZ_TRY(linear_backward(m, dln, w->q_w, w->q_b, dqp, a->ln1, N, C, C));
-    GZ_TRY(linear_backward(m, part, w->k_w, w->k_b, dkp, a->ln1, N, C, KV));
+    GZ_TRY(gz_model_linear_backward(m, w->q_w, w->q_b, dln, dqp, a->ln1, N));
+    GZ_TRY(gz_model_linear_backward(m, w->k_w, w->k_b, part, dkp, a->ln1, N));
     if (dln) GZ_TRY(be->add(be->ctx, dln, dln, part, N * C));
-    GZ_TRY(linear_backward(m, part, w->v_w, w->v_b, dvp, a->ln1, N, C, KV));
+    GZ_TRY(gz_model_linear_backward(m, w->v_w, w->v_b, part, dvp, a->ln1, N));
     return dln ? be->add(be->ctx, dln, dln, part, N * C) : GZ_OK;
 }
 
@@ -62,7 +55,7 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     gz_backend *be = m->be;
     const gz_layer_tensors *w = &m->lt[l];
     int64_t N = (int64_t)B * T;
-    int C = m->C, I = m->I;
+    int C = m->C;
     size_t act_bytes = (size_t)N * C * sizeof(float);
     const float *x = m->res[l];
     int par = m->cfg.use_parallel_residual;
@@ -76,7 +69,7 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     if (par && x_grad) dmlp_in = dx;
     if (!par && NEEDS(3)) dmlp_in = m->dh;
     if (dmlp_in) GZ_TRY(be->copy(be->ctx, dmlp_in, dy, act_bytes));
-    GZ_TRY(linear_backward(m, NEEDS(5) ? m->dfcg : NULL, w->proj_w, w->proj_b, dy, a->fcg, N, I, C));
+    GZ_TRY(gz_model_linear_backward(m, w->proj_w, w->proj_b, NEEDS(5) ? m->dfcg : NULL, dy, a->fcg, N));
     if (NEEDS(5)) {
         GZ_TRY(mlp_hidden_backward(m, l, a, NEEDS(4) ? m->dln : NULL, N));
         if (NEEDS(4))
@@ -87,7 +80,7 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     if (!NEEDS(3)) return GZ_OK;
     const float *dattn = par ? dy : m->dh;
     if (!par && x_grad) GZ_TRY(be->copy(be->ctx, dx, m->dh, act_bytes));
-    GZ_TRY(linear_backward(m, NEEDS(2) ? m->datty : NULL, w->dense_w, w->dense_b, dattn, a->atty, N, C, C));
+    GZ_TRY(gz_model_linear_backward(m, w->dense_w, w->dense_b, NEEDS(2) ? m->datty : NULL, dattn, a->atty, N));
     if (!NEEDS(2)) return GZ_OK;
     GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T,
                                   m->NH, m->HS));
@@ -114,9 +107,7 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
     GZ_TRY(be->cross_entropy_backward(be->ctx, m->logits, m->logits, m->lse, m->targets, N, m->V,
                                       loss_scale / (float)m->fwd_count));
     int need_lnf = min_pos < GZ_POS_HEAD(L);
-    GZ_TRY(be->matmul_backward(be->ctx, need_lnf ? m->dln : NULL, G(m->head), NULL, m->logits, m->lnf, GZ_P(m, m->head),
-                               N, C, m->V));
-    GZ_TRY(gz_lora_backward(m, need_lnf ? m->dln : NULL, m->head, m->logits, m->lnf, N, C, m->V));
+    GZ_TRY(gz_model_linear_backward(m, m->head, -1, need_lnf ? m->dln : NULL, m->logits, m->lnf, N));
     if (need_lnf) {
         int need_res = min_pos < GZ_POS_FINAL_LN(L);
         if (need_res) GZ_TRY(be->zero(be->ctx, m->dres_a, (size_t)N * C * sizeof(float)));

@@ -1,4 +1,4 @@
-/* model_internal.h — the gz_model struct, shared by model.c, model_backward.c, adamw.c and generate.c. */
+/* model_internal.h — the gz_model struct and the functions the files of csrc/model/ share (and optim/adamw.c). */
 #ifndef GOZARU_MODEL_INTERNAL_H
 #define GOZARU_MODEL_INTERNAL_H
 
@@ -119,13 +119,10 @@ gz_status gz_lora_build_specs(const gz_config *cfg, const gz_tensor_spec *base, 
                               int n, gz_tensor_spec *specs);
 gz_status gz_lora_setup(gz_model *m, const gz_lora_spec *ls, int n, int nbase);
 void gz_lora_free(gz_model *m);
-/* The adapter of weight w, if any, after the base Linear out[N,OC] = inp[N,C] W^T + b:
- * out += scale * (inp A^T) B^T. */
-gz_status gz_lora_forward(gz_model *m, float *out, const float *inp, int w, int64_t N, int C, int OC);
-/* After the base matmul_backward of weight w (which overwrote dinp): dA, dB += (when trainable) and
- * dinp += the adapter's share (when dinp is not NULL). */
-gz_status gz_lora_backward(gz_model *m, float *dinp, int w, const float *dout, const float *inp, int64_t N, int C,
-                           int OC);
+/* activations.c: room for B*T tokens, layers >= stop_layer with their own saved activations (and backward's
+ * scratch when with_backward); on failure every activation buffer is freed. */
+gz_status gz_model_ensure_activations(gz_model *m, int B, int T, int stop_layer, int with_backward);
+void gz_model_free_activations(gz_model *m);
 
 /* Lowest backward position with a trainable tensor (INT_MAX when none). */
 int gz_model_min_trainable_pos(const gz_model *m);

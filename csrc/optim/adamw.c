@@ -1,4 +1,5 @@
 /* adamw.c — AdamW with torch.optim.AdamW semantics, global-norm clipping, lazy per-tensor state. */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +60,7 @@ static gz_status ensure_state(gz_adamw *o, int i) {
     tensor_state *s = &o->st[i];
     if (s->m) return GZ_OK;
     const gz_tensor_info *t = &o->model->tensors[i];
-    char what[160];
+    char what[GZ_MAX_WHAT];
     snprintf(what, sizeof what, "AdamW moments of %s", t->name);
     size_t bytes = (size_t)t->numel * sizeof(float);
     GZ_TRY(o->model->be->alloc(o->model->be->ctx, (void **)&s->m, bytes, what));
@@ -71,10 +72,17 @@ static gz_status ensure_state(gz_adamw *o, int i) {
     return st;
 }
 
-gz_status gz_adamw_step(gz_adamw *o, float lr, float max_grad_norm, float *grad_norm_out) {
+gz_status gz_adamw_check_lr(double lr) {
+    if (!(lr >= 0.0 && lr <= FLT_MAX)) /* NaN fails both */
+        return gz_fail(GZ_ERR_VALUE, "lr = %g must be a finite number in [0, %g] (a float32 >= 0)", lr, FLT_MAX);
+    return GZ_OK;
+}
+
+gz_status gz_adamw_step(gz_adamw *o, double lr_in, float max_grad_norm, float *grad_norm_out) {
     gz_model *m = o->model;
     gz_backend *be = m->be;
-    if (!(lr >= 0.0f) || !isfinite(lr)) return gz_fail(GZ_ERR_VALUE, "learning rate = %g must be >= 0", lr);
+    GZ_TRY(gz_adamw_check_lr(lr_in));
+    float lr = (float)lr_in;
     if (isnan(max_grad_norm)) return gz_fail(GZ_ERR_VALUE, "max_grad_norm is NaN");
     /* 1. global norm; refuse non-finite gradients before touching anything */
     double total = 0.0;

@@ -53,13 +53,13 @@ static PyObject *adamw_step(GzAdamWObject *self, PyObject *args, PyObject *kwarg
     PyObject *lr_obj, *clip_obj = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|O:step", kwlist, &lr_obj, &clip_obj)) return NULL;
     double lr, clip = 0.0;
-    if (gzpy_float_arg(lr_obj, "lr", 0.0, 1e30, 0, &lr) < 0) return NULL;
+    if (gzpy_real_arg(lr_obj, "lr", &lr) < 0) return NULL; /* the core checks its range */
     if (clip_obj && clip_obj != Py_None && gzpy_float_arg(clip_obj, "max_grad_norm", 0.0, 1e30, 0, &clip) < 0)
         return NULL;
     float norm = NAN;
     gzpy_call c;
     if (gzpy_call_begin(&c, self->model, 0) < 0) return NULL;
-    gz_status s = gz_adamw_step(self->opt, (float)lr, (float)clip, &norm);
+    gz_status s = gz_adamw_step(self->opt, lr, (float)clip, &norm);
     if (gzpy_call_end(&c, s) < 0) return NULL;
     return PyFloat_FromDouble(norm);
 }

@@ -42,7 +42,7 @@ PyArrayObject *gzpy_array(PyObject *obj, const char *name, int typenum, int ndim
         Py_DECREF(got);
         return NULL;
     }
-    char shape_text[160];
+    char shape_text[GZPY_SHAPE_TEXT];
     format_shape(shape_text, sizeof shape_text, PyArray_NDIM(a), PyArray_DIMS(a));
     if (PyArray_NDIM(a) != ndim) {
         PyErr_Format(PyExc_ValueError, "%s must be a %d-D array %s, got shape %s", name, ndim, dims, shape_text);
@@ -51,7 +51,7 @@ PyArrayObject *gzpy_array(PyObject *obj, const char *name, int typenum, int ndim
     if (want) {
         for (int i = 0; i < ndim; i++) {
             if (want[i] != GZPY_ANY && want[i] != PyArray_DIM(a, i)) {
-                char want_text[160];
+                char want_text[GZPY_SHAPE_TEXT];
                 npy_intp w[NPY_MAXDIMS];
                 for (int j = 0; j < ndim; j++) w[j] = want[j] == GZPY_ANY ? PyArray_DIM(a, j) : want[j];
                 format_shape(want_text, sizeof want_text, ndim, w);
@@ -76,7 +76,7 @@ PyArrayObject *gzpy_array(PyObject *obj, const char *name, int typenum, int ndim
 
 int gzpy_check_nonempty(PyArrayObject *a, const char *name) {
     if (PyArray_SIZE(a) > 0) return 0;
-    char shape_text[160];
+    char shape_text[GZPY_SHAPE_TEXT];
     format_shape(shape_text, sizeof shape_text, PyArray_NDIM(a), PyArray_DIMS(a));
     PyErr_Format(PyExc_ValueError, "%s is empty (shape %s): a zero-size batch cannot be processed", name,
                  shape_text);
@@ -96,7 +96,7 @@ int gzpy_check_ids(PyArrayObject *a, const char *name, int hi, int allow_ignore,
         int32_t v = p[i];
         if ((v >= 0 && v < hi) || (allow_ignore && v == GZ_IGNORE_INDEX)) continue;
         /* name the position with one index per axis */
-        char pos[160];
+        char pos[GZPY_SHAPE_TEXT];
         size_t len = 0;
         npy_intp rest = i;
         npy_intp idx[NPY_MAXDIMS];
@@ -162,7 +162,7 @@ int gzpy_u64_arg(PyObject *obj, const char *name, uint64_t *out) {
     return 0;
 }
 
-int gzpy_float_arg(PyObject *obj, const char *name, double lo, double hi, int hi_open, double *out) {
+int gzpy_real_arg(PyObject *obj, const char *name, double *out) {
     double v = PyBool_Check(obj) ? 0.0 : PyFloat_AsDouble(obj);
     if (PyBool_Check(obj) || (v == -1.0 && PyErr_Occurred())) {
         if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_TypeError)) return -1;
@@ -170,6 +170,13 @@ int gzpy_float_arg(PyObject *obj, const char *name, double lo, double hi, int hi
         PyErr_Format(PyExc_TypeError, "%s must be a real number, got %.100s", name, Py_TYPE(obj)->tp_name);
         return -1;
     }
+    *out = v;
+    return 0;
+}
+
+int gzpy_float_arg(PyObject *obj, const char *name, double lo, double hi, int hi_open, double *out) {
+    double v;
+    if (gzpy_real_arg(obj, name, &v) < 0) return -1;
     if (!isfinite(v) || v < lo || v > hi || (hi_open && v == hi)) {
         char msg[256];
         snprintf(msg, sizeof msg, "%s must be a finite number in [%g, %g%c, got %g", name, lo, hi,

@@ -36,6 +36,10 @@ const char *gzpy_str_arg(PyObject *obj, const char *name, const char *hint);
 int gzpy_int_arg(PyObject *obj, const char *name, long long lo, long long hi, long long *out);
 /* A non-negative Python int that fits uint64 (seeds). */
 int gzpy_u64_arg(PyObject *obj, const char *name, uint64_t *out);
+#define GZPY_SHAPE_TEXT 160 /* bytes of a shape or index "(d0, d1, ...)" in a message (cut when longer) */
+
+/* Any real number, unchecked: for values the core checks itself (TypeError for non-numbers and bools). */
+int gzpy_real_arg(PyObject *obj, const char *name, double *out);
 /* A finite real number in [lo, hi] or [lo, hi) when hi_open (TypeError for non-numbers and bools;
  * ValueError for NaN, inf or out of range). */
 int gzpy_float_arg(PyObject *obj, const char *name, double lo, double hi, int hi_open, double *out);

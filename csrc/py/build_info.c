@@ -54,10 +54,22 @@ static int set_int(PyObject *d, const char *key, long value) {
     return rc;
 }
 
+/* The names of the precisions backend `kind` runs on this machine and build (gz_backend_supports). */
+static PyObject *supported_precisions(gz_backend_kind kind) {
+    PyObject *list = PyList_New(0);
+    for (int p = 0; list && p < GZ_PRECISION_COUNT; p++) {
+        if (gz_backend_supports(kind, (gz_precision)p) != GZ_OK) continue;
+        PyObject *name = PyUnicode_FromString(gz_precision_name((gz_precision)p));
+        if (!name || PyList_Append(list, name) < 0) Py_CLEAR(list);
+        Py_XDECREF(name);
+    }
+    return list;
+}
+
 PyObject *gzpy_build_info(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
-    PyObject *d = PyDict_New(), *features = PyDict_New(), *backends = NULL;
+    PyObject *d = PyDict_New(), *features = PyDict_New(), *backends = NULL, *per_backend = NULL;
     if (!d || !features) goto fail;
     if (set_str(d, "blas", gz_blas_vendor()) < 0 || set_str(d, "blas_config", gz_blas_config()) < 0 ||
         set_str(d, "blas_corename", gz_blas_corename()) < 0 ||
@@ -76,21 +88,31 @@ PyObject *gzpy_build_info(PyObject *module, PyObject *unused) {
     backends = Py_BuildValue("[s]", "cpu");
     if (!backends) goto fail;
 #ifdef GOZARU_WITH_CUDA
-    if (PyList_Append(backends, PyUnicode_FromString("cuda")) < 0) goto fail; /* compiled in */
+    { /* compiled in */
+        PyObject *cuda = PyUnicode_FromString("cuda");
+        int rc = cuda ? PyList_Append(backends, cuda) : -1;
+        Py_XDECREF(cuda);
+        if (rc < 0) goto fail;
+    }
 #endif
     if (PyDict_SetItemString(d, "backends_built", backends) < 0 ||
         PyDict_SetItemString(d, "cuda_usable", gz_backend_available(GZ_BACKEND_CUDA) ? Py_True : Py_False) < 0)
         goto fail;
-    /* fp32 everywhere; bf16-emulated on any CPU; bf16 where the build has the library and the CPU the
-     * instructions (csrc/precision.h) */
-    int hw = gz_cpu_bf16_instructions(), usable = hw && *gz_cpu_bf16_library();
-    PyObject *prec = usable ? Py_BuildValue("[sss]", "fp32", "bf16", "bf16-emulated")
-                            : Py_BuildValue("[ss]", "fp32", "bf16-emulated");
-    if (!prec || PyDict_SetItemString(d, "precisions", prec) < 0) {
-        Py_XDECREF(prec);
-        goto fail;
+    /* what each built backend runs here (csrc/precision.h's names); "precisions" is the CPU's */
+    if (!(per_backend = PyDict_New())) goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(backends); i++) {
+        const char *name = PyUnicode_AsUTF8(PyList_GET_ITEM(backends, i));
+        PyObject *prec = name ? supported_precisions(strcmp(name, "cuda") ? GZ_BACKEND_CPU : GZ_BACKEND_CUDA) : NULL;
+        if (!prec || PyDict_SetItemString(per_backend, name, prec) < 0) {
+            Py_XDECREF(prec);
+            goto fail;
+        }
+        Py_DECREF(prec);
     }
-    Py_DECREF(prec);
+    if (PyDict_SetItemString(d, "backend_precisions", per_backend) < 0 ||
+        PyDict_SetItemString(d, "precisions", PyDict_GetItemString(per_backend, "cpu")) < 0)
+        goto fail;
+    int hw = gz_cpu_bf16_instructions(), usable = hw && *gz_cpu_bf16_library();
     PyObject *bf16 = Py_BuildValue("{s:s,s:O,s:O,s:O,s:O}", "library", gz_cpu_bf16_library(), "built",
                                    *gz_cpu_bf16_library() ? Py_True : Py_False, "avx512_bf16",
                                    (hw & GZ_CPU_AVX512_BF16) ? Py_True : Py_False, "amx_bf16",
@@ -102,10 +124,12 @@ PyObject *gzpy_build_info(PyObject *module, PyObject *unused) {
     Py_DECREF(bf16);
     Py_DECREF(features);
     Py_DECREF(backends);
+    Py_DECREF(per_backend);
     return d;
 fail:
     Py_XDECREF(d);
     Py_XDECREF(features);
     Py_XDECREF(backends);
+    Py_XDECREF(per_backend);
     return NULL;
 }

@@ -35,7 +35,11 @@ PyObject *gzpy_model_save_checkpoint(GzModelObject *self, PyObject *args, PyObje
     double lr = 0.0;
     long long step = 0, tokens_seen = 0;
     if (optimizer_arg(self, opt_obj, &opt) < 0) goto done;
-    if (lr_obj && gzpy_float_arg(lr_obj, "lr", 0.0, 1e30, 0, &lr) < 0) goto done;
+    if (lr_obj && gzpy_real_arg(lr_obj, "lr", &lr) < 0) goto done;
+    if (gz_adamw_check_lr(lr) != GZ_OK) {
+        gzpy_raise_status(GZ_ERR_VALUE);
+        goto done;
+    }
     if (step_obj && gzpy_int_arg(step_obj, "step", 0, INT64_MAX, &step) < 0) goto done;
     if (tokens_obj && gzpy_int_arg(tokens_obj, "tokens_seen", 0, INT64_MAX, &tokens_seen) < 0) goto done;
     const char *cpath = PyBytes_AS_STRING(path);

@@ -53,7 +53,7 @@ static int is_known_key(PyObject *key) {
 }
 
 static int read_field(PyObject *value, const config_field *f, gz_config *cfg) {
-    char name[96];
+    char name[64]; /* "config['<field>']" */
     snprintf(name, sizeof name, "config['%s']", f->key);
     char *slot = (char *)cfg + f->offset;
     if (f->kind == FIELD_INT || f->kind == FIELD_ENUM) {

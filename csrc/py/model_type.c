@@ -126,8 +126,8 @@ static PyObject *get_backend(GzModelObject *self, void *c) {
     return PyUnicode_FromString(gz_model_backend(self->model) == GZ_BACKEND_CUDA ? "cuda" : "cpu");
 }
 
-static PyObject *get_gemm_mode(GzModelObject *self, void *c) {
-    return PyUnicode_FromString(gz_model_gemm_mode(self->model));
+static PyObject *get_precision(GzModelObject *self, void *c) {
+    return PyUnicode_FromString(gz_model_precision(self->model));
 }
 
 static PyObject *get_config(GzModelObject *self, void *closure) {
@@ -139,7 +139,8 @@ static PyGetSetDef model_getset[] = {
     {"names", (getter)get_names, NULL, "HF tensor names in core order (tuple of str).", NULL},
     {"num_params", (getter)get_num_params, NULL, "Number of parameters.", NULL},
     {"backend", (getter)get_backend, NULL, "'cpu' or 'cuda'.", NULL},
-    {"gemm_mode", (getter)get_gemm_mode, NULL, "GEMM precision in use (CUDA: GOZARU_CUDA_GEMM at creation).", NULL},
+    {"precision", (getter)get_precision, NULL, "The Linear layers' precision, one of PRECISIONS (csrc/precision.h).",
+     NULL},
     {"config", (getter)get_config, NULL, "The core config as a dict (CORE_FIELDS).", NULL},
     {"lora", (getter)gzpy_model_get_lora, NULL, "LoRA adapters: tuple of (target, r, scale, A name, B name).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -260,8 +261,9 @@ static PyMethodDef model_methods[] = {
      "snapshot(timeout=10.0)\n--\n\nA copy of the whole parameter buffer from one consistent step: waits up to "
      "timeout seconds while another thread uses the model (then RuntimeError)."},
     {"set_precision", (PyCFunction)model_set_precision, METH_O,
-     "set_precision(name)\n--\n\nLinear layers in 'fp32', 'bf16' or 'bf16-emulated' (csrc/precision.h); gemm_mode "
-     "reports it."},
+     "set_precision(name)\n--\n\nThe Linear layers' precision, one of PRECISIONS that this backend runs "
+     "(build_info()['backend_precisions']); ValueError for an unknown name, RuntimeError for one the backend, CPU "
+     "or build cannot run."},
     {"params_changed", (PyCFunction)model_params_changed, METH_NOARGS,
      "params_changed()\n--\n\nCall after writing into views (uploads on device backends; no-op on CPU)."},
     {"sync_to_host", (PyCFunction)model_sync_to_host, METH_NOARGS,

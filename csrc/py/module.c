@@ -32,7 +32,7 @@ PyObject *gzpy_raise_status(gz_status s) {
 static PyObject *set_num_threads(PyObject *module, PyObject *arg) {
     (void)module;
     long long n;
-    if (gzpy_int_arg(arg, "n", 1, 4096, &n) < 0) return NULL;
+    if (gzpy_int_arg(arg, "n", 1, GZ_MAX_THREADS, &n) < 0) return NULL;
     gz_set_num_threads((int)n);
     Py_RETURN_NONE;
 }
@@ -63,12 +63,25 @@ static PyObject *backend_available(PyObject *module, PyObject *arg) {
     return PyBool_FromLong(gz_backend_available(kind));
 }
 
+/* gz_adamw_check_lr for Python's AdamW (constructor, lr setter): the lr as a float, or TypeError / ValueError. */
+static PyObject *check_lr(PyObject *module, PyObject *arg) {
+    (void)module;
+    double lr;
+    if (gzpy_real_arg(arg, "lr", &lr) < 0) return NULL;
+    gz_status s = gz_adamw_check_lr(lr);
+    if (s != GZ_OK) return gzpy_raise_status(s);
+    return PyFloat_FromDouble(lr);
+}
+
 static PyMethodDef module_methods[] = {
     {"set_num_threads", set_num_threads, METH_O,
      "set_num_threads(n)\n--\n\nThreads used by OpenMP loops and BLAS on the CPU backend."},
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads()\n--\n\nThreads used on the CPU backend."},
     {"backend_available", backend_available, METH_O,
      "backend_available(name)\n--\n\nTrue when the backend ('cpu' or 'cuda') is compiled in and usable."},
+    {"check_lr", check_lr, METH_O,
+     "check_lr(lr)\n--\n\nlr as a float when it is a learning rate the core accepts (0 <= lr <= FLT_MAX); "
+     "TypeError or ValueError otherwise. The one check: AdamW.step applies the same."},
     {"build_info", gzpy_build_info, METH_NOARGS,
      "build_info()\n--\n\nBLAS (name, version, kernel, threads), OpenMP, CPU features and backends, as a dict."},
     {"read_checkpoint_meta", (PyCFunction)gzpy_read_checkpoint_meta, METH_O,
@@ -115,11 +128,18 @@ PyMODINIT_FUNC PyInit__core(void) {
     Py_INCREF(&GzAdamW_Type);
     if (add_object(m, "AdamW", (PyObject *)&GzAdamW_Type) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "IGNORE_INDEX", GZ_IGNORE_INDEX) < 0) goto fail;
-    /* the names gz_model_set_precision accepts (csrc/precision.h), for the CLI's choices */
-    if (PyModule_AddObject(m, "PRECISIONS", Py_BuildValue("(sss)", gz_precision_name(GZ_PRECISION_FP32),
-                                                          gz_precision_name(GZ_PRECISION_BF16),
-                                                          gz_precision_name(GZ_PRECISION_BF16_EMULATED))) < 0)
-        goto fail;
+    /* the vocabulary of gz_model_set_precision (csrc/precision.h), in enum order: Python's one list of names */
+    PyObject *names = PyTuple_New(GZ_PRECISION_COUNT);
+    if (!names) goto fail;
+    for (int p = 0; p < GZ_PRECISION_COUNT; p++) {
+        PyObject *name = PyUnicode_FromString(gz_precision_name((gz_precision)p));
+        if (!name) {
+            Py_DECREF(names);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(names, p, name);
+    }
+    if (add_object(m, "PRECISIONS", names) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

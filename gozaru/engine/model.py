@@ -84,7 +84,7 @@ class Model:
     @property
     def precision(self) -> str:
         """How the Linear layers compute: "fp32", "bf16" or "bf16-emulated" (CUDA: "tf32" too)."""
-        return self._core.gemm_mode
+        return self._core.precision
 
     def set_precision(self, precision: str) -> None:
         """See the class docstring; ValueError for an unknown name, RuntimeError when this CPU cannot run it."""

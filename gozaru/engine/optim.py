@@ -6,7 +6,6 @@ State is created per tensor the first time it is trainable at a step.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -19,15 +18,6 @@ DEFAULT_BETAS = (0.9, 0.999)
 DEFAULT_EPS = 1e-8
 
 
-def _check_lr(lr, name: str = "lr") -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(lr).__name__}")
-    lr = float(lr)
-    if not math.isfinite(lr) or lr < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {lr}")
-    return lr
-
-
 class AdamW:
     def __init__(self, model: Model, lr: float = DEFAULT_LR, betas: tuple[float, float] = DEFAULT_BETAS,
                  eps: float = DEFAULT_EPS,
@@ -38,7 +28,7 @@ class AdamW:
             beta1, beta2 = betas
         except (TypeError, ValueError):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-        self._lr = _check_lr(lr)
+        self._lr = _core.check_lr(lr)  # the core's one lr check (TypeError / ValueError)
         self._model = model
         self._core = _core.AdamW(model.core, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
                                  decay_all=bool(decay_all))
@@ -55,7 +45,7 @@ class AdamW:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _check_lr(value)
+        self._lr = _core.check_lr(value)
 
     @property
     def model(self) -> Model:
@@ -90,9 +80,9 @@ class AdamW:
         """One update of every trainable tensor; returns the global gradient L2 norm before clipping.
         ``lr`` (when given) also becomes ``self.lr``; ``max_grad_norm`` None or 0 means no clipping.
         A non-finite gradient raises ValueError naming the tensor and changes nothing (``self.lr`` included)."""
-        new_lr = self._lr if lr is None else _check_lr(lr)
-        norm = self._core.step(new_lr, 0.0 if max_grad_norm is None else max_grad_norm)
-        self._lr = new_lr  # only once the step was taken
+        new_lr = self._lr if lr is None else lr
+        norm = self._core.step(new_lr, 0.0 if max_grad_norm is None else max_grad_norm)  # checks lr
+        self._lr = float(new_lr)  # only once the step was taken
         return norm
 
     # -- state -------------------------------------------------------------------

@@ -163,7 +163,8 @@ class Trainer:
         self.model = model
         if optimizer is None:
             c = self.config
-            optimizer = AdamW(model, lr=c.lr, betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
+            # the schedule owns the lr (every step passes c.lr_at(step)): start at the first step's
+            optimizer = AdamW(model, lr=c.lr_at(self.step), betas=c.betas, eps=c.eps, weight_decay=c.weight_decay)
         self.optimizer = optimizer
 
     # ------------------------------------------------------------------ public
