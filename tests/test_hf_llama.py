@@ -132,3 +132,20 @@ def test_checkpoint_round_trip_with_optimizer(tmp_path):
         m2, v2, s2 = opt2.state(n)
         assert np.array_equal(m1, m2) and np.array_equal(v1, v2) and s1 == s2 == 1, n
     assert np.array_equal(back.logits(tokens), m.logits(tokens))
+
+
+def test_a_checkpoint_written_before_the_families_loads_as_gpt_neox(tmp_path):
+    """Files from before the family fields: no arch/norm_kind/... attributes on /params, no model_type in the JSON."""
+    import h5py
+    m = gz.Model(gz.preset("tiny", num_hidden_layers=1, vocab_size=50), seed=2)
+    m.save(tmp_path / "old.h5")
+    with h5py.File(tmp_path / "old.h5", "r+") as f:
+        for key in ("arch", "norm_kind", "mlp_kind", "num_key_value_heads", "qkv_bias"):
+            del f["params"].attrs[key]
+        config = json.loads(f.attrs["config"])
+        for key in ("model_type", "num_key_value_heads", "attention_bias", "hidden_act"):
+            config.pop(key)
+        f.attrs["config"] = json.dumps(config)
+    back = gz.load(tmp_path / "old.h5")[0]
+    assert back.config == m.config and back.config.model_type == "gpt_neox"
+    assert all(np.array_equal(back.params[n], m.params[n]) for n in m.names)
