@@ -14,8 +14,10 @@ Precision rows: gozaru with precision="bf16" and torch under autocast(cpu, bfloa
 AVX512-BF16 or AMX-BF16 (and gozaru was built with MKL) and skipped with a printed reason elsewhere; gozaru's
 "bf16-emulated" (same rounding, fp32 SGEMM) is always timed, so its cost over fp32 is on record. The bf16 GEMM
 ceiling at n=2048 (MKL, when built) is printed next to the SGEMM one.
+--clock cpu times each step by the process's CPU time instead of the wall clock (meaningful with --threads 1):
+on a machine shared with other jobs, time spent waiting for a core is then not counted.
 Usage: python benchmarks/bench_cpu.py [--preset tiny|llama-tiny] [--engines gozaru,torch] [--threads N] [--steps N]
-                                     [--repeats N] [--out benchmarks/results/cpu.json]
+                                     [--repeats N] [--clock wall|cpu] [--out benchmarks/results/cpu.json]
 """
 import argparse
 import json
@@ -100,6 +102,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--preset", default="tiny", help="model shape: tiny (GPT-NeoX) or llama-tiny")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated rows to time (default: all)")
+    ap.add_argument("--clock", choices=machine.CLOCKS, default="wall",
+                    help="time steps by wall clock or by the process's CPU time (with --threads 1 on a shared machine)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="interleaved runs per engine; the best median is kept")
@@ -121,7 +125,8 @@ def main():
         raise SystemExit(f"--engines: rows {', '.join(ENGINES)}; gozaru and torch are needed (got {args.engines})")
     engines = [e for e in ENGINES if e in wanted and not skipped.get(e)]
     cfg = gz.preset(args.preset)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+               GZ_BENCH_CLOCK=args.clock)
     by = {}
     for _ in range(args.repeats):
         for mode in MODES:
@@ -147,7 +152,7 @@ def main():
         "bf16_full_ft_vs_own_fp32": ratio("gozaru-bf16", "gozaru"),
         "bf16_full_ft_vs_torch_bf16_autocast": ratio("gozaru-bf16", "torch-bf16-autocast"),
         "bf16_emulated_full_ft_vs_own_fp32": ratio("gozaru-bf16-emulated", "gozaru"),
-        "preset": args.preset, "model_type": cfg.model_type, "num_params": cfg.num_params(),
+        "preset": args.preset, "clock": args.clock, "model_type": cfg.model_type, "num_params": cfg.num_params(),
         "threads": args.threads, "batch": B, "seq": T, "repeats": args.repeats, "rows": rows,
         "full_ft_speedup_vs_torch": by["gozaru", "full"]["tokens_per_s"] / by["torch", "full"]["tokens_per_s"],
         "last_layer_speedup_vs_torch": by["gozaru", "last_layer_head"]["tokens_per_s"]
