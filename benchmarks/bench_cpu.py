@@ -116,7 +116,7 @@ def main():
     import gozaru as gz
     gz.set_num_threads(args.threads)
     info = machine.build_info()
-    ceiling = machine.sgemm_gflops()
+    ceiling = machine.sgemm_gflops(clock=args.clock)
     bf16_ceiling = machine.bf16_gemm_gflops()
     skipped = {"gozaru-bf16": machine.bf16_skip_reason(info), "torch-bf16-autocast": machine.torch_bf16_skip_reason(info)}
     wanted = args.engines.split(",")
