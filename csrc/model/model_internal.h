@@ -124,11 +124,18 @@ void gz_lora_free(gz_model *m);
 gz_status gz_model_ensure_activations(gz_model *m, int B, int T, int stop_layer, int with_backward);
 void gz_model_free_activations(gz_model *m);
 
+/* Tensors outside the layers (-1 where the family has none: a Llama model's final norm has no bias; tied
+ * embeddings make the head the embedding). */
+typedef struct {
+    int embed, lnf_w, lnf_b, head;
+} gz_global_tensors;
+
+/* config.c: the config's tensors in HF state-dict order; returns the count. specs, lt and gt may be NULL. */
+int gz_build_specs(const gz_config *c, gz_tensor_spec *specs, gz_layer_tensors *lt, gz_global_tensors *gt);
+
 /* Lowest backward position with a trainable tensor (INT_MAX when none). */
 int gz_model_min_trainable_pos(const gz_model *m);
 #define GZ_P(m, idx) ((m)->params + (m)->tensors[idx].offset)
-/* A tensor the family may lack (index -1): NULL then, for optional biases */
-#define GZ_P_OPT(m, idx) ((idx) >= 0 ? GZ_P(m, idx) : NULL)
 
 /* The block's norm (LayerNorm or RMSNorm by the config); RMSNorm ignores b and mean (block.c). */
 gz_status gz_norm_forward(gz_model *m, float *out, float *mean, float *rstd, const float *x, int w, int b, int64_t N);
