@@ -1,13 +1,14 @@
 """Generation throughput on the CPU: gozaru (C, KV cache) vs transformers `generate`, same run, same threads.
 
 Tiny preset with random weights, greedy, 128 new tokens (EOS disabled so every row runs to the end),
-batch 1 and batch 8 with prompts of 16..32 tokens.
+batch 1 and batch 8 with prompts of 16..32 tokens, or of --context tokens each (e.g. 1024: decoding against a long
+KV cache, where attention over the cache rather than the weights dominates).
 Records gozaru.build_info() and the SGEMM ceiling at n=2048 (same run, same threads); achieved FLOP/s is
 given as a share of it (FLOP model: benchmarks/machine.py; decoding is memory-bound, so the share is small).
 bf16 rows (table below the fp32 one): gozaru precision="bf16" and transformers under torch.autocast(cpu,
 bfloat16) where the CPU has AVX512-BF16 or AMX-BF16 (skipped with a printed reason elsewhere), and gozaru's
 "bf16-emulated" everywhere; the bf16 GEMM ceiling (MKL, when built) is printed next to the SGEMM one.
-Usage: python benchmarks/bench_generate.py [--threads N] [--new 128] [--out benchmarks/results/generate.json]
+Usage: python benchmarks/bench_generate.py [--threads N] [--new 128] [--context N] [--out FILE.json]
 """
 import argparse
 import json
@@ -19,9 +20,12 @@ import numpy as np
 import machine
 
 
+CONTEXT = None  # prompt length (--context); None: 16..32 tokens
+
+
 def prompts(batch, vocab, seed=0):
     rng = np.random.default_rng(seed)
-    return [rng.integers(4, vocab, size=int(rng.integers(16, 33))).tolist() for _ in range(batch)]
+    return [rng.integers(4, vocab, size=CONTEXT or int(rng.integers(16, 33))).tolist() for _ in range(batch)]
 
 
 def bench_gozaru(model, batch, new):
@@ -60,8 +64,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--context", type=int, default=None, help="prompt length in tokens (default 16..32)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "generate.json"))
     args = ap.parse_args()
+    global CONTEXT
+    CONTEXT = args.context
 
     import torch
     import transformers
@@ -70,6 +77,8 @@ def main():
     torch.set_num_threads(args.threads)
     gz.set_num_threads(args.threads)
     cfg = gz.preset("tiny")
+    if CONTEXT:
+        cfg = cfg.replace(max_position_embeddings=max(cfg.max_position_embeddings, CONTEXT + args.new))
     model = gz.Model(cfg, seed=0)
     hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
     hf = transformers.GPTNeoXForCausalLM(hf_cfg).eval()
@@ -85,8 +94,8 @@ def main():
         g_tps, g_out = bench_gozaru(model, batch, args.new)
         h_tps, h_out = bench_hf(hf, torch, batch, args.new, cfg.vocab_size)
         same = sum(a == b for a, b in zip(g_out, h_out))
-        # mean context over the decode: prompt (~24) plus half the new tokens
-        flops = machine.decode_flops_per_token(cfg, 24 + args.new // 2)
+        # mean context over the decode: prompt (~24 or --context) plus half the new tokens
+        flops = machine.decode_flops_per_token(cfg, (CONTEXT or 24) + args.new // 2)
         rows.append({"batch": batch, "gozaru_tokens_per_s": g_tps, "hf_tokens_per_s": h_tps,
                      "speedup": g_tps / h_tps, "identical_rows": same, "flops_per_token": flops,
                      "gozaru_share_of_sgemm_ceiling": g_tps * flops / 1e9 / ceiling,
@@ -105,7 +114,7 @@ def main():
     machine.print_build_info(info)
     print(f"SGEMM n=2048 ceiling: {ceiling:.1f} GFLOP/s ({args.threads} threads)")
     print(f"bf16 GEMM n=2048 ceiling (MKL): " + (f"{bf16_ceiling:.1f} GFLOP/s" if bf16_ceiling else "not built"))
-    print(f"tiny preset, greedy, {args.new} new tokens, {args.threads} threads")
+    print(f"tiny preset, greedy, {args.new} new tokens, prompts of {CONTEXT or '16..32'} tokens, {args.threads} threads")
     print(f"{'batch':>5} {'gozaru tok/s':>13} {'HF tok/s':>10} {'speedup':>8} {'same tokens':>12} "
           f"{'gozaru of ceiling':>18}")
     for r in rows:
@@ -119,7 +128,7 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"build_info": info, "sgemm_2048_gflops": ceiling, "threads": args.threads,
-                   "bf16_gemm_2048_gflops": bf16_ceiling, "new_tokens": args.new, "rows": rows,
+                   "bf16_gemm_2048_gflops": bf16_ceiling, "new_tokens": args.new, "context": CONTEXT, "rows": rows,
                    "bf16_rows": bf16_rows, "skipped": {k: v for k, v in skipped.items() if v}}, f, indent=2)
 
 

@@ -121,6 +121,18 @@ GZ_HD float gz_rmsnorm_grad(float x, float w, float dy, float rstd, float mean_g
 /* Grouped-query attention: the kv head that query head h of NH reads when there are NKV kv heads */
 GZ_HD int gz_kv_head(int h, int NH, int NKV) { return h / (NH / NKV); }
 
+/* Causal attention with online softmax (flash attention), shared by the CPU tiles and the CUDA kernels.
+ * Scores s are already scaled by 1/sqrt(HS). A row keeps a running max m and a running sum l of exp(s - m);
+ * when a new tile raises the max to m_new, what was summed so far is rescaled by gz_attn_rescale. After the
+ * last tile, the row's log-sum-exp m + log(l) is saved; backward recomputes each probability from it. */
+GZ_HD float gz_attn_prob(float s, float m) { return gz_expf_nonpos(s - m); }
+/* factor that moves sums taken against max m_old onto max m_new >= m_old (m_old = -inf, nothing summed: 0) */
+GZ_HD float gz_attn_rescale(float m_old, float m_new) { return gz_expf_nonpos(m_old - m_new); }
+GZ_HD float gz_attn_lse(float m, float l) { return m + logf(l); }
+/* dL/ds from the probability p, dL/dp = dp and the row's D = sum_j p_j dp_j = rowsum(dO * O), with the score
+ * scale folded in: the softmax backward p (dp - D), times 1/sqrt(HS) for q k^T. */
+GZ_HD float gz_attn_dscore(float p, float dp, float D, float scale) { return p * (dp - D) * scale; }
+
 /* rotate-half rotary on one pair (x1 = x[i], x2 = x[i + rot/2]):
  *   y1 = x1*cos - x2*sin,  y2 = x2*cos + x1*sin.  Backward is the transpose (sin -> -sin). */
 GZ_HD void gz_rotary_pair(float x1, float x2, float c, float s, float *y1, float *y2) {

@@ -403,6 +403,19 @@ def test_fp32_matches_cpu_at_1120_tokens(name, overrides):
 
 
 @needs_cuda
+@needs_cuda
+def test_flash_attention_matches_cpu_at_2048_tokens_head_size_128():
+    """The online-softmax kernels at the lab's longest sequences and rinna's head size: 64 key tiles of 32
+    per late query row, the running max moving between them, dk/dv summed over 2048 queries."""
+    tol_logits, tol_loss, tol_grad = TOL["fp32"]
+    cfg, cpu, cuda = make_pair(dict(vocab_size=97, hidden_size=256, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=64, rotary_pct=0.25, use_parallel_residual=True), "fp32",
+                               max_pos=2048)
+    tokens, targets = batch(cfg, 1, 2048)
+    assert_matches_cpu(cpu, cuda, tokens, targets, (tol_logits, tol_loss, tol_grad), "fp32")
+
+
+@needs_cuda
 def test_host_copy_is_refreshed_when_read_after_device_steps():
     """AdamW steps leave the host mirror stale; reading params (views, state_dict) refreshes it, and
     params_changed() refuses to upload a stale mirror through an old view."""

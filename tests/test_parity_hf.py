@@ -7,6 +7,7 @@ may be at most K_ERR times as far from it as torch, plus a floor. The comparison
 which changes gozaru's summation order (BLAS splits and OpenMP reductions)."""
 import copy
 
+import numpy as np
 import pytest
 
 import torch
@@ -35,6 +36,16 @@ CONFIGS = [
     ("long_sequence", dict(vocab_size=71, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=64, rotary_pct=0.5, use_parallel_residual=False,
                            max_position_embeddings=128), 2, 97),
+    # the longest sequences the lab trains on: 16 query blocks x 16 key tiles of the blocked attention, with the
+    # running max moving between tiles (tiny widths keep the float64 reference cheap)
+    ("sequence_2048", dict(vocab_size=37, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=16, rotary_pct=0.5, use_parallel_residual=True,
+                           max_position_embeddings=2048), 1, 2048),
+    # 600 tokens x 16384 logits: the head and the loss run in two chunks of rows (512 + 88), the head's
+    # gradients formed chunk by chunk in the forward
+    ("vocab_chunks", dict(vocab_size=16384, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=16, rotary_pct=0.5, use_parallel_residual=False,
+                          max_position_embeddings=300), 2, 300),
 ]
 
 
@@ -92,6 +103,25 @@ def test_gradient_accumulation_equals_one_big_batch():
         model.backward(scale=c / sum(counts))
     for n in model.names:
         assert rel_err(model.grad(n), full[n]) < 1e-5, n
+
+
+def test_loss_without_backward_leaves_gradients_alone():
+    """The forward forms the head's gradients ahead of backward(): a loss() that backward() never follows must
+    not reach the model's gradients, and the next loss() + backward(scale) must give exactly its own share."""
+    cfg, _, model = make_pair(CONFIGS[0][1])
+    tokens, targets = batch(cfg, 3, 11)
+    model.train_only(model.names)
+    model.zero_grad()
+    model.loss(tokens, targets)
+    model.backward(scale=0.5)
+    half = {n: model.grad(n) for n in model.names}
+    model.zero_grad()
+    model.loss(tokens[::-1].copy(), targets[::-1].copy())  # no backward
+    assert all(not np.any(model.grad(n)) for n in model.names)
+    model.loss(tokens, targets)
+    model.backward(scale=0.5)
+    for n in model.names:
+        assert np.array_equal(model.grad(n), half[n]), n
 
 
 def selection(cfg, kind):

@@ -1,105 +1,233 @@
-/* attention.c — causal softmax attention over q, k, v [B, NH, T, HS] (fp32 scores, 1/sqrt(HS) scale).
+/* attention.c — causal softmax attention, blocked with an online softmax (FlashAttention-2's schedule).
  *
- * The per-(b, h) products go through cblas_sgemm, called from inside the OpenMP loop with BLAS set to one
- * thread (gz_blas_serial_begin), so each task is one sequential sgemm, no second thread pool competes for
- * the cores, and the results do not depend on scheduling. Causality is exploited by blocking along T: a block
- * of BLOCK queries only meets the keys up to its own end (and a block of keys only the queries from its
- * own start), so about half the T x T work is skipped for long sequences. */
+ * q [B, NH, T, HS]; k, v [B, NKV, T, HS] (query head h reads key/value head h / (NH / NKV)); fp32 scores
+ * scaled by 1/sqrt(HS). Nothing T x T is stored: a task takes BQ queries and walks the keys in tiles of BK,
+ * keeping a running max and sum per query row (elementwise.h's gz_attn_*), so its working set (a BQ x BK
+ * score tile, the BQ x HS accumulator and the K/V tile) stays in L2 and attention needs O(T * HS) memory per
+ * head. Key tiles wholly after a query block are never visited (causality). Backward recomputes each tile's
+ * probabilities from the saved per-row log-sum-exp.
+ *
+ * Tile products go through cblas_sgemm, called from inside the OpenMP loop with BLAS set to one thread
+ * (gz_blas_serial_begin): each task is a sequence of sequential sgemms in a fixed order, so results do not
+ * depend on scheduling or thread count. The per-row loops around them are plain arithmetic in
+ * GZ_VECTOR_CLONES functions (AVX-512 / AVX2 / baseline picked at load time, same bits on each). */
 #include "blas.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../elementwise.h"
 #include "cpu_ops.h"
-#include "vec_math.h"
 
-#define BLOCK 32 /* queries (or keys) per causal block */
+#define BQ 64  /* queries per task */
+#define BK 128 /* keys per tile (a multiple of BQ: every tile a query block visits has a key at or before each row) */
+
+_Static_assert(BK % BQ == 0, "key tiles must start at or before the first query of every block they meet");
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-gz_status gz_cpu_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B,
-                                   int T, int NH, int HS) {
-    const float scale = 1.0f / sqrtf((float)HS);
-    const int C = NH * HS, nqb = (T + BLOCK - 1) / BLOCK;
-    int blas_saved = gz_blas_serial_begin();
-    /* dynamic: later query blocks see more keys; every output is still written by exactly one task */
-#pragma omp parallel for collapse(3) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int qb = 0; qb < nqb; qb++) {
-                int64_t bh = (int64_t)b * NH + h;
-                int t0 = qb * BLOCK, t1 = min_int(t0 + BLOCK, T), nq = t1 - t0;
-                const float *kh = k + bh * T * HS, *vh = v + bh * T * HS;
-                float *p0 = att + (bh * T + t0) * T;
-                /* raw scores S[t0:t1, 0:t1] = Q K^T (keys past each row's own t are zeroed below) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, t1, HS, 1.0f, q + (bh * T + t0) * HS, HS,
-                            kh, HS, 0.0f, p0, T);
-                for (int t = t0; t < t1; t++) {
-                    float *p = att + (bh * T + t) * T;
-                    float mx = -INFINITY;
-                    for (int s = 0; s <= t; s++) {
-                        p[s] *= scale;
-                        if (p[s] > mx) mx = p[s];
-                    }
-                    gz_exp_shifted(p, mx, t + 1);
-                    float sum = 0.0f;
-                    for (int s = 0; s <= t; s++) sum += p[s];
-                    float inv = 1.0f / sum;
-                    for (int s = 0; s <= t; s++) p[s] *= inv;
-                    for (int s = t + 1; s < T; s++) p[s] = 0.0f;
-                }
-                /* out[t0:t1] = P[t0:t1, 0:t1] V[0:t1] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, t1, 1.0f, p0, T, vh, HS, 0.0f,
-                            out + ((int64_t)b * T + t0) * C + (int64_t)h * HS, C);
-            }
-    gz_blas_serial_end(blas_saved);
+/* Per-thread tiles: scores / probabilities and their gradient [BQ, BK], the output accumulator [BQ, HS],
+ * row statistics [BQ] x 3. */
+typedef struct {
+    float *s, *dp, *acc, *m, *l, *d;
+} attn_tiles;
+
+static int tiles_alloc(attn_tiles *w, int HS) {
+    size_t n = (size_t)2 * BQ * BK + (size_t)BQ * HS + 3 * BQ;
+    float *p = malloc(n * sizeof(float));
+    w->s = p;
+    if (!p) return -1;
+    w->dp = p + BQ * BK;
+    w->acc = w->dp + BQ * BK;
+    w->m = w->acc + (size_t)BQ * HS;
+    w->l = w->m + BQ;
+    w->d = w->l + BQ;
+    return 0;
+}
+
+/* One row of a score tile: keys 0..nk-1 of the tile, of which the first `valid` are at or before the query.
+ * Updates the running max *m and sum *l, leaves p = exp(s - m_new) (0 past valid), returns the factor the
+ * accumulator row must be rescaled by. */
+GZ_VECTOR_CLONES static float online_softmax_row(float *p, int nk, int valid, float *m, float *l) {
+    float mx = *m;
+    for (int j = 0; j < valid; j++) mx = p[j] > mx ? p[j] : mx; /* stays scalar: a max reduction needs -ffast-math */
+    float corr = gz_attn_rescale(*m, mx), sum = 0.0f;
+    for (int j = 0; j < valid; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises */
+    for (int j = 0; j < valid; j++) sum += p[j]; /* in order: the same bits at every vector width */
+    for (int j = valid; j < nk; j++) p[j] = 0.0f;
+    *m = mx;
+    *l = *l * corr + sum;
+    return corr;
+}
+
+GZ_VECTOR_CLONES static void scale_row(float *x, float s, int n) {
+    for (int j = 0; j < n; j++) x[j] *= s;
+}
+
+GZ_VECTOR_CLONES static void scale_row_to(float *y, const float *x, float s, int n) {
+    for (int j = 0; j < n; j++) y[j] = x[j] * s;
+}
+
+/* Backward of one row of a tile: p = exp(s - lse) (0 past valid), ds = p (dp - D) scale in place of dp. */
+GZ_VECTOR_CLONES static void softmax_backward_row(float *p, float *dp, int nk, int valid, float lse, float D,
+                                                  float scale) {
+    for (int j = 0; j < valid; j++) {
+        p[j] = gz_attn_prob(p[j], lse);
+        dp[j] = gz_attn_dscore(p[j], dp[j], D, scale);
+    }
+    for (int j = valid; j < nk; j++) p[j] = dp[j] = 0.0f;
+}
+
+GZ_VECTOR_CLONES static float dot_row(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int j = 0; j < n; j++) s += a[j] * b[j];
+    return s;
+}
+
+/* Queries t0..t1-1 of head (b, h): out rows and their log-sum-exp. */
+static void forward_block(attn_tiles *w, float *out, float *lse, const float *qh, const float *kh, const float *vh,
+                          int t0, int t1, int HS, int C, float scale) {
+    int nq = t1 - t0;
+    memset(w->acc, 0, (size_t)nq * HS * sizeof(float));
+    for (int i = 0; i < nq; i++) {
+        w->m[i] = -INFINITY;
+        w->l[i] = 0.0f;
+    }
+    for (int s0 = 0; s0 < t1; s0 += BK) {
+        int nk = min_int(BK, t1 - s0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, scale, qh + (int64_t)t0 * HS, HS,
+                    kh + (int64_t)s0 * HS, HS, 0.0f, w->s, BK);
+        for (int i = 0; i < nq; i++) {
+            int valid = min_int(nk, t0 + i - s0 + 1);
+            float corr = online_softmax_row(w->s + (int64_t)i * BK, nk, valid, &w->m[i], &w->l[i]);
+            if (s0 > 0) scale_row(w->acc + (int64_t)i * HS, corr, HS);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, 1.0f, w->s, BK, vh + (int64_t)s0 * HS, HS,
+                    1.0f, w->acc, HS);
+    }
+    for (int i = 0; i < nq; i++) {
+        scale_row_to(out + (int64_t)(t0 + i) * C, w->acc + (int64_t)i * HS, 1.0f / w->l[i], HS);
+        lse[t0 + i] = gz_attn_lse(w->m[i], w->l[i]);
+    }
+}
+
+/* What both passes derive from the shape. */
+typedef struct {
+    float scale; /* 1 / sqrt(HS) */
+    int C, nqb, group; /* NH * HS, query blocks, query heads per key/value head */
+} attn_dims;
+
+static gz_status dims_of(int T, int NH, int NKV, int HS, attn_dims *d) {
+    if (NKV <= 0 || NH % NKV != 0)
+        return gz_fail(GZ_ERR_VALUE, "attention: %d key/value heads do not divide %d query heads", NKV, NH);
+    d->scale = 1.0f / sqrtf((float)HS);
+    d->C = NH * HS;
+    d->nqb = (T + BQ - 1) / BQ;
+    d->group = NH / NKV;
     return GZ_OK;
 }
 
-/* scratch [B, NH, T, T] holds dP, turned into dS in place, for each (b, h). */
-gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                                    const float *att, const float *q, const float *k, const float *v, int B, int T,
-                                    int NH, int HS) {
-    const float scale = 1.0f / sqrtf((float)HS);
-    const int C = NH * HS, nb = (T + BLOCK - 1) / BLOCK;
+/* This thread's tiles, inside a parallel region; on failure *failed is set and the thread computes nothing. */
+static int thread_tiles(attn_tiles *w, int HS, int *failed) {
+    if (tiles_alloc(w, HS) == 0) return 1;
+#pragma omp atomic write
+    *failed = 1;
+    return 0;
+}
+
+gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                                   int T, int NH, int NKV, int HS) {
+    attn_dims dm = {0};
+    GZ_TRY(dims_of(T, NH, NKV, HS, &dm));
+    const float scale = dm.scale;
+    const int C = dm.C, nqb = dm.nqb, group = dm.group;
+    int failed = 0;
     int blas_saved = gz_blas_serial_begin();
-    /* one task per (b, h): every product of a head is computed by one thread, in a fixed order */
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            int64_t bh = (int64_t)b * NH + h;
-            const float *kh = k + bh * T * HS, *vh = v + bh * T * HS, *qh = q + bh * T * HS;
-            const float *p = att + bh * T * T, *goh = dout + (int64_t)b * T * C + (int64_t)h * HS;
-            float *dqh = dq + bh * T * HS, *dkh = dk + bh * T * HS, *dvh = dv + bh * T * HS;
-            float *ds = scratch + bh * T * T;
-            for (int qb = 0; qb < nb; qb++) {
-                int t0 = qb * BLOCK, t1 = min_int(t0 + BLOCK, T);
-                /* dP[t0:t1, 0:t1] = dO V^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t1 - t0, t1, HS, 1.0f, goh + (int64_t)t0 * C, C,
-                            vh, HS, 0.0f, ds + (int64_t)t0 * T, T);
-                /* dS = P * (dP - sum(P dP)) * scale, zero past t up to the block end (P is zero there) */
-                for (int t = t0; t < t1; t++) {
-                    const float *pt = p + (int64_t)t * T;
-                    float *dst = ds + (int64_t)t * T;
-                    float dot = 0.0f;
-                    for (int s = 0; s <= t; s++) dot += pt[s] * dst[s];
-                    for (int s = 0; s <= t; s++) dst[s] = pt[s] * (dst[s] - dot) * scale;
-                    for (int s = t + 1; s < t1; s++) dst[s] = 0.0f;
+#pragma omp parallel
+    {
+        attn_tiles w = {0};
+        int ok = thread_tiles(&w, HS, &failed);
+        /* dynamic: later query blocks see more keys; every output is written by exactly one task */
+#pragma omp for collapse(3) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int qb = 0; qb < nqb; qb++) {
+                    if (!ok) continue;
+                    int64_t bh = (int64_t)b * NH + h, bkv = (int64_t)b * NKV + h / group;
+                    int t0 = qb * BQ;
+                    forward_block(&w, out + (int64_t)b * T * C + (int64_t)h * HS, lse + bh * T, q + bh * T * HS,
+                                  k + bkv * T * HS, v + bkv * T * HS, t0, min_int(t0 + BQ, T), HS, C, scale);
                 }
-                /* dQ[t0:t1] = dS[t0:t1, 0:t1] K[0:t1] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t1 - t0, HS, t1, 1.0f, ds + (int64_t)t0 * T, T,
-                            kh, HS, 0.0f, dqh + (int64_t)t0 * HS, HS);
-            }
-            for (int kb = 0; kb < nb; kb++) {
-                int s0 = kb * BLOCK, s1 = min_int(s0 + BLOCK, T);
-                /* keys s0..s1-1 meet queries s0..T-1 only; rows below their query block's end hold zeros */
-                /* dV[s0:s1] = P[s0:T, s0:s1]^T dO[s0:T] */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s1 - s0, HS, T - s0, 1.0f, p + (int64_t)s0 * T + s0,
-                            T, goh + (int64_t)s0 * C, C, 0.0f, dvh + (int64_t)s0 * HS, HS);
-                /* dK[s0:s1] = dS[s0:T, s0:s1]^T Q[s0:T] */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s1 - s0, HS, T - s0, 1.0f, ds + (int64_t)s0 * T + s0,
-                            T, qh + (int64_t)s0 * HS, HS, 0.0f, dkh + (int64_t)s0 * HS, HS);
-            }
-        }
+        free(w.s);
+    }
     gz_blas_serial_end(blas_saved);
-    return GZ_OK;
+    return failed ? gz_fail(GZ_ERR_NOMEM, "attention: out of memory for the per-thread tiles") : GZ_OK;
+}
+
+/* Query block t0..t1-1 of query head h against all its keys: dq rows (owned by this task) and the shares of
+ * dk, dv of key/value head (accumulated, += ). */
+static void backward_block(attn_tiles *w, float *dqh, float *dkh, float *dvh, const float *doh, const float *oh,
+                           const float *lseh, const float *qh, const float *kh, const float *vh, int t0, int t1, int HS,
+                           int C, float scale) {
+    int nq = t1 - t0;
+    for (int i = 0; i < nq; i++)
+        w->d[i] = dot_row(doh + (int64_t)(t0 + i) * C, oh + (int64_t)(t0 + i) * C, HS);
+    for (int s0 = 0; s0 < t1; s0 += BK) {
+        int nk = min_int(BK, t1 - s0);
+        const float *ks = kh + (int64_t)s0 * HS, *vs = vh + (int64_t)s0 * HS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, scale, qh + (int64_t)t0 * HS, HS, ks, HS,
+                    0.0f, w->s, BK);
+        /* dP = dO V^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, 1.0f, doh + (int64_t)t0 * C, C, vs, HS,
+                    0.0f, w->dp, BK);
+        for (int i = 0; i < nq; i++)
+            softmax_backward_row(w->s + (int64_t)i * BK, w->dp + (int64_t)i * BK, nk, min_int(nk, t0 + i - s0 + 1),
+                                 lseh[t0 + i], w->d[i], scale);
+        /* dQ += dS K, dK += dS^T Q, dV += P^T dO */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, 1.0f, w->dp, BK, ks, HS, 1.0f,
+                    dqh + (int64_t)t0 * HS, HS);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, nq, 1.0f, w->dp, BK, qh + (int64_t)t0 * HS, HS,
+                    1.0f, dkh + (int64_t)s0 * HS, HS);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, nq, 1.0f, w->s, BK, doh + (int64_t)t0 * C, C,
+                    1.0f, dvh + (int64_t)s0 * HS, HS);
+    }
+}
+
+/* One task per (b, key/value head): it owns dk, dv of that head and dq of the query heads reading it, and
+ * adds their contributions in a fixed order. scratch is not needed on the CPU (D lives in the tiles). */
+gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                                    const float *out, const float *lse, const float *q, const float *k, const float *v,
+                                    int B, int T, int NH, int NKV, int HS) {
+    (void)scratch;
+    attn_dims dm = {0};
+    GZ_TRY(dims_of(T, NH, NKV, HS, &dm));
+    const float scale = dm.scale;
+    const int C = dm.C, nqb = dm.nqb, group = dm.group;
+    int failed = 0;
+    int blas_saved = gz_blas_serial_begin();
+#pragma omp parallel
+    {
+        attn_tiles w = {0};
+        int ok = thread_tiles(&w, HS, &failed);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++)
+            for (int kvh = 0; kvh < NKV; kvh++) {
+                if (!ok) continue;
+                int64_t bkv = (int64_t)b * NKV + kvh;
+                float *dkh = dk + bkv * T * HS, *dvh = dv + bkv * T * HS;
+                memset(dkh, 0, (size_t)T * HS * sizeof(float));
+                memset(dvh, 0, (size_t)T * HS * sizeof(float));
+                for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+                    int64_t bh = (int64_t)b * NH + h, hoff = (int64_t)b * T * C + (int64_t)h * HS;
+                    float *dqh = dq + bh * T * HS;
+                    memset(dqh, 0, (size_t)T * HS * sizeof(float));
+                    for (int qb = 0; qb < nqb; qb++)
+                        backward_block(&w, dqh, dkh, dvh, dout + hoff, out + hoff, lse + bh * T, q + bh * T * HS,
+                                       k + bkv * T * HS, v + bkv * T * HS, qb * BQ, min_int(qb * BQ + BQ, T), HS, C,
+                                       scale);
+                }
+            }
+        free(w.s);
+    }
+    gz_blas_serial_end(blas_saved);
+    return failed ? gz_fail(GZ_ERR_NOMEM, "attention: out of memory for the per-thread tiles") : GZ_OK;
 }

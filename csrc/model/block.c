@@ -20,10 +20,9 @@ gz_status gz_norm_backward(gz_model *m, float *dx, int w, int b, const float *do
     return be->layernorm_backward(be->ctx, dx, dw, db, dout, x, GZ_P(m, w), mean, rstd, N, m->C);
 }
 
-/* q, k, v [B, H, T, HS] from ln1: the fused GPT-NeoX projection split per head, or Llama's three projections
- * (q | k | v side by side in a->qkv). kv_heads: how many heads k and v get (NH repeats the kv heads for the
- * training attention; NKV keeps them as the cache stores them). */
-static gz_status qkv_forward(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at, int kv_heads) {
+/* q [B, NH, T, HS], k, v [B, NKV, T, HS] from ln1: the fused GPT-NeoX projection split per head, or Llama's three
+ * projections (q | k | v side by side in a->qkv). */
+static gz_status qkv_forward(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at) {
     gz_backend *be = m->be;
     const gz_layer_tensors *w = &m->lt[l];
     int64_t N = (int64_t)at->B * at->T;
@@ -39,20 +38,20 @@ static gz_status qkv_forward(gz_model *m, int l, const gz_block_bufs *a, const g
     GZ_TRY(gz_model_linear_forward(m, w->v_w, w->v_b, vp, a->ln1, N));
     GZ_TRY(be->rotary_heads_forward(be->ctx, a->q, qp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NH, m->NH, HS,
                                     m->rot));
-    GZ_TRY(be->rotary_heads_forward(be->ctx, a->k, kp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, kv_heads, HS,
+    GZ_TRY(be->rotary_heads_forward(be->ctx, a->k, kp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, m->NKV, HS,
                                     m->rot));
-    return be->rotary_heads_forward(be->ctx, a->v, vp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, kv_heads, HS,
+    return be->rotary_heads_forward(be->ctx, a->v, vp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, m->NKV, HS,
                                     0);
 }
 
 static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, const gz_attn_step *at) {
     gz_backend *be = m->be;
     if (at->mode == GZ_ATTN_CAUSAL) {
-        GZ_TRY(qkv_forward(m, l, a, at, m->NH));
-        return be->attention_forward(be->ctx, a->atty, at->att, a->q, a->k, a->v, at->B, at->T, m->NH, m->HS);
+        GZ_TRY(qkv_forward(m, l, a, at));
+        return be->attention_forward(be->ctx, a->atty, at->lse, a->q, a->k, a->v, at->B, at->T, m->NH, m->NKV, m->HS);
     }
     int n = at->B * at->T;
-    GZ_TRY(qkv_forward(m, l, a, at, m->NKV));
+    GZ_TRY(qkv_forward(m, l, a, at));
     GZ_TRY(be->kv_append(be->ctx, at->kcache[l], at->vcache[l], a->k, a->v, at->row, at->pos, n, m->NKV, m->HS,
                          at->S));
     return be->attention_cached(be->ctx, a->atty, at->scores, a->q, at->kcache[l], at->vcache[l], at->row, at->pos, n,

@@ -38,8 +38,8 @@ static gz_status qkv_backward(gz_model *m, int l, const gz_layer_acts *a, float 
     }
     float *dqp = m->dqkv, *dkp = dqp + N * C, *dvp = dkp + N * KV;
     GZ_TRY(be->rotary_heads_backward(be->ctx, dqp, m->dq, m->pos, m->cos_t, m->sin_t, B, T, m->NH, m->NH, HS, m->rot));
-    GZ_TRY(be->rotary_heads_backward(be->ctx, dkp, m->dk, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, m->NH, HS, m->rot));
-    GZ_TRY(be->rotary_heads_backward(be->ctx, dvp, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, m->NH, HS, 0));
+    GZ_TRY(be->rotary_heads_backward(be->ctx, dkp, m->dk, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, m->NKV, HS, m->rot));
+    GZ_TRY(be->rotary_heads_backward(be->ctx, dvp, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, m->NKV, HS, 0));
     float *part = dln ? m->dln_part : NULL;
     GZ_TRY(gz_model_linear_backward(m, w->q_w, w->q_b, dln, dqp, a->ln1, N));
     GZ_TRY(gz_model_linear_backward(m, w->k_w, w->k_b, part, dkp, a->ln1, N));
@@ -82,8 +82,8 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     if (!par && x_grad) GZ_TRY(be->copy(be->ctx, dx, m->dh, act_bytes));
     GZ_TRY(gz_model_linear_backward(m, w->dense_w, w->dense_b, NEEDS(2) ? m->datty : NULL, dattn, a->atty, N));
     if (!NEEDS(2)) return GZ_OK;
-    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->att, a->q, a->k, a->v, B, T,
-                                  m->NH, m->HS));
+    GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->atty, a->attn_lse, a->q, a->k,
+                                  a->v, B, T, m->NH, m->NKV, m->HS));
     GZ_TRY(qkv_backward(m, l, a, NEEDS(1) ? m->dln : NULL, B, T));
     if (NEEDS(1))
         GZ_TRY(gz_norm_backward(m, x_grad ? dx : NULL, w->ln1_w, w->ln1_b, m->dln, x, a->ln1_mean, a->ln1_rstd, N));
@@ -103,15 +103,13 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
     int B = m->fwd_B, T = m->fwd_T, L = m->L, C = m->C;
     int64_t N = (int64_t)B * T;
 
-    /* logits -> dlogits in place; mean over counted targets */
-    GZ_TRY(be->cross_entropy_backward(be->ctx, m->logits, m->logits, m->lse, m->targets, N, m->V,
-                                      loss_scale / (float)m->fwd_count));
     int need_lnf = min_pos < GZ_POS_HEAD(L);
-    GZ_TRY(gz_model_linear_backward(m, m->head, -1, need_lnf ? m->dln : NULL, m->logits, m->lnf, N));
+    float *dlnf;
+    GZ_TRY(gz_head_loss_backward(m, loss_scale, need_lnf, &dlnf));
     if (need_lnf) {
         int need_res = min_pos < GZ_POS_FINAL_LN(L);
         if (need_res) GZ_TRY(be->zero(be->ctx, m->dres_a, (size_t)N * C * sizeof(float)));
-        GZ_TRY(gz_norm_backward(m, need_res ? m->dres_a : NULL, m->lnf_w, m->lnf_b, m->dln, m->res[L], m->lnf_mean,
+        GZ_TRY(gz_norm_backward(m, need_res ? m->dres_a : NULL, m->lnf_w, m->lnf_b, dlnf, m->res[L], m->lnf_mean,
                                 m->lnf_rstd, N));
         float *dy = m->dres_a, *dx = m->dres_b;
         for (int l = L - 1; l >= 0 && min_pos < GZ_POS_LAYER(l + 1, 0); l--) {
@@ -124,6 +122,6 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
         }
         if (G(m->embed)) GZ_TRY(be->embedding_backward(be->ctx, G(m->embed), dy, m->tokens, N, C));
     }
-    m->have_acts = 0; /* dlogits overwrote the logits */
+    m->have_acts = 0; /* dlogits overwrote the logits; the pending head gradients are spent */
     return be->synchronize(be->ctx);
 }

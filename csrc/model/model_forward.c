@@ -52,21 +52,24 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     GZ_TRY(be->upload(be->ctx, m->tokens, tokens, (size_t)N * sizeof(int32_t)));
     if (targets) GZ_TRY(be->upload(be->ctx, m->targets, targets, (size_t)N * sizeof(int32_t)));
 
-    GZ_TRY(be->embedding_forward(be->ctx, m->res[0], m->tokens, GZ_P(m, m->embed), N, m->C));
+    /* residual stream l: kept from the stop layer up, alternating buffers below it */
+#define RES(l) ((l) >= stop ? m->res[l] : m->res_frozen[(l) & 1])
+    GZ_TRY(be->embedding_forward(be->ctx, RES(0), m->tokens, GZ_P(m, m->embed), N, m->C));
     for (int l = 0; l < m->L; l++) {
         gz_layer_acts *a = l >= stop ? &m->acts[l] : &m->scratch_acts;
         gz_block_bufs bb = {a->ln1, a->ln1_mean, a->ln1_rstd, m->qkv, a->q, a->k, a->v, a->atty, m->attn_out, a->h,
                             a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out, a->fcu};
-        gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .att = a->att};
-        GZ_TRY(gz_block_forward(m, l, m->res[l], m->res[l + 1], &bb, &at));
+        gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .lse = a->attn_lse};
+        GZ_TRY(gz_block_forward(m, l, RES(l), RES(l + 1), &bb, &at));
     }
     GZ_TRY(gz_norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], m->lnf_w, m->lnf_b, N));
-    GZ_TRY(gz_model_linear_forward(m, m->head, -1, m->logits, m->lnf, N));
-    if (logits_out) GZ_TRY(be->download(be->ctx, logits_out, m->logits, (size_t)N * m->V * sizeof(float)));
+#undef RES
+    int64_t counted = 0;
+    for (int64_t i = 0; targets && i < N; i++) counted += targets[i] != GZ_IGNORE_INDEX;
+    double sum;
+    int64_t count;
+    GZ_TRY(gz_head_loss_forward(m, N, targets != NULL, counted, logits_out, &sum, &count, with_backward));
     if (targets) {
-        double sum;
-        int64_t count;
-        GZ_TRY(be->cross_entropy_forward(be->ctx, m->lse, m->logits, m->targets, N, m->V, &sum, &count));
         if (loss_out) *loss_out = count ? (float)(sum / (double)count) : NAN;
         if (n_counted_out) *n_counted_out = count;
         m->fwd_B = B;

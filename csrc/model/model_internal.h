@@ -15,8 +15,8 @@ typedef struct {
 /* Activations one layer keeps for backward (N = B*T tokens). */
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd; /* [N,C], [N], [N] */
-    float *q, *k, *v;                 /* [B,NH,T,HS] after rotary (k, v repeated to NH heads under GQA) */
-    float *att;                       /* [B,NH,T,T] softmax probabilities */
+    float *q, *k, *v;                 /* q [B,NH,T,HS], k, v [B,NKV,T,HS], after rotary */
+    float *attn_lse;                  /* [B,NH,T] attention log-sum-exp per query row */
     float *atty;                      /* [N,C] attention output, heads merged */
     float *h;                         /* [N,C] x + attention (sequential residual) */
     float *ln2, *ln2_mean, *ln2_rstd;
@@ -56,12 +56,17 @@ struct gz_model {
     float *cos_t, *sin_t;    /* [max_pos, rot/2] backend memory */
 
     /* activations, sized for cap_N tokens and cap_BT rows of (B, T) */
-    int64_t cap_N, cap_att;
+    int64_t cap_N;
     gz_layer_acts *acts;     /* per layer; NULL members for layers below the backward stop */
     gz_layer_acts scratch_acts;
-    float **res;             /* L+1 residual stream buffers [N,C] */
+    float **res;             /* L+1 residual stream buffers [N,C]; NULL below the backward stop layer */
+    float *res_frozen[2];    /* the residual stream below the stop layer, alternating (nothing there is kept) */
     float *qkv, *attn_out, *mlp_out; /* qkv: the fused projection, or q | k | v projections side by side */
-    float *lnf, *lnf_mean, *lnf_rstd, *logits, *lse;
+    float *lnf, *lnf_mean, *lnf_rstd, *lse;
+    float *logits;                   /* [cap_logit_rows, V]: one chunk of rows (head_loss.c) */
+    int64_t cap_logit_rows;
+    float *dlnf_pending;             /* [N, C] d(loss)/d(final LayerNorm output), formed in the forward */
+    float *head_grad_pending;        /* [V, C] the head's weight gradient, formed in the forward */
     int32_t *tokens, *targets, *pos; /* backend copies [N] */
     int pos_B, pos_T;                /* the (B, T) that pos currently holds (0: none) */
     /* backward scratch */
@@ -78,6 +83,7 @@ struct gz_model {
 
     int have_acts;           /* last forward kept activations for backward */
     int fwd_B, fwd_T, fwd_stop_layer;
+    int fwd_fused_head;      /* the forward formed dlnf_pending / head_grad_pending (head_loss.c) */
     int64_t fwd_count;
 };
 
@@ -90,14 +96,14 @@ typedef struct {
 
 /* The attention step of a block, over N = B * T tokens whose positions are pos [N] (backend memory). */
 typedef enum {
-    GZ_ATTN_CAUSAL, /* full causal attention within each row of a [B, T] batch; att keeps probabilities */
+    GZ_ATTN_CAUSAL, /* full causal attention within each row of a [B, T] batch; lse kept for backward */
     GZ_ATTN_CACHED  /* B = 1, T = n tokens: append k/v to the cache, attend over cache row row[i] up to pos[i] */
 } gz_attn_mode;
 typedef struct {
     gz_attn_mode mode;
     int B, T;
     const int32_t *pos;
-    float *att;                  /* causal: [B, NH, T, T] */
+    float *lse;                  /* causal: [B, NH, T] */
     float **kcache, **vcache;    /* cached: per layer [rows, NKV, S, HS] */
     const int32_t *row;          /* cached: [n] */
     float *scores;               /* cached: [n, NH, S] scratch */
@@ -132,6 +138,15 @@ typedef struct {
 
 /* config.c: the config's tensors in HF state-dict order; returns the count. specs, lt and gt may be NULL. */
 int gz_build_specs(const gz_config *c, gz_tensor_spec *specs, gz_layer_tensors *lt, gz_global_tensors *gt);
+
+/* head_loss.c: the LM head and the loss over chunks of rows (the head's backward fused into the forward when
+ * with_backward). counted: targets that are not GZ_IGNORE_INDEX. */
+int64_t gz_head_chunk_rows(const gz_model *m, int64_t N, int with_backward);
+gz_status gz_head_loss_forward(gz_model *m, int64_t N, int with_targets, int64_t counted, float *logits_out,
+                               double *loss_sum, int64_t *count, int with_backward);
+/* The head's share of backward for loss_scale: its gradients accumulated, *dlnf the gradient w.r.t. the final
+ * LayerNorm output (NULL unless need_lnf). */
+gz_status gz_head_loss_backward(gz_model *m, float loss_scale, int need_lnf, float **dlnf);
 
 /* Lowest backward position with a trainable tensor (INT_MAX when none). */
 int gz_model_min_trainable_pos(const gz_model *m);

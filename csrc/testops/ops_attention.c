@@ -81,45 +81,65 @@ PyObject *gzt_rotary_split_backward(PyObject *mod, PyObject *args, PyObject *kwa
 }
 
 /* ------------------------------------------------------------------ attention */
+/* q [B, NH, T, HS]; k, v [B, NKV, T, HS] with NKV dividing NH (grouped-query attention when fewer). */
+static int attention_in(PyObject *q_o, PyObject *k_o, PyObject *v_o, PyArrayObject *in[3], npy_intp dims[5]) {
+    in[0] = gzt_f32_in(q_o, "q", 4, NULL, "[B, NH, T, HS]");
+    if (!in[0]) return -1;
+    npy_intp B = PyArray_DIM(in[0], 0), NH = PyArray_DIM(in[0], 1), T = PyArray_DIM(in[0], 2),
+             HS = PyArray_DIM(in[0], 3);
+    npy_intp want_k[4] = {B, GZPY_ANY, T, HS};
+    in[1] = gzt_f32_in(k_o, "k", 4, want_k, "[B, NKV, T, HS]");
+    in[2] = in[1] ? gzt_f32_in(v_o, "v", 4, PyArray_DIMS(in[1]), "[B, NKV, T, HS]") : NULL;
+    if (!in[2]) return -1;
+    npy_intp NKV = PyArray_DIM(in[1], 1);
+    if (NKV < 1 || NH % NKV != 0) {
+        PyErr_Format(PyExc_ValueError, "k, v have %lld heads, which does not divide the %lld query heads",
+                     (long long)NKV, (long long)NH);
+        return -1;
+    }
+    dims[0] = B, dims[1] = NH, dims[2] = T, dims[3] = HS, dims[4] = NKV;
+    return DIMS_FIT(B, NH, T, HS, NH * HS);
+}
+
 PyObject *gzt_attention_forward(PyObject *mod, PyObject *args, PyObject *kwargs) {
     (void)mod;
     static char *kwlist[] = {"q", "k", "v", NULL};
     PyObject *q_o, *k_o, *v_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:attention_forward", kwlist, &q_o, &k_o, &v_o)) return NULL;
     PyArrayObject *in[3];
-    if (qkv_in(q_o, k_o, v_o, (const char *[]){"q", "k", "v"}, in) < 0) return NULL;
-    PyArrayObject *q = in[0];
-    npy_intp B = PyArray_DIM(q, 0), NH = PyArray_DIM(q, 1), T = PyArray_DIM(q, 2), HS = PyArray_DIM(q, 3);
-    if (DIMS_FIT(B, NH, T, HS, NH * HS) < 0) return NULL;
+    npy_intp d[5];
+    if (attention_in(q_o, k_o, v_o, in, d) < 0) return NULL;
+    npy_intp B = d[0], NH = d[1], T = d[2], HS = d[3], NKV = d[4];
     op_outputs o = {0};
-    float *out = OUT_F32(&o, 3, B, T, NH * HS), *att = OUT_F32(&o, 4, B, NH, T, T);
+    float *out = OUT_F32(&o, 3, B, T, NH * HS), *lse = OUT_F32(&o, 3, B, NH, T);
     if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_attention_forward(out, att, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
-                                           (int)T, (int)NH, (int)HS);
+    gz_status s = gz_cpu_attention_forward(out, lse, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
+                                           (int)T, (int)NH, (int)NKV, (int)HS);
     return gzt_op_end(&o, s);
 }
 
 PyObject *gzt_attention_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
     (void)mod;
-    static char *kwlist[] = {"dout", "att", "q", "k", "v", NULL};
-    PyObject *dout_o, *att_o, *q_o, *k_o, *v_o;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:attention_backward", kwlist, &dout_o, &att_o, &q_o, &k_o,
-                                     &v_o))
+    static char *kwlist[] = {"dout", "out", "lse", "q", "k", "v", NULL};
+    PyObject *dout_o, *out_o, *lse_o, *q_o, *k_o, *v_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO:attention_backward", kwlist, &dout_o, &out_o, &lse_o,
+                                     &q_o, &k_o, &v_o))
         return NULL;
     PyArrayObject *in[3];
-    if (qkv_in(q_o, k_o, v_o, (const char *[]){"q", "k", "v"}, in) < 0) return NULL;
-    PyArrayObject *q = in[0];
-    npy_intp B = PyArray_DIM(q, 0), NH = PyArray_DIM(q, 1), T = PyArray_DIM(q, 2), HS = PyArray_DIM(q, 3);
-    npy_intp want_att[4] = {B, NH, T, T}, want_dout[3] = {B, T, NH * HS};
-    PyArrayObject *att = gzt_f32_in(att_o, "att", 4, want_att, "[B, NH, T, T]");
-    PyArrayObject *dout = att ? gzt_f32_in(dout_o, "dout", 3, want_dout, "[B, T, NH*HS]") : NULL;
-    if (!dout || DIMS_FIT(B, NH, T, HS, NH * HS) < 0) return NULL;
+    npy_intp d[5];
+    if (attention_in(q_o, k_o, v_o, in, d) < 0) return NULL;
+    npy_intp B = d[0], NH = d[1], T = d[2], HS = d[3], NKV = d[4];
+    npy_intp want_lse[3] = {B, NH, T}, want_out[3] = {B, T, NH * HS};
+    PyArrayObject *lse = gzt_f32_in(lse_o, "lse", 3, want_lse, "[B, NH, T]");
+    PyArrayObject *out = lse ? gzt_f32_in(out_o, "out", 3, want_out, "[B, T, NH*HS]") : NULL;
+    PyArrayObject *dout = out ? gzt_f32_in(dout_o, "dout", 3, want_out, "[B, T, NH*HS]") : NULL;
+    if (!dout) return NULL;
     op_outputs o = {0};
-    float *dq = OUT_F32(&o, 4, B, NH, T, HS), *dk = OUT_F32(&o, 4, B, NH, T, HS), *dv = OUT_F32(&o, 4, B, NH, T, HS);
-    float *scratch = SCRATCH_F32(&o, 4, B, NH, T, T); /* d(att) / d(pre-softmax scores) */
+    float *dq = OUT_F32(&o, 4, B, NH, T, HS), *dk = OUT_F32(&o, 4, B, NKV, T, HS), *dv = OUT_F32(&o, 4, B, NKV, T, HS);
+    float *scratch = SCRATCH_F32(&o, 3, B, NH, T); /* the backend interface's D = rowsum(dout * out) slot */
     if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(att), GZPY_F32(in[0]),
-                                            GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B, (int)T, (int)NH, (int)HS);
+    gz_status s = gz_cpu_attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(out), GZPY_F32(lse),
+                                            GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B, (int)T, (int)NH,
+                                            (int)NKV, (int)HS);
     return gzt_op_end(&o, s);
 }
-
