@@ -76,15 +76,12 @@ typedef struct gz_backend {
                                        const float *dv, const int32_t *pos, const float *cos_t, const float *sin_t,
                                        int B, int T, int NH, int HS, int rot);
 
-    /* Separate projections (Llama): out [B,Hout,T,HS] from inp [B,T,Hin,HS] (a projection's rows, heads side by
-     * side); out head h is input head h / (Hout / Hin) (grouped-query attention repeats kv heads), its first rot
-     * dims rotated as above (rot = 0: only the transpose). Backward overwrites dinp with the sum over the copies. */
+    /* Separate projections (Llama): out [B,H,T,HS] from inp [B,T,H,HS] (one projection's rows, heads side by
+     * side), the first rot dims rotated as above (rot = 0: only the transpose). Backward overwrites dinp. */
     gz_status (*rotary_heads_forward)(gz_backend_ctx *ctx, float *out, const float *inp, const int32_t *pos,
-                                      const float *cos_t, const float *sin_t, int B, int T, int Hin, int Hout, int HS,
-                                      int rot);
+                                      const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot);
     gz_status (*rotary_heads_backward)(gz_backend_ctx *ctx, float *dinp, const float *dout, const int32_t *pos,
-                                       const float *cos_t, const float *sin_t, int B, int T, int Hin, int Hout, int HS,
-                                       int rot);
+                                       const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot);
 
     /* Causal softmax attention, blocked with an online softmax (no T x T buffer): q [B,NH,T,HS], k and v
      * [B,NKV,T,HS] (NKV divides NH; query head h reads key/value head h / (NH / NKV), grouped-query

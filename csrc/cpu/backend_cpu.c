@@ -103,16 +103,14 @@ static gz_status cpu_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, con
     return gz_cpu_rotary_split_backward(dqkv, dq, dk, dv, pos, cos_t, sin_t, B, T, NH, HS, rot);
 }
 static gz_status cpu_rotary_heads_forward(gz_backend_ctx *ctx, float *out, const float *inp, const int32_t *pos,
-                                          const float *cos_t, const float *sin_t, int B, int T, int Hin, int Hout,
-                                          int HS, int rot) {
+                                          const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot) {
     (void)ctx;
-    return gz_cpu_rotary_heads_forward(out, inp, pos, cos_t, sin_t, B, T, Hin, Hout, HS, rot);
+    return gz_cpu_rotary_heads_forward(out, inp, pos, cos_t, sin_t, B, T, H, HS, rot);
 }
 static gz_status cpu_rotary_heads_backward(gz_backend_ctx *ctx, float *dinp, const float *dout, const int32_t *pos,
-                                           const float *cos_t, const float *sin_t, int B, int T, int Hin, int Hout,
-                                           int HS, int rot) {
+                                           const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot) {
     (void)ctx;
-    return gz_cpu_rotary_heads_backward(dinp, dout, pos, cos_t, sin_t, B, T, Hin, Hout, HS, rot);
+    return gz_cpu_rotary_heads_backward(dinp, dout, pos, cos_t, sin_t, B, T, H, HS, rot);
 }
 static gz_status cpu_attention_forward(gz_backend_ctx *ctx, float *out, float *lse, const float *q, const float *k,
                                        const float *v, int B, int T, int NH, int NKV, int HS) {

@@ -48,9 +48,9 @@ gz_status gz_cpu_rotary_split_backward(float *dqkv, const float *dq, const float
                                        const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
                                        int NH, int HS, int rot);
 gz_status gz_cpu_rotary_heads_forward(float *out, const float *inp, const int32_t *pos, const float *cos_t,
-                                      const float *sin_t, int B, int T, int Hin, int Hout, int HS, int rot);
+                                      const float *sin_t, int B, int T, int H, int HS, int rot);
 gz_status gz_cpu_rotary_heads_backward(float *dinp, const float *dout, const int32_t *pos, const float *cos_t,
-                                       const float *sin_t, int B, int T, int Hin, int Hout, int HS, int rot);
+                                       const float *sin_t, int B, int T, int H, int HS, int rot);
 gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
                                    int T, int NH, int NKV, int HS);
 gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,

@@ -66,11 +66,9 @@ gz_status gz_cuda_rmsnorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, 
 
 /* rotary.cu */
 gz_status gz_cuda_rotary_heads_forward(gz_backend_ctx *ctx, float *out, const float *inp, const int32_t *pos,
-                                       const float *cos_t, const float *sin_t, int B, int T, int Hin, int Hout, int HS,
-                                       int rot);
+                                       const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot);
 gz_status gz_cuda_rotary_heads_backward(gz_backend_ctx *ctx, float *dinp, const float *dout, const int32_t *pos,
-                                        const float *cos_t, const float *sin_t, int B, int T, int Hin, int Hout, int HS,
-                                        int rot);
+                                        const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot);
 gz_status gz_cuda_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv,
                                        const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T, int NH,
                                        int HS, int rot);

@@ -36,11 +36,11 @@ static gz_status qkv_forward(gz_model *m, int l, const gz_block_bufs *a, const g
     GZ_TRY(gz_model_linear_forward(m, w->q_w, w->q_b, qp, a->ln1, N));
     GZ_TRY(gz_model_linear_forward(m, w->k_w, w->k_b, kp, a->ln1, N));
     GZ_TRY(gz_model_linear_forward(m, w->v_w, w->v_b, vp, a->ln1, N));
-    GZ_TRY(be->rotary_heads_forward(be->ctx, a->q, qp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NH, m->NH, HS,
+    GZ_TRY(be->rotary_heads_forward(be->ctx, a->q, qp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NH, HS,
                                     m->rot));
-    GZ_TRY(be->rotary_heads_forward(be->ctx, a->k, kp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, m->NKV, HS,
+    GZ_TRY(be->rotary_heads_forward(be->ctx, a->k, kp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, HS,
                                     m->rot));
-    return be->rotary_heads_forward(be->ctx, a->v, vp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, m->NKV, HS,
+    return be->rotary_heads_forward(be->ctx, a->v, vp, at->pos, m->cos_t, m->sin_t, at->B, at->T, m->NKV, HS,
                                     0);
 }
 

@@ -37,9 +37,9 @@ static gz_status qkv_backward(gz_model *m, int l, const gz_layer_acts *a, float 
         return gz_model_linear_backward(m, w->qkv_w, w->qkv_b, dln, m->dqkv, a->ln1, N);
     }
     float *dqp = m->dqkv, *dkp = dqp + N * C, *dvp = dkp + N * KV;
-    GZ_TRY(be->rotary_heads_backward(be->ctx, dqp, m->dq, m->pos, m->cos_t, m->sin_t, B, T, m->NH, m->NH, HS, m->rot));
-    GZ_TRY(be->rotary_heads_backward(be->ctx, dkp, m->dk, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, m->NKV, HS, m->rot));
-    GZ_TRY(be->rotary_heads_backward(be->ctx, dvp, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, m->NKV, HS, 0));
+    GZ_TRY(be->rotary_heads_backward(be->ctx, dqp, m->dq, m->pos, m->cos_t, m->sin_t, B, T, m->NH, HS, m->rot));
+    GZ_TRY(be->rotary_heads_backward(be->ctx, dkp, m->dk, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, HS, m->rot));
+    GZ_TRY(be->rotary_heads_backward(be->ctx, dvp, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, HS, 0));
     float *part = dln ? m->dln_part : NULL;
     GZ_TRY(gz_model_linear_backward(m, w->q_w, w->q_b, dln, dqp, a->ln1, N));
     GZ_TRY(gz_model_linear_backward(m, w->k_w, w->k_b, part, dkp, a->ln1, N));
