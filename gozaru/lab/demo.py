@@ -73,14 +73,20 @@ class DemoSettings:
 
     def base_key(self) -> dict:
         """The settings the cached base depends on."""
-        keys = ("arch", "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "n_prose",
+        keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "n_prose",
                 "n_pretrain_pairs", "pretrain_steps", "pretrain_batch", "pretrain_lr", "corpus_seed")
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys}, **self._family()}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d.pop("arch")
         d["layer_counts"], d["seeds"] = list(self.layer_counts), list(self.seeds)
-        return d
+        return {**d, **self._family()}
+
+    def _family(self) -> dict:
+        """{"arch": ...} for a Llama / Qwen2 base; nothing for GPT-NeoX, so bases and demo folders made before
+        the families existed still match their settings."""
+        return {} if self.arch == "gpt_neox" else {"arch": self.arch}
 
 
 SETTINGS = {
