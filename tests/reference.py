@@ -146,3 +146,23 @@ def check_masked_adamw_against_torch(model, hf, train, cfg, steps, lr, weight_de
             assert not np.array_equal(got, before[n]), f"{n} did not move"
         else:
             assert np.array_equal(got, before[n]), f"frozen {n} changed"
+
+
+def check_logits_loss_and_every_gradient(model, hf, tokens, targets):
+    """gozaru's logits, loss and the gradient of every tensor against transformers' model hf and its float64 copy,
+    each within the error model (error_model_check)."""
+    import copy
+    hf64 = copy.deepcopy(hf).double()
+    logits_ref, loss_ref = torch_lm_loss(hf, tokens, targets)
+    loss_ref.backward()
+    logits64, loss64 = torch_lm_loss(hf64, tokens, targets)
+    loss64.backward()
+    error_model_check(model.logits(tokens), logits_ref.detach().numpy(), logits64.detach().numpy(), "logits")
+    model.train_only(model.names)
+    model.zero_grad()
+    loss = model.loss(tokens, targets)
+    error_model_check([loss], [loss_ref.item()], [loss64.item()], "loss")
+    model.backward()
+    grads, grads64 = hf_params(hf), hf_params(hf64)
+    for n in model.names:
+        error_model_check(model.grad(n), grads[n].grad.numpy(), grads64[n].grad.numpy(), f"grad {n}")

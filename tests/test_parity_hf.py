@@ -5,8 +5,6 @@ Tolerances follow an error model (tests/reference.py: error_model_check) instead
 machine: gozaru fp32 and torch fp32 are both compared with a float64 run of the same computation, and gozaru
 may be at most K_ERR times as far from it as torch, plus a floor. The comparisons run at 1 and 2 threads,
 which changes gozaru's summation order (BLAS splits and OpenMP reductions)."""
-import copy
-
 import numpy as np
 import pytest
 
@@ -14,8 +12,8 @@ import torch
 import transformers
 
 import gozaru as gz
-from reference import (check_masked_adamw_against_torch, error_model_check, hf_params, random_batch as batch,
-                       rel_err, torch_lm_loss)
+from reference import (check_logits_loss_and_every_gradient, check_masked_adamw_against_torch, hf_params,
+                       random_batch as batch, rel_err)
 
 # (name, config overrides, batch, seq)
 CONFIGS = [
@@ -70,22 +68,7 @@ def make_pair(overrides, seed=0):
 @pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_logits_loss_and_every_gradient_match_transformers(name, overrides, B, T, threads):
     cfg, hf, model = make_pair(overrides)
-    hf64 = copy.deepcopy(hf).double()
-    tokens, targets = batch(cfg, B, T)
-    logits_ref, loss_ref = torch_lm_loss(hf, tokens, targets)
-    loss_ref.backward()
-    logits64, loss64 = torch_lm_loss(hf64, tokens, targets)
-    loss64.backward()
-
-    error_model_check(model.logits(tokens), logits_ref.detach().numpy(), logits64.detach().numpy(), "logits")
-    model.train_only(model.names)
-    model.zero_grad()
-    loss = model.loss(tokens, targets)
-    error_model_check([loss], [loss_ref.item()], [loss64.item()], "loss")
-    model.backward()
-    grads, grads64 = hf_params(hf), hf_params(hf64)
-    for n in model.names:
-        error_model_check(model.grad(n), grads[n].grad.numpy(), grads64[n].grad.numpy(), f"grad {n}")
+    check_logits_loss_and_every_gradient(model, hf, *batch(cfg, B, T))
 
 
 def test_gradient_accumulation_equals_one_big_batch():

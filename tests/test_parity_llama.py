@@ -3,15 +3,13 @@ every parameter gradient on random small configs (grouped-query attention with 1
 untied embeddings, Qwen2's q/k/v biases), masked AdamW training against torch.optim.AdamW with
 requires_grad=False on frozen tensors, and greedy generation against ``generate``. Tolerances: the error model
 of tests/reference.py (gozaru's fp32 distance from a float64 run at most K_ERR times torch's own, plus a floor)."""
-import copy
-
 import numpy as np
 import pytest
 import torch
 
 import gozaru as gz
-from reference import (check_masked_adamw_against_torch, error_model_check, hf_causal_lm, hf_params,
-                       random_batch as batch, torch_lm_loss)
+from reference import (check_logits_loss_and_every_gradient, check_masked_adamw_against_torch, hf_causal_lm,
+                       hf_params, random_batch as batch)
 
 # (name, config fields, batch, seq)
 CONFIGS = [
@@ -48,22 +46,7 @@ def make_pair(fields, seed=0, init_range=0.02):
 def test_logits_loss_and_every_gradient_match_transformers(name, fields, B, T, threads):
     cfg, hf, model = make_pair(fields)
     assert sorted(model.names) == sorted(hf_params(hf)), "gozaru's tensors are transformers' parameters"
-    hf64 = copy.deepcopy(hf).double()
-    tokens, targets = batch(cfg, B, T)
-    logits_ref, loss_ref = torch_lm_loss(hf, tokens, targets)
-    loss_ref.backward()
-    logits64, loss64 = torch_lm_loss(hf64, tokens, targets)
-    loss64.backward()
-
-    error_model_check(model.logits(tokens), logits_ref.detach().numpy(), logits64.detach().numpy(), "logits")
-    model.train_only(model.names)
-    model.zero_grad()
-    loss = model.loss(tokens, targets)
-    error_model_check([loss], [loss_ref.item()], [loss64.item()], "loss")
-    model.backward()
-    grads, grads64 = hf_params(hf), hf_params(hf64)
-    for n in model.names:
-        error_model_check(model.grad(n), grads[n].grad.numpy(), grads64[n].grad.numpy(), f"grad {n}")
+    check_logits_loss_and_every_gradient(model, hf, *batch(cfg, B, T))
 
 
 def test_odd_head_size_is_refused_by_name():
