@@ -213,3 +213,23 @@ def test_parts_narrow_a_layer_choice_by_core_kind():
         gz.layers.select(CFG, "full", parts=("qkv",))
     with pytest.raises(ValueError, match="unknown tensor kind"):
         gz.layers.select(CFG, "first", layers=1, parts=("mlp",))
+
+
+@pytest.mark.parametrize("preset", ["tiny", "llama-tiny"])
+def test_study_cells_select_the_family_modules(preset):
+    """The study's types read core tensor kinds, so they mean the same on GPT-NeoX and on Llama: attention is
+    the q/k/v/o projections (fused query_key_value + dense), mlp every MLP matrix (SwiGLU's gate included)."""
+    cfg = gz.preset(preset)
+    spec = study.PRESETS["demo"]
+    plan = study.plan(spec, cfg)
+    assert plan
+    for cond, _ in plan:  # every cell selects tensors of this model
+        assert cond.select(cfg) <= set(cfg.tensor_shapes())
+    sel = lambda t: gz.lab.experiment.Condition("c", study.cell_selection(cfg, 2, "last", t, 0)).select(cfg)
+    head = gz.layers.head_name(cfg)
+    attn, mlp = sel("attention") - {head}, sel("mlp") - {head}
+    kinds = {t.name: t.kind for t in cfg.tensors()}
+    assert {kinds[n] for n in attn} == {"qkv", "attn_out"}
+    assert {kinds[n] for n in mlp} == ({"mlp_gate", "mlp_up", "mlp_down"} if cfg.is_llama_family else
+                                       {"mlp_up", "mlp_down"})
+    assert attn | mlp | {n for n in sel("layers") if kinds[n] == "norm"} | {head} == sel("layers")

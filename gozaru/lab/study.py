@@ -8,8 +8,8 @@ floor, then computes the statistics (``gozaru.lab.stats``) and writes ``OUT/repo
 Share levels: ``"head"`` (the LM head alone), an int k (k layers + head) or a fraction (the k whose whole layers
 + head come closest; refused when no k is within a quarter of the asked share), and ``"all"`` (full fine-tuning).
 Positions: ``first``, ``middle`` (k layers centred in the stack), ``last``, ``random`` (drawn with the seed).
-Types: ``layers`` (whole layers), ``attention`` (query_key_value + dense of those layers), ``mlp``
-(dense_h_to_4h + dense_4h_to_h). The seed sets the data order and the random layer draw.
+Types: ``layers`` (whole layers), ``attention`` (query_key_value + dense, or q/k/v/o_proj, of those layers), ``mlp``
+(dense_h_to_4h + dense_4h_to_h, or gate/up/down_proj). The seed sets the data order and the random layer draw.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from .style import style_items
 from .train import TrainConfig, Trainer
 
 POSITIONS = ("first", "middle", "last", "random")
-TYPES = {"layers": None, "attention": ("qkv", "attn_out"), "mlp": ("mlp_up", "mlp_down")}
+TYPES = {"layers": None, "attention": ("qkv", "attn_out"), "mlp": ("mlp_gate", "mlp_up", "mlp_down")}
 
 
 @dataclasses.dataclass
