@@ -1,6 +1,8 @@
 """Training-step throughput on the CPU: gozaru vs torch + transformers, side by side in one run.
 
-Shape: the `tiny` preset (hidden 256, 8 layers, 4 heads, intermediate 1024, vocab 8000), batch 8, seq 128.
+Shape: the `tiny` preset (GPT-NeoX: hidden 256, 8 layers, 4 heads, intermediate 1024, vocab 8000), batch 8, seq 128;
+--preset llama-tiny times the Llama-shaped model of about the same size (hidden 256, 8 layers, 4 heads with 2 kv
+heads, SwiGLU intermediate 688, vocab 8000: 9.9 M parameters against tiny's 10.4 M) against LlamaForCausalLM.
 Each measurement runs in its own subprocess (same thread count) so peak RSS is per engine.
 Every step is timed alone and tokens/s comes from the median step, so a burst of load from other processes
 moves the figure less than a mean would; --repeats N runs the engines N times, interleaved, and keeps each
@@ -12,7 +14,10 @@ Precision rows: gozaru with precision="bf16" and torch under autocast(cpu, bfloa
 AVX512-BF16 or AMX-BF16 (and gozaru was built with MKL) and skipped with a printed reason elsewhere; gozaru's
 "bf16-emulated" (same rounding, fp32 SGEMM) is always timed, so its cost over fp32 is on record. The bf16 GEMM
 ceiling at n=2048 (MKL, when built) is printed next to the SGEMM one.
-Usage: python benchmarks/bench_cpu.py [--threads N] [--steps N] [--repeats N] [--out benchmarks/results/cpu.json]
+--clock cpu times each step by the process's CPU time instead of the wall clock (meaningful with --threads 1):
+on a machine shared with other jobs, time spent waiting for a core is then not counted.
+Usage: python benchmarks/bench_cpu.py [--preset tiny|llama-tiny] [--engines gozaru,torch] [--threads N] [--steps N]
+                                     [--repeats N] [--clock wall|cpu] [--out benchmarks/results/cpu.json]
 """
 import argparse
 import json
@@ -32,43 +37,41 @@ ENGINES = {"gozaru": ("gozaru", "fp32"), "gozaru-bf16": ("gozaru", "bf16"),
            "torch-bf16-autocast": ("torch", True)}
 
 
-def trainable(names, mode, layers):
-    if mode == "full":
-        return list(names)
-    last = f"gpt_neox.layers.{layers - 1}."
-    return [n for n in names if n.startswith(last)] + ["embed_out.weight"]
+def trainable(cfg, mode):
+    """Tensor names (HF's) trained in ``mode``: every one, or the last layer + the head."""
+    from gozaru import layers
+    return sorted(layers.select(cfg, "full" if mode == "full" else "last", layers=None if mode == "full" else 1))
 
 
-
-def run_gozaru(mode, steps, warmup, precision="fp32"):
+def run_gozaru(mode, steps, warmup, precision="fp32", preset="tiny"):
     import gozaru as gz
-    cfg = gz.preset("tiny")
+    cfg = gz.preset(preset)
     m = gz.Model(cfg, seed=0, precision=precision)
-    m.train_only(trainable(m.names, mode, cfg.num_hidden_layers))
+    m.train_only(trainable(cfg, mode))
     opt = gz.AdamW(m, lr=1e-4, weight_decay=0.01)
 
     return machine.time_gozaru_training(m, opt, B, T, steps, warmup)
 
 
-
 def torch_model(cfg, mode):
-    """transformers' GPT-NeoX (SDPA attention) for a gozaru config, only `mode`'s tensors trainable; with the
-    torch AdamW over them."""
+    """transformers' model of the config's family (SDPA attention) for a gozaru config, only `mode`'s tensors
+    trainable; with the torch AdamW over them."""
     import torch
     import transformers
-    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
+    hf_dict = cfg.to_hf_dict()
+    hf_cfg = transformers.AutoConfig.for_model(hf_dict.pop("model_type"), **hf_dict)
     hf_cfg._attn_implementation = "sdpa"
-    model = transformers.GPTNeoXForCausalLM(hf_cfg).train()
-    train = set(trainable([n for n, _ in model.named_parameters()], mode, cfg.num_hidden_layers))
-    for n, p in model.named_parameters():
-        p.requires_grad_(n in train)
+    model = transformers.AutoModelForCausalLM.from_config(hf_cfg).train()
+    train = set(trainable(cfg, mode))
+    for n, p in model.named_parameters():  # transformers >= 5 calls GPT-NeoX's embed_out lm_head
+        p.requires_grad_((n if n != "lm_head.weight" or cfg.is_llama_family else "embed_out.weight") in train)
     return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
 
 
-def run_torch(mode, steps, warmup, autocast=False):
+def run_torch(mode, steps, warmup, autocast=False, preset="tiny"):
     import torch
     import gozaru as gz
-    cfg = gz.preset("tiny")
+    cfg = gz.preset(preset)
     model, opt = torch_model(cfg, mode)
 
     def step(i):
@@ -85,7 +88,7 @@ def run_torch(mode, steps, warmup, autocast=False):
     return machine.timed_steps(step, steps, warmup)
 
 
-def worker(row, mode, steps, warmup, threads):
+def worker(row, mode, steps, warmup, threads, preset):
     engine, precision = ENGINES[row]
     if engine == "torch":
         import torch
@@ -93,7 +96,7 @@ def worker(row, mode, steps, warmup, threads):
     else:
         import gozaru as gz
         gz.set_num_threads(threads)
-    times = (run_torch if engine == "torch" else run_gozaru)(mode, steps, warmup, precision)
+    times = (run_torch if engine == "torch" else run_gozaru)(mode, steps, warmup, precision, preset)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"engine": row, "mode": mode, "steps": steps, "seconds": sum(times),
                       "step_seconds": times, "tokens_per_s": B * T / statistics.median(times),
@@ -103,6 +106,10 @@ def worker(row, mode, steps, warmup, threads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--preset", default="tiny", help="model shape: tiny (GPT-NeoX) or llama-tiny")
+    ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated rows to time (default: all)")
+    ap.add_argument("--clock", choices=machine.CLOCKS, default="wall",
+                    help="time steps by wall clock or by the process's CPU time (with --threads 1 on a shared machine)")
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="interleaved runs per engine; the best median is kept")
@@ -110,24 +117,30 @@ def main():
     ap.add_argument("--worker", nargs=2, metavar=("ENGINE", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        return worker(*args.worker, args.steps, args.warmup, args.threads)
+        return worker(*args.worker, args.steps, args.warmup, args.threads, args.preset)
 
     import gozaru as gz
     gz.set_num_threads(args.threads)
     info = machine.build_info()
-    ceiling = machine.sgemm_gflops()
+    ceiling = machine.sgemm_gflops(clock=args.clock)
     bf16_ceiling = machine.bf16_gemm_gflops()
     skipped = {"gozaru-bf16": machine.bf16_skip_reason(info),
                "torch-bf16-autocast": machine.torch_bf16_skip_reason(info)}
-    engines = [e for e in ENGINES if not skipped.get(e)]
-    cfg = gz.preset("tiny")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads))
+    wanted = args.engines.split(",")
+    unknown = [e for e in wanted if e not in ENGINES]
+    if unknown or not {"gozaru", "torch"} <= set(wanted):
+        raise SystemExit(f"--engines: rows {', '.join(ENGINES)}; gozaru and torch are needed (got {args.engines})")
+    engines = [e for e in ENGINES if e in wanted and not skipped.get(e)]
+    cfg = gz.preset(args.preset)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+               GZ_BENCH_CLOCK=args.clock)
     by = {}
     for _ in range(args.repeats):
         for mode in MODES:
             for engine in engines:
                 out = subprocess.run([sys.executable, __file__, "--worker", engine, mode, "--steps", str(args.steps),
-                                      "--warmup", str(args.warmup), "--threads", str(args.threads)],
+                                      "--warmup", str(args.warmup), "--threads", str(args.threads),
+                                      "--preset", args.preset],
                                      check=True, capture_output=True, text=True, env=env).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 if (engine, mode) not in by or r["tokens_per_s"] > by[engine, mode]["tokens_per_s"]:
@@ -148,6 +161,7 @@ def main():
         "bf16_full_ft_vs_own_fp32": ratio("gozaru-bf16", "gozaru"),
         "bf16_full_ft_vs_torch_bf16_autocast": ratio("gozaru-bf16", "torch-bf16-autocast"),
         "bf16_emulated_full_ft_vs_own_fp32": ratio("gozaru-bf16-emulated", "gozaru"),
+        "preset": args.preset, "clock": args.clock, "model_type": cfg.model_type, "num_params": cfg.num_params(),
         "threads": args.threads, "batch": B, "seq": T, "repeats": args.repeats, "rows": rows,
         "full_ft_speedup_vs_torch": by["gozaru", "full"]["tokens_per_s"] / by["torch", "full"]["tokens_per_s"],
         "last_layer_speedup_vs_torch": by["gozaru", "last_layer_head"]["tokens_per_s"]
@@ -160,8 +174,8 @@ def main():
     print(f"bf16 GEMM n=2048 ceiling (MKL): " + (f"{bf16_ceiling:.1f} GFLOP/s" if bf16_ceiling else "not built"))
     for e, reason in summary["skipped"].items():
         print(f"skipped {e}: {reason}")
-    print(f"tiny preset, batch {B} x seq {T}, {args.threads} threads, tokens/s from the median step "
-          f"(best of {args.repeats} interleaved runs)")
+    print(f"{args.preset} preset ({cfg.model_type}, {cfg.num_params():,} parameters), batch {B} x seq {T}, "
+          f"{args.threads} threads, tokens/s from the median step (best of {args.repeats} interleaved runs)")
     print(f"{'engine':21} {'mode':16} {'tokens/s':>10} {'GFLOP/s':>8} {'of ceiling':>10} {'peak RSS MB':>12}")
     for r in rows:
         print(f"{r['engine']:21} {r['mode']:16} {r['tokens_per_s']:10.0f} {r['gflops']:8.1f} "

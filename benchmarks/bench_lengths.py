@@ -48,7 +48,7 @@ def gozaru_step(mode):
     import gozaru as gz
     cfg = config()
     m = gz.Model(cfg, seed=0)
-    m.train_only(trainable(m.names, mode, cfg.num_hidden_layers))
+    m.train_only(trainable(cfg, mode))
     opt = gz.AdamW(m, lr=1e-4, weight_decay=0.01)
 
     def step(tok, tgt):

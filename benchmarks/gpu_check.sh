@@ -5,7 +5,7 @@
 #   test    pytest tests/test_cuda.py
 #   small   benchmarks/bench_gpu.py --small (smoke run, about a minute)
 #   bench   benchmarks/bench_gpu.py on the rinna-3.6b shape, seq 512
-# GZ_STAGES picks stages (default "build test small"; "bench" alone reuses a build left on a warm
+# GZ_STAGES picks stages (default "build test small"; GZ_TEST_K narrows the test stage to a pytest -k expression; "bench" alone reuses a build left on a warm
 # machine). Each stage has a time limit (LIMIT_* below); the selected stages' limits must sum to less
 # than 540 s, so one device call of at most 600 s always ends with its summary written. A test stage
 # in which no test ran (all skipped, e.g. no usable device) counts as failed and is reported "skipped". OUTDIR receives at most 7 files (summary.txt, build.log, test_cuda.log, bench_small.log,
@@ -154,7 +154,9 @@ avail=$("$PY" -c "import gozaru._core as c; print(c.backend_available('cuda'))" 
 note "gozaru._core.backend_available('cuda'): $avail"
 
 if has_stage test; then
-    run_stage test "$LIMIT_test" "$OUTDIR/test_cuda.log" "$PY" -m pytest tests/test_cuda.py -v -rs -p no:cacheprovider
+    # GZ_TEST_K: a pytest -k expression, to run part of the file when device time is short
+    run_stage test "$LIMIT_test" "$OUTDIR/test_cuda.log" "$PY" -m pytest tests/test_cuda.py -v -rs -p no:cacheprovider \
+        ${GZ_TEST_K:+-k "$GZ_TEST_K"}
     tail -3 "$OUTDIR/test_cuda.log" | tee -a "$SUMMARY"
     # pytest exits 0 when everything skipped: that proves nothing about the GPU code
     if ! grep -qE "[0-9]+ passed" "$OUTDIR/test_cuda.log"; then

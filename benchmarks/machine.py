@@ -2,7 +2,8 @@
 the BLAS gozaru links (measured in the same run, same threads) and the FLOP count of what was timed.
 
 FLOP model (multiply-add = 2 FLOPs; embedding lookups, LayerNorm, GELU, softmax and AdamW are not counted):
-  P = matmul parameters = layers x (4 C^2 + 2 C I) + C V   (QKV, dense, MLP in/out, head; not embed_in)
+  P = matmul parameters = layers x (Linear weights of a layer) + C V   (head; not the embedding lookup):
+      GPT-NeoX 4 C^2 + 2 C I (QKV, dense, MLP in/out); Llama 2 C^2 + 2 C Ckv + 3 C I (q, o, k, v, gate/up/down)
   forward  = 2 P N + attention,  attention = layers x 2 B T^2 C   (causal: QK^T and PV over the lower
              triangle, 2 x B x T^2/2 x C multiply-adds each)
   full fine-tuning step  = 3 x forward                 (backward: gradient of inputs and of weights, 2 x forward)
@@ -27,9 +28,10 @@ def print_build_info(info):
     print(format_build_info(info))
 
 
-def sgemm_gflops(n=2048, repeats=3):
+def sgemm_gflops(n=2048, repeats=3, clock="wall"):
     """GFLOP/s of one n x n x n SGEMM through the BLAS gozaru links, at gozaru's current thread count (best of
-    `repeats`, after one warm-up call)."""
+    `repeats`, after one warm-up call), timed by `clock` (CLOCKS) like the steps it is compared with."""
+    timer = CLOCKS[clock]
     info = build_info()
     lib = ctypes.CDLL(info["blas_library"])  # the already loaded library: same instance, same thread setting
     name = ("scipy_" if info["blas"] == "scipy-openblas32" else "") + "cblas_sgemm"
@@ -42,16 +44,17 @@ def sgemm_gflops(n=2048, repeats=3):
     row_major, no_trans = 101, 111
     best = float("inf")
     for k in range(repeats + 1):
-        t0 = time.perf_counter()
+        t0 = timer()
         sgemm(row_major, no_trans, no_trans, n, n, n, 1.0, a.ctypes.data, n, b.ctypes.data, n, 0.0, c.ctypes.data, n)
         if k:  # the first call pays for page faults and thread start-up
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, timer() - t0)
     return 2.0 * n ** 3 / best / 1e9
 
 
 def matmul_params(cfg, layers=None):
-    C, I, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
-    return (L if layers is None else layers) * (4 * C * C + 2 * C * I) + C * V
+    """Linear weights of `layers` layers (all by default) plus the head, from the core's tensor table."""
+    per_layer = sum(t.numel for t in cfg.tensors() if t.layer == 0 and t.is_matrix_weight)
+    return (cfg.num_hidden_layers if layers is None else layers) * per_layer + cfg.hidden_size * cfg.vocab_size
 
 
 def attention_flops(cfg, B, T, layers=None):
@@ -108,15 +111,22 @@ def bf16_gemm_gflops(n=2048, repeats=3):
     return 2.0 * n ** 3 / best / 1e9
 
 
+# The clock steps are timed with: wall time, or (GZ_BENCH_CLOCK=cpu) the process's CPU time, which a machine
+# shared with other jobs inflates far less at one thread (time spent descheduled is not counted).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def timed_steps(step, steps, warmup):
-    """Seconds of each timed call of ``step(i)``, after ``warmup`` untimed calls."""
+    """Seconds of each timed call of ``step(i)``, after ``warmup`` untimed calls (clock: GZ_BENCH_CLOCK)."""
+    import os
+    clock = CLOCKS[os.environ.get("GZ_BENCH_CLOCK", "wall")]
     for i in range(warmup):
         step(i)
     times = []
     for i in range(steps):
-        t0 = time.perf_counter()
+        t0 = clock()
         step(i)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return times
 
 

@@ -1,7 +1,7 @@
 /* backend.h — the interface model.c is written against (ggml-style vtable).
  *
  * Every pointer argument is backend memory (host for CPU, device for CUDA) unless named *_host.
- * Gradient outputs of parameters (dw, db, dwte) ACCUMULATE (+=); dinp of layernorm
+ * Gradient outputs of parameters (dw, db, dwte) ACCUMULATE (+=); dinp of layernorm and rmsnorm
  * ACCUMULATES (so residual branches add up); every other output is OVERWRITTEN.
  * A NULL gradient output means "not needed" and its computation is skipped — this is how
  * frozen tensors cost no weight-gradient GEMM.
@@ -52,6 +52,12 @@ typedef struct gz_backend {
                                     const float *inp, const float *w, const float *mean, const float *rstd, int64_t N,
                                     int C);
 
+    /* RMSNorm (Llama): out = w * (inp * rstd), rstd = 1 / sqrt(mean(inp^2) + eps) per row; rstd [N] saved */
+    gz_status (*rmsnorm_forward)(gz_backend_ctx *ctx, float *out, float *rstd, const float *inp, const float *w,
+                                 int64_t N, int C, float eps);
+    gz_status (*rmsnorm_backward)(gz_backend_ctx *ctx, float *dinp, float *dw, const float *dout, const float *inp,
+                                  const float *w, const float *rstd, int64_t N, int C);
+
     /* out[N,OC] = inp[N,C] @ w[OC,C]^T + bias[OC] (bias may be NULL). w is a weight: a backend may keep a
      * converted copy of it until that memory is written through this interface (upload, copy, zero, scale,
      * adamw_update), any buffer is released, or weights_written names it (precision.h). */
@@ -70,6 +76,13 @@ typedef struct gz_backend {
                                        const float *dv, const int32_t *pos, const float *cos_t, const float *sin_t,
                                        int B, int T, int NH, int HS, int rot);
 
+    /* Separate projections (Llama): out [B,H,T,HS] from inp [B,T,H,HS] (one projection's rows, heads side by
+     * side), the first rot dims rotated as above (rot = 0: only the transpose). Backward overwrites dinp. */
+    gz_status (*rotary_heads_forward)(gz_backend_ctx *ctx, float *out, const float *inp, const int32_t *pos,
+                                      const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot);
+    gz_status (*rotary_heads_backward)(gz_backend_ctx *ctx, float *dinp, const float *dout, const int32_t *pos,
+                                       const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot);
+
     /* Causal softmax attention, blocked with an online softmax (no T x T buffer): q [B,NH,T,HS], k and v
      * [B,NKV,T,HS] (NKV divides NH; query head h reads key/value head h / (NH / NKV), grouped-query
      * attention; NKV = NH is multi-head). out [B,T,NH*HS] (heads merged as HF does); lse [B,NH,T] keeps each
@@ -82,17 +95,22 @@ typedef struct gz_backend {
                                     const float *dout, const float *out, const float *lse, const float *q,
                                     const float *k, const float *v, int B, int T, int NH, int NKV, int HS);
 
-    /* Generation with a KV cache. Caches are [rows, NH, S, HS]. k, v, q come from rotary_split_forward
+    /* Generation with a KV cache. Caches are [rows, NH, S, HS] (NH: the kv heads). k, v, q come from the rotary op
      * called with B = 1, T = N (layout [NH, N, HS]); token i belongs to cache row row[i] at position pos[i]. */
     gz_status (*kv_append)(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
                            const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S);
-    /* out[N, NH*HS]: token i attends to cache row row[i], positions 0..pos[i]. scratch: N*NH*S floats. */
+    /* out[N, NH*HS]: token i attends to cache row row[i], positions 0..pos[i]; query head h reads cache head
+     * h / (NH / NKV) of the [rows, NKV, S, HS] caches. scratch: N*NH*S floats. */
     gz_status (*attention_cached)(gz_backend_ctx *ctx, float *out, float *scratch, const float *q, const float *kcache,
-                                  const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS,
-                                  int S);
+                                  const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int NKV,
+                                  int HS, int S);
 
     gz_status (*gelu_forward)(gz_backend_ctx *ctx, float *out, const float *inp, int64_t n);
     gz_status (*gelu_backward)(gz_backend_ctx *ctx, float *dinp, const float *dout, const float *inp, int64_t n);
+    /* SwiGLU: out = silu(gate) * up; backward overwrites dgate and dup */
+    gz_status (*swiglu_forward)(gz_backend_ctx *ctx, float *out, const float *gate, const float *up, int64_t n);
+    gz_status (*swiglu_backward)(gz_backend_ctx *ctx, float *dgate, float *dup, const float *dout, const float *gate,
+                                 const float *up, int64_t n);
     gz_status (*add)(gz_backend_ctx *ctx, float *out, const float *a, const float *b, int64_t n);
 
     /* Per row: loss contribution and logsumexp; rows with target GZ_IGNORE_INDEX are skipped.

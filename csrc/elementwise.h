@@ -93,6 +93,34 @@ GZ_HD float gz_gelu_grad(float x) {
     return cdf + x * pdf;
 }
 
+/* logistic sigmoid from exp of a non-positive argument only (no overflow for either sign) */
+GZ_HD float gz_sigmoid(float x) {
+    float e = gz_expf_nonpos(-fabsf(x));
+    float s = 1.0f / (1.0f + e);
+    return x >= 0.0f ? s : e * s;
+}
+
+/* SwiGLU (Llama's MLP, HF act "silu"): silu(g) * u with silu(g) = g * sigmoid(g) (torch.nn.functional.silu) */
+GZ_HD float gz_swiglu(float g, float u) { return (g * gz_sigmoid(g)) * u; }
+
+/* d/dg and d/du of silu(g) * u, times dout: silu'(g) = s (1 + g (1 - s)) */
+GZ_HD void gz_swiglu_grad(float g, float u, float dout, float *dg, float *du) {
+    float s = gz_sigmoid(g);
+    *dg = dout * u * (s * (1.0f + g * (1.0f - s)));
+    *du = dout * (g * s);
+}
+
+/* RMSNorm of one element given the row's rstd, as HF's LlamaRMSNorm: w * (x * rstd) */
+GZ_HD float gz_rmsnorm(float x, float w, float rstd) { return w * (x * rstd); }
+
+/* RMSNorm input gradient of one element: rstd * (dy w - xhat * mean(dy w xhat)), xhat = x rstd */
+GZ_HD float gz_rmsnorm_grad(float x, float w, float dy, float rstd, float mean_gx) {
+    return rstd * (dy * w - (x * rstd) * mean_gx);
+}
+
+/* Grouped-query attention: the kv head that query head h of NH reads when there are NKV kv heads */
+GZ_HD int gz_kv_head(int h, int NH, int NKV) { return h / (NH / NKV); }
+
 /* Causal attention with online softmax (flash attention), shared by the CPU tiles and the CUDA kernels.
  * Scores s are already scaled by 1/sqrt(HS). A row keeps a running max m and a running sum l of exp(s - m);
  * when a new tile raises the max to m_new, what was summed so far is rescaled by gz_attn_rescale. After the

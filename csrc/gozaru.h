@@ -1,8 +1,9 @@
 /* gozaru.h — the one public header of the gozaru C core.
  *
- * A GPT-NeoX causal language model (same math and tensor names as HF transformers'
- * GPTNeoXForCausalLM) with forward, backward, selective per-tensor training, AdamW,
- * KV-cache generation and HDF5 checkpoints.
+ * A decoder-only causal language model of the GPT-NeoX or the Llama / Qwen2 family (same math and
+ * tensor names as HF transformers' GPTNeoXForCausalLM, LlamaForCausalLM and Qwen2ForCausalLM) with
+ * forward, backward, selective per-tensor training, AdamW, KV-cache generation and HDF5 checkpoints.
+ * The family is data in gz_config (tensor layout, norm, MLP, kv heads, biases): one code path.
  *
  * Conventions
  *  - Every function that can fail returns gz_status; on failure gz_last_error() holds a
@@ -59,7 +60,14 @@ void gz_set_num_threads(int n);
 int gz_get_num_threads(void);
 
 /* ------------------------------------------------------------------ config */
-/* Mirrors transformers.GPTNeoXConfig (hidden_act is always exact-erf "gelu"). */
+/* Families: the tensor layout and names. GPT-NeoX: fused per-head query_key_value, biases on every Linear and
+ * norm, "gpt_neox." names. Llama (Qwen2 too): separate q/k/v/o projections ("model." names), no biases except
+ * the optional q/k/v bias (Qwen2), lm_head or tied embeddings. */
+enum { GZ_ARCH_GPT_NEOX = 0, GZ_ARCH_LLAMA = 1 };
+enum { GZ_NORM_LAYERNORM = 0, GZ_NORM_RMSNORM = 1 }; /* LayerNorm with bias; RMSNorm w * x / rms(x) */
+enum { GZ_MLP_GELU = 0, GZ_MLP_SWIGLU = 1 };        /* down(gelu(up x)); down(silu(gate x) * up x) */
+
+/* Mirrors transformers' GPTNeoXConfig / LlamaConfig / Qwen2Config (the fields the math needs). */
 typedef struct {
     int vocab_size;
     int hidden_size;
@@ -67,11 +75,16 @@ typedef struct {
     int num_attention_heads;
     int intermediate_size;
     float rotary_pct;
-    float rotary_emb_base;
+    float rotary_emb_base;   /* rope_theta */
     int max_position_embeddings;
-    float layer_norm_eps;
+    float layer_norm_eps;    /* the norm's eps (Llama's rms_norm_eps) */
     int use_parallel_residual;
-    int tie_word_embeddings; /* must be 0: GPT-NeoX keeps embed_out separate */
+    int tie_word_embeddings; /* Llama family only: the head reuses the embedding matrix */
+    int arch;                /* GZ_ARCH_* */
+    int norm_kind;           /* GZ_NORM_*: LayerNorm for GPT-NeoX, RMSNorm for Llama */
+    int mlp_kind;            /* GZ_MLP_*: GELU for GPT-NeoX, SwiGLU for Llama */
+    int num_key_value_heads; /* grouped-query attention: divides num_attention_heads (1 = multi-query) */
+    int qkv_bias;            /* Llama family: biases on q/k/v (Qwen2); GPT-NeoX: always 1 */
 } gz_config;
 
 /* Checks ranges and divisibility; returns GZ_ERR_VALUE naming the bad field. */
@@ -104,7 +117,7 @@ typedef struct {
     int64_t shape[2];   /* shape[1] is 0 for vectors */
     int layer;          /* as gz_tensor_info.layer */
     int pos;            /* position in the backward sweep (internal) */
-    const char *kind;   /* "embed", "norm", "qkv", "attn_out", "mlp_up", "mlp_down" or "head" (static string) */
+    const char *kind;   /* "embed", "norm", "qkv", "attn_out", "mlp_gate", "mlp_up", "mlp_down" or "head" (static) */
     int is_matrix_weight;
 } gz_tensor_spec;
 
@@ -116,7 +129,7 @@ gz_status gz_tensor_table(const gz_config *cfg, gz_tensor_spec *out, int capacit
 /* Parameters are zero until gz_model_init_random or a load writes them. */
 gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_model **out);
 
-/* A LoRA adapter on one Linear weight W [out, in] (a "qkv", "attn_out", "mlp_up", "mlp_down" or "head"
+/* A LoRA adapter on one Linear weight W [out, in] (a "qkv", "attn_out", "mlp_gate", "mlp_up", "mlp_down" or "head"
  * tensor): the layer computes x W^T + b + scale * (x A^T) B^T with A [r, in], B [out, r]. Adapters are
  * tensors of the model's table after the base tensors (kinds "lora_A", "lora_B", PEFT's saved names
  * "base_model.model.<W's name without .weight>.lora_A.weight"), so gradients, AdamW state and checkpoints

@@ -1,4 +1,4 @@
-"""gozaru — a fine-tuning lab for GPT-NeoX language models with a C engine.
+"""gozaru — a fine-tuning lab for GPT-NeoX and Llama / Qwen2 language models with a C engine.
 
     import gozaru as gz
     m = gz.Model(gz.preset("tiny"), seed=0)
@@ -19,12 +19,12 @@ from ._core import IGNORE_INDEX, CheckpointError, get_num_threads, set_num_threa
 from ._version import __version__  # noqa: E402
 from . import data, engine, lab  # noqa: E402
 from .engine import checkpoint, hf, layers, lora  # noqa: E402
-from .engine import AdamW, GPTNeoXConfig, Model, Placement, load, preset  # noqa: E402
+from .engine import AdamW, GPTNeoXConfig, Model, ModelConfig, Placement, load, preset  # noqa: E402
 from .engine.system import build_info  # noqa: E402
 from .lab import demo, evaluate, experiment, generate, plots  # noqa: E402
 from .lab import EvalConfig, TrainConfig, Trainer  # noqa: E402
 
-__all__ = ["AdamW", "CheckpointError", "EvalConfig", "GPTNeoXConfig", "IGNORE_INDEX", "Model", "Placement",
-           "TrainConfig", "Trainer", "__version__", "build_info", "checkpoint", "data", "demo", "engine", "evaluate",
-           "experiment", "generate", "get_num_threads", "hf", "lab", "layers", "load", "lora", "plots", "preset",
-           "set_num_threads"]
+__all__ = ["AdamW", "CheckpointError", "EvalConfig", "GPTNeoXConfig", "IGNORE_INDEX", "Model", "ModelConfig",
+           "Placement", "TrainConfig", "Trainer", "__version__", "build_info", "checkpoint", "data", "demo", "engine",
+           "evaluate", "experiment", "generate", "get_num_threads", "hf", "lab", "layers", "load", "lora", "plots",
+           "preset", "set_num_threads"]

@@ -26,6 +26,15 @@ def random_small_config(seed: int = 0, **overrides) -> "gz.GPTNeoXConfig":
     return gz.GPTNeoXConfig(**fields)
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Runs a test at 1 and at 2 threads (a different summation order in BLAS and the OpenMP reductions)."""
+    saved = gz.get_num_threads()
+    gz.set_num_threads(request.param)
+    yield request.param
+    gz.set_num_threads(saved)
+
+
 @pytest.fixture
 def small_config():
     """Factory fixture: ``small_config(seed=0, **overrides)`` -> GPTNeoXConfig."""

@@ -30,11 +30,58 @@ def torch_lm_loss(model, tokens, targets):
 
 
 def hf_params(hf):
-    """A transformers model's parameters under gozaru's names (transformers 5 calls embed_out `lm_head`)."""
+    """A transformers model's parameters under gozaru's names (transformers 5 calls GPT-NeoX's embed_out `lm_head`;
+    Llama-family names are gozaru's; a tied head is not a parameter of its own)."""
     named = dict(hf.named_parameters())
-    if "lm_head.weight" in named:
+    if "lm_head.weight" in named and any(n.startswith("gpt_neox.") for n in named):
         named["embed_out.weight"] = named.pop("lm_head.weight")
     return named
+
+
+def hf_causal_lm(cfg, seed=0, perturb=False):
+    """transformers' model for a gozaru config (eager attention, fp32, eval mode), initialised from seed;
+    perturb=True adds 0.1 N(0, 1) to every vector (norm weights, biases) so their gradients mean something."""
+    import torch
+    import transformers
+    config_class, model_class = {
+        "gpt_neox": (transformers.GPTNeoXConfig, transformers.GPTNeoXForCausalLM),
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    }[cfg.model_type]
+    hf_cfg = config_class(**cfg.to_hf_dict())
+    hf_cfg._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = model_class(hf_cfg).float().eval()
+    if perturb:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim == 1:
+                    p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def torch_adamw_run(hf, train, cfg, steps, lr, weight_decay, batch=(2, 12)):
+    """``steps`` of torch AdamW (betas 0.9/0.95, eps 1e-6, clipping at 1.0; decay on matrices only) on hf, with
+    requires_grad=False off the selection ``train``, on the batches random_batch(cfg, *batch, seed=100 + step);
+    returns the losses."""
+    import torch
+    decay, no_decay = [], []
+    for n, p in hf_params(hf).items():
+        p.requires_grad_(n in train)
+        if n in train:
+            (decay if p.ndim == 2 else no_decay).append(p)
+    topt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95), eps=1e-6)
+    losses = []
+    for step in range(steps):
+        tokens, targets = random_batch(cfg, *batch, seed=100 + step)
+        topt.zero_grad()
+        _, loss_ref = torch_lm_loss(hf, tokens, targets)
+        loss_ref.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in hf.parameters() if p.requires_grad], 1.0)
+        topt.step()
+        losses.append(loss_ref.item())
+    return losses
 
 
 # ---- error model for fp32 comparisons (tests/test_parity_hf.py)
@@ -63,3 +110,59 @@ def error_model_check(got, torch32, ref64, what, k=K_ERR, floor=FLOOR_ULPS * U32
     assert e_gz <= bound, (f"{what}: gozaru fp32 error {e_gz:.3g} vs float64 exceeds {k:g} x torch fp32 error "
                            f"{e_t:.3g} + floor {floor:.3g} = {bound:.3g}")
     return e_gz, e_t
+
+
+def check_masked_adamw_against_torch(model, hf, train, cfg, steps, lr, weight_decay):
+    """``steps`` of gozaru AdamW on ``model`` (trainable = ``train``) next to torch_adamw_run on hf and its float64
+    copy: every step's loss and every trained parameter within the error model, every trained tensor moved, every
+    frozen tensor bit-identical.
+
+    Trajectory floor, per step: AdamW divides each gradient by its running RMS, so a gradient's relative rounding
+    error reappears as an absolute parameter error of about lr x that error, and parameter updates round too.
+    Near-zero gradients make the first unbounded, which is why the main bound is K_ERR x torch's own fp32
+    trajectory error (it suffers the same amplification); the floor allows 16 u of the tensor's scale per step
+    (16 u = sqrt(256) u: a dot product of <= 256 terms), summed over the steps: 10 x 16 u = 9.5e-6."""
+    import copy
+    import gozaru as gz
+    hf64 = copy.deepcopy(hf).double()
+    model.train_only(sorted(train))
+    before = {n: model.params[n].copy() for n in model.names}
+    losses32, losses64 = (torch_adamw_run(h, train, cfg, steps, lr, weight_decay) for h in (hf, hf64))
+    opt = gz.AdamW(model, lr=lr, betas=(0.9, 0.95), eps=1e-6, weight_decay=weight_decay)
+    for step in range(steps):
+        tokens, targets = random_batch(cfg, 2, 12, seed=100 + step)
+        model.zero_grad()
+        loss = model.loss(tokens, targets)
+        error_model_check([loss], [losses32[step]], [losses64[step]], f"loss at step {step}",
+                          floor=(step + 1) * 16 * U32)
+        model.backward()
+        opt.step(max_grad_norm=1.0)
+    ref, ref64 = hf_params(hf), hf_params(hf64)
+    for n in model.names:
+        got = model.params[n]
+        if n in train:
+            error_model_check(got, ref[n].detach().numpy(), ref64[n].detach().numpy(), f"param {n}",
+                              floor=steps * 16 * U32)
+            assert not np.array_equal(got, before[n]), f"{n} did not move"
+        else:
+            assert np.array_equal(got, before[n]), f"frozen {n} changed"
+
+
+def check_logits_loss_and_every_gradient(model, hf, tokens, targets):
+    """gozaru's logits, loss and the gradient of every tensor against transformers' model hf and its float64 copy,
+    each within the error model (error_model_check)."""
+    import copy
+    hf64 = copy.deepcopy(hf).double()
+    logits_ref, loss_ref = torch_lm_loss(hf, tokens, targets)
+    loss_ref.backward()
+    logits64, loss64 = torch_lm_loss(hf64, tokens, targets)
+    loss64.backward()
+    error_model_check(model.logits(tokens), logits_ref.detach().numpy(), logits64.detach().numpy(), "logits")
+    model.train_only(model.names)
+    model.zero_grad()
+    loss = model.loss(tokens, targets)
+    error_model_check([loss], [loss_ref.item()], [loss64.item()], "loss")
+    model.backward()
+    grads, grads64 = hf_params(hf), hf_params(hf64)
+    for n in model.names:
+        error_model_check(model.grad(n), grads[n].grad.numpy(), grads64[n].grad.numpy(), f"grad {n}")

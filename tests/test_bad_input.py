@@ -69,7 +69,7 @@ def test_bad_model_arguments(kwargs, exc, words):
 
 
 def test_python_layer_rejects_non_config():
-    with pytest.raises(TypeError, match="GPTNeoXConfig"):
+    with pytest.raises(TypeError, match="ModelConfig"):
         gz.Model(CFG)
 
 

@@ -56,6 +56,12 @@ CONFIGS = [
                          intermediate_size=96, rotary_pct=1.0, use_parallel_residual=True,
                          rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}),
      2, 200),
+    # the Llama family: RMSNorm, SwiGLU, grouped-query attention (the kv-head repeat and its summed gradient)
+    ("llama_gqa2", dict(model_type="llama", vocab_size=97, hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=88), 3, 37),
+    ("qwen2_mqa_tied", dict(model_type="qwen2", vocab_size=83, hidden_size=48, num_hidden_layers=2,
+                            num_attention_heads=3, num_key_value_heads=1, intermediate_size=64,
+                            tie_word_embeddings=True), 2, 70),
 ]
 
 
@@ -317,11 +323,15 @@ def test_matches_transformers_on_the_gpu(precision):
 
 # --------------------------------------------------------------------------- generation
 @needs_cuda
-def test_greedy_generation_matches_cpu():
+@pytest.mark.parametrize("family", ["gpt_neox", "llama_gqa"])
+def test_greedy_generation_matches_cpu(family):
     """Same greedy tokens as the CPU backend. A larger init spreads the logits, so a near tie (where
-    summation order may legitimately pick the other token) is rare; any difference must be one."""
+    summation order may legitimately pick the other token) is rare; any difference must be one. The Llama
+    model's cache holds its 2 kv heads for 4 query heads."""
     overrides = dict(vocab_size=97, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                      intermediate_size=128, rotary_pct=0.5, use_parallel_residual=False)
+    if family == "llama_gqa":
+        overrides.update(model_type="llama", rotary_pct=1.0, num_key_value_heads=2)
     cfg, cpu, cuda = make_pair(overrides, "fp32", init_std=0.2)
     rng = np.random.default_rng(3)
     prompts = [rng.integers(0, cfg.vocab_size, size=n).tolist() for n in (1, 5, 12)]

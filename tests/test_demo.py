@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -69,3 +70,28 @@ def test_demo_budgets_give_one_and_two_layers():
         grid = seed_grid(budgets=demo.demo_budgets(cfg, s.layer_counts))
         counts = {c.name: len(layers.trained_layers(cfg, c.select(cfg))) for c in grid if c.group == "first"}
         assert sorted(counts.values()) == [1, 2], counts
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_demo_budgets_give_one_and_two_layers_on_llama_shaped_bases(arch):
+    from gozaru import layers
+    for name in ("default", "quick"):
+        s = demo.SETTINGS[name]
+        cfg = demo.model_config(demo.dataclasses.replace(s, arch=arch), s.vocab_size)
+        assert cfg.model_type == arch and cfg.num_key_value_heads == s.num_heads // 2
+        grid = seed_grid(budgets=demo.demo_budgets(cfg, s.layer_counts))
+        counts = {c.name: len(layers.trained_layers(cfg, c.select(cfg))) for c in grid if c.group == "first"}
+        assert sorted(counts.values()) == [1, 2], counts
+
+
+def test_llama_demo_base_is_built_offline_and_reused(tmp_path):
+    s = demo.dataclasses.replace(demo.SETTINGS["quick"], arch="llama", n_prose=200, n_pretrain_pairs=200,
+                                 pretrain_steps=30)
+    logs = []
+    tok, base = demo.build_base(s, str(tmp_path), progress=False, log=logs.append)
+    assert base.config.model_type == "llama" and base.config.is_llama_family
+    assert "model.layers.0.mlp.gate_proj.weight" in base.names
+    final = float(next(line for line in logs if "final loss" in line).split("final loss ")[1].split()[0])
+    assert final < np.log(tok.vocab_size) - 1.0, logs  # pretraining learned more than the uniform guess
+    _, again = demo.build_base(s, str(tmp_path), progress=False, log=logs.append)
+    assert "reusing" in logs[-1] and again.config == base.config

@@ -13,11 +13,16 @@ SIMPLE_KINDS = ("full", "mlp", "non_mlp", "attention", "norms", "embed", "head")
 
 @st.composite
 def configs(draw):
-    """Configs the core accepts (an odd head size with full rotary is refused by the core)."""
+    """Configs the core accepts (an odd head size with full rotary is refused by the core), of every family:
+    GPT-NeoX, Llama and Qwen2 with grouped-query attention and tied or untied embeddings."""
     heads = draw(st.integers(1, 4))
+    model_type = draw(st.sampled_from(("gpt_neox", "llama", "qwen2")))
+    family = {} if model_type == "gpt_neox" else dict(
+        num_key_value_heads=draw(st.sampled_from([d for d in range(1, heads + 1) if heads % d == 0])),
+        tie_word_embeddings=draw(st.booleans()))
     return GPTNeoXConfig(vocab_size=draw(st.integers(8, 300)), hidden_size=heads * 2 * draw(st.integers(1, 8)),
                          num_hidden_layers=draw(st.integers(1, 12)), num_attention_heads=heads,
-                         intermediate_size=draw(st.integers(1, 64)))
+                         intermediate_size=draw(st.integers(1, 64)), model_type=model_type, **family)
 
 
 @settings(max_examples=60, deadline=None)
@@ -27,9 +32,11 @@ def test_mlp_and_non_mlp_cover_everything(cfg, train_head):
     mlp = ly.select(cfg, "mlp", train_head=train_head)
     non_mlp = ly.select(cfg, "non_mlp", train_head=train_head)
     assert mlp | non_mlp == all_names
-    assert mlp & non_mlp == ({ly.HEAD} if train_head else set())
-    assert ly.EMBED in non_mlp and "gpt_neox.final_layer_norm.weight" in non_mlp
-    assert all(".mlp." in n for n in mlp - {ly.HEAD})
+    head = ly.head_name(cfg)
+    assert mlp & non_mlp == ({head} if train_head else set())
+    final_norm = [t.name for t in cfg.tensors() if t.layer == cfg.num_hidden_layers]
+    assert ly.embed_name(cfg) in non_mlp and set(final_norm) <= non_mlp
+    assert all(".mlp." in n for n in mlp - {head})
 
 
 @settings(max_examples=60, deadline=None)
@@ -37,10 +44,11 @@ def test_mlp_and_non_mlp_cover_everything(cfg, train_head):
 def test_every_kind_is_a_subset_and_head_follows_train_head(cfg, kind, train_head):
     names = ly.select(cfg, kind, train_head=train_head)
     assert names <= set(cfg.tensor_shapes()) and names
-    if train_head or kind in ("full", "non_mlp", "head"):
-        assert ly.HEAD in names
+    head = ly.head_name(cfg)
+    if train_head or kind in ("full", "non_mlp", "head") or (kind == "embed" and cfg.tie_word_embeddings):
+        assert head in names
     else:
-        assert ly.HEAD not in names
+        assert head not in names
 
 
 @settings(max_examples=80, deadline=None)
@@ -50,7 +58,7 @@ def test_budget_picks_the_closest_whole_layer_count(cfg, budget, train_head):
     counts = ly.param_counts(cfg)
     total = sum(counts.values())
     layer = sum(counts[n] for n in ly.layer_names(cfg, 0))
-    head = counts[ly.HEAD] if train_head else 0
+    head = counts[ly.head_name(cfg)] if train_head else 0
     gaps = [abs((head + j * layer) / total - budget) for j in range(cfg.num_hidden_layers + 1)]
     assert gaps[k] == pytest.approx(min(gaps), abs=1e-12)
     for kind in ("first", "last", "random"):
@@ -77,8 +85,8 @@ def test_rinna_budget_counts_as_documented():
     for kind in ("first", "last", "random"):
         five = ly.select(RINNA, kind, budget=0.05, seed=3)
         ten = ly.select(RINNA, kind, budget=0.10, seed=3)
-        assert len(ly.trained_layers(RINNA, five)) == 1 and ly.HEAD in five
-        assert len(ly.trained_layers(RINNA, ten)) == 3 and ly.HEAD in ten
+        assert len(ly.trained_layers(RINNA, five)) == 1 and ly.head_name(RINNA) in five
+        assert len(ly.trained_layers(RINNA, ten)) == 3 and ly.head_name(RINNA) in ten
         assert ly.share(RINNA, five) == pytest.approx(0.05137, abs=1e-5)
         assert ly.share(RINNA, ten) == pytest.approx(0.10415, abs=1e-5)
     assert ly.layers_for_budget(RINNA, 0.05, train_head=False) == 2
@@ -91,7 +99,7 @@ def test_rinna_totals():
     assert RINNA.num_params() == 3_607_245_312
     counts = ly.param_counts(RINNA)
     assert sum(counts[n] for n in ly.layer_names(RINNA, 0)) == 95_194_880
-    assert counts[ly.HEAD] == counts[ly.EMBED] == 90_112_000
+    assert counts[ly.head_name(RINNA)] == counts[ly.embed_name(RINNA)] == 90_112_000
 
 
 def test_random_is_reproducible_per_seed_and_differs_across_seeds():
@@ -109,11 +117,11 @@ def test_explicit_layers_and_patterns():
     assert len(qkv) == TINY.num_hidden_layers
     assert ly.select(TINY, "pattern", pattern=r"\.layers\.3\.mlp\.") == {
         "gpt_neox.layers.3.mlp.dense_h_to_4h.weight", "gpt_neox.layers.3.mlp.dense_h_to_4h.bias",
-        "gpt_neox.layers.3.mlp.dense_4h_to_h.weight", "gpt_neox.layers.3.mlp.dense_4h_to_h.bias", ly.HEAD}
+        "gpt_neox.layers.3.mlp.dense_4h_to_h.weight", "gpt_neox.layers.3.mlp.dense_4h_to_h.bias", "embed_out.weight"}
     assert ly.select(TINY, "attention", train_head=False) == {
         n for n in TINY.tensor_shapes() if ".attention." in n}
     assert len(ly.select(TINY, "norms", train_head=False)) == 4 * TINY.num_hidden_layers + 2
-    assert ly.select(TINY, "embed") == {ly.EMBED, ly.HEAD}
+    assert ly.select(TINY, "embed") == {"gpt_neox.embed_in.weight", "embed_out.weight"}
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -158,3 +166,18 @@ def test_report_table_and_dict():
 def test_ordered_follows_core_order():
     names = ly.select(TINY, "layers", layers=[2, 1])
     assert ly.ordered(TINY, names) == [n for n in TINY.tensor_shapes() if n in names]
+
+
+def test_llama_groups_name_the_hf_modules():
+    cfg = preset("llama-tiny")
+    attn = ly.select(cfg, "attention", train_head=False)
+    mlp = ly.select(cfg, "mlp", train_head=False)
+    assert {n.split(".")[-2] for n in attn} == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert {n.split(".")[-2] for n in mlp} == {"gate_proj", "up_proj", "down_proj"}
+    assert len(attn) == 4 * cfg.num_hidden_layers and len(mlp) == 3 * cfg.num_hidden_layers
+    assert ly.select(cfg, "head", train_head=False) == {"lm_head.weight"}
+    tied = cfg.replace(tie_word_embeddings=True)
+    assert ly.select(tied, "head", train_head=False) == {"model.embed_tokens.weight"}
+    # budgets count whole layers as for GPT-NeoX: the last 2 of 8 layers + the head
+    names = ly.select(cfg, "last", layers=2)
+    assert ly.trained_layers(cfg, names) == [6, 7] and "lm_head.weight" in names

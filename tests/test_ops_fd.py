@@ -66,6 +66,35 @@ def test_layernorm():
     assert rel_err(db, numeric_grad(loss, b, 1e-3)) < TOL
 
 
+# --------------------------------------------------------------------------- RMSNorm, SwiGLU (Llama family)
+def test_rmsnorm():
+    rng = np.random.default_rng(7)
+    N, C, eps = 5, 11, 1e-6
+    x, w = rand(rng, N, C), 1 + rand(rng, C, scale=0.3)
+    g = rand(rng, N, C)
+    out, rstd = ops.rmsnorm_forward(x, w, eps)
+    x64 = x.astype(np.float64)
+    assert rel_err(out, w * x64 / np.sqrt((x64 ** 2).mean(1, keepdims=True) + eps)) < FWD_TOL
+    dx, dw = ops.rmsnorm_backward(g, x, w, rstd)
+    loss = lambda: weighted(g, ops.rmsnorm_forward(x, w, eps)[0])
+    assert rel_err(dx, numeric_grad(loss, x, 1e-3)) < TOL
+    assert rel_err(dw, numeric_grad(loss, w, 1e-3)) < TOL
+
+
+def test_swiglu():
+    rng = np.random.default_rng(8)
+    gate = np.concatenate([np.linspace(-30, 30, 13), rand(rng, 20, scale=3.0)]).astype(np.float32)
+    up = rand(rng, gate.size)
+    g64 = gate.astype(np.float64)
+    ref = g64 / (1 + np.exp(-g64)) * up
+    assert rel_err(ops.swiglu_forward(gate, up), ref) < FWD_TOL
+    g = rand(rng, gate.size)
+    dgate, dup = ops.swiglu_backward(g, gate, up)
+    loss = lambda: weighted(g, ops.swiglu_forward(gate, up))
+    assert rel_err(dgate, numeric_grad(loss, gate, 1e-3)) < TOL
+    assert rel_err(dup, numeric_grad(loss, up, 1e-3)) < TOL
+
+
 # --------------------------------------------------------------------------- GELU
 def test_gelu():
     x = np.linspace(-5, 5, 41, dtype=np.float32).reshape(41)

@@ -5,8 +5,6 @@ Tolerances follow an error model (tests/reference.py: error_model_check) instead
 machine: gozaru fp32 and torch fp32 are both compared with a float64 run of the same computation, and gozaru
 may be at most K_ERR times as far from it as torch, plus a floor. The comparisons run at 1 and 2 threads,
 which changes gozaru's summation order (BLAS splits and OpenMP reductions)."""
-import copy
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,8 @@ import torch
 import transformers
 
 import gozaru as gz
-from reference import U32, error_model_check, hf_params, random_batch as batch, rel_err, torch_lm_loss
+from reference import (check_logits_loss_and_every_gradient, check_masked_adamw_against_torch, hf_params,
+                       random_batch as batch, rel_err)
 
 # (name, config overrides, batch, seq)
 CONFIGS = [
@@ -49,14 +48,6 @@ CONFIGS = [
 
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    saved = gz.get_num_threads()
-    gz.set_num_threads(request.param)
-    yield request.param
-    gz.set_num_threads(saved)
-
-
 def make_pair(overrides, seed=0):
     cfg = gz.GPTNeoXConfig(**{"max_position_embeddings": 64, **overrides})
     hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
@@ -77,22 +68,7 @@ def make_pair(overrides, seed=0):
 @pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_logits_loss_and_every_gradient_match_transformers(name, overrides, B, T, threads):
     cfg, hf, model = make_pair(overrides)
-    hf64 = copy.deepcopy(hf).double()
-    tokens, targets = batch(cfg, B, T)
-    logits_ref, loss_ref = torch_lm_loss(hf, tokens, targets)
-    loss_ref.backward()
-    logits64, loss64 = torch_lm_loss(hf64, tokens, targets)
-    loss64.backward()
-
-    error_model_check(model.logits(tokens), logits_ref.detach().numpy(), logits64.detach().numpy(), "logits")
-    model.train_only(model.names)
-    model.zero_grad()
-    loss = model.loss(tokens, targets)
-    error_model_check([loss], [loss_ref.item()], [loss64.item()], "loss")
-    model.backward()
-    grads, grads64 = hf_params(hf), hf_params(hf64)
-    for n in model.names:
-        error_model_check(model.grad(n), grads[n].grad.numpy(), grads64[n].grad.numpy(), f"grad {n}")
+    check_logits_loss_and_every_gradient(model, hf, *batch(cfg, B, T))
 
 
 def test_gradient_accumulation_equals_one_big_batch():
@@ -152,33 +128,6 @@ def selection(cfg, kind):
 
 SELECTIONS = ["full", "mlp_head", "non_mlp_head", "last_layer", "middle_layer", "frozen_embed_layer0"]
 LR, WD, STEPS = 3e-3, 0.1, 10
-# Trajectory floor, per step: AdamW divides each gradient by its running RMS, so a gradient's relative rounding
-# error reappears as an absolute parameter error of about lr x that error, and parameter updates round too.
-# Near-zero gradients make the first unbounded, which is why the main bound is K_ERR x torch's own fp32
-# trajectory error (it suffers the same amplification); the floor allows 16 u of the tensor's scale per step
-# (16 u = sqrt(256) u: a dot product of <= 256 terms), summed over the steps: 10 x 16 u = 9.5e-6.
-TRAJECTORY_FLOOR = STEPS * 16 * U32
-
-
-def torch_adamw_run(hf, train, cfg):
-    """STEPS of torch AdamW (clipping at 1.0) on hf, with requires_grad=False off the selection; the losses."""
-    decay, no_decay = [], []
-    for n, p in hf_params(hf).items():
-        p.requires_grad_(n in train)
-        if n in train:
-            (decay if p.ndim == 2 else no_decay).append(p)
-    topt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=LR, betas=(0.9, 0.95), eps=1e-6)
-    losses = []
-    for step in range(STEPS):
-        tokens, targets = batch(cfg, 2, 12, seed=100 + step)
-        topt.zero_grad()
-        _, loss_ref = torch_lm_loss(hf, tokens, targets)
-        loss_ref.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in hf.parameters() if p.requires_grad], 1.0)
-        topt.step()
-        losses.append(loss_ref.item())
-    return losses
 
 
 @pytest.mark.parametrize("residual", ["sequential", "parallel"])
@@ -187,31 +136,7 @@ def test_masked_adamw_training_matches_torch(kind, residual, threads):
     overrides = dict(vocab_size=83, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
                      intermediate_size=56, rotary_pct=0.5, use_parallel_residual=residual == "parallel")
     cfg, hf, model = make_pair(overrides, seed=3)
-    hf64 = copy.deepcopy(hf).double()
-    train = set(selection(cfg, kind))
-    model.train_only(sorted(train))
-    before = {n: model.params[n].copy() for n in model.names}
-    losses32, losses64 = torch_adamw_run(hf, train, cfg), torch_adamw_run(hf64, train, cfg)
-
-    opt = gz.AdamW(model, lr=LR, betas=(0.9, 0.95), eps=1e-6, weight_decay=WD)
-    for step in range(STEPS):
-        tokens, targets = batch(cfg, 2, 12, seed=100 + step)
-        model.zero_grad()
-        loss = model.loss(tokens, targets)
-        error_model_check([loss], [losses32[step]], [losses64[step]], f"loss at step {step}",
-                          floor=(step + 1) * 16 * U32)
-        model.backward()
-        opt.step(max_grad_norm=1.0)
-
-    ref, ref64 = hf_params(hf), hf_params(hf64)
-    for n in model.names:
-        got = model.params[n]
-        if n in train:
-            error_model_check(got, ref[n].detach().numpy(), ref64[n].detach().numpy(), f"param {n}",
-                              floor=TRAJECTORY_FLOOR)
-            assert not np.array_equal(got, before[n]), f"{n} did not move"
-        else:
-            assert np.array_equal(got, before[n]), f"frozen {n} changed"
+    check_masked_adamw_against_torch(model, hf, set(selection(cfg, kind)), cfg, STEPS, LR, WD)
 
 
 def test_two_identical_runs_are_bit_identical():

@@ -188,3 +188,24 @@ def test_the_second_demo_base_has_about_ten_times_the_parameters(quick):
         sizes.append(gz.Model(demo.model_config(s, s.vocab_size), seed=0).num_params)
     assert 8 <= sizes[1] / sizes[0] <= 12
     assert demo_settings(quick, True).num_layers == demo_settings(quick, False).num_layers   # same depth
+
+
+@pytest.mark.parametrize("preset", ["tiny", "llama-tiny"])
+def test_study_cells_select_the_family_modules(preset):
+    """The study's types read core tensor kinds, so they mean the same on GPT-NeoX and on Llama: attention is
+    the q/k/v/o projections (fused query_key_value + dense), mlp every MLP matrix (SwiGLU's gate included)."""
+    cfg = gz.preset(preset)
+    spec = StudySpec(shares=(2,), positions=("last",), types=("layers", "attention", "mlp"), seeds=(0, 1)).check(cfg)
+    sel = {}
+    for cell in design.cells(spec, cfg):
+        names = design.condition(spec, cfg, cell, 0, 1e-3, cell.name).select(cfg)
+        assert names <= set(cfg.tensor_shapes())   # every cell selects tensors of this model
+        if cell.type in ("layers", "attention", "mlp"):
+            sel[cell.type] = names
+    head = gz.layers.head_name(cfg)
+    attn, mlp = sel["attention"] - {head}, sel["mlp"] - {head}
+    kinds = {t.name: t.kind for t in cfg.tensors()}
+    assert {kinds[n] for n in attn} == {"qkv", "attn_out"}
+    assert {kinds[n] for n in mlp} == ({"mlp_gate", "mlp_up", "mlp_down"} if cfg.is_llama_family else
+                                       {"mlp_up", "mlp_down"})
+    assert attn | mlp | {n for n in sel["layers"] if kinds[n] == "norm"} | {head} == sel["layers"]

@@ -9,10 +9,13 @@ typedef struct {
     const char *name;
     size_t offset;
     int is_float;
+    int optional;     /* added after version 1 files were written: absent means the GPT-NeoX value */
+    int64_t absent;
 } config_field;
 
-#define INT_FIELD(f) {#f, offsetof(gz_config, f), 0}
-#define FLOAT_FIELD(f) {#f, offsetof(gz_config, f), 1}
+#define INT_FIELD(f) {#f, offsetof(gz_config, f), 0, 0, 0}
+#define FLOAT_FIELD(f) {#f, offsetof(gz_config, f), 1, 0, 0}
+#define FAMILY_FIELD(f, absent) {#f, offsetof(gz_config, f), 0, 1, absent}
 
 static const config_field k_fields[] = {
     INT_FIELD(vocab_size),        INT_FIELD(hidden_size),
@@ -21,6 +24,9 @@ static const config_field k_fields[] = {
     FLOAT_FIELD(rotary_emb_base), INT_FIELD(max_position_embeddings),
     FLOAT_FIELD(layer_norm_eps),  INT_FIELD(use_parallel_residual),
     INT_FIELD(tie_word_embeddings),
+    FAMILY_FIELD(arch, GZ_ARCH_GPT_NEOX), FAMILY_FIELD(norm_kind, GZ_NORM_LAYERNORM),
+    FAMILY_FIELD(mlp_kind, GZ_MLP_GELU),  FAMILY_FIELD(num_key_value_heads, -1),
+    FAMILY_FIELD(qkv_bias, 1),
 };
 #define N_FIELDS ((int)(sizeof k_fields / sizeof k_fields[0]))
 
@@ -49,7 +55,10 @@ gz_status ckpt_check_config(const char *file, hid_t params, const gz_config *cfg
                                file, f->name, (double)stored, (double)want);
         } else {
             int64_t stored, want = *(const int *)(base + f->offset);
-            GZ_TRY(ckpt_read_attr_i64(file, params, "/params", f->name, &stored));
+            if (f->optional && H5Aexists(params, f->name) == 0) /* older file: a GPT-NeoX model */
+                stored = f->absent >= 0 ? f->absent : cfg->num_attention_heads;
+            else
+                GZ_TRY(ckpt_read_attr_i64(file, params, "/params", f->name, &stored));
             if (stored != want)
                 return gz_fail(GZ_ERR_FORMAT, "%s: config mismatch: %s is %lld in the checkpoint, %lld in the model",
                                file, f->name, (long long)stored, (long long)want);

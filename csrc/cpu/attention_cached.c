@@ -1,8 +1,10 @@
-/* attention_cached.c — attention against a KV cache, for generation (each token knows its row and position). */
+/* attention_cached.c — attention against a KV cache, for generation (each token knows its row and position);
+ * the cache holds the kv heads only (grouped-query attention: query head h reads kv head h / (NH / NKV)). */
 #include <math.h>
 #include <string.h>
 #include "cpu_ops.h"
 #include "vec_math.h"
+#include "../elementwise.h"
 
 gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
                            const int32_t *pos, int N, int NH, int HS, int S) {
@@ -45,12 +47,12 @@ static void attend_one(float *o, float *p, const float *qi, const float *kc, con
 }
 
 gz_status gz_cpu_attention_cached(float *out, float *scratch, const float *q, const float *kcache, const float *vcache,
-                                  const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {
+                                  const int32_t *row, const int32_t *pos, int N, int NH, int NKV, int HS, int S) {
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel for collapse(2) schedule(static) GZ_PAR_IF((int64_t)N * NH * S * HS / 4)
     for (int i = 0; i < N; i++)
         for (int h = 0; h < NH; h++) {
-            int64_t cache = ((int64_t)row[i] * NH + h) * S * HS;
+            int64_t cache = ((int64_t)row[i] * NKV + gz_kv_head(h, NH, NKV)) * S * HS;
             attend_one(out + (int64_t)i * NH * HS + (int64_t)h * HS, scratch + ((int64_t)i * NH + h) * S,
                        q + ((int64_t)h * N + i) * HS, kcache + cache, vcache + cache, pos[i] + 1, HS, scale);
         }

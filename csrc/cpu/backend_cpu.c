@@ -68,6 +68,16 @@ static gz_status cpu_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float 
     (void)ctx;
     return gz_cpu_layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
 }
+static gz_status cpu_rmsnorm_forward(gz_backend_ctx *ctx, float *out, float *rstd, const float *inp, const float *w,
+                                     int64_t N, int C, float eps) {
+    (void)ctx;
+    return gz_cpu_rmsnorm_forward(out, rstd, inp, w, N, C, eps);
+}
+static gz_status cpu_rmsnorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, const float *dout, const float *inp,
+                                      const float *w, const float *rstd, int64_t N, int C) {
+    (void)ctx;
+    return gz_cpu_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, C);
+}
 static gz_status cpu_matmul_forward(gz_backend_ctx *ctx, float *out, const float *inp, const float *w,
                                     const float *bias, int64_t N, int C, int OC) {
     if (ctx->bf16.precision != GZ_PRECISION_FP32)
@@ -92,6 +102,16 @@ static gz_status cpu_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, con
     (void)ctx;
     return gz_cpu_rotary_split_backward(dqkv, dq, dk, dv, pos, cos_t, sin_t, B, T, NH, HS, rot);
 }
+static gz_status cpu_rotary_heads_forward(gz_backend_ctx *ctx, float *out, const float *inp, const int32_t *pos,
+                                          const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot) {
+    (void)ctx;
+    return gz_cpu_rotary_heads_forward(out, inp, pos, cos_t, sin_t, B, T, H, HS, rot);
+}
+static gz_status cpu_rotary_heads_backward(gz_backend_ctx *ctx, float *dinp, const float *dout, const int32_t *pos,
+                                           const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot) {
+    (void)ctx;
+    return gz_cpu_rotary_heads_backward(dinp, dout, pos, cos_t, sin_t, B, T, H, HS, rot);
+}
 static gz_status cpu_attention_forward(gz_backend_ctx *ctx, float *out, float *lse, const float *q, const float *k,
                                        const float *v, int B, int T, int NH, int NKV, int HS) {
     (void)ctx;
@@ -110,9 +130,9 @@ static gz_status cpu_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache
 }
 static gz_status cpu_attention_cached(gz_backend_ctx *ctx, float *out, float *scratch, const float *q,
                                       const float *kcache, const float *vcache, const int32_t *row, const int32_t *pos,
-                                      int N, int NH, int HS, int S) {
+                                      int N, int NH, int NKV, int HS, int S) {
     (void)ctx;
-    return gz_cpu_attention_cached(out, scratch, q, kcache, vcache, row, pos, N, NH, HS, S);
+    return gz_cpu_attention_cached(out, scratch, q, kcache, vcache, row, pos, N, NH, NKV, HS, S);
 }
 static gz_status cpu_gelu_forward(gz_backend_ctx *ctx, float *out, const float *inp, int64_t n) {
     (void)ctx;
@@ -121,6 +141,15 @@ static gz_status cpu_gelu_forward(gz_backend_ctx *ctx, float *out, const float *
 static gz_status cpu_gelu_backward(gz_backend_ctx *ctx, float *dinp, const float *dout, const float *inp, int64_t n) {
     (void)ctx;
     return gz_cpu_gelu_backward(dinp, dout, inp, n);
+}
+static gz_status cpu_swiglu_forward(gz_backend_ctx *ctx, float *out, const float *gate, const float *up, int64_t n) {
+    (void)ctx;
+    return gz_cpu_swiglu_forward(out, gate, up, n);
+}
+static gz_status cpu_swiglu_backward(gz_backend_ctx *ctx, float *dgate, float *dup, const float *dout, const float *gate,
+                                     const float *up, int64_t n) {
+    (void)ctx;
+    return gz_cpu_swiglu_backward(dgate, dup, dout, gate, up, n);
 }
 static gz_status cpu_add(gz_backend_ctx *ctx, float *out, const float *a, const float *b, int64_t n) {
     (void)ctx;
@@ -168,16 +197,22 @@ static const gz_backend CPU_BACKEND = {
     .embedding_backward = cpu_embedding_backward,
     .layernorm_forward = cpu_layernorm_forward,
     .layernorm_backward = cpu_layernorm_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
     .matmul_forward = cpu_matmul_forward,
     .matmul_backward = cpu_matmul_backward,
     .rotary_split_forward = cpu_rotary_split_forward,
     .rotary_split_backward = cpu_rotary_split_backward,
+    .rotary_heads_forward = cpu_rotary_heads_forward,
+    .rotary_heads_backward = cpu_rotary_heads_backward,
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
     .kv_append = cpu_kv_append,
     .attention_cached = cpu_attention_cached,
     .gelu_forward = cpu_gelu_forward,
     .gelu_backward = cpu_gelu_backward,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
     .add = cpu_add,
     .cross_entropy_forward = cpu_cross_entropy_forward,
     .cross_entropy_backward = cpu_cross_entropy_backward,

@@ -11,6 +11,10 @@ gz_status gz_cpu_layernorm_forward(float *out, float *mean, float *rstd, const f
                                    const float *b, int64_t N, int C, float eps);
 gz_status gz_cpu_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                                     const float *w, const float *mean, const float *rstd, int64_t N, int C);
+gz_status gz_cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int64_t N, int C,
+                                 float eps);
+gz_status gz_cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                                  const float *rstd, int64_t N, int C);
 /* out[n, :] = bias for every row; returns the GEMM beta that keeps it (1) or 0 when bias is NULL. */
 float gz_cpu_fill_bias(float *out, const float *bias, int64_t N, int OC);
 gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,
@@ -43,6 +47,10 @@ gz_status gz_cpu_rotary_split_forward(float *q, float *k, float *v, const float 
 gz_status gz_cpu_rotary_split_backward(float *dqkv, const float *dq, const float *dk, const float *dv,
                                        const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T,
                                        int NH, int HS, int rot);
+gz_status gz_cpu_rotary_heads_forward(float *out, const float *inp, const int32_t *pos, const float *cos_t,
+                                      const float *sin_t, int B, int T, int H, int HS, int rot);
+gz_status gz_cpu_rotary_heads_backward(float *dinp, const float *dout, const int32_t *pos, const float *cos_t,
+                                       const float *sin_t, int B, int T, int H, int HS, int rot);
 gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
                                    int T, int NH, int NKV, int HS);
 gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
@@ -51,9 +59,12 @@ gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scra
 gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
                            const int32_t *pos, int N, int NH, int HS, int S);
 gz_status gz_cpu_attention_cached(float *out, float *scratch, const float *q, const float *kcache, const float *vcache,
-                                  const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S);
+                                  const int32_t *row, const int32_t *pos, int N, int NH, int NKV, int HS, int S);
 gz_status gz_cpu_gelu_forward(float *out, const float *inp, int64_t n);
 gz_status gz_cpu_gelu_backward(float *dinp, const float *dout, const float *inp, int64_t n);
+gz_status gz_cpu_swiglu_forward(float *out, const float *gate, const float *up, int64_t n);
+gz_status gz_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                                 int64_t n);
 gz_status gz_cpu_add(float *out, const float *a, const float *b, int64_t n);
 gz_status gz_cpu_cross_entropy_forward(float *lse, const float *logits, const int32_t *targets, int64_t N, int V,
                                        double *loss_sum_host, int64_t *count_host);

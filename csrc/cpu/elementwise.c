@@ -1,4 +1,4 @@
-/* elementwise.c — GELU, residual add, scaling, squared norms and the AdamW update on the CPU.
+/* elementwise.c — GELU, SwiGLU, residual add, scaling, squared norms and the AdamW update on the CPU.
  * The per-element formulas live in ../elementwise.h, shared with the CUDA kernels. */
 #include <math.h>
 #include <stdlib.h>
@@ -27,6 +27,31 @@ gz_status gz_cpu_gelu_backward(float *dinp, const float *dout, const float *inp,
 #pragma omp parallel for schedule(static) GZ_PAR_IF(n)
     for (int64_t i0 = 0; i0 < n; i0 += GELU_CHUNK)
         gelu_backward_chunk(dinp + i0, dout + i0, inp + i0, n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK);
+    return GZ_OK;
+}
+
+GZ_VECTOR_CLONES static void swiglu_forward_chunk(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = gz_swiglu(gate[i], up[i]);
+}
+
+GZ_VECTOR_CLONES static void swiglu_backward_chunk(float *dgate, float *dup, const float *dout, const float *gate,
+                                                   const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) gz_swiglu_grad(gate[i], up[i], dout[i], &dgate[i], &dup[i]);
+}
+
+gz_status gz_cpu_swiglu_forward(float *out, const float *gate, const float *up, int64_t n) {
+#pragma omp parallel for schedule(static) GZ_PAR_IF(n)
+    for (int64_t i0 = 0; i0 < n; i0 += GELU_CHUNK)
+        swiglu_forward_chunk(out + i0, gate + i0, up + i0, n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK);
+    return GZ_OK;
+}
+
+gz_status gz_cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                                 int64_t n) {
+#pragma omp parallel for schedule(static) GZ_PAR_IF(n)
+    for (int64_t i0 = 0; i0 < n; i0 += GELU_CHUNK)
+        swiglu_backward_chunk(dgate + i0, dup + i0, dout + i0, gate + i0, up + i0,
+                              n - i0 < GELU_CHUNK ? n - i0 : GELU_CHUNK);
     return GZ_OK;
 }
 

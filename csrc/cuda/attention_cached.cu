@@ -1,6 +1,6 @@
-/* attention_cached.cu — generation against a KV cache [rows, NH, S, HS]: append this step's k, v
- * (layout [NH, N, HS]) at each token's (row, position), then attend each query to its row's
- * positions 0..pos[i]. Plain fp32, one block per (token, head); the probabilities live in
+/* attention_cached.cu — generation against a KV cache [rows, NKV, S, HS] (the kv heads): append this step's
+ * k, v (layout [NKV, N, HS]) at each token's (row, position), then attend each query to its row's
+ * positions 0..pos[i]; query head h reads kv head h / (NH / NKV) (gz_kv_head). Plain fp32, one block per (token, head); the probabilities live in
  * scratch [N, NH, S] between the passes. */
 #include <math.h>
 #include "cuda_ops.h"
@@ -22,12 +22,12 @@ __global__ void kv_append_kernel(float *kcache, float *vcache, const float *k, c
 
 __global__ void attention_cached_kernel(float *out, float *scratch, const float *q, const float *kcache,
                                         const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH,
-                                        int HS, int S, float scale) {
+                                        int NKV, int HS, int S, float scale) {
     int i = blockIdx.x / NH, h = blockIdx.x % NH;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     const float *qi = q + ((int64_t)h * N + i) * HS;
-    const float *kc = kcache + ((int64_t)row[i] * NH + h) * S * HS;
-    const float *vc = vcache + ((int64_t)row[i] * NH + h) * S * HS;
+    int64_t cache = ((int64_t)row[i] * NKV + gz_kv_head(h, NH, NKV)) * S * HS;
+    const float *kc = kcache + cache, *vc = vcache + cache;
     float *p = scratch + ((int64_t)i * NH + h) * S;
     int n = pos[i] + 1;
     /* scores: one warp per key position */
@@ -66,14 +66,14 @@ gz_status gz_cuda_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, c
 }
 
 gz_status gz_cuda_attention_cached(gz_backend_ctx *ctx, float *out, float *scratch, const float *q, const float *kcache,
-                                   const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS,
-                                   int S) {
+                                   const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int NKV,
+                                   int HS, int S) {
     int64_t blocks = (int64_t)N * NH;
     if (blocks <= 0) return GZ_OK;
     if (blocks > 0x7fffffffLL) return gz_fail(GZ_ERR_VALUE, "attention_cached: %lld (token, head) pairs is too many",
                                               (long long)blocks);
     attention_cached_kernel<<<(unsigned)blocks, GZ_CACHED_THREADS>>>(out, scratch, q, kcache, vcache, row, pos, N, NH,
-                                                                      HS, S, 1.0f / sqrtf((float)HS));
+                                                                      NKV, HS, S, 1.0f / sqrtf((float)HS));
     GZ_LAUNCH_CHECK("attention_cached");
     return GZ_OK;
 }

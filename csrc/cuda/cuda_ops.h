@@ -58,7 +58,17 @@ gz_status gz_cuda_layernorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw
                                      const float *inp, const float *w, const float *mean, const float *rstd, int64_t N,
                                      int C);
 
+/* rmsnorm.cu */
+gz_status gz_cuda_rmsnorm_forward(gz_backend_ctx *ctx, float *out, float *rstd, const float *inp, const float *w,
+                                  int64_t N, int C, float eps);
+gz_status gz_cuda_rmsnorm_backward(gz_backend_ctx *ctx, float *dinp, float *dw, const float *dout, const float *inp,
+                                   const float *w, const float *rstd, int64_t N, int C);
+
 /* rotary.cu */
+gz_status gz_cuda_rotary_heads_forward(gz_backend_ctx *ctx, float *out, const float *inp, const int32_t *pos,
+                                       const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot);
+gz_status gz_cuda_rotary_heads_backward(gz_backend_ctx *ctx, float *dinp, const float *dout, const int32_t *pos,
+                                        const float *cos_t, const float *sin_t, int B, int T, int H, int HS, int rot);
 gz_status gz_cuda_rotary_split_forward(gz_backend_ctx *ctx, float *q, float *k, float *v, const float *qkv,
                                        const int32_t *pos, const float *cos_t, const float *sin_t, int B, int T, int NH,
                                        int HS, int rot);
@@ -77,12 +87,15 @@ gz_status gz_cuda_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, 
 gz_status gz_cuda_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
                             const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S);
 gz_status gz_cuda_attention_cached(gz_backend_ctx *ctx, float *out, float *scratch, const float *q, const float *kcache,
-                                   const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int HS,
-                                   int S);
+                                   const float *vcache, const int32_t *row, const int32_t *pos, int N, int NH, int NKV,
+                                   int HS, int S);
 
 /* elementwise.cu */
 gz_status gz_cuda_gelu_forward(gz_backend_ctx *ctx, float *out, const float *inp, int64_t n);
 gz_status gz_cuda_gelu_backward(gz_backend_ctx *ctx, float *dinp, const float *dout, const float *inp, int64_t n);
+gz_status gz_cuda_swiglu_forward(gz_backend_ctx *ctx, float *out, const float *gate, const float *up, int64_t n);
+gz_status gz_cuda_swiglu_backward(gz_backend_ctx *ctx, float *dgate, float *dup, const float *dout, const float *gate,
+                                  const float *up, int64_t n);
 gz_status gz_cuda_add(gz_backend_ctx *ctx, float *out, const float *a, const float *b, int64_t n);
 gz_status gz_cuda_scale(gz_backend_ctx *ctx, float *x, float s, int64_t n);
 

@@ -14,7 +14,7 @@
 static void free_layer_acts(gz_model *m, gz_layer_acts *a) {
     RELEASE(a->ln1); RELEASE(a->ln1_mean); RELEASE(a->ln1_rstd);
     RELEASE(a->q); RELEASE(a->k); RELEASE(a->v); RELEASE(a->attn_lse); RELEASE(a->atty); RELEASE(a->h);
-    RELEASE(a->ln2); RELEASE(a->ln2_mean); RELEASE(a->ln2_rstd); RELEASE(a->fch); RELEASE(a->fcg);
+    RELEASE(a->ln2); RELEASE(a->ln2_mean); RELEASE(a->ln2_rstd); RELEASE(a->fch); RELEASE(a->fcg); RELEASE(a->fcu);
 }
 
 void gz_model_free_activations(gz_model *m) {
@@ -33,7 +33,7 @@ void gz_model_free_activations(gz_model *m) {
     m->pos_B = m->pos_T = 0;
     RELEASE(m->dres_a); RELEASE(m->dres_b); RELEASE(m->dh); RELEASE(m->dln); RELEASE(m->dqkv);
     RELEASE(m->dq); RELEASE(m->dk); RELEASE(m->dv); RELEASE(m->datt); RELEASE(m->datty);
-    RELEASE(m->dfcg); RELEASE(m->dfch);
+    RELEASE(m->dfcg); RELEASE(m->dfch); RELEASE(m->dln_part); RELEASE(m->dfcu);
     m->cap_N = 0;
     m->have_acts = 0;
 }
@@ -65,19 +65,22 @@ static gz_status alloc_layer_acts(gz_model *m, gz_layer_acts *a) {
         {(void **)&a->atty, N * C, 4, "attention output"},   {(void **)&a->h, N * C, 4, "attention residual"},
         {(void **)&a->ln2, N * C, 4, "layernorm-2 output"}, {(void **)&a->ln2_mean, N, 4, "layernorm-2 mean"},
         {(void **)&a->ln2_rstd, N, 4, "layernorm-2 rstd"},  {(void **)&a->fch, N * I, 4, "MLP hidden"},
-        {(void **)&a->fcg, N * I, 4, "MLP GELU output"},
+        {(void **)&a->fcg, N * I, 4, "MLP activation output"},
     };
-    return alloc_all(m, items, (int)(sizeof items / sizeof *items));
+    GZ_TRY(alloc_all(m, items, (int)(sizeof items / sizeof *items)));
+    if (m->cfg.mlp_kind != GZ_MLP_SWIGLU) return GZ_OK;
+    alloc_item up = {(void **)&a->fcu, N * I, 4, "MLP up projection"};
+    return alloc_all(m, &up, 1);
 }
 
 /* Rough activation footprint in bytes, so an impossible batch is a MemoryError up front rather than
  * a process killed by the kernel's OOM killer after overcommitted allocations. */
 static double activation_bytes(const gz_model *m, int64_t N, int stop_layer, int with_backward) {
     double C = m->C, I = m->I, kept = m->L - stop_layer + (stop_layer > 0);
-    double per_layer = N * (7 * C + 2 * I + 4 + m->NH);
+    double per_layer = N * (7 * C + 3 * I + 4 + m->NH);
     double logits = (double)gz_head_chunk_rows(m, N, with_backward) * m->V;
     double shared = N * (C * (m->L - stop_layer + 3) + 6 * C + 6) + logits + (with_backward ? N * C : 0);
-    double back = with_backward ? N * (10 * C + 2 * I + m->NH) : 0;
+    double back = with_backward ? N * (11 * C + 3 * I + m->NH) : 0;
     return 4.0 * (kept * per_layer + shared + back);
 }
 
@@ -158,6 +161,13 @@ static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_la
             {(void **)&m->dfcg, N * I, 4, "MLP gradient"},        {(void **)&m->dfch, N * I, 4, "MLP gradient"},
         };
         GZ_TRY(alloc_all(m, back, (int)(sizeof back / sizeof *back)));
+        if (m->cfg.arch == GZ_ARCH_LLAMA) { /* separate projections: input gradients summed; SwiGLU's d(up) */
+            alloc_item llama[] = {
+                {(void **)&m->dln_part, N * C, 4, "projection input gradient"},
+                {(void **)&m->dfcu, N * I, 4, "MLP up gradient"},
+            };
+            GZ_TRY(alloc_all(m, llama, 2));
+        }
     }
     return GZ_OK;
 }

@@ -13,8 +13,8 @@
 typedef struct {
     gz_model *m;
     int rows, S, cap;           /* cache rows, positions per row, tokens per step */
-    float **kc, **vc;           /* per layer [rows, NH, S, HS] */
-    float *x, *ln, *qkv, *q, *k, *v, *atty, *attn_out, *h, *ln2, *fch, *fcg, *mlp, *mean, *rstd, *scores;
+    float **kc, **vc;           /* per layer [rows, NKV, S, HS]: the kv heads only */
+    float *x, *ln, *qkv, *q, *k, *v, *atty, *attn_out, *h, *ln2, *fch, *fcg, *fcu, *mlp, *mean, *rstd, *scores;
     float *last, *logits;       /* [rows, C], [rows, V] */
     int32_t *tok, *row, *pos;   /* backend [cap] */
 } gen_state;
@@ -22,7 +22,7 @@ typedef struct {
 static void gen_free(gen_state *g) {
     gz_backend *be = g->m->be;
     float **bufs[] = {&g->x, &g->ln, &g->qkv, &g->q, &g->k, &g->v, &g->atty, &g->attn_out, &g->h, &g->ln2,
-                      &g->fch, &g->fcg, &g->mlp, &g->mean, &g->rstd, &g->scores, &g->last, &g->logits};
+                      &g->fch, &g->fcg, &g->fcu, &g->mlp, &g->mean, &g->rstd, &g->scores, &g->last, &g->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (*bufs[i]) be->release(be->ctx, *bufs[i]);
     if (g->tok) be->release(be->ctx, g->tok);
@@ -46,6 +46,7 @@ static gz_status gen_alloc(gen_state *g) {
         {&g->v, N * C, "generation values"}, {&g->atty, N * C, "generation attention"},
         {&g->attn_out, N * C, "generation attention projection"}, {&g->h, N * C, "generation residual"},
         {&g->ln2, N * C, "generation layernorm"}, {&g->fch, N * I, "generation MLP"}, {&g->fcg, N * I, "generation MLP"},
+        {&g->fcu, m->cfg.mlp_kind == GZ_MLP_SWIGLU ? N * I : 1, "generation MLP"},
         {&g->mlp, N * C, "generation MLP output"}, {&g->mean, N, "generation layernorm stats"},
         {&g->rstd, N, "generation layernorm stats"}, {&g->scores, N * m->NH * (int64_t)g->S, "generation scores"},
         {&g->last, (int64_t)g->rows * C, "generation last hidden"}, {&g->logits, (int64_t)g->rows * m->V, "logits"},
@@ -57,7 +58,7 @@ static gz_status gen_alloc(gen_state *g) {
     GZ_TRY(be->alloc(be->ctx, (void **)&g->pos, (size_t)N * sizeof(int32_t), "generation positions"));
     GZ_TRY(gz_calloc((void **)&g->kc, m->L, sizeof(float *), "KV cache table"));
     GZ_TRY(gz_calloc((void **)&g->vc, m->L, sizeof(float *), "KV cache table"));
-    size_t cache = (size_t)g->rows * m->NH * g->S * m->HS * sizeof(float);
+    size_t cache = (size_t)g->rows * m->NKV * g->S * m->HS * sizeof(float);
     for (int l = 0; l < m->L; l++) {
         GZ_TRY(be->alloc(be->ctx, (void **)&g->kc[l], cache, "KV cache (keys)"));
         GZ_TRY(be->alloc(be->ctx, (void **)&g->vc[l], cache, "KV cache (values)"));
@@ -72,14 +73,13 @@ static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *ro
     gz_model *m = g->m;
     gz_backend *be = m->be;
     int C = m->C;
-    float eps = m->cfg.layer_norm_eps;
     size_t bytes = (size_t)n * sizeof(int32_t);
     GZ_TRY(be->upload(be->ctx, g->tok, tok, bytes));
     GZ_TRY(be->upload(be->ctx, g->row, row, bytes));
     GZ_TRY(be->upload(be->ctx, g->pos, pos, bytes));
     GZ_TRY(be->embedding_forward(be->ctx, g->x, g->tok, GZ_P(m, m->embed), n, C));
     gz_block_bufs bb = {g->ln, g->mean, g->rstd, g->qkv, g->q, g->k, g->v, g->atty, g->attn_out, g->h,
-                        g->ln2, g->mean, g->rstd, g->fch, g->fcg, g->mlp};
+                        g->ln2, g->mean, g->rstd, g->fch, g->fcg, g->mlp, g->fcu};
     gz_attn_step at = {.mode = GZ_ATTN_CACHED, .B = 1, .T = n, .pos = g->pos, .kcache = g->kc, .vcache = g->vc,
                        .row = g->row, .scores = g->scores, .S = g->S};
     for (int l = 0; l < m->L; l++) GZ_TRY(gz_block_forward(m, l, g->x, g->x, &bb, &at));
@@ -91,8 +91,7 @@ static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *ro
         nw++;
     }
     if (nw == 0) return GZ_OK;
-    GZ_TRY(be->layernorm_forward(be->ctx, g->ln, g->mean, g->rstd, g->last, GZ_P(m, m->lnf_w), GZ_P(m, m->lnf_b),
-                                 g->rows, C, eps));
+    GZ_TRY(gz_norm_forward(m, g->ln, g->mean, g->rstd, g->last, m->lnf_w, m->lnf_b, g->rows));
     return gz_model_linear_forward(m, m->head, -1, g->logits, g->ln, g->rows);
 }
 

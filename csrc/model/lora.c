@@ -8,7 +8,7 @@
 #include "linear.h"
 
 static int adaptable(const char *kind) {
-    return !strcmp(kind, "qkv") || !strcmp(kind, "attn_out") || !strcmp(kind, "mlp_up") ||
+    return !strcmp(kind, "qkv") || !strcmp(kind, "attn_out") || !strcmp(kind, "mlp_gate") || !strcmp(kind, "mlp_up") ||
            !strcmp(kind, "mlp_down") || !strcmp(kind, "head");
 }
 
@@ -35,7 +35,7 @@ gz_status gz_lora_build_specs(const gz_config *cfg, const gz_tensor_spec *base, 
         const gz_tensor_spec *w = &base[t];
         if (w->ndim != 2 || !adaptable(w->kind))
             return gz_fail(GZ_ERR_VALUE, "LoRA target %s (kind %s) is not a Linear weight: adapters go on "
-                                         "query_key_value, dense, dense_h_to_4h, dense_4h_to_h or embed_out weights",
+                                         "Linear weights (attention, MLP or the untied LM head)",
                            w->name, w->kind);
         int64_t out_f = w->shape[0], in_f = w->shape[1], lim = out_f < in_f ? out_f : in_f;
         if (ls[i].r <= 0 || ls[i].r > lim)

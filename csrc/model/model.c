@@ -1,107 +1,11 @@
-/* model.c — a GPT-NeoX model's configuration, parameter table, initialisation and trainable flags. */
+/* model.c — a model instance: creation from a config (config.c has the tensor table), initialisation, parameter
+ * views and trainable flags. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "model_internal.h"
-
-gz_status gz_config_validate(const gz_config *c) {
-    if (!c) return gz_fail(GZ_ERR_VALUE, "config is NULL");
-#define POSITIVE(f, lim)                                                                         \
-    if (c->f <= 0 || c->f > (lim)) return gz_fail(GZ_ERR_VALUE, "config." #f " = %d is out of range (1..%d)", \
-                                                  c->f, (int)(lim))
-    POSITIVE(vocab_size, GZ_MAX_VOCAB);
-    POSITIVE(hidden_size, GZ_MAX_HIDDEN);
-    POSITIVE(num_hidden_layers, GZ_MAX_LAYERS);
-    POSITIVE(num_attention_heads, GZ_MAX_HEADS);
-    POSITIVE(intermediate_size, GZ_MAX_INTERMEDIATE);
-    POSITIVE(max_position_embeddings, GZ_MAX_POSITIONS);
-#undef POSITIVE
-    if (c->hidden_size % c->num_attention_heads)
-        return gz_fail(GZ_ERR_VALUE, "config.hidden_size = %d is not divisible by num_attention_heads = %d",
-                       c->hidden_size, c->num_attention_heads);
-    if (!(c->rotary_pct >= 0.0f && c->rotary_pct <= 1.0f))
-        return gz_fail(GZ_ERR_VALUE, "config.rotary_pct = %g is outside [0, 1]", c->rotary_pct);
-    if (!(c->rotary_emb_base > 0.0f) || !isfinite(c->rotary_emb_base))
-        return gz_fail(GZ_ERR_VALUE, "config.rotary_emb_base = %g must be positive", c->rotary_emb_base);
-    if (!(c->layer_norm_eps > 0.0f) || !isfinite(c->layer_norm_eps))
-        return gz_fail(GZ_ERR_VALUE, "config.layer_norm_eps = %g must be positive", c->layer_norm_eps);
-    {
-        int hs = c->hidden_size / c->num_attention_heads, rot = (int)(hs * c->rotary_pct);
-        if (rot % 2 && rot + 1 > hs)
-            return gz_fail(GZ_ERR_VALUE, "config: head size %d with rotary_pct = %g gives an odd rotary dimension %d "
-                                         "that cannot be rounded up within the head", hs, c->rotary_pct, rot);
-    }
-    if (c->tie_word_embeddings)
-        return gz_fail(GZ_ERR_VALUE, "config.tie_word_embeddings is not supported: GPT-NeoX keeps embed_out separate");
-    return GZ_OK;
-}
-
-/* ---------------------------------------------------------------- tensor table */
-/* The one description of the model's structure: names, shapes, layer index and kind of every tensor.
- * Python reads it through _core.tensor_table (no weights allocated), so nothing re-parses names. */
-static void spec(gz_tensor_spec *s, const char *name, int64_t d0, int64_t d1, int layer, int pos, const char *kind,
-                 int is_matrix) {
-    snprintf(s->name, sizeof s->name, "%s", name);
-    s->ndim = d1 ? 2 : 1;
-    s->shape[0] = d0;
-    s->shape[1] = d1;
-    s->layer = layer;
-    s->pos = pos;
-    s->kind = kind;
-    s->is_matrix_weight = is_matrix;
-}
-
-/* Fills specs in HF state-dict order; returns the count. specs may be NULL to count only. */
-static int build_specs(const gz_config *c, gz_tensor_spec *specs, gz_layer_tensors *lt) {
-    int n = 0, L = c->num_hidden_layers;
-    int64_t C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
-    char buf[GZ_MAX_NAME];
-    if (specs) spec(&specs[n], "gpt_neox.embed_in.weight", V, C, -1, GZ_POS_EMBED, "embed", 1);
-    n++;
-    for (int l = 0; l < L; l++) {
-#define LAYER(field, suffix, d0, d1, k, kind, mat)                                              \
-    do {                                                                                          \
-        snprintf(buf, sizeof buf, "gpt_neox.layers.%d.%s", l, suffix);                            \
-        if (specs) spec(&specs[n], buf, d0, d1, l, GZ_POS_LAYER(l, k), kind, mat);                \
-        if (lt) lt[l].field = n;                                                                  \
-        n++;                                                                                      \
-    } while (0)
-        LAYER(ln1_w, "input_layernorm.weight", C, 0, 0, "norm", 0);
-        LAYER(ln1_b, "input_layernorm.bias", C, 0, 0, "norm", 0);
-        LAYER(ln2_w, "post_attention_layernorm.weight", C, 0, 3, "norm", 0);
-        LAYER(ln2_b, "post_attention_layernorm.bias", C, 0, 3, "norm", 0);
-        LAYER(qkv_w, "attention.query_key_value.weight", 3 * C, C, 1, "qkv", 1);
-        LAYER(qkv_b, "attention.query_key_value.bias", 3 * C, 0, 1, "qkv", 0);
-        LAYER(dense_w, "attention.dense.weight", C, C, 2, "attn_out", 1);
-        LAYER(dense_b, "attention.dense.bias", C, 0, 2, "attn_out", 0);
-        LAYER(fc_w, "mlp.dense_h_to_4h.weight", I, C, 4, "mlp_up", 1);
-        LAYER(fc_b, "mlp.dense_h_to_4h.bias", I, 0, 4, "mlp_up", 0);
-        LAYER(proj_w, "mlp.dense_4h_to_h.weight", C, I, 5, "mlp_down", 1);
-        LAYER(proj_b, "mlp.dense_4h_to_h.bias", C, 0, 5, "mlp_down", 0);
-#undef LAYER
-    }
-    if (specs) spec(&specs[n], "gpt_neox.final_layer_norm.weight", C, 0, L, GZ_POS_FINAL_LN(L), "norm", 0);
-    n++;
-    if (specs) spec(&specs[n], "gpt_neox.final_layer_norm.bias", C, 0, L, GZ_POS_FINAL_LN(L), "norm", 0);
-    n++;
-    if (specs) spec(&specs[n], "embed_out.weight", V, C, L + 1, GZ_POS_HEAD(L), "head", 1);
-    n++;
-    return n;
-}
-
-int gz_tensor_count(const gz_config *cfg) {
-    return gz_config_validate(cfg) == GZ_OK ? build_specs(cfg, NULL, NULL) : -1;
-}
-
-gz_status gz_tensor_table(const gz_config *cfg, gz_tensor_spec *out, int capacity) {
-    GZ_TRY(gz_config_validate(cfg));
-    if (!out || capacity < build_specs(cfg, NULL, NULL))
-        return gz_fail(GZ_ERR_VALUE, "tensor table: room for %d entries is too small", capacity);
-    build_specs(cfg, out, NULL);
-    return GZ_OK;
-}
 
 gz_status gz_model_create(const gz_config *cfg, gz_backend_kind backend, gz_model **out) {
     return gz_model_create_lora(cfg, backend, NULL, 0, out);
@@ -113,10 +17,10 @@ gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, co
     *out = NULL;
     GZ_TRY(gz_config_validate(cfg));
     {   /* adapters checked before anything is allocated */
-        int nb = build_specs(cfg, NULL, NULL);
+        int nb = gz_build_specs(cfg, NULL, NULL, NULL);
         gz_tensor_spec *base;
         GZ_TRY(gz_calloc((void **)&base, nb, sizeof *base, "tensor specs"));
-        build_specs(cfg, base, NULL);
+        gz_build_specs(cfg, base, NULL, NULL);
         gz_status vs = gz_lora_build_specs(cfg, base, nb, lora, nlora, NULL);
         free(base);
         GZ_TRY(vs);
@@ -135,6 +39,7 @@ gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, co
     m->L = cfg->num_hidden_layers;
     m->C = cfg->hidden_size;
     m->NH = cfg->num_attention_heads;
+    m->NKV = cfg->num_key_value_heads;
     m->HS = m->C / m->NH;
     m->I = cfg->intermediate_size;
     m->V = cfg->vocab_size;
@@ -144,7 +49,7 @@ gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, co
     m->rot = m->rot_freq_dim + (m->rot_freq_dim % 2);
 
     gz_status st;
-    int nbase = build_specs(cfg, NULL, NULL), n = nbase + 2 * nlora;
+    int nbase = gz_build_specs(cfg, NULL, NULL, NULL), n = nbase + 2 * nlora;
     gz_tensor_spec *specs = NULL;
     if ((st = gz_calloc((void **)&specs, n, sizeof *specs, "tensor specs")) ||
         (st = gz_calloc((void **)&m->lt, m->L, sizeof *m->lt, "layer table")) ||
@@ -155,7 +60,8 @@ gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, co
         (st = gz_calloc((void **)&m->acts, m->L, sizeof *m->acts, "activation table")) ||
         (st = gz_calloc((void **)&m->res, m->L + 1, sizeof *m->res, "residual table")))
         goto fail;
-    build_specs(cfg, specs, m->lt);
+    gz_global_tensors gt;
+    gz_build_specs(cfg, specs, m->lt, &gt);
     if ((st = gz_lora_build_specs(cfg, specs, nbase, lora, nlora, specs + nbase))) goto fail;
     m->ntensors = n;
     int64_t off = 0;
@@ -177,10 +83,10 @@ gz_status gz_model_create_lora(const gz_config *cfg, gz_backend_kind backend, co
         off += t->numel;
     }
     m->nparams = off;
-    m->embed = 0;
-    m->lnf_w = nbase - 3;
-    m->lnf_b = nbase - 2;
-    m->head = nbase - 1;
+    m->embed = gt.embed;
+    m->lnf_w = gt.lnf_w;
+    m->lnf_b = gt.lnf_b;
+    m->head = gt.head;
     free(specs);
     specs = NULL;
     if ((st = gz_lora_setup(m, lora, nlora, nbase))) goto fail;

@@ -8,7 +8,45 @@
 #include <math.h>
 #include "linear.h"
 
-#define G(idx) (m->grads[idx]) /* NULL when frozen */
+#define G(idx) ((idx) >= 0 ? m->grads[idx] : NULL) /* NULL when frozen or absent */
+
+/* dln = the input gradient of the MLP's first projection(s), from dfcg (the activation output's gradient). */
+static gz_status mlp_hidden_backward(gz_model *m, int l, const gz_layer_acts *a, float *dln, int64_t N) {
+    gz_backend *be = m->be;
+    const gz_layer_tensors *w = &m->lt[l];
+    int C = m->C, I = m->I;
+    if (m->cfg.mlp_kind != GZ_MLP_SWIGLU) {
+        GZ_TRY(be->gelu_backward(be->ctx, m->dfch, m->dfcg, a->fch, N * I));
+        return gz_model_linear_backward(m, w->fc_w, w->fc_b, dln, m->dfch, a->ln2, N);
+    }
+    GZ_TRY(be->swiglu_backward(be->ctx, m->dfch, m->dfcu, m->dfcg, a->fch, a->fcu, N * I));
+    GZ_TRY(gz_model_linear_backward(m, w->gate_w, -1, dln, m->dfch, a->ln2, N));
+    GZ_TRY(gz_model_linear_backward(m, w->fc_w, w->fc_b, dln ? m->dln_part : NULL, m->dfcu, a->ln2, N));
+    return dln ? be->add(be->ctx, dln, dln, m->dln_part, N * C) : GZ_OK;
+}
+
+/* dln = the input gradient of the q/k/v projection(s), from dq, dk, dv [B, NH, T, HS]. */
+static gz_status qkv_backward(gz_model *m, int l, const gz_layer_acts *a, float *dln, int B, int T) {
+    gz_backend *be = m->be;
+    const gz_layer_tensors *w = &m->lt[l];
+    int64_t N = (int64_t)B * T;
+    int C = m->C, HS = m->HS, KV = m->NKV * HS;
+    if (m->cfg.arch == GZ_ARCH_GPT_NEOX) {
+        GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH,
+                                         HS, m->rot));
+        return gz_model_linear_backward(m, w->qkv_w, w->qkv_b, dln, m->dqkv, a->ln1, N);
+    }
+    float *dqp = m->dqkv, *dkp = dqp + N * C, *dvp = dkp + N * KV;
+    GZ_TRY(be->rotary_heads_backward(be->ctx, dqp, m->dq, m->pos, m->cos_t, m->sin_t, B, T, m->NH, HS, m->rot));
+    GZ_TRY(be->rotary_heads_backward(be->ctx, dkp, m->dk, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, HS, m->rot));
+    GZ_TRY(be->rotary_heads_backward(be->ctx, dvp, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NKV, HS, 0));
+    float *part = dln ? m->dln_part : NULL;
+    GZ_TRY(gz_model_linear_backward(m, w->q_w, w->q_b, dln, dqp, a->ln1, N));
+    GZ_TRY(gz_model_linear_backward(m, w->k_w, w->k_b, part, dkp, a->ln1, N));
+    if (dln) GZ_TRY(be->add(be->ctx, dln, dln, part, N * C));
+    GZ_TRY(gz_model_linear_backward(m, w->v_w, w->v_b, part, dvp, a->ln1, N));
+    return dln ? be->add(be->ctx, dln, dln, part, N * C) : GZ_OK;
+}
 
 /* Backward through one layer. dy: gradient w.r.t. the layer output; dx receives the gradient
  * w.r.t. its input x when anything below the layer is trainable. */
@@ -17,7 +55,7 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     gz_backend *be = m->be;
     const gz_layer_tensors *w = &m->lt[l];
     int64_t N = (int64_t)B * T;
-    int C = m->C, I = m->I;
+    int C = m->C;
     size_t act_bytes = (size_t)N * C * sizeof(float);
     const float *x = m->res[l];
     int par = m->cfg.use_parallel_residual;
@@ -33,11 +71,9 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     if (dmlp_in) GZ_TRY(be->copy(be->ctx, dmlp_in, dy, act_bytes));
     GZ_TRY(gz_model_linear_backward(m, w->proj_w, w->proj_b, NEEDS(5) ? m->dfcg : NULL, dy, a->fcg, N));
     if (NEEDS(5)) {
-        GZ_TRY(be->gelu_backward(be->ctx, m->dfch, m->dfcg, a->fch, N * I));
-        GZ_TRY(gz_model_linear_backward(m, w->fc_w, w->fc_b, NEEDS(4) ? m->dln : NULL, m->dfch, a->ln2, N));
+        GZ_TRY(mlp_hidden_backward(m, l, a, NEEDS(4) ? m->dln : NULL, N));
         if (NEEDS(4))
-            GZ_TRY(be->layernorm_backward(be->ctx, dmlp_in, G(w->ln2_w), G(w->ln2_b), m->dln, mlp_in, GZ_P(m, w->ln2_w),
-                                          a->ln2_mean, a->ln2_rstd, N, C));
+            GZ_TRY(gz_norm_backward(m, dmlp_in, w->ln2_w, w->ln2_b, m->dln, mlp_in, a->ln2_mean, a->ln2_rstd, N));
     }
 
     /* ---- attention branch, reached when the dense projection or anything before it is trainable */
@@ -47,13 +83,10 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     GZ_TRY(gz_model_linear_backward(m, w->dense_w, w->dense_b, NEEDS(2) ? m->datty : NULL, dattn, a->atty, N));
     if (!NEEDS(2)) return GZ_OK;
     GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->atty, a->attn_lse, a->q, a->k,
-                                  a->v, B, T, m->NH, m->NH, m->HS));
-    GZ_TRY(be->rotary_split_backward(be->ctx, m->dqkv, m->dq, m->dk, m->dv, m->pos, m->cos_t, m->sin_t, B, T, m->NH,
-                                     m->HS, m->rot));
-    GZ_TRY(gz_model_linear_backward(m, w->qkv_w, w->qkv_b, NEEDS(1) ? m->dln : NULL, m->dqkv, a->ln1, N));
+                                  a->v, B, T, m->NH, m->NKV, m->HS));
+    GZ_TRY(qkv_backward(m, l, a, NEEDS(1) ? m->dln : NULL, B, T));
     if (NEEDS(1))
-        GZ_TRY(be->layernorm_backward(be->ctx, x_grad ? dx : NULL, G(w->ln1_w), G(w->ln1_b), m->dln, x,
-                                      GZ_P(m, w->ln1_w), a->ln1_mean, a->ln1_rstd, N, C));
+        GZ_TRY(gz_norm_backward(m, x_grad ? dx : NULL, w->ln1_w, w->ln1_b, m->dln, x, a->ln1_mean, a->ln1_rstd, N));
 #undef NEEDS
     return GZ_OK;
 }
@@ -76,8 +109,8 @@ gz_status gz_model_backward(gz_model *m, float loss_scale) {
     if (need_lnf) {
         int need_res = min_pos < GZ_POS_FINAL_LN(L);
         if (need_res) GZ_TRY(be->zero(be->ctx, m->dres_a, (size_t)N * C * sizeof(float)));
-        GZ_TRY(be->layernorm_backward(be->ctx, need_res ? m->dres_a : NULL, G(m->lnf_w), G(m->lnf_b), dlnf, m->res[L],
-                                      GZ_P(m, m->lnf_w), m->lnf_mean, m->lnf_rstd, N, C));
+        GZ_TRY(gz_norm_backward(m, need_res ? m->dres_a : NULL, m->lnf_w, m->lnf_b, dlnf, m->res[L], m->lnf_mean,
+                                m->lnf_rstd, N));
         float *dy = m->dres_a, *dx = m->dres_b;
         for (int l = L - 1; l >= 0 && min_pos < GZ_POS_LAYER(l + 1, 0); l--) {
             if (l < m->fwd_stop_layer)

@@ -1,4 +1,4 @@
-/* model_forward.c — the GPT-NeoX forward pass (loss or logits) over a batch of token rows. */
+/* model_forward.c — the forward pass (loss or logits) over a batch of token rows. */
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -58,12 +58,11 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     for (int l = 0; l < m->L; l++) {
         gz_layer_acts *a = l >= stop ? &m->acts[l] : &m->scratch_acts;
         gz_block_bufs bb = {a->ln1, a->ln1_mean, a->ln1_rstd, m->qkv, a->q, a->k, a->v, a->atty, m->attn_out, a->h,
-                            a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out};
+                            a->ln2, a->ln2_mean, a->ln2_rstd, a->fch, a->fcg, m->mlp_out, a->fcu};
         gz_attn_step at = {.mode = GZ_ATTN_CAUSAL, .B = B, .T = T, .pos = m->pos, .lse = a->attn_lse};
         GZ_TRY(gz_block_forward(m, l, RES(l), RES(l + 1), &bb, &at));
     }
-    GZ_TRY(be->layernorm_forward(be->ctx, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], GZ_P(m, m->lnf_w),
-                                 GZ_P(m, m->lnf_b), N, m->C, m->cfg.layer_norm_eps));
+    GZ_TRY(gz_norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->res[m->L], m->lnf_w, m->lnf_b, N));
 #undef RES
     int64_t counted = 0;
     for (int64_t i = 0; targets && i < N; i++) counted += targets[i] != GZ_IGNORE_INDEX;

@@ -4,20 +4,24 @@
 
 #include "backend.h"
 
-/* Tensor indices of one transformer layer, in HF naming. */
+/* Tensor indices of one transformer layer; -1 where the family has no such tensor. GPT-NeoX: fused qkv_w/qkv_b,
+ * dense (attention output), fc (dense_h_to_4h), proj (dense_4h_to_h). Llama: q/k/v, dense = o_proj, gate,
+ * fc = up_proj, proj = down_proj. */
 typedef struct {
     int ln1_w, ln1_b, qkv_w, qkv_b, dense_w, dense_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b;
+    int q_w, q_b, k_w, k_b, v_w, v_b, gate_w;
 } gz_layer_tensors;
 
 /* Activations one layer keeps for backward (N = B*T tokens). */
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd; /* [N,C], [N], [N] */
-    float *q, *k, *v;                 /* [B,NH,T,HS] after rotary */
+    float *q, *k, *v;                 /* q [B,NH,T,HS], k, v [B,NKV,T,HS], after rotary */
     float *attn_lse;                  /* [B,NH,T] attention log-sum-exp per query row */
     float *atty;                      /* [N,C] attention output, heads merged */
     float *h;                         /* [N,C] x + attention (sequential residual) */
     float *ln2, *ln2_mean, *ln2_rstd;
-    float *fch, *fcg;                 /* [N,I] pre- and post-GELU */
+    float *fch, *fcg;                 /* [N,I] pre- and post-GELU (SwiGLU: the gate's pre-activation, the product) */
+    float *fcu;                       /* [N,I] SwiGLU's up projection (NULL for GELU) */
 } gz_layer_acts;
 
 /* Backward order of parameters: a tensor's "position" is where it sits in the forward chain.
@@ -32,6 +36,7 @@ struct gz_model {
     gz_backend_kind kind;
     gz_backend *be;          /* this model's own backend instance (owned) */
     int L, C, NH, HS, I, V;
+    int NKV;          /* key/value heads (== NH without grouped-query attention) */
     int rot;          /* dims rotated per head (even) */
     int rot_freq_dim; /* HF's rotary_ndims: the frequency denominator (odd values round rot up) */
     float *rope_inv_freq;        /* [rot/2] host copy of the rotary frequencies (rope.c) */
@@ -58,7 +63,7 @@ struct gz_model {
     gz_layer_acts scratch_acts;
     float **res;             /* L+1 residual stream buffers [N,C]; NULL below the backward stop layer */
     float *res_frozen[2];    /* the residual stream below the stop layer, alternating (nothing there is kept) */
-    float *qkv, *attn_out, *mlp_out;
+    float *qkv, *attn_out, *mlp_out; /* qkv: the fused projection, or q | k | v projections side by side */
     float *lnf, *lnf_mean, *lnf_rstd, *lse;
     float *logits;                   /* [cap_logit_rows, V]: one chunk of rows (head_loss.c) */
     int64_t cap_logit_rows;
@@ -68,6 +73,7 @@ struct gz_model {
     int pos_B, pos_T;                /* the (B, T) that pos currently holds (0: none) */
     /* backward scratch */
     float *dres_a, *dres_b, *dh, *dln, *dqkv, *dq, *dk, *dv, *datt, *datty, *dfcg, *dfch;
+    float *dln_part, *dfcu;  /* Llama: one projection's input gradient before it is added; SwiGLU's d(up) */
 
     /* LoRA adapters (lora.c): lora_at[tensor] is the adapter on that tensor or -1 */
     int nlora;
@@ -87,7 +93,7 @@ struct gz_model {
  * at a layer's gz_layer_acts; generation points everything at shared scratch (mean/rstd may alias). */
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd, *qkv, *q, *k, *v, *atty, *attn_out, *h;
-    float *ln2, *ln2_mean, *ln2_rstd, *fch, *fcg, *mlp_out;
+    float *ln2, *ln2_mean, *ln2_rstd, *fch, *fcg, *mlp_out, *fcu;
 } gz_block_bufs;
 
 /* The attention step of a block, over N = B * T tokens whose positions are pos [N] (backend memory). */
@@ -100,7 +106,7 @@ typedef struct {
     int B, T;
     const int32_t *pos;
     float *lse;                  /* causal: [B, NH, T] */
-    float **kcache, **vcache;    /* cached: per layer [rows, NH, S, HS] */
+    float **kcache, **vcache;    /* cached: per layer [rows, NKV, S, HS] */
     const int32_t *row;          /* cached: [n] */
     float *scores;               /* cached: [n, NH, S] scratch */
     int S;
@@ -128,6 +134,15 @@ void gz_lora_free(gz_model *m);
 gz_status gz_model_ensure_activations(gz_model *m, int B, int T, int stop_layer, int with_backward);
 void gz_model_free_activations(gz_model *m);
 
+/* Tensors outside the layers (-1 where the family has none: a Llama model's final norm has no bias; tied
+ * embeddings make the head the embedding). */
+typedef struct {
+    int embed, lnf_w, lnf_b, head;
+} gz_global_tensors;
+
+/* config.c: the config's tensors in HF state-dict order; returns the count. specs, lt and gt may be NULL. */
+int gz_build_specs(const gz_config *c, gz_tensor_spec *specs, gz_layer_tensors *lt, gz_global_tensors *gt);
+
 /* head_loss.c: the LM head and the loss over chunks of rows (the head's backward fused into the forward when
  * with_backward). counted: targets that are not GZ_IGNORE_INDEX. */
 int64_t gz_head_chunk_rows(const gz_model *m, int64_t N, int with_backward);
@@ -140,5 +155,10 @@ gz_status gz_head_loss_backward(gz_model *m, float loss_scale, int need_lnf, flo
 /* Lowest backward position with a trainable tensor (INT_MAX when none). */
 int gz_model_min_trainable_pos(const gz_model *m);
 #define GZ_P(m, idx) ((m)->params + (m)->tensors[idx].offset)
+
+/* The block's norm (LayerNorm or RMSNorm by the config); RMSNorm ignores b and mean (block.c). */
+gz_status gz_norm_forward(gz_model *m, float *out, float *mean, float *rstd, const float *x, int w, int b, int64_t N);
+gz_status gz_norm_backward(gz_model *m, float *dx, int w, int b, const float *dout, const float *x, const float *mean,
+                           const float *rstd, int64_t N);
 
 #endif

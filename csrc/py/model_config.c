@@ -9,7 +9,7 @@
 #include "args.h"
 #include "model_config.h"
 
-typedef enum { FIELD_INT, FIELD_FLOAT, FIELD_BOOL } field_kind;
+typedef enum { FIELD_INT, FIELD_FLOAT, FIELD_BOOL, FIELD_ENUM } field_kind; /* ENUM: an int >= 0 */
 
 typedef struct {
     const char *key;
@@ -30,9 +30,15 @@ static const config_field fields[] = {
     FIELD(layer_norm_eps, FIELD_FLOAT),
     FIELD(use_parallel_residual, FIELD_BOOL),
     FIELD(tie_word_embeddings, FIELD_BOOL),
+    FIELD(arch, FIELD_ENUM),
+    FIELD(norm_kind, FIELD_ENUM),
+    FIELD(mlp_kind, FIELD_ENUM),
+    FIELD(num_key_value_heads, FIELD_INT),
+    FIELD(qkv_bias, FIELD_BOOL),
 };
 #undef FIELD
 #define NUM_FIELDS ((int)(sizeof fields / sizeof fields[0]))
+#define FIRST_FAMILY_FIELD 11 /* arch and after: optional, GPT-NeoX when absent */
 
 static int is_known_key(PyObject *key) {
     if (!PyUnicode_Check(key)) return 0;
@@ -50,9 +56,9 @@ static int read_field(PyObject *value, const config_field *f, gz_config *cfg) {
     char name[64]; /* "config['<field>']" */
     snprintf(name, sizeof name, "config['%s']", f->key);
     char *slot = (char *)cfg + f->offset;
-    if (f->kind == FIELD_INT) {
+    if (f->kind == FIELD_INT || f->kind == FIELD_ENUM) {
         long long v;
-        if (gzpy_int_arg(value, name, 1, INT_MAX, &v) < 0) return -1;
+        if (gzpy_int_arg(value, name, f->kind == FIELD_ENUM ? 0 : 1, INT_MAX, &v) < 0) return -1;
         *(int *)slot = (int)v;
     } else if (f->kind == FIELD_FLOAT) {
         double v;
@@ -79,6 +85,11 @@ int gzpy_config_from_dict(PyObject *d, gz_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     for (int i = 0; i < NUM_FIELDS; i++) {
         PyObject *value = PyDict_GetItemString(d, fields[i].key); /* borrowed */
+        if (!value && i >= FIRST_FAMILY_FIELD) { /* a dict without family keys describes a GPT-NeoX model */
+            cfg->num_key_value_heads = cfg->num_attention_heads;
+            cfg->qkv_bias = 1;
+            continue;
+        }
         if (!value) {
             PyErr_Format(PyExc_ValueError, "config is missing the key '%s'", fields[i].key);
             return -1;
@@ -92,7 +103,8 @@ int gzpy_config_from_dict(PyObject *d, gz_config *cfg) {
         if (!is_known_key(key)) {
             PyErr_Format(PyExc_ValueError, "config has an unknown key %R (the core takes: vocab_size, hidden_size, "
                          "num_hidden_layers, num_attention_heads, intermediate_size, rotary_pct, rotary_emb_base, "
-                         "max_position_embeddings, layer_norm_eps, use_parallel_residual, tie_word_embeddings)", key);
+                         "max_position_embeddings, layer_norm_eps, use_parallel_residual, tie_word_embeddings, arch, "
+                         "norm_kind, mlp_kind, num_key_value_heads, qkv_bias)", key);
             return -1;
         }
     }
@@ -110,7 +122,7 @@ PyObject *gzpy_config_to_dict(const gz_config *cfg) {
     for (int i = 0; i < NUM_FIELDS; i++) {
         const char *slot = (const char *)cfg + fields[i].offset;
         PyObject *v;
-        if (fields[i].kind == FIELD_INT) v = PyLong_FromLong(*(const int *)slot);
+        if (fields[i].kind == FIELD_INT || fields[i].kind == FIELD_ENUM) v = PyLong_FromLong(*(const int *)slot);
         else if (fields[i].kind == FIELD_FLOAT) v = gzpy_float32_obj(*(const float *)slot);
         else v = PyBool_FromLong(*(const int *)slot);
         if (!v || PyDict_SetItemString(d, fields[i].key, v) < 0) {

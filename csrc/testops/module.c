@@ -6,6 +6,10 @@
 static PyMethodDef ops_methods[] = {
     KW(layernorm_forward, "layernorm_forward(inp[N,C], weight[C], bias[C], eps=1e-5) -> (out, mean[N], rstd[N])"),
     KW(layernorm_backward, "layernorm_backward(dout, inp, weight, mean, rstd) -> (dinp, dweight, dbias)"),
+    KW(rmsnorm_forward, "rmsnorm_forward(inp[N,C], weight[C], eps=1e-6) -> (out, rstd[N])"),
+    KW(rmsnorm_backward, "rmsnorm_backward(dout, inp, weight, rstd) -> (dinp, dweight)"),
+    KW(swiglu_forward, "swiglu_forward(gate, up) -> silu(gate) * up (any shape)"),
+    KW(swiglu_backward, "swiglu_backward(dout, gate, up) -> (dgate, dup)"),
     KW(matmul_forward, "matmul_forward(inp[N,C], weight[OC,C], bias[OC]=None) -> out[N,OC]"),
     KW(matmul_backward, "matmul_backward(dout[N,OC], inp, weight, with_bias=True) -> (dinp, dweight, dbias|None)"),
     KW(rotary_split_forward, "rotary_split_forward(qkv[B,T,NH,3,HS], pos[B,T] int32, cos[P,rot/2], sin[P,rot/2])"

@@ -64,6 +64,10 @@ PyObject *gzt_matmul_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
 PyObject *gzt_gelu_forward(PyObject *mod, PyObject *inp_o);
 PyObject *gzt_gelu_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
 /* ops_attention.c */
+PyObject *gzt_rmsnorm_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
+PyObject *gzt_rmsnorm_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
+PyObject *gzt_swiglu_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
+PyObject *gzt_swiglu_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
 PyObject *gzt_rotary_split_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
 PyObject *gzt_rotary_split_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
 PyObject *gzt_attention_forward(PyObject *mod, PyObject *args, PyObject *kwargs);

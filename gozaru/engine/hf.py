@@ -1,4 +1,4 @@
-"""Import and export of Hugging Face GPT-NeoX model folders.
+"""Import and export of Hugging Face model folders: GPT-NeoX, Llama and Qwen2 (``model_type`` in config.json).
 
 Import reads ``config.json`` and the weights from, in this order of preference, ``model.safetensors``,
 ``model.safetensors.index.json`` (sharded), ``pytorch_model.bin`` or ``pytorch_model.bin.index.json``
@@ -7,7 +7,8 @@ dtypes) before any weight is read, and weights are then copied one tensor at a t
 memory stays at the model plus one tensor (safetensors are memory-mapped; ``.bin`` files are opened with
 ``mmap=True``).
 
-Export is in ``gozaru.engine.hf_export``.
+Export is in ``gozaru.engine.hf_export``. config.json spellings (transformers 5 and the hub's older ones) are
+read by ``hf_config``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from .._core import CheckpointError
-from .config import GPTNeoXConfig
+from .config import MODEL_TYPES, GPTNeoXConfig
 from .hf_export import _write_safetensors, write_folder  # noqa: F401  (export's home; kept importable here)
 
 # Buffers HF keeps in some state dicts that are not parameters (rotary caches, attention masks).
@@ -31,8 +32,10 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
 TORCH_BIN_INDEX = "pytorch_model.bin.index.json"
 
-# Other names some tools give gozaru's tensors.
+# Other names some tools give gozaru's tensors (transformers >= 5 calls GPT-NeoX's head lm_head).
 ALIASES = {"lm_head.weight": "embed_out.weight"}
+# Prefixes of weights saved from a bare base model (GPTNeoXModel, LlamaModel) rather than the *ForCausalLM.
+BARE_PREFIXES = ("gpt_neox.", "model.")
 
 # transformers.GPTNeoXConfig's defaults for the fields whose gozaru default differs (rotary_pct 0.25 is its
 # partial_rotary_factor default; rope_parameters' own value still wins, see GPTNeoXConfig.from_dict).
@@ -54,10 +57,12 @@ def read_hf_config(folder: str | os.PathLike) -> GPTNeoXConfig:
                               ) from None
     if not isinstance(d, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
-    if d.get("model_type", "gpt_neox") != "gpt_neox":
-        raise CheckpointError(f"{path}: model_type is {d['model_type']!r}; only 'gpt_neox' models can be imported")
-    # transformers' GPTNeoXConfig defaults where gozaru's own differ: an HF file means them
-    d = {**HF_DEFAULTS, **{k: v for k, v in d.items() if v is not None}}
+    if d.get("model_type", "gpt_neox") not in MODEL_TYPES:
+        raise CheckpointError(f"{path}: model_type is {d['model_type']!r}; gozaru imports "
+                              f"{', '.join(map(repr, MODEL_TYPES))} models")
+    if d.get("model_type", "gpt_neox") == "gpt_neox":
+        # transformers' GPTNeoXConfig defaults where gozaru's own differ: an HF file means them
+        d = {**HF_DEFAULTS, **{k: v for k, v in d.items() if v is not None}}
     try:
         return GPTNeoXConfig.from_dict(d, source=str(path))
     except ValueError as e:
@@ -178,17 +183,21 @@ def _open(path: Path):
     return _SafetensorsFile(path) if path.suffix == ".safetensors" else _TorchFile(path)
 
 
-def _ignored(name: str) -> bool:
-    return name.endswith(IGNORED_SUFFIXES)
+def _ignored(name: str, shapes: dict) -> bool:
+    """Buffers, and the copy of a tied head some tools save beside the embedding."""
+    return name.endswith(IGNORED_SUFFIXES) or (name == "lm_head.weight" and "model.embed_tokens.weight" in shapes)
 
 
 def _model_name(name: str, shapes: dict) -> str | None:
     """gozaru's name for a weight-file tensor, or None when it is not one of the model's."""
+    if name in shapes:
+        return name
     name = ALIASES.get(name, name)
     if name in shapes:
         return name
-    if "gpt_neox." + name in shapes:  # weights saved from a bare GPTNeoXModel
-        return "gpt_neox." + name
+    for prefix in BARE_PREFIXES:  # weights saved from a bare base model
+        if prefix + name in shapes:
+            return prefix + name
     return None
 
 
@@ -209,7 +218,7 @@ def _plan(files: list[Path], shapes: dict[str, tuple], strict: bool, folder: Pat
         for name, (shape, dtype) in wf.entries.items():
             key = _model_name(name, shapes)
             if key is None:
-                if not _ignored(name):
+                if not _ignored(name, shapes):
                     unknown.append(name)
                 continue
             if key in found:

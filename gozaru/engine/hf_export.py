@@ -1,4 +1,5 @@
-"""Export of a model as a Hugging Face folder that ``transformers.AutoModelForCausalLM.from_pretrained`` loads.
+"""Export of a model (GPT-NeoX, Llama or Qwen2) as a Hugging Face folder that
+``transformers.AutoModelForCausalLM.from_pretrained`` loads as its family's *ForCausalLM.
 
 Writes ``config.json``, ``generation_config.json`` (bos/eos/pad ids) and the weights as safetensors in float32,
 bfloat16 or float16: one ``model.safetensors``, or shards ``model-00001-of-0000N.safetensors`` with the standard
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_writer, write_text_atomic
-from .config import GPTNeoXConfig
+from .config import ModelConfig
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -68,7 +69,7 @@ def _write_safetensors(path: Path, tensors: list[tuple[str, np.ndarray]], metada
             f.write(memoryview(np.ascontiguousarray(_encoded(a, dtype))).cast("B"))
 
 
-def write_folder(folder: str | os.PathLike, config: GPTNeoXConfig, tensors: list[tuple[str, np.ndarray]], *,
+def write_folder(folder: str | os.PathLike, config: ModelConfig, tensors: list[tuple[str, np.ndarray]], *,
                  dtype: str = "fp32", max_shard_size: int | str | None = None,
                  pad_token_id: int | None = None) -> list[str]:
     """Writes config.json, generation_config.json and the weights (see the module docstring); returns the

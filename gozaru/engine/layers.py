@@ -7,13 +7,15 @@ Kinds (``select(config, kind, ...)``):
 
 =============  ===================================================================================
 ``full``       every tensor
-``mlp``        ``mlp.dense_h_to_4h`` and ``mlp.dense_4h_to_h`` (weights and biases) of every layer
+``mlp``        the MLP of every layer: GPT-NeoX ``mlp.dense_h_to_4h`` + ``mlp.dense_4h_to_h`` (weights and
+               biases), Llama / Qwen2 ``mlp.gate_proj`` + ``up_proj`` + ``down_proj``
 ``non_mlp``    everything else: embeddings, layer norms, attention, final norm and the head
-``attention``  ``attention.query_key_value`` and ``attention.dense`` of every layer
+``attention``  attention of every layer: ``attention.query_key_value`` + ``attention.dense`` (GPT-NeoX),
+               ``self_attn.q_proj`` / ``k_proj`` / ``v_proj`` (with Qwen2's biases) + ``o_proj`` (Llama / Qwen2)
 ``norms``      every layer norm, the final one included
-``embed``      ``gpt_neox.embed_in.weight``
-``head``       ``embed_out.weight``
-``first``      the first k whole layers (every tensor of ``gpt_neox.layers.i.``), k from ``budget`` or ``layers``
+``embed``      the token embedding (``gpt_neox.embed_in.weight``, ``model.embed_tokens.weight``)
+``head``       the LM head (``embed_out.weight``, ``lm_head.weight``; with tied embeddings the embedding itself)
+``first``      the first k whole layers (every tensor of layer i), k from ``budget`` or ``layers``
 ``last``       the last k whole layers
 ``random``     k whole layers drawn with ``seed``
 ``layers``     the whole layers listed in ``layers`` (negative indices count from the end)
@@ -21,11 +23,11 @@ Kinds (``select(config, kind, ...)``):
 =============  ===================================================================================
 
 ``parts`` (with ``first`` / ``last`` / ``random`` / ``layers``): keep only the chosen layers' tensors of these
-core tensor kinds, e.g. ``parts=("qkv", "attn_out")`` for attention-only or ``("mlp_up", "mlp_down")`` for
-MLP-only within the chosen layers (the layer count from ``budget`` still counts whole layers).
+core tensor kinds, e.g. ``parts=("qkv", "attn_out")`` for attention-only or ``("mlp_gate", "mlp_up", "mlp_down")``
+for MLP-only within the chosen layers (the layer count from ``budget`` still counts whole layers).
 
 The LM head: ``train_head=True`` (the default, as in the reference experiment where the head is always
-trained) adds ``embed_out.weight`` to every kind. ``train_head=False`` only stops adding it; kinds that contain
+trained) adds the head (:func:`head_name`) to every kind. ``train_head=False`` only stops adding it; kinds that contain
 the head by definition (``full``, ``non_mlp``, ``head``) keep it, so ``mlp ∪ non_mlp`` is every tensor either way.
 
 Budget rule (``first`` / ``last`` / ``random`` with ``budget``): the share of a selection is its parameter
@@ -48,11 +50,19 @@ from .config import TENSOR_KINDS, GPTNeoXConfig
 # Selection kinds of select() (not the core's tensor kinds, which are config.TENSOR_KINDS).
 SELECTION_KINDS = ("full", "mlp", "non_mlp", "attention", "norms", "embed", "head", "first", "last", "random",
                    "layers", "pattern")
-EMBED = "gpt_neox.embed_in.weight"
-HEAD = "embed_out.weight"
-# Core tensor kinds that make up each type-based selection.
-_KIND_GROUPS = {"mlp": ("mlp_up", "mlp_down"), "attention": ("qkv", "attn_out"), "norms": ("norm",),
-                "embed": ("embed",), "head": ("head",)}
+# Core tensor kinds that make up each type-based selection ("head": see head_name, tied embeddings).
+_KIND_GROUPS = {"mlp": ("mlp_gate", "mlp_up", "mlp_down"), "attention": ("qkv", "attn_out"), "norms": ("norm",),
+                "embed": ("embed",)}
+
+
+def head_name(config: GPTNeoXConfig) -> str:
+    """The LM head's tensor: ``embed_out.weight`` / ``lm_head.weight``, or the embedding when they are tied."""
+    return config.head_name
+
+
+def embed_name(config: GPTNeoXConfig) -> str:
+    """The token embedding's tensor."""
+    return next(t.name for t in config.tensors() if t.kind == "embed")
 
 
 def param_counts(config: GPTNeoXConfig) -> dict[str, int]:
@@ -94,6 +104,8 @@ def select(config: GPTNeoXConfig, kind: str, budget: float | None = None, seed: 
         chosen = set(names)
     elif kind == "non_mlp":
         chosen = set(names) - names_of_kinds(config, _KIND_GROUPS["mlp"])
+    elif kind == "head":
+        chosen = {head_name(config)}
     elif kind in _KIND_GROUPS:
         chosen = names_of_kinds(config, _KIND_GROUPS[kind])
     elif kind in ("first", "last", "random"):
@@ -125,7 +137,7 @@ def select(config: GPTNeoXConfig, kind: str, budget: float | None = None, seed: 
     if parts is not None:
         chosen &= _parts(config, kind, parts)
     if train_head:
-        chosen.add(HEAD)
+        chosen.add(head_name(config))
     return chosen
 
 
@@ -174,7 +186,7 @@ def layers_for_budget(config: GPTNeoXConfig, budget: float, *, train_head: bool 
     counts = param_counts(config)
     total = sum(counts.values())
     per_layer = sum(counts[n] for n in layer_names(config, 0))
-    base = counts[HEAD] if train_head else 0
+    base = counts[head_name(config)] if train_head else 0
     best_k, best_gap = 0, float("inf")
     for k in range(config.num_hidden_layers + 1):
         gap = abs((base + k * per_layer) / total - budget)

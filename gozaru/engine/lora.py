@@ -23,24 +23,34 @@ from .config import LoraSpec
 from .lora_peft import Adapter, adapter_config, write_adapter
 from .model import Model
 
-# PEFT's module names (target_modules) -> the core's tensor kinds.
+# PEFT's module names (target_modules) of both families -> the core's tensor kinds.
 MODULE_KINDS = {"query_key_value": "qkv", "dense": "attn_out", "dense_h_to_4h": "mlp_up",
-                "dense_4h_to_h": "mlp_down", "embed_out": "head"}
+                "dense_4h_to_h": "mlp_down", "embed_out": "head",
+                "q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "o_proj": "attn_out", "gate_proj": "mlp_gate",
+                "up_proj": "mlp_up", "down_proj": "mlp_down", "lm_head": "head"}
+# Every Linear of a layer, per family (targets=None picks the model's)
 DEFAULT_TARGETS = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-__all__ = ["DEFAULT_TARGETS", "LoraSpec", "adapter_config", "adapter_targets", "attach", "load_adapter", "merge",
-           "save_adapter", "weight_change"]
+__all__ = ["DEFAULT_TARGETS", "LLAMA_TARGETS", "LoraSpec", "default_targets", "adapter_config", "adapter_targets",
+           "attach", "load_adapter", "merge", "save_adapter", "weight_change"]
 
 
 def _module(target: str) -> str:
-    """'gpt_neox.layers.3.attention.dense.weight' -> 'dense'."""
+    """'gpt_neox.layers.3.attention.dense.weight' -> 'dense'; 'model.layers.0.self_attn.q_proj.weight' -> 'q_proj'."""
     return target[:-len(".weight")].rsplit(".", 1)[-1]
 
 
-def adapter_targets(model: Model, targets: Iterable[str] = DEFAULT_TARGETS, layers: Iterable[int] | None = None,
+def default_targets(config) -> tuple[str, ...]:
+    """Every Linear of a layer in the config's family: PEFT's module names."""
+    return LLAMA_TARGETS if config.is_llama_family else DEFAULT_TARGETS
+
+
+def adapter_targets(model: Model, targets: Iterable[str] | None = None, layers: Iterable[int] | None = None,
                     names: Iterable[str] | None = None) -> list[str]:
-    """The weight names adapters go on: PEFT-style module names x layers, or the adaptable matrix weights among
-    ``names`` (e.g. ``layers.select(...)``: biases, norms and the embedding are skipped)."""
+    """The weight names adapters go on: PEFT-style module names (None: every Linear of a layer,
+    :func:`default_targets`) x layers, or the adaptable matrix weights among ``names`` (e.g.
+    ``layers.select(...)``: biases, norms and the embedding are skipped)."""
     tensors = model.config.tensors()
     if names is not None:
         names = [names] if isinstance(names, str) else list(names)
@@ -51,27 +61,30 @@ def adapter_targets(model: Model, targets: Iterable[str] = DEFAULT_TARGETS, laye
         chosen = set(names)
         return [t.name for t in tensors if t.name in chosen and t.kind in MODULE_KINDS.values()
                 and t.name.endswith(".weight")]
+    targets = default_targets(model.config) if targets is None else targets
     targets = [targets] if isinstance(targets, str) else list(targets)
-    bad = [t for t in targets if t not in MODULE_KINDS]
+    modules = {_module(t.name): t.kind for t in tensors if t.kind in MODULE_KINDS.values()
+               and t.name.endswith(".weight")}
+    bad = [t for t in targets if t not in modules]
     if bad or not targets:
-        raise ValueError(f"LoRA: unknown target module(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-                         f"choose from {', '.join(MODULE_KINDS)}")
+        raise ValueError(f"LoRA: unknown target module(s) {', '.join(map(repr, bad)) or '(none given)'} for this "
+                         f"{model.config.model_type} model; choose from {', '.join(modules)}")
     L = model.config.num_hidden_layers
     if layers is not None:
         layers = sorted({int(l) for l in layers})
         out = [l for l in layers if not 0 <= l < L]
         if out:
             raise ValueError(f"LoRA: layer(s) {out} out of range (the model has {L} layers, 0..{L - 1})")
-    kinds = {MODULE_KINDS[t] for t in targets}
-    return [t.name for t in tensors if t.kind in kinds and t.name.endswith(".weight")
-            and (t.kind == "head" or layers is None or t.layer in layers)]
+    return [t.name for t in tensors if _module(t.name) in targets and t.kind in MODULE_KINDS.values()
+            and t.name.endswith(".weight") and (t.kind == "head" or layers is None or t.layer in layers)]
 
 
-def attach(model: Model, targets: Iterable[str] = DEFAULT_TARGETS, layers: Iterable[int] | None = None,
+def attach(model: Model, targets: Iterable[str] | None = None, layers: Iterable[int] | None = None,
            r: int | Mapping[str, int] = 8, alpha: float | None = 16, rslora: bool = False, seed: int = 0,
            names: Iterable[str] | None = None) -> Model:
     """A new Model with the base weights of ``model`` (copied, frozen) and LoRA adapters (trainable, PEFT's
-    init from ``seed``) on ``targets`` x ``layers`` (None: every layer), or on the matrix weights among ``names``.
+    init from ``seed``) on ``targets`` (None: every Linear of a layer) x ``layers`` (None: every layer), or on the
+    matrix weights among ``names``.
     r may be a dict by module name; alpha None means alpha = r (scale 1). Adapters already on ``model`` are
     kept (an adapter on a tensor that has one is an error naming it)."""
     chosen = adapter_targets(model, targets, layers, names)

@@ -175,7 +175,7 @@ class Adapter:
 
     def _target(self, module: str, param: str, key: str) -> str:
         name = f"{module}.{param}"
-        target = hf.ALIASES.get(name, name)
+        target = name if name in self.shapes else hf.ALIASES.get(name, name)  # Llama's head is lm_head
         if target not in self.shapes:
             raise CheckpointError(f"{self.folder}: adapter tensor {key} targets {target}, which this model does not "
                                   "have (an adapter for another architecture?)")

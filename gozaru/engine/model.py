@@ -1,4 +1,4 @@
-"""``gozaru.Model``: a GPT-NeoX model in the C core, seen from Python.
+"""``gozaru.Model``: a GPT-NeoX, Llama or Qwen2 model in the C core, seen from Python.
 
 Parameters are NumPy views into the core's buffer (zero copy, writable), named as in HF's state dict.
 Token arrays of any integer dtype are accepted and narrowed to int32 (``engine.arrays``), refusing ids that
@@ -27,7 +27,8 @@ class PrecisionError(RuntimeError):
 
 
 class Model:
-    """A GPT-NeoX causal LM (HF ``GPTNeoXForCausalLM`` math and names) in the gozaru C core.
+    """A causal LM with HF ``GPTNeoXForCausalLM`` / ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` math and names (by
+    ``config.model_type``) in the gozaru C core.
 
     ``seed`` (an int) gives HF-style random init with std ``config.initializer_range``; ``seed=None``
     leaves every parameter zero (for loading). A new model has every tensor frozen: choose what to train
@@ -44,7 +45,7 @@ class Model:
     def __init__(self, config: GPTNeoXConfig, seed: int | None = 0, backend: str | None = None,
                  lora: Iterable[LoraSpec] = (), precision: str | None = None, *, placement: Placement | None = None):
         if not isinstance(config, GPTNeoXConfig):
-            raise TypeError(f"config must be a gozaru.GPTNeoXConfig, got {type(config).__name__}")
+            raise TypeError(f"config must be a gozaru.ModelConfig, got {type(config).__name__}")
         placement = Placement.of(placement, backend=backend, precision=precision)
         placement.apply_threads()
         self._config = config
@@ -354,8 +355,8 @@ class Model:
     @classmethod
     def from_hf(cls, folder: str | os.PathLike, *, backend: str | None = None, strict: bool = True,
                 progress=None, precision: str | None = None, placement: Placement | None = None) -> "Model":
-        """A model with the config and weights of an HF GPT-NeoX folder (config.json + safetensors / .bin),
-        placed as ``placement`` says (``backend`` / ``precision`` replace its fields).
+        """A model with the config and weights of an HF GPT-NeoX / Llama / Qwen2 folder (config.json + safetensors /
+        .bin), placed as ``placement`` says (``backend`` / ``precision`` replace its fields).
 
         strict=False ignores tensors gozaru does not know; missing tensors are always an error. progress, when
         given, is called with each tensor name as it is copied."""
@@ -368,9 +369,10 @@ class Model:
 
     def to_hf(self, folder: str | os.PathLike, *, dtype: str = "fp32", max_shard_size: int | str | None = None,
               pad_token_id: int | None = None) -> list[str]:
-        """Writes a folder that ``transformers.AutoModelForCausalLM.from_pretrained`` loads: config.json,
-        generation_config.json and the weights in ``dtype`` (fp32, bf16, fp16), sharded past ``max_shard_size``
-        (e.g. "500MB"); see ``gozaru.engine.hf_export``. Returns the file names written."""
+        """Writes a folder that transformers' ``AutoModelForCausalLM.from_pretrained`` loads as the config's family
+        (GPT-NeoX, Llama, Qwen2): config.json, generation_config.json and the weights in ``dtype`` (fp32, bf16,
+        fp16), sharded past ``max_shard_size`` (e.g. "500MB"); see ``gozaru.engine.hf_export``. Returns the file
+        names written."""
         if self._lora:
             raise ValueError("to_hf: this model has LoRA adapters; write gozaru.lora.merge(model).to_hf(folder) for "
                              "a plain HF model, or gozaru.lora.save_adapter(model, folder) for PEFT's format")

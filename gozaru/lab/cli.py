@@ -5,6 +5,7 @@ Arguments are defined in ``gozaru.lab.cli_args``; an expected failure prints one
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -101,7 +102,7 @@ def _selection(args) -> dict:
 # --------------------------------------------------------------------------- commands
 def cmd_demo(args) -> int:
     run_demo(args.out, quick=args.quick, placement=placement_from_args(args), progress=args.progress,
-             plots=args.plots, fresh=args.fresh)
+             plots=args.plots, fresh=args.fresh, arch=args.arch)
     return 0
 
 
@@ -240,21 +241,22 @@ def cmd_study(args) -> int:
     placement = placement_from_args(args)
     placement.apply_threads()
     if args.out is None:
-        args.out = "runs/study-quick" if args.quick else "runs/study"
+        suffix = "" if args.arch == "gpt_neox" else f"-{args.arch}"
+        args.out = f"runs/study{suffix}-quick" if args.quick else f"runs/study{suffix}"
     user = bool(args.base or args.hf)
     if user and not (args.data and args.tokenizer):
         raise SystemExit("gozaru study: --base/--hf need --data and --tokenizer (without them the demo base is used)")
     if args.preset == "reference":
         if not user:
-            run_demo(args.out, quick=args.quick, progress=args.progress, placement=placement)
+            run_demo(args.out, quick=args.quick, progress=args.progress, placement=placement, arch=args.arch)
             return 0
         return cmd_grid(_with(args, grid=None, seeds=[0, 1, 2], budgets=[0.05, 0.10], plots=True, gozaru=True))
     spec = _study_spec(args)
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         if not user:
-            study_demo.demo_study(args.out, spec, study_demo.demo_settings(args.quick, args.large_base),
-                                  progress=args.progress, executor=executor, placement=placement,
-                                  tracker=tracking.from_args(args))
+            settings = dataclasses.replace(study_demo.demo_settings(args.quick, args.large_base), arch=args.arch)
+            study_demo.demo_study(args.out, spec, settings, progress=args.progress, executor=executor,
+                                  placement=placement, tracker=tracking.from_args(args))
             return 0
         return _user_study(args, spec, executor, placement)
 
@@ -414,7 +416,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     if args.command == "demo" and args.out is None:
-        args.out = "runs/demo-quick" if args.quick else "runs/demo"
+        suffix = "" if args.arch == "gpt_neox" else f"-{args.arch}"
+        args.out = f"runs/demo{suffix}-quick" if args.quick else f"runs/demo{suffix}"
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from .. import _core
+from ..engine.config import MODEL_TYPES
 from ..engine.layers import SELECTION_KINDS
 from ..engine.placement import Placement
 from .train import TrainConfig
@@ -15,6 +16,7 @@ EPILOG_MAIN = """\
 Start here:
   gozaru demo                  the whole reference experiment offline on a tiny model (a few minutes)
   gozaru demo --quick          the same, smaller (under a minute)
+  gozaru demo --arch llama     the same on a Llama-shaped base
 
 With your own data (dolly-ja layout: instruction, input, output[, category, index]; .json/.jsonl/.parquet):
   gozaru import-hf ~/models/japanese-gpt-neox-3.6b base.h5
@@ -168,10 +170,15 @@ def _add_model_source(p, required=True, resume=False):
     """--base CKPT | --hf DIR|ID (and, for train, --resume CKPT): one of them names the model to start from."""
     g = p.add_mutually_exclusive_group(required=required)
     g.add_argument("--base", metavar="CKPT", help="the model to start from: a gozaru .h5 checkpoint")
-    g.add_argument("--hf", metavar="DIR|ID", help="the model to start from: an HF GPT-NeoX folder or Hub id")
+    g.add_argument("--hf", metavar="DIR|ID",
+                   help="the model to start from: an HF GPT-NeoX / Llama / Qwen2 folder or Hub id")
     if resume:
         g.add_argument("--resume", metavar="CKPT",
                        help="continue a checkpoint written by an interrupted `gozaru train`")
+
+
+def _add_arch(p, help):
+    p.add_argument("--arch", choices=MODEL_TYPES, default="gpt_neox", help=help)
 
 
 def _add_selection(p):
@@ -209,12 +216,16 @@ FMT = argparse.RawDescriptionHelpFormatter
 
 def _demo_parser(sub):
     p = sub.add_parser("demo", formatter_class=FMT, help="run the reference experiment offline on a tiny model",
-                       description="Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX base "
-                       "(cached in OUT/base), fine-tunes it 14 ways (the 13 reference conditions and a rank-8 LoRA) "
-                       "on ござる-rewritten instructions and prints the ござる-rate of each. Writes results.csv, "
-                       "plots/*.png and one checkpoint per run into OUT; rerunning continues where it stopped.")
-    p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick with --quick)")
+                       description="Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX (or, "
+                       "with --arch, Llama / Qwen2) base (cached in OUT/base), fine-tunes it 14 ways (the 13 reference "
+                       "conditions and a rank-8 LoRA) on ござる-rewritten instructions and prints the ござる-rate of "
+                       "each. Writes results.csv, plots/*.png and one checkpoint per run into OUT; rerunning "
+                       "continues where it stopped.")
+    p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick with --quick; "
+                   "runs/demo-llama… for another --arch)")
     p.add_argument("--quick", action="store_true", help="a smaller model and shorter runs (under a minute)")
+    _add_arch(p, "the base's family: GPT-NeoX, or a Llama / Qwen2-shaped base (RMSNorm, SwiGLU, grouped-query "
+              "attention)")
     p.add_argument("--fresh", action="store_true", help="delete earlier results in OUT first (the base is kept)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     _add_placement(p)
@@ -303,6 +314,7 @@ def _study_parser(sub):
     p.add_argument("folder", nargs="*", help="report's study folder; more folders (e.g. a larger base's study): "
                    "their position comparisons side by side in the first's sizes.md")
     _add_study_design(p)
+    _add_arch(p, "the demo base's family when neither --base nor --hf is given")
     _add_model_source(p, required=False)
     _add_data(p, needed=False)
     _add_generation(p)

@@ -1,8 +1,9 @@
 """``gozaru demo``: the reference experiment end to end, offline, on a tiny model built here.
 
 1. a synthetic Japanese corpus (``gozaru.data.SyntheticCorpus``) and a small SentencePiece tokenizer trained on it;
-2. a tiny GPT-NeoX *base* pretrained on plain prose plus polite (です/ます) instruction pairs — cached in
-   ``<out>/base`` so a second run reuses it;
+2. a tiny *base* — GPT-NeoX, or with ``arch="llama"`` / ``"qwen2"`` a Llama / Qwen2-shaped one (RMSNorm,
+   SwiGLU, grouped-query attention with half as many kv heads) — pretrained on plain prose plus polite (です/ます)
+   instruction pairs, cached in ``<out>/base`` so a second run reuses it;
 3. the 13-run grid (``gozaru.experiment.seed_grid``) fine-tuned on the ござる-rewritten pairs, each run from the
    same base, evaluated on held-out prompts; results table, plots, checkpoints and CSV in ``<out>``.
 
@@ -28,7 +29,7 @@ from ..data.rows import Rows
 from ..data.tokenizer import Tokenizer
 from ..engine import layers
 from ..engine.checkpoint import load
-from ..engine.config import GPTNeoXConfig
+from ..engine.config import MODEL_TYPES, ModelConfig
 from ..engine.model import Model
 from ..engine.placement import Placement
 from ..fileio import write_json_atomic
@@ -41,6 +42,7 @@ from .train import TrainConfig, Trainer
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
     # model and tokenizer
+    arch: str = "gpt_neox"          # the base's family: a model_type of gozaru.engine.config.MODEL_TYPES
     vocab_size: int = 1024          # upper bound for the tokenizer (the model uses the size it reaches)
     hidden_size: int = 64
     num_layers: int = 8
@@ -73,12 +75,18 @@ class DemoSettings:
         """The settings the cached base depends on."""
         keys = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "n_prose",
                 "n_pretrain_pairs", "pretrain_steps", "pretrain_batch", "pretrain_lr", "corpus_seed")
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys}, **self._family()}
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d.pop("arch")
         d["layer_counts"], d["seeds"] = list(self.layer_counts), list(self.seeds)
-        return d
+        return {**d, **self._family()}
+
+    def _family(self) -> dict:
+        """{"arch": ...} for a Llama / Qwen2 base; nothing for GPT-NeoX, so bases and demo folders made before
+        the families existed still match their settings."""
+        return {} if self.arch == "gpt_neox" else {"arch": self.arch}
 
 
 SETTINGS = {
@@ -96,10 +104,13 @@ def corpus(settings: DemoSettings):
 
 
 def model_config(settings: DemoSettings, vocab_size: int):
-    return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=settings.hidden_size,
-                         num_hidden_layers=settings.num_layers, num_attention_heads=settings.num_heads,
-                         intermediate_size=settings.intermediate_size,
-                         max_position_embeddings=max(128, 2 * settings.seq_len))
+    if settings.arch not in MODEL_TYPES:
+        raise ValueError(f"demo arch {settings.arch!r} is unknown; choose one of {', '.join(MODEL_TYPES)}")
+    family = {} if settings.arch == "gpt_neox" else {"num_key_value_heads": max(1, settings.num_heads // 2)}
+    return ModelConfig(model_type=settings.arch, vocab_size=vocab_size, hidden_size=settings.hidden_size,
+                       num_hidden_layers=settings.num_layers, num_attention_heads=settings.num_heads,
+                       intermediate_size=settings.intermediate_size,
+                       max_position_embeddings=max(128, 2 * settings.seq_len), **family)
 
 
 def build_tokenizer(settings: DemoSettings, folder: str, texts=None):
@@ -169,7 +180,8 @@ def build_base(settings: DemoSettings, folder: str, *, progress: bool = True, lo
     model.freeze_all()  # a base trains nothing until a condition says what
     model.save(base_path, step=trainer.step, tokens_seen=trainer.tokens_seen,
                extra={"kind": "gozaru.demo.base", "history": trainer.history, "settings": key})
-    os.remove(partial)
+    if os.path.exists(partial):  # a pretraining shorter than checkpoint_every never wrote one
+        os.remove(partial)
     log(f"base model: final loss {trainer.history[-1]['loss']:.3f} after {trainer.tokens_seen:,} tokens "
         f"({time.perf_counter() - t0:.0f} s); saved to {base_path}")
     return tokenizer, model
@@ -199,7 +211,7 @@ def demo_budgets(config, layer_counts=(1, 2)) -> list[float]:
     per_layer = sum(counts[n] for n in layers.layer_names(config, 0))
     budgets = []
     for k in layer_counts:
-        b = round((counts[layers.HEAD] + k * per_layer) / total * 200) / 200
+        b = round((counts[layers.head_name(config)] + k * per_layer) / total * 200) / 200
         if layers.layers_for_budget(config, b) != k:
             raise ValueError(f"no budget selects exactly {k} layers on this model")
         budgets.append(b)
@@ -218,11 +230,14 @@ def demo_grid(config, settings: DemoSettings) -> list[Condition]:
 # --------------------------------------------------------------------------- the whole demo
 def run_demo(out: str = "runs/demo", *, quick: bool = False, settings: DemoSettings | None = None,
              placement: Placement | None = None, progress: bool = True, plots: bool = True, fresh: bool = False,
-             log: Callable[[str], None] = print):
+             arch: str | None = None, log: Callable[[str], None] = print):
     """Runs the demo into ``out`` and returns the results table (pandas DataFrame); every model is placed as
-    ``placement`` says (backend, precision, threads; default: the CPU in fp32, the current threads)."""
+    ``placement`` says (backend, precision, threads; default: the CPU in fp32, the current threads). ``arch``
+    (a model_type) replaces the settings' family."""
     t0 = time.perf_counter()
     settings = settings or SETTINGS["quick" if quick else "default"]
+    if arch is not None:
+        settings = dataclasses.replace(settings, arch=arch)
     _check_folder(out, settings, fresh, log)
     tokenizer, base = build_base(settings, os.path.join(out, "base"), progress=progress, log=log,
                                  placement=placement)

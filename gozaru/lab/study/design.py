@@ -4,8 +4,9 @@ Share levels: ``"head"`` (the LM head alone), an int k (k layers; + head unless 
 (the k whose whole layers + head come closest; refused when no k is within a quarter of the asked share), and
 ``"all"`` (full fine-tuning). Positions: ``first``, ``middle`` (k layers centred in the stack), ``last``,
 ``random`` (drawn per seed, distinct from first/middle/last and across seeds where the model has enough layers).
-Types: ``layers`` (whole layers), ``attention`` (query_key_value + dense), ``mlp`` (dense_h_to_4h + dense_4h_to_h),
-``lora`` (rank-r adapters on the chosen layers' matrices). Head: ``trained`` or ``frozen`` in the partial cells.
+Types: ``layers`` (whole layers), ``attention`` (query_key_value + dense, or q/k/v/o_proj), ``mlp``
+(dense_h_to_4h + dense_4h_to_h, or gate/up/down_proj), ``lora`` (rank-r adapters on the chosen layers'
+matrices). Head: ``trained`` or ``frozen`` in the partial cells.
 """
 from __future__ import annotations
 

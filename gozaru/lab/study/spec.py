@@ -13,7 +13,7 @@ import math
 from ...engine import layers
 
 POSITIONS = ("first", "middle", "last", "random")
-TYPES = {"layers": None, "attention": ("qkv", "attn_out"), "mlp": ("mlp_up", "mlp_down"), "lora": None}
+TYPES = {"layers": None, "attention": ("qkv", "attn_out"), "mlp": ("mlp_gate", "mlp_up", "mlp_down"), "lora": None}
 HEADS = ("trained", "frozen", "both")
 MEASURES = ("adoption", "sampled_rate", "greedy_rate")   # the first is the primary measure of every verdict
 
