@@ -29,6 +29,19 @@ def torch_lm_loss(model, tokens, targets):
     return logits, loss
 
 
+def greedy_tokens_equal_hf_generate(model, hf, prompts, new_tokens=20):
+    """gozaru's greedy tokens for a batch of prompts of different lengths equal transformers' ``generate`` on
+    each prompt alone (EOS off, exactly ``new_tokens`` tokens); returns gozaru's tokens."""
+    import torch
+    ours = model.generate(prompts, max_new_tokens=new_tokens, eos_token_id=-1)
+    for p, got in zip(prompts, ours):
+        with torch.no_grad():
+            ref = hf.generate(torch.tensor([p]), do_sample=False, max_new_tokens=new_tokens,
+                              min_new_tokens=new_tokens, pad_token_id=0, eos_token_id=None)
+        assert got == ref[0, len(p):].tolist(), p
+    return ours
+
+
 def hf_params(hf):
     """A transformers model's parameters under gozaru's names (transformers 5 calls GPT-NeoX's embed_out `lm_head`;
     Llama-family names are gozaru's; a tied head is not a parameter of its own)."""
