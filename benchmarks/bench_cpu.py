@@ -141,7 +141,8 @@ def main():
                 out = subprocess.run([sys.executable, __file__, "--worker", engine, mode, "--steps", str(args.steps),
                                       "--warmup", str(args.warmup), "--threads", str(args.threads),
                                       "--preset", args.preset],
-                                     check=True, capture_output=True, text=True, env=env).stdout
+                                     check=True, capture_output=True, text=True,
+                                     env=machine.torch_env(env)[0] if engine.startswith("torch") else env).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 if (engine, mode) not in by or r["tokens_per_s"] > by[engine, mode]["tokens_per_s"]:
                     by[engine, mode] = r
@@ -171,6 +172,7 @@ def main():
     }
     machine.print_build_info(info)
     print(f"SGEMM n=2048 ceiling: {ceiling:.1f} GFLOP/s ({args.threads} threads)")
+    print(machine.torch_isa_line(env))
     print(f"bf16 GEMM n=2048 ceiling (MKL): " + (f"{bf16_ceiling:.1f} GFLOP/s" if bf16_ceiling else "not built"))
     for e, reason in summary["skipped"].items():
         print(f"skipped {e}: {reason}")

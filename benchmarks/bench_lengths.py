@@ -137,10 +137,11 @@ def main():
             for engine in ("gozaru", "torch"):  # side by side: the two engines of one (mode, T) back to back
                 cmd = [sys.executable, __file__, "--worker", engine, mode, str(T), "--tokens", str(args.tokens),
                        "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-                rows.append(run_worker(cmd, env, engine, mode, T))
+                rows.append(run_worker(cmd, machine.torch_env(env)[0] if engine == "torch" else env, engine, mode, T))
     machine.print_build_info(info)
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; SGEMM n=2048 ceiling: "
           f"{ceiling:.1f} GFLOP/s ({args.threads} threads)")
+    print(machine.torch_isa_line(env))
     print(f"tiny preset, B x T = {args.tokens} tokens per step, {args.threads} threads, median of {args.steps} steps")
     print(f"{'mode':16} {'T':>5} {'gozaru tok/s':>12} {'torch tok/s':>11} {'ratio':>6} {'ratio (CPU s)':>13} "
           f"{'of SGEMM ceiling':>17} {'peak-base MB gozaru/torch':>26}")
@@ -164,6 +165,7 @@ def main():
                   f"{s['share_of_sgemm_ceiling'][1]:<6.0%} {s['step_rss_mb'][0]:12.0f} / {s['step_rss_mb'][1]:<8.0f}"
                   f"(peak {g['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f})")
     result = {"build_info": info, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+              "torch_isa": machine.torch_env(env)[1],
               "sgemm_2048_gflops": ceiling, "threads": args.threads, "tokens": args.tokens, "rows": rows,
               "summary": summary}
     if args.out:

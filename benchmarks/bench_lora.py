@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402
 from machine import lm_batch, time_gozaru_training, timed_steps  # noqa: E402
 
 B, T, R, ALPHA = 8, 128, 8, 16
@@ -92,14 +93,15 @@ def main():
     for engine, mode in RUNS:
         out = subprocess.run([sys.executable, __file__, "--worker", engine, mode, "--steps", str(args.steps),
                               "--warmup", str(args.warmup), "--threads", str(args.threads)],
-                             check=True, capture_output=True, text=True, env=env).stdout
+                             check=True, capture_output=True, text=True,
+                             env=env if engine == "gozaru" else machine.torch_env(env)[0]).stdout
         rows[engine, mode] = json.loads(out.strip().splitlines()[-1])
     import gozaru as gz
     n = gz.preset("tiny").num_params()
     full, lora, peft = rows["gozaru", "full"], rows["gozaru", "lora"], rows["peft", "lora"]
     summary = {
         "preset": "tiny", "batch": B, "seq": T, "r": R, "alpha": ALPHA, "threads": args.threads,
-        "steps": args.steps, "rows": list(rows.values()),
+        "steps": args.steps, "rows": list(rows.values()), "torch_isa": machine.torch_isa_line(env),
         "lora_speedup_vs_peft": lora["tokens_per_s"] / peft["tokens_per_s"],
         "lora_memory_saved_vs_full_mb": full["peak_rss_mb"] - lora["peak_rss_mb"],
         # what full FT holds for the weights LoRA freezes: a gradient plus AdamW's m and v, fp32

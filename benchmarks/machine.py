@@ -18,6 +18,34 @@ import time
 import numpy as np
 
 
+# OpenBLAS kernels below AVX-512 (what an AVX2-only CPU gets). Under one of them, torch is held to the same
+# instruction level (ATen's kernels, MKL, oneDNN), so the side-by-side run stands for that machine rather than
+# pitting OpenBLAS's AVX2 GEMMs against torch's AVX-512 ones on the same CPU.
+_BELOW_AVX512 = {"haswell": "avx2", "zen": "avx2", "sandybridge": "avx", "nehalem": "default", "prescott": "default",
+                 "core2": "default", "penryn": "default", "dunnington": "default", "atom": "default"}
+_MKL = {"avx2": "AVX2", "avx": "AVX", "default": "SSE4_2"}
+_ONEDNN = {"avx2": "AVX2", "avx": "AVX", "default": "SSE41"}
+
+
+def torch_env(env):
+    """``env`` for a torch worker: the same instruction level as gozaru's BLAS kernel (OPENBLAS_CORETYPE, never
+    set here) when that kernel is below AVX-512; unchanged otherwise. Returns (env, the level or None)."""
+    level = _BELOW_AVX512.get(env.get("OPENBLAS_CORETYPE", "").lower())
+    if level is None:
+        return env, None
+    return dict(env, ATEN_CPU_CAPABILITY=level, MKL_ENABLE_INSTRUCTIONS=_MKL[level],
+                ONEDNN_MAX_CPU_ISA=_ONEDNN[level]), level
+
+
+def torch_isa_line(env):
+    """One line for the printout: the instruction level the torch workers were held to."""
+    _, level = torch_env(env)
+    if level is None:
+        return "torch: its own instruction choice (no lower OpenBLAS kernel forced)"
+    return (f"torch held to {level} (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA) to match "
+            f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']}; gozaru's own loops still take the clone CPUID picks")
+
+
 def build_info():
     import gozaru
     return gozaru.build_info()
