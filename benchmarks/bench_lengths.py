@@ -76,7 +76,7 @@ def torch_step(mode):
     return cfg, step
 
 
-def worker(engine, mode, T, tokens, steps, warmup, threads):
+def worker(engine, mode, T, tokens, steps, warmup, threads, prompt_share):
     if engine == "torch":
         import torch
         torch.set_num_threads(threads)
@@ -88,7 +88,7 @@ def worker(engine, mode, T, tokens, steps, warmup, threads):
     B = max(1, tokens // T)
     wall, cpu = [], []
     for i in range(warmup + steps):
-        tok, tgt = machine.lm_batch(cfg.vocab_size, B, T, i)
+        tok, tgt = machine.lm_batch(cfg.vocab_size, B, T, i, prompt_share)
         t0, c0 = time.perf_counter(), time.process_time()
         step(tok, tgt)
         if i >= warmup:
@@ -119,12 +119,14 @@ def main():
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--prompt-share", type=float, default=0.0,
+                    help="SFT-shaped batches: this share of each row's targets ignored as a prompt (default 0)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument("--worker", nargs=3, metavar=("ENGINE", "MODE", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         e, mode, T = args.worker
-        return worker(e, mode, int(T), args.tokens, args.steps, args.warmup, args.threads)
+        return worker(e, mode, int(T), args.tokens, args.steps, args.warmup, args.threads, args.prompt_share)
 
     import gozaru as gz
     gz.set_num_threads(args.threads)
@@ -136,13 +138,15 @@ def main():
         for T in map(int, args.lengths.split(",")):
             for engine in ("gozaru", "torch"):  # side by side: the two engines of one (mode, T) back to back
                 cmd = [sys.executable, __file__, "--worker", engine, mode, str(T), "--tokens", str(args.tokens),
-                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+                       "--prompt-share", str(args.prompt_share)]
                 rows.append(run_worker(cmd, machine.torch_env(env)[0] if engine == "torch" else env, engine, mode, T))
     machine.print_build_info(info)
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; SGEMM n=2048 ceiling: "
           f"{ceiling:.1f} GFLOP/s ({args.threads} threads)")
     print(machine.torch_isa_line(env))
-    print(f"tiny preset, B x T = {args.tokens} tokens per step, {args.threads} threads, median of {args.steps} steps")
+    print(f"tiny preset, B x T = {args.tokens} tokens per step, {args.threads} threads, median of {args.steps} steps"
+          + (f", first {args.prompt_share:.0%} of each row's targets ignored" if args.prompt_share else ""))
     print(f"{'mode':16} {'T':>5} {'gozaru tok/s':>12} {'torch tok/s':>11} {'ratio':>6} {'ratio (CPU s)':>13} "
           f"{'of SGEMM ceiling':>17} {'peak-base MB gozaru/torch':>26}")
     by = {(r["engine"], r["mode"], r["T"]): r for r in rows}
@@ -164,7 +168,8 @@ def main():
                   f"{s['ratio_cpu']:12.2f}x {s['share_of_sgemm_ceiling'][0]:8.0%} / "
                   f"{s['share_of_sgemm_ceiling'][1]:<6.0%} {s['step_rss_mb'][0]:12.0f} / {s['step_rss_mb'][1]:<8.0f}"
                   f"(peak {g['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f})")
-    result = {"build_info": info, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    result = {"prompt_share": args.prompt_share, "build_info": info,
+              "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
               "torch_isa": machine.torch_env(env)[1],
               "sgemm_2048_gflops": ceiling, "threads": args.threads, "tokens": args.tokens, "rows": rows,
               "summary": summary}

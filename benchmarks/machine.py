@@ -158,11 +158,14 @@ def timed_steps(step, steps, warmup):
     return times
 
 
-def lm_batch(vocab_size, B, T, step):
-    """Seeded random tokens [B, T] and their next-token targets (the benchmarks' training data)."""
+def lm_batch(vocab_size, B, T, step, prompt_share=0.0):
+    """Seeded random tokens [B, T] and their next-token targets (the benchmarks' training data). prompt_share:
+    the first share of each row's targets is ignored (-100), as an SFT batch ignores its prompts."""
     rng = np.random.default_rng(step)
     tok = rng.integers(0, vocab_size, size=(B, T), dtype=np.int32)
-    return tok, np.roll(tok, -1, axis=1)
+    tgt = np.roll(tok, -1, axis=1)
+    tgt[:, :int(prompt_share * T)] = -100
+    return tok, tgt
 
 
 def time_gozaru_training(model, optimizer, B, T, steps, warmup):

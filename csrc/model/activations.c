@@ -29,6 +29,7 @@ void gz_model_free_activations(gz_model *m) {
     m->cap_logit_rows = 0;
     RELEASE(m->qkv); RELEASE(m->attn_out); RELEASE(m->mlp_out);
     RELEASE(m->lnf); RELEASE(m->lnf_mean); RELEASE(m->lnf_rstd); RELEASE(m->logits); RELEASE(m->lse);
+    RELEASE(m->head_x); RELEASE(m->head_dx); RELEASE(m->head_targets);
     RELEASE(m->tokens); RELEASE(m->targets); RELEASE(m->pos);
     m->pos_B = m->pos_T = 0;
     RELEASE(m->dres_a); RELEASE(m->dres_b); RELEASE(m->dh); RELEASE(m->dln); RELEASE(m->dqkv);
@@ -120,11 +121,14 @@ static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_la
     GZ_TRY(alloc_all(m, shared, (int)(sizeof shared / sizeof *shared)));
     int64_t logit_rows = gz_head_chunk_rows(m, N, with_backward);
     if (logit_rows > m->cap_logit_rows) {
-        RELEASE(m->logits);
+        RELEASE(m->logits); RELEASE(m->head_x); RELEASE(m->head_dx); RELEASE(m->head_targets);
         m->cap_logit_rows = logit_rows;
     }
-    alloc_item lg = {(void **)&m->logits, m->cap_logit_rows * V, 4, "logits"};
-    GZ_TRY(alloc_all(m, &lg, 1));
+    alloc_item lg[] = {{(void **)&m->logits, m->cap_logit_rows * V, 4, "logits"},
+                       {(void **)&m->head_x, m->cap_logit_rows * C, 4, "head input rows"},
+                       {(void **)&m->head_dx, m->cap_logit_rows * C, 4, "head input gradient rows"},
+                       {(void **)&m->head_targets, m->cap_logit_rows, 4, "head target rows"}};
+    GZ_TRY(alloc_all(m, lg, (int)(sizeof lg / sizeof *lg)));
     for (int l = 0; l <= m->L; l++) {
         if (l < stop_layer) { /* nothing below the stop reads it again: two alternating buffers serve */
             RELEASE(m->res[l]);

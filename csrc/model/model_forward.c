@@ -68,7 +68,7 @@ static gz_status forward(gz_model *m, const int32_t *tokens, const int32_t *targ
     for (int64_t i = 0; targets && i < N; i++) counted += targets[i] != GZ_IGNORE_INDEX;
     double sum;
     int64_t count;
-    GZ_TRY(gz_head_loss_forward(m, N, targets != NULL, counted, logits_out, &sum, &count, with_backward));
+    GZ_TRY(gz_head_loss_forward(m, N, targets, counted, logits_out, &sum, &count, with_backward));
     if (targets) {
         if (loss_out) *loss_out = count ? (float)(sum / (double)count) : NAN;
         if (n_counted_out) *n_counted_out = count;

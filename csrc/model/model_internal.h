@@ -67,6 +67,8 @@ struct gz_model {
     float *lnf, *lnf_mean, *lnf_rstd, *lse;
     float *logits;                   /* [cap_logit_rows, V]: one chunk of rows (head_loss.c) */
     int64_t cap_logit_rows;
+    float *head_x, *head_dx;         /* [cap_logit_rows, C]: counted rows gathered for the head (head_loss.c) */
+    int32_t *head_targets;           /* [cap_logit_rows]: their targets */
     float *dlnf_pending;             /* [N, C] d(loss)/d(final LayerNorm output), formed in the forward */
     float *head_grad_pending;        /* [V, C] the head's weight gradient, formed in the forward */
     int32_t *tokens, *targets, *pos; /* backend copies [N] */
@@ -146,7 +148,7 @@ int gz_build_specs(const gz_config *c, gz_tensor_spec *specs, gz_layer_tensors *
 /* head_loss.c: the LM head and the loss over chunks of rows (the head's backward fused into the forward when
  * with_backward). counted: targets that are not GZ_IGNORE_INDEX. */
 int64_t gz_head_chunk_rows(const gz_model *m, int64_t N, int with_backward);
-gz_status gz_head_loss_forward(gz_model *m, int64_t N, int with_targets, int64_t counted, float *logits_out,
+gz_status gz_head_loss_forward(gz_model *m, int64_t N, const int32_t *targets, int64_t counted, float *logits_out,
                                double *loss_sum, int64_t *count, int with_backward);
 /* The head's share of backward for loss_scale: its gradients accumulated, *dlnf the gradient w.r.t. the final
  * LayerNorm output (NULL unless need_lnf). */
