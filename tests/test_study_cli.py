@@ -2,6 +2,7 @@
 built cache folder (never downloaded), and bad study input refused before any run."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,27 @@ def test_two_studies_side_by_side(quick_study, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     table = open(os.path.join(out, "sizes.md"), encoding="utf-8").read()
     assert "| quick | larger |" in table and "+12.5" in table and "first vs last" in table
+
+
+def test_studies_of_one_model_share_a_column(quick_study, tmp_path):
+    """Two studies of the same base that compare disjoint cells (head trained / head frozen) fill one column;
+    a study of a larger base gets its own, named by its parameter count."""
+    out, _, _ = quick_study
+    study = json.loads(open(os.path.join(out, "study.json"), encoding="utf-8").read())
+    label = re.search(r"with ([\d,]+) parameters", study["sizes"]).group(1)
+    frozen, larger = tmp_path / "frozen", tmp_path / "larger"
+    for folder, head, sizes in ((frozen, "frozen", study["sizes"]),
+                                (larger, "trained", study["sizes"].replace(label, "9,999,999"))):
+        folder.mkdir()
+        comps = [dict(c, head=head, diff=-7.5) for c in study["comparisons"] if c["factor"] == "position"]
+        (folder / "study.json").write_text(json.dumps(dict(study, sizes=sizes, comparisons=comps)), encoding="utf-8")
+    done = gozaru_cli("study", "report", out, str(frozen), str(larger), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = open(os.path.join(out, "sizes.md"), encoding="utf-8").read()
+    assert f"| {label} parameters | 9,999,999 parameters |" in table, table
+    rows = [r for r in table.splitlines() if r.startswith("| first vs last")]
+    assert any("head frozen" in r and "-7.5" in r.split("|")[4] for r in rows), table   # merged into column 1
+    assert any("head trained" in r and "-7.5" in r.split("|")[5] for r in rows), table
 
 
 def test_quick_study_resumes(quick_study):

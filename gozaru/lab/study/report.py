@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -224,26 +225,49 @@ def write_report(spec, out: str, stats, saved: dict) -> str:
     return path
 
 
+def _model_label(study: dict) -> str | None:
+    """The base model's size as the study's ``sizes`` sentence names it ("531,072 parameters"), if it does."""
+    m = re.search(r"with ([\d,]+) parameters", study.get("sizes", ""))
+    return f"{m.group(1)} parameters" if m else None
+
+
+def _columns(folders: list[str], studies: list[dict], factor: str) -> list[str]:
+    """One column per base model, so that studies of one model (e.g. head trained, head frozen) share it —
+    unless a model's studies repeat a comparison, or a size is not named: then one column per folder."""
+    labels = [_model_label(s) for s in studies]
+    seen = set()
+    for label, s in zip(labels, studies):
+        for c in s.get("comparisons", []):
+            if c["factor"] == factor:
+                key = (label, c["a"], c["b"], _context(c), c["policy"], c["measure"])
+                if label is None or key in seen:
+                    return [os.path.basename(os.path.normpath(f)) for f in folders]
+                seen.add(key)
+    return labels
+
+
 def write_sizes(folders: list[str], path: str, factor: str = "position") -> str:
     """The ``factor`` comparisons of several studies (e.g. two model sizes) side by side, from each folder's
-    ``study.json``: one row per comparison, policy and measure; per folder the difference, its CI and verdict."""
+    ``study.json``: one row per comparison, policy and measure; one column per base model (studies of the same
+    model merged), each cell the difference, its CI and verdict."""
     from ...fileio import read_json
     studies = [read_json(os.path.join(f, "study.json")) for f in folders]
-    keys, cols = {}, []
-    for f, s in zip(folders, studies):
-        col = os.path.basename(os.path.normpath(f))
-        cols.append(col)
+    cols = _columns(folders, studies, factor)
+    keys = {}
+    for col, s in zip(cols, studies):
         for c in s.get("comparisons", []):
             if c["factor"] != factor:
                 continue
             key = (f"{c['a']} vs {c['b']} ({_context(c)})", c["policy"], c["measure"])
             keys.setdefault(key, {})[col] = f"{c['diff']:+.1f} {_ci(*c['ci'])} {c['verdict']}"
-    rows = [{"comparison": k[0], "policy": k[1], "measure": k[2], **{c: v.get(c, "—") for c in cols}}
+    unique = list(dict.fromkeys(cols))
+    rows = [{"comparison": k[0], "policy": k[1], "measure": k[2], **{c: v.get(c, "—") for c in unique}}
             for k, v in keys.items()]
     text = ["# " + _WHAT[factor] + " across studies", "",
-            "Per study: a − b in points, 95 % nested-bootstrap CI, verdict (Holm-corrected, margin of each "
-            "study's spec). Sizes:", "",
-            *[f"- **{c}**: {s.get('sizes', '')}" for c, s in zip(cols, studies)], "",
+            "Per study: a − b in points, 95 % nested-bootstrap CI, verdict (Holm-corrected within each study, "
+            "margin of each study's spec). Studies:", "",
+            *[f"- **{os.path.basename(os.path.normpath(f))}** ({c}): {s.get('sizes', '')}"
+              for f, c, s in zip(folders, cols, studies)], "",
             _md(pd.DataFrame(rows)) if rows else "(no comparisons of this factor)", ""]
     write_text_atomic(path, "\n".join(text))
     return path
