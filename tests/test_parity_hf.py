@@ -8,11 +8,8 @@ which changes gozaru's summation order (BLAS splits and OpenMP reductions)."""
 import numpy as np
 import pytest
 
-import torch
-import transformers
-
 import gozaru as gz
-from reference import (check_logits_loss_and_every_gradient, check_masked_adamw_against_torch, hf_params,
+from reference import (check_logits_loss_and_every_gradient, check_masked_adamw_against_torch, hf_pair,
                        random_batch as batch, rel_err)
 
 # (name, config overrides, batch, seq)
@@ -50,19 +47,7 @@ CONFIGS = [
 
 def make_pair(overrides, seed=0):
     cfg = gz.GPTNeoXConfig(**{"max_position_embeddings": 64, **overrides})
-    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
-    hf_cfg._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    hf = transformers.GPTNeoXForCausalLM(hf_cfg).float().eval()
-    with torch.no_grad():  # non-trivial LayerNorm and bias values so their gradients are tested too
-        for name, p in hf.named_parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    model = gz.Model(cfg, seed=None)
-    model.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
-    return cfg, hf, model
-
-
+    return (cfg, *hf_pair(cfg, seed))
 
 
 @pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
