@@ -2,6 +2,16 @@
 import numpy as np
 
 
+# The first cases of the CPU parity (test_parity_hf) and of the CUDA tests (test_cuda): one small GPT-NeoX per
+# residual mode, (name, config overrides, batch, seq).
+NEOX_RESIDUAL_CASES = [
+    ("sequential_full_rotary", dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=48, rotary_pct=1.0, use_parallel_residual=False), 3, 11),
+    ("parallel_quarter_rotary", dict(vocab_size=101, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
+                                     intermediate_size=80, rotary_pct=0.25, use_parallel_residual=True), 2, 13),
+]
+
+
 def rel_err(a, b):
     """max |a - b| / max |b|: the strictest scale-aware comparison, used for logits and gradients."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -15,6 +25,24 @@ def random_batch(cfg, B, T, seed=1):
     targets = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
     targets[rng.random((B, T)) < 0.3] = -100
     return tokens, targets
+
+
+def check_gradient_accumulation(model, cfg):
+    """Gradients of 4 rows accumulated from two backward passes of 2 rows, each scaled by its share of the counted
+    targets, equal one pass over all 4 (to 1e-5); every tensor trains."""
+    tokens, targets = random_batch(cfg, 4, 10)
+    model.train_all()
+    model.zero_grad()
+    model.loss(tokens, targets)
+    model.backward()
+    full = {n: model.grad(n) for n in model.names}
+    model.zero_grad()
+    counts = [(targets[i:i + 2] != -100).sum() for i in (0, 2)]
+    for i, c in zip((0, 2), counts):
+        model.loss(tokens[i:i + 2], targets[i:i + 2])
+        model.backward(scale=c / sum(counts))
+    for n in model.names:
+        assert rel_err(model.grad(n), full[n]) < 1e-5, n
 
 
 def torch_lm_loss(model, tokens, targets):
