@@ -2,6 +2,16 @@
 import numpy as np
 
 
+# The first cases of the CPU parity (test_parity_hf) and of the CUDA tests (test_cuda): one small GPT-NeoX per
+# residual mode, (name, config overrides, batch, seq).
+NEOX_RESIDUAL_CASES = [
+    ("sequential_full_rotary", dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                    intermediate_size=48, rotary_pct=1.0, use_parallel_residual=False), 3, 11),
+    ("parallel_quarter_rotary", dict(vocab_size=101, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
+                                     intermediate_size=80, rotary_pct=0.25, use_parallel_residual=True), 2, 13),
+]
+
+
 def rel_err(a, b):
     """max |a - b| / max |b|: the strictest scale-aware comparison, used for logits and gradients."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -15,6 +25,24 @@ def random_batch(cfg, B, T, seed=1):
     targets = rng.integers(0, cfg.vocab_size, size=(B, T), dtype=np.int32)
     targets[rng.random((B, T)) < 0.3] = -100
     return tokens, targets
+
+
+def check_gradient_accumulation(model, cfg):
+    """Gradients of 4 rows accumulated from two backward passes of 2 rows, each scaled by its share of the counted
+    targets, equal one pass over all 4 (to 1e-5); every tensor trains."""
+    tokens, targets = random_batch(cfg, 4, 10)
+    model.train_all()
+    model.zero_grad()
+    model.loss(tokens, targets)
+    model.backward()
+    full = {n: model.grad(n) for n in model.names}
+    model.zero_grad()
+    counts = [(targets[i:i + 2] != -100).sum() for i in (0, 2)]
+    for i, c in zip((0, 2), counts):
+        model.loss(tokens[i:i + 2], targets[i:i + 2])
+        model.backward(scale=c / sum(counts))
+    for n in model.names:
+        assert rel_err(model.grad(n), full[n]) < 1e-5, n
 
 
 def torch_lm_loss(model, tokens, targets):
@@ -71,6 +99,15 @@ def hf_causal_lm(cfg, seed=0, perturb=False):
                 if p.ndim == 1:
                     p.add_(0.1 * torch.randn_like(p))
     return model
+
+
+def hf_pair(cfg, seed=0):
+    """transformers' model for cfg (hf_causal_lm, perturbed) and a gozaru Model holding the same weights."""
+    import gozaru as gz
+    hf = hf_causal_lm(cfg, seed, perturb=True)
+    model = gz.Model(cfg, seed=None)
+    model.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
+    return hf, model
 
 
 def torch_adamw_run(hf, train, cfg, steps, lr, weight_decay, batch=(2, 12)):
@@ -161,21 +198,65 @@ def check_masked_adamw_against_torch(model, hf, train, cfg, steps, lr, weight_de
             assert np.array_equal(got, before[n]), f"frozen {n} changed"
 
 
-def check_logits_loss_and_every_gradient(model, hf, tokens, targets):
-    """gozaru's logits, loss and the gradient of every tensor against transformers' model hf and its float64 copy,
-    each within the error model (error_model_check)."""
+def check_logits_loss_and_every_gradient(model, hf, tokens, targets, names=None, params=hf_params,
+                                         floor=FLOOR_ULPS * U32):
+    """gozaru's logits, loss and the gradients of ``names`` (None: every tensor, all made trainable) against the
+    torch model hf and its float64 copy, each within the error model (error_model_check). ``params`` gives a torch
+    model's parameters under gozaru's names: hf_params, or peft_params for a PEFT model."""
     import copy
     hf64 = copy.deepcopy(hf).double()
     logits_ref, loss_ref = torch_lm_loss(hf, tokens, targets)
     loss_ref.backward()
     logits64, loss64 = torch_lm_loss(hf64, tokens, targets)
     loss64.backward()
-    error_model_check(model.logits(tokens), logits_ref.detach().numpy(), logits64.detach().numpy(), "logits")
-    model.train_only(model.names)
+    error_model_check(model.logits(tokens), logits_ref.detach().numpy(), logits64.detach().numpy(), "logits",
+                      floor=floor)
+    if names is None:
+        names = model.names
+        model.train_only(names)
     model.zero_grad()
     loss = model.loss(tokens, targets)
-    error_model_check([loss], [loss_ref.item()], [loss64.item()], "loss")
+    error_model_check([loss], [loss_ref.item()], [loss64.item()], "loss", floor=floor)
     model.backward()
-    grads, grads64 = hf_params(hf), hf_params(hf64)
-    for n in model.names:
-        error_model_check(model.grad(n), grads[n].grad.numpy(), grads64[n].grad.numpy(), f"grad {n}")
+    grads, grads64 = params(hf), params(hf64)
+    for n in names:
+        error_model_check(model.grad(n), grads[n].grad.numpy(), grads64[n].grad.numpy(), f"grad {n}", floor=floor)
+
+
+# ---- LoRA against PEFT (tests/test_lora*.py)
+def peft_params(pm):
+    """A PEFT model's LoRA parameters under gozaru's names (no adapter name; GPT-NeoX's head is gozaru's
+    embed_out)."""
+    named = {n.replace(".default.", "."): p for n, p in pm.named_parameters() if "lora_" in n}
+    if any(".gpt_neox." in n for n in named):
+        named = {n.replace("base_model.model.lm_head.", "base_model.model.embed_out."): p for n, p in named.items()}
+    return named
+
+
+def randomize_b(m, seed=0):
+    """B is zero after PEFT's init; a nonzero B makes a forward parity test mean something."""
+    rng = np.random.default_rng(seed)
+    for n in m.trainable_names():
+        if ".lora_B." in n:
+            m.params[n][...] = 0.2 * rng.standard_normal(m.params[n].shape)
+
+
+def peft_pair(cfg, targets=None, layers=None, r=4, alpha=8, rslora=False):
+    """gozaru's LoRA model (gz.lora.attach on hf_pair's weights, B randomized) and PEFT's on the same transformers
+    model, holding the same adapter values. ``targets``: gozaru's module names (None: every Linear of a layer)."""
+    import peft
+    import torch
+    import gozaru as gz
+    hf, base = hf_pair(cfg)
+    ours = gz.lora.attach(base, targets, layers, r=r, alpha=alpha, rslora=rslora, seed=3)
+    randomize_b(ours)
+    modules = ["lm_head" if t == "embed_out" else t for t in targets or gz.lora.default_targets(cfg)]
+    pm = peft.get_peft_model(hf, peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, use_rslora=rslora,
+                                                 target_modules=modules,
+                                                 layers_to_transform=None if layers is None else list(layers)))
+    adapters = peft_params(pm)
+    assert sorted(adapters) == sorted(ours.trainable_names())  # the same adapted set as PEFT's
+    with torch.no_grad():
+        for n, p in adapters.items():
+            p.copy_(torch.from_numpy(ours.params[n]))
+    return ours, pm

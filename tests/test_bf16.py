@@ -20,11 +20,10 @@ import os
 import numpy as np
 import pytest
 import torch
-import transformers
 
 import gozaru as gz
 from bf16_reference import bf16_linears
-from reference import error_model_check, hf_params, random_batch, rel_err, torch_lm_loss
+from reference import error_model_check, hf_pair, hf_params, random_batch, rel_err, torch_lm_loss
 
 U_BF16 = 2.0 ** -8
 BOUND_K = 4.0
@@ -41,19 +40,7 @@ def bound(cfg):
 
 def make_pair(overrides=CFG, seed=0):
     cfg = gz.GPTNeoXConfig(**overrides)
-    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
-    hf_cfg._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    hf = transformers.GPTNeoXForCausalLM(hf_cfg).float().eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    model = gz.Model(cfg, seed=None)
-    model.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
-    return cfg, hf, model
-
-
+    return (cfg, *hf_pair(cfg, seed))
 
 
 # ---------------------------------------------------------------------------- bad input

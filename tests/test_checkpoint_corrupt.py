@@ -63,33 +63,29 @@ def test_not_hdf5(tmp_path):
         _core.read_checkpoint_meta(str(p))
 
 
-def test_wrong_shape_tensor(ckpt):
-    with h5py.File(ckpt, "r+") as f:
-        del f["params"][NAME]
-        f["params"].create_dataset(NAME, data=np.zeros((32, 31), np.float32)).attrs["trainable"] = 1
-    with pytest.raises(gz.CheckpointError, match=rf"ckpt.h5.*{NAME}.*\[32, 31\].*\[32, 32\]"):
-        load_into_fresh(ckpt)
+def put_tensor(path, name, data):
+    """Stores data as the checkpoint's tensor ``name``: a saved tensor is replaced (still trainable), a new name
+    added; None deletes the tensor."""
+    with h5py.File(path, "r+") as f:
+        params = f["params"]
+        saved = name in params
+        if saved:
+            del params[name]
+        if data is not None:
+            added = params.create_dataset(name, data=data)
+            if saved:
+                added.attrs["trainable"] = 1
 
 
-def test_wrong_dtype_tensor(ckpt):
-    with h5py.File(ckpt, "r+") as f:
-        del f["params"][NAME]
-        f["params"].create_dataset(NAME, data=np.zeros((32, 32), np.float64)).attrs["trainable"] = 1
-    with pytest.raises(gz.CheckpointError, match=rf"ckpt.h5.*{NAME}.*not float32"):
-        load_into_fresh(ckpt)
-
-
-def test_missing_tensor(ckpt):
-    with h5py.File(ckpt, "r+") as f:
-        del f["params"][NAME]
-    with pytest.raises(gz.CheckpointError, match=rf"ckpt.h5.*missing.*{NAME}"):
-        load_into_fresh(ckpt)
-
-
-def test_unknown_tensor(ckpt):
-    with h5py.File(ckpt, "r+") as f:
-        f["params"].create_dataset("gpt_neox.layers.9.mlp.extra", data=np.zeros(3, np.float32))
-    with pytest.raises(gz.CheckpointError, match=r"ckpt.h5.*unknown.*gpt_neox.layers.9.mlp.extra"):
+@pytest.mark.parametrize("name,data,match", [
+    (NAME, np.zeros((32, 31), np.float32), rf"{NAME}.*\[32, 31\].*\[32, 32\]"),
+    (NAME, np.zeros((32, 32), np.float64), rf"{NAME}.*not float32"),
+    (NAME, None, rf"missing.*{NAME}"),
+    ("gpt_neox.layers.9.mlp.extra", np.zeros(3, np.float32), r"unknown.*gpt_neox.layers.9.mlp.extra"),
+], ids=["wrong_shape", "wrong_dtype", "missing", "unknown"])
+def test_a_bad_tensor_is_named(ckpt, name, data, match):
+    put_tensor(ckpt, name, data)
+    with pytest.raises(gz.CheckpointError, match=rf"ckpt.h5.*{match}"):
         load_into_fresh(ckpt)
 
 

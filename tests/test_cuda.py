@@ -25,7 +25,7 @@ import pytest
 
 import gozaru as gz
 from gozaru import _core
-from reference import hf_params, random_batch as batch, rel_err
+from reference import NEOX_RESIDUAL_CASES, check_gradient_accumulation, hf_params, random_batch as batch, rel_err
 
 CUDA = _core.backend_available("cuda")
 _skip = pytest.mark.skipif(
@@ -45,10 +45,7 @@ MODES = ("fp32", "tf32", "bf16")
 # (name, config overrides, batch, seq): both residual modes, partial rotary, head sizes that are not
 # multiples of 32, and one sequence long enough that every warp loop runs several times.
 CONFIGS = [
-    ("sequential_full_rotary", dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=48, rotary_pct=1.0, use_parallel_residual=False), 3, 11),
-    ("parallel_quarter_rotary", dict(vocab_size=101, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
-                                     intermediate_size=80, rotary_pct=0.25, use_parallel_residual=True), 2, 13),
+    *NEOX_RESIDUAL_CASES,
     ("long_sequence", dict(vocab_size=300, hidden_size=72, num_hidden_layers=2, num_attention_heads=3,
                            intermediate_size=160, rotary_pct=0.5, use_parallel_residual=False), 2, 200),
     # scaled rotary (frequencies and attention factor from gozaru.engine.rope, tables uploaded to the device)
@@ -190,19 +187,7 @@ def test_cuda_results_are_deterministic():
 @needs_cuda
 def test_gradient_accumulation_on_cuda_equals_one_big_batch():
     cfg, _, cuda = make_pair(CONFIGS[0][1], "fp32")
-    tokens, targets = batch(cfg, 4, 10)
-    cuda.train_all()
-    cuda.zero_grad()
-    cuda.loss(tokens, targets)
-    cuda.backward()
-    full = {n: cuda.grad(n) for n in cuda.names}
-    cuda.zero_grad()
-    counts = [(targets[i:i + 2] != -100).sum() for i in (0, 2)]
-    for i, c in zip((0, 2), counts):
-        cuda.loss(tokens[i:i + 2], targets[i:i + 2])
-        cuda.backward(scale=c / sum(counts))
-    for n in cuda.names:
-        assert rel_err(cuda.grad(n), full[n]) < 1e-5, n
+    check_gradient_accumulation(cuda, cfg)
 
 
 def masked_selection(cfg):

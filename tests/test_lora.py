@@ -1,10 +1,9 @@
 """LoRA adapters against PEFT (on transformers' GPTNeoXForCausalLM): logits, loss and every adapter gradient,
 AdamW training, PEFT's file format both ways, merging, generation, checkpoints and bad input.
 
-Error model: torch in float64 is the reference; our fp32 error must stay within K x torch-fp32's own error
-plus a small floor (fp32 rounding of a few ulps of the largest value), so the bound tracks each case's
-conditioning instead of one fixed tolerance."""
-import copy
+Error model (reference.error_model_check): torch in float64 is the reference; our fp32 error must stay within
+K x torch-fp32's own error plus a small floor (fp32 rounding of a few ulps of the largest value), so the bound
+tracks each case's conditioning instead of one fixed tolerance."""
 import json
 
 import numpy as np
@@ -15,94 +14,28 @@ import transformers
 
 import gozaru as gz
 from conftest import random_small_config
-from reference import hf_params, random_batch, rel_err, torch_lm_loss
+from reference import (check_logits_loss_and_every_gradient, hf_causal_lm, hf_pair, peft_pair, peft_params,
+                       random_batch, randomize_b, rel_err, torch_lm_loss)
 
 peft = pytest.importorskip("peft")
 
-K, FLOOR = 8.0, 2e-6
+FLOOR = 2e-6  # the error model's floor in these tests (its K is reference.K_ERR = 8)
 MODULES = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 
 
-def hf_model(cfg, seed=0):
-    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
-    hf_cfg._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    hf = transformers.GPTNeoXForCausalLM(hf_cfg).float().eval()
-    with torch.no_grad():
-        for _, p in hf.named_parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    return hf
-
-
-def base_from(hf, cfg):
-    m = gz.Model(cfg, seed=None)
-    m.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
-    return m
-
-
-def peft_key(name):
-    """PEFT's parameter name of one of our adapter tensors."""
-    return name.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.").replace(
-        "base_model.model.embed_out.", "base_model.model.lm_head.")
-
-
-def randomize_b(m, seed=0):
-    """B is zero after PEFT's init; nonzero B makes the forward parity test mean something."""
-    rng = np.random.default_rng(seed)
-    for n in m.trainable_names():
-        if ".lora_B." in n:
-            m.params[n][...] = 0.2 * rng.standard_normal(m.params[n].shape)
-
-
-def peft_pair(cfg, targets, layers, r, alpha, rslora, head=False):
-    hf = hf_model(cfg)
-    ours = gz.lora.attach(base_from(hf, cfg), targets + (("embed_out",) if head else ()), layers, r=r, alpha=alpha,
-                          rslora=rslora, seed=3)
-    randomize_b(ours)
-    lc = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, use_rslora=rslora,
-                         target_modules=list(targets) + (["lm_head"] if head else []),
-                         layers_to_transform=None if layers is None else list(layers))
-    pm = peft.get_peft_model(hf, lc)
-    named = dict(pm.named_parameters())
-    with torch.no_grad():
-        for n in ours.trainable_names():
-            named[peft_key(n)].copy_(torch.from_numpy(ours.params[n]))
-    assert sum("lora_" in n for n in named) == len(ours.trainable_names())  # same adapted set as PEFT's
-    return ours, pm
-
-
-
-
-def check(ours, t32, t64, what):
-    e_ours, e_torch = rel_err(ours, t64), rel_err(t32, t64)
-    assert e_ours <= K * e_torch + FLOOR, f"{what}: our error {e_ours:.3g}, torch fp32's {e_torch:.3g}"
-
-
-CASES = [  # (config seed, targets, layers, r, alpha, rslora, head)
-    (0, MODULES, None, 4, 8, False, False),
-    (1, ("query_key_value", "dense_4h_to_h"), [0], 2, 5, True, False),
-    (2, ("dense", "dense_h_to_4h"), None, 3, 3, False, True),
+CASES = [  # (config seed, targets, layers, r, alpha, rslora)
+    (0, MODULES, None, 4, 8, False),
+    (1, ("query_key_value", "dense_4h_to_h"), [0], 2, 5, True),
+    (2, ("dense", "dense_h_to_4h", "embed_out"), None, 3, 3, False),
 ]
 
 
-@pytest.mark.parametrize("seed,targets,layers,r,alpha,rslora,head", CASES)
-def test_logits_loss_and_adapter_gradients_match_peft(seed, targets, layers, r, alpha, rslora, head):
+@pytest.mark.parametrize("seed,targets,layers,r,alpha,rslora", CASES)
+def test_logits_loss_and_adapter_gradients_match_peft(seed, targets, layers, r, alpha, rslora):
     cfg = random_small_config(seed, num_hidden_layers=2)
-    ours, pm = peft_pair(cfg, targets, layers, r, alpha, rslora, head)
-    pm64 = copy.deepcopy(pm).double()
-    tokens, targets_ = random_batch(cfg, 3, 11)
-    (l32, loss32), (l64, loss64) = torch_lm_loss(pm, tokens, targets_), torch_lm_loss(pm64, tokens, targets_)
-    loss32.backward()
-    loss64.backward()
-    check(ours.logits(tokens), l32.detach().numpy(), l64.detach().numpy(), "logits")
-    ours.zero_grad()
-    loss = ours.loss(tokens, targets_)
-    ours.backward()
-    check(np.array([loss]), np.array([loss32.item()]), np.array([loss64.item()]), "loss")
-    g32, g64 = dict(pm.named_parameters()), dict(pm64.named_parameters())
-    for n in ours.trainable_names():
-        check(ours.grad(n), g32[peft_key(n)].grad.numpy(), g64[peft_key(n)].grad.numpy(), n)
+    ours, pm = peft_pair(cfg, targets, layers, r, alpha, rslora)
+    check_logits_loss_and_every_gradient(ours, pm, *random_batch(cfg, 3, 11), names=ours.trainable_names(),
+                                         params=peft_params, floor=FLOOR)
     # the frozen base has no gradient at all
     assert all("lora_" in n for n in ours.trainable_names())
     assert all(np.isnan(v) for n, v in ours.grad_norms().items() if "lora_" not in n)
@@ -124,9 +57,9 @@ def test_ten_adamw_steps_match_torch_and_frozen_weights_stay_bit_identical():
         ours.loss(tokens, targets)
         ours.backward()
         opt.step()
-    named = dict(pm.named_parameters())
+    adapters = peft_params(pm)
     for n in ours.trainable_names():
-        a, b = ours.params[n].astype(np.float64), named[peft_key(n)].detach().double().numpy()
+        a, b = ours.params[n].astype(np.float64), adapters[n].detach().double().numpy()
         assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b), n
     for n, v in frozen.items():
         assert np.array_equal(ours.params[n], v), n
@@ -135,18 +68,18 @@ def test_ten_adamw_steps_match_torch_and_frozen_weights_stay_bit_identical():
 
 def test_peft_loads_our_export_and_we_load_it_back(tmp_path):
     cfg = random_small_config(5, num_hidden_layers=2)
-    hf = hf_model(cfg)
-    ours = gz.lora.attach(base_from(hf, cfg), ("query_key_value", "dense_4h_to_h", "embed_out"), r=3, alpha=6)
+    _, base = hf_pair(cfg)
+    ours = gz.lora.attach(base, ("query_key_value", "dense_4h_to_h", "embed_out"), r=3, alpha=6)
     randomize_b(ours)
     gz.lora.save_adapter(ours, tmp_path / "adapter", base_model_name_or_path="random-neox")
     conf = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert conf["peft_type"] == "LORA" and conf["r"] == 3 and conf["lora_alpha"] == 6
-    pm = peft.PeftModel.from_pretrained(hf_model(cfg), str(tmp_path / "adapter")).eval()
+    pm = peft.PeftModel.from_pretrained(hf_causal_lm(cfg, perturb=True), str(tmp_path / "adapter")).eval()
     tokens, _ = random_batch(cfg, 2, 8)
     with torch.no_grad():
         ref = pm(torch.from_numpy(tokens.astype(np.int64))).logits.numpy()
     assert rel_err(ours.logits(tokens), ref) < 1e-5
-    back = gz.lora.load_adapter(base_from(hf_model(cfg), cfg), tmp_path / "adapter")
+    back = gz.lora.load_adapter(base, tmp_path / "adapter")
     assert back.lora == ours.lora and back.trainable_names() == ours.trainable_names()
     assert np.array_equal(back.logits(tokens), ours.logits(tokens))
 
@@ -240,16 +173,16 @@ def test_bad_input_names_the_problem(tmp_path):
 
 def test_an_adapter_saved_by_peft_loads_with_the_same_logits(tmp_path):
     cfg = random_small_config(10, num_hidden_layers=2)
-    hf = hf_model(cfg)
-    pm = peft.get_peft_model(hf_model(cfg), peft.LoraConfig(r=2, lora_alpha=3, lora_dropout=0.0, use_rslora=True,
-                                                            target_modules=["gpt_neox.layers.1.mlp.dense_h_to_4h",
-                                                                            "lm_head"], rank_pattern={"lm_head": 4}))
+    _, base = hf_pair(cfg)
+    lc = peft.LoraConfig(r=2, lora_alpha=3, lora_dropout=0.0, use_rslora=True, rank_pattern={"lm_head": 4},
+                         target_modules=["gpt_neox.layers.1.mlp.dense_h_to_4h", "lm_head"])
+    pm = peft.get_peft_model(hf_causal_lm(cfg, perturb=True), lc)
     with torch.no_grad():
         for n, p in pm.named_parameters():
             if "lora_B" in n:
                 p.copy_(0.2 * torch.randn_like(p))
     pm.save_pretrained(str(tmp_path / "peft"))
-    ours = gz.lora.load_adapter(base_from(hf, cfg), tmp_path / "peft")
+    ours = gz.lora.load_adapter(base, tmp_path / "peft")
     assert {(s.target, s.r) for s in ours.lora} == {("gpt_neox.layers.1.mlp.dense_h_to_4h.weight", 2),
                                                     ("embed_out.weight", 4)}
     tokens, _ = random_batch(cfg, 2, 8)

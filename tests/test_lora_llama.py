@@ -1,7 +1,6 @@
 """LoRA on the Llama family against PEFT (on transformers' LlamaForCausalLM / Qwen2ForCausalLM): every Linear
 (PEFT's q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head) — logits, loss and every adapter
 gradient within the error model of tests/reference.py — and PEFT's files both ways."""
-import copy
 import json
 
 import numpy as np
@@ -9,7 +8,8 @@ import pytest
 import torch
 
 import gozaru as gz
-from reference import error_model_check, hf_causal_lm, hf_params, random_batch, rel_err, torch_lm_loss
+from reference import (check_logits_loss_and_every_gradient, hf_pair, peft_pair, peft_params, random_batch,
+                       randomize_b, rel_err)
 
 peft = pytest.importorskip("peft")
 
@@ -18,24 +18,6 @@ def config(model_type, kv, tied):
     return gz.ModelConfig(model_type=model_type, vocab_size=61, hidden_size=32, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=kv, intermediate_size=40,
                           max_position_embeddings=64, tie_word_embeddings=tied, layer_norm_eps=1e-6)
-
-
-def base_pair(cfg):
-    hf = hf_causal_lm(cfg, perturb=True)
-    m = gz.Model(cfg, seed=None)
-    m.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
-    return hf, m
-
-
-def peft_key(name):
-    return name.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
-
-
-def randomize_b(m, seed=0):
-    rng = np.random.default_rng(seed)
-    for n in m.trainable_names():
-        if ".lora_B." in n:
-            m.params[n][...] = 0.2 * rng.standard_normal(m.params[n].shape)
 
 
 CASES = [  # (model_type, kv heads, tied, targets (None: every Linear of a layer), layers, r, alpha, rslora)
@@ -49,35 +31,14 @@ CASES = [  # (model_type, kv heads, tied, targets (None: every Linear of a layer
 @pytest.mark.parametrize("model_type,kv,tied,targets,layers,r,alpha,rslora", CASES)
 def test_logits_loss_and_adapter_gradients_match_peft(model_type, kv, tied, targets, layers, r, alpha, rslora):
     cfg = config(model_type, kv, tied)
-    hf, base = base_pair(cfg)
-    ours = gz.lora.attach(base, targets, layers, r=r, alpha=alpha, rslora=rslora, seed=3)
-    randomize_b(ours)
-    modules = list(targets or gz.lora.LLAMA_TARGETS)
-    pm = peft.get_peft_model(hf, peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, use_rslora=rslora,
-                                                 target_modules=modules, layers_to_transform=layers))
-    named = dict(pm.named_parameters())
-    with torch.no_grad():
-        for n in ours.trainable_names():
-            named[peft_key(n)].copy_(torch.from_numpy(ours.params[n]))
-    assert sum("lora_" in n for n in named) == len(ours.trainable_names())  # the same adapted set as PEFT's
-    pm64 = copy.deepcopy(pm).double()
-    tokens, targets_ = random_batch(cfg, 3, 11)
-    (l32, loss32), (l64, loss64) = torch_lm_loss(pm, tokens, targets_), torch_lm_loss(pm64, tokens, targets_)
-    loss32.backward()
-    loss64.backward()
-    error_model_check(ours.logits(tokens), l32.detach().numpy(), l64.detach().numpy(), "logits")
-    ours.zero_grad()
-    loss = ours.loss(tokens, targets_)
-    ours.backward()
-    error_model_check([loss], [loss32.item()], [loss64.item()], "loss")
-    g32, g64 = dict(pm.named_parameters()), dict(pm64.named_parameters())
-    for n in ours.trainable_names():
-        error_model_check(ours.grad(n), g32[peft_key(n)].grad.numpy(), g64[peft_key(n)].grad.numpy(), n)
+    ours, pm = peft_pair(cfg, targets, layers, r, alpha, rslora)
+    check_logits_loss_and_every_gradient(ours, pm, *random_batch(cfg, 3, 11), names=ours.trainable_names(),
+                                         params=peft_params)
 
 
 def test_peft_loads_our_export_and_we_load_it_back(tmp_path):
     cfg = config("qwen2", 2, False)
-    hf, base = base_pair(cfg)
+    hf, base = hf_pair(cfg)
     ours = gz.lora.attach(base, r=3, alpha=6)
     randomize_b(ours)
     gz.lora.save_adapter(ours, tmp_path / "adapter", base_model_name_or_path="random-qwen2")
@@ -94,6 +55,6 @@ def test_peft_loads_our_export_and_we_load_it_back(tmp_path):
 
 
 def test_an_unknown_module_names_the_family_modules():
-    _, base = base_pair(config("llama", 2, False))
+    _, base = hf_pair(config("llama", 2, False))
     with pytest.raises(ValueError, match="q_proj"):
         gz.lora.attach(base, ("query_key_value",))

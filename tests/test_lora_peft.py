@@ -12,8 +12,7 @@ import torch
 
 import gozaru as gz
 from conftest import random_small_config
-from reference import random_batch, rel_err
-from test_lora import base_from, hf_model, randomize_b
+from reference import hf_causal_lm, hf_pair, random_batch, randomize_b, rel_err
 
 peft = pytest.importorskip("peft")
 from safetensors.numpy import load_file, save_file  # noqa: E402
@@ -29,8 +28,8 @@ def peft_logits(pm, tokens):
 
 def test_a_head_trained_in_full_is_exported_as_modules_to_save(tmp_path):
     cfg = random_small_config(11, num_hidden_layers=2)
-    hf = hf_model(cfg)
-    lm = gz.lora.attach(base_from(hf, cfg), ("query_key_value", "dense"), r=2, alpha=4)
+    _, base = hf_pair(cfg)
+    lm = gz.lora.attach(base, ("query_key_value", "dense"), r=2, alpha=4)
     lm.set_trainable("embed_out.weight", True)  # what a LoRA condition does with a selected head
     randomize_b(lm)
     lm.params["embed_out.weight"][...] += 0.3 * np.random.default_rng(0).standard_normal(
@@ -39,24 +38,24 @@ def test_a_head_trained_in_full_is_exported_as_modules_to_save(tmp_path):
     gz.lora.save_adapter(lm, tmp_path / "a")
     conf = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert conf["modules_to_save"] == ["lm_head"]
-    pm = peft.PeftModel.from_pretrained(hf_model(cfg), str(tmp_path / "a"))
+    pm = peft.PeftModel.from_pretrained(hf_causal_lm(cfg, perturb=True), str(tmp_path / "a"))
     tokens, _ = random_batch(cfg, 2, 8)
     assert rel_err(lm.logits(tokens), peft_logits(pm, tokens)) < TOL
-    back = gz.lora.load_adapter(base_from(hf_model(cfg), cfg), tmp_path / "a")
+    back = gz.lora.load_adapter(base, tmp_path / "a")
     assert np.array_equal(back.logits(tokens), lm.logits(tokens))
     assert back.is_trainable("embed_out.weight") and back.trainable_names() == lm.trainable_names()
 
 
 def test_modules_to_save_written_by_peft_load_with_peft_logits(tmp_path):
     cfg = random_small_config(12, num_hidden_layers=2)
-    pm = peft.get_peft_model(hf_model(cfg), peft.LoraConfig(
+    pm = peft.get_peft_model(hf_causal_lm(cfg, perturb=True), peft.LoraConfig(
         r=2, lora_alpha=5, target_modules=["dense_h_to_4h"], modules_to_save=["lm_head", "final_layer_norm"]))
     with torch.no_grad():
         for n, p in pm.named_parameters():
             if "lora_B" in n or "modules_to_save" in n:
                 p.add_(0.2 * torch.randn_like(p))
     pm.save_pretrained(str(tmp_path / "p"))
-    ours = gz.lora.load_adapter(base_from(hf_model(cfg), cfg), tmp_path / "p")
+    ours = gz.lora.load_adapter(hf_pair(cfg)[1], tmp_path / "p")
     tokens, _ = random_batch(cfg, 2, 8)
     assert rel_err(ours.logits(tokens), peft_logits(pm, tokens)) < TOL
     assert {"embed_out.weight", "gpt_neox.final_layer_norm.weight",
@@ -83,7 +82,7 @@ PATTERNS = [
 @pytest.mark.parametrize("alpha_pattern,rank_pattern", PATTERNS)
 def test_rank_and_alpha_patterns_select_what_peft_selects(tmp_path, alpha_pattern, rank_pattern):
     cfg = random_small_config(14, num_hidden_layers=2)
-    pm = peft.get_peft_model(hf_model(cfg), peft.LoraConfig(
+    pm = peft.get_peft_model(hf_causal_lm(cfg, perturb=True), peft.LoraConfig(
         r=2, lora_alpha=3, target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h", "lm_head"],
         rank_pattern=rank_pattern, alpha_pattern=alpha_pattern))
     with torch.no_grad():
@@ -92,13 +91,13 @@ def test_rank_and_alpha_patterns_select_what_peft_selects(tmp_path, alpha_patter
                 p.copy_(0.2 * torch.randn_like(p))
     pm.save_pretrained(str(tmp_path / "p"))
     # PEFT writes the patterns with sorted keys, so the file's order (which decides) is what PEFT loads back
-    pm = peft.PeftModel.from_pretrained(hf_model(cfg), str(tmp_path / "p"))
-    ours = gz.lora.load_adapter(base_from(hf_model(cfg), cfg), tmp_path / "p")
+    pm = peft.PeftModel.from_pretrained(hf_causal_lm(cfg, perturb=True), str(tmp_path / "p"))
+    ours = gz.lora.load_adapter(hf_pair(cfg)[1], tmp_path / "p")
     tokens, _ = random_batch(cfg, 2, 8)
     assert rel_err(ours.logits(tokens), peft_logits(pm, tokens)) < TOL
     # and our export of that model gives PEFT the same model again
     gz.lora.save_adapter(ours, tmp_path / "ours")
-    again = peft.PeftModel.from_pretrained(hf_model(cfg), str(tmp_path / "ours"))
+    again = peft.PeftModel.from_pretrained(hf_causal_lm(cfg, perturb=True), str(tmp_path / "ours"))
     assert rel_err(ours.logits(tokens), peft_logits(again, tokens)) < TOL
 
 

@@ -8,19 +8,13 @@ which changes gozaru's summation order (BLAS splits and OpenMP reductions)."""
 import numpy as np
 import pytest
 
-import torch
-import transformers
-
 import gozaru as gz
-from reference import (check_logits_loss_and_every_gradient, check_masked_adamw_against_torch, hf_params,
-                       random_batch as batch, rel_err)
+from reference import (NEOX_RESIDUAL_CASES, check_gradient_accumulation, check_logits_loss_and_every_gradient,
+                       check_masked_adamw_against_torch, hf_pair, random_batch as batch)
 
 # (name, config overrides, batch, seq)
 CONFIGS = [
-    ("sequential_full_rotary", dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    intermediate_size=48, rotary_pct=1.0, use_parallel_residual=False), 3, 11),
-    ("parallel_quarter_rotary", dict(vocab_size=101, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
-                                     intermediate_size=80, rotary_pct=0.25, use_parallel_residual=True), 2, 13),
+    *NEOX_RESIDUAL_CASES,
     ("sequential_quarter_rotary", dict(vocab_size=131, hidden_size=40, num_hidden_layers=2, num_attention_heads=5,
                                        intermediate_size=24, rotary_pct=0.25, use_parallel_residual=False,
                                        rotary_emb_base=500.0), 4, 9),
@@ -50,19 +44,7 @@ CONFIGS = [
 
 def make_pair(overrides, seed=0):
     cfg = gz.GPTNeoXConfig(**{"max_position_embeddings": 64, **overrides})
-    hf_cfg = transformers.GPTNeoXConfig(**cfg.to_hf_dict())
-    hf_cfg._attn_implementation = "eager"
-    torch.manual_seed(seed)
-    hf = transformers.GPTNeoXForCausalLM(hf_cfg).float().eval()
-    with torch.no_grad():  # non-trivial LayerNorm and bias values so their gradients are tested too
-        for name, p in hf.named_parameters():
-            if p.ndim == 1:
-                p.add_(0.1 * torch.randn_like(p))
-    model = gz.Model(cfg, seed=None)
-    model.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
-    return cfg, hf, model
-
-
+    return (cfg, *hf_pair(cfg, seed))
 
 
 @pytest.mark.parametrize("name,overrides,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])
@@ -73,19 +55,7 @@ def test_logits_loss_and_every_gradient_match_transformers(name, overrides, B, T
 
 def test_gradient_accumulation_equals_one_big_batch():
     cfg, _, model = make_pair(CONFIGS[0][1])
-    tokens, targets = batch(cfg, 4, 10)
-    model.train_only(model.names)
-    model.zero_grad()
-    model.loss(tokens, targets)
-    model.backward()
-    full = {n: model.grad(n) for n in model.names}
-    model.zero_grad()
-    counts = [(targets[i:i + 2] != -100).sum() for i in (0, 2)]
-    for (i, c) in zip((0, 2), counts):
-        model.loss(tokens[i:i + 2], targets[i:i + 2])
-        model.backward(scale=c / sum(counts))
-    for n in model.names:
-        assert rel_err(model.grad(n), full[n]) < 1e-5, n
+    check_gradient_accumulation(model, cfg)
 
 
 def test_loss_without_backward_leaves_gradients_alone():

@@ -9,7 +9,7 @@ import torch
 
 import gozaru as gz
 from reference import (check_logits_loss_and_every_gradient, check_masked_adamw_against_torch,
-                       greedy_tokens_equal_hf_generate, hf_causal_lm, hf_params, random_batch as batch)
+                       greedy_tokens_equal_hf_generate, hf_pair, hf_params, random_batch as batch)
 
 # (name, config fields, batch, seq)
 CONFIGS = [
@@ -36,10 +36,7 @@ CONFIGS = [
 def make_pair(fields, seed=0, init_range=0.02):
     cfg = gz.ModelConfig(**{"max_position_embeddings": 64, "layer_norm_eps": 1e-6, "initializer_range": init_range,
                             **fields})
-    hf = hf_causal_lm(cfg, seed, perturb=True)
-    model = gz.Model(cfg, seed=None)
-    model.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
-    return cfg, hf, model
+    return (cfg, *hf_pair(cfg, seed))
 
 
 @pytest.mark.parametrize("name,fields,B,T", CONFIGS, ids=[c[0] for c in CONFIGS])

@@ -13,8 +13,7 @@ import torch
 
 import gozaru as gz
 from conftest import random_small_config
-from reference import random_batch, rel_err
-from test_lora import base_from, hf_model
+from reference import hf_causal_lm, hf_pair, random_batch, rel_err
 
 peft = pytest.importorskip("peft")
 from safetensors.torch import load_file, save_file  # noqa: E402
@@ -29,7 +28,7 @@ WEIGHTS, CONFIG = "adapter_model.safetensors", "adapter_config.json"
 def good(tmp_path_factory):
     """An adapter folder written by PEFT (nonzero B) and the base model it belongs to."""
     folder = tmp_path_factory.mktemp("adapter") / "good"
-    pm = peft.get_peft_model(hf_model(CFG), peft.LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0,
+    pm = peft.get_peft_model(hf_causal_lm(CFG, perturb=True), peft.LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0,
                                                             target_modules=["query_key_value", "dense"]))
     torch.manual_seed(1)
     with torch.no_grad():
@@ -158,7 +157,7 @@ MUTATIONS = {
 
 @pytest.fixture(scope="module")
 def base():
-    return base_from(hf_model(CFG), CFG)
+    return hf_pair(CFG)[1]
 
 
 @pytest.mark.parametrize("name", list(MUTATIONS))
@@ -181,7 +180,7 @@ def test_adapter_layout_fuzz(good, base, tmp_path, name):
         assert np.array_equal(base.core.flat_params(), before) and base.trainable_names() == trainable, \
             f"{name}: the given model changed"
     assert expected == LOADS, f"{name}: loaded, but the folder is not a valid adapter"
-    pm = peft.PeftModel.from_pretrained(hf_model(CFG), str(folder)).eval()
+    pm = peft.PeftModel.from_pretrained(hf_causal_lm(CFG, perturb=True), str(folder)).eval()
     tokens, _ = random_batch(CFG, 2, 8)
     with torch.no_grad():
         ref = pm(torch.from_numpy(tokens.astype(np.int64))).logits.numpy()

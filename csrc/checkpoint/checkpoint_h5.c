@@ -200,6 +200,11 @@ static gz_status open_attr(const char *file, hid_t obj, const char *objname, con
     return GZ_OK;
 }
 
+static gz_status read_failed(const char *file, const char *attr, const char *objname) {
+    return gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr, objname,
+                   ckpt_h5_detail());
+}
+
 gz_status ckpt_read_attr_str(const char *file, hid_t obj, const char *objname, const char *attr, char **out) {
     *out = NULL;
     hid_t a;
@@ -215,8 +220,7 @@ gz_status ckpt_read_attr_str(const char *file, hid_t obj, const char *objname, c
         mem = H5Tcopy(H5T_C_S1);
         if (mem < 0 || H5Tset_size(mem, H5T_VARIABLE) < 0 || H5Tset_cset(mem, H5Tget_cset(type)) < 0 ||
             H5Aread(a, mem, &s) < 0 || !s) {
-            st = gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr, objname,
-                         ckpt_h5_detail());
+            st = read_failed(file, attr, objname);
         } else {
             size_t len = strlen(s);
             st = gz_calloc((void **)out, len + 1, 1, "a checkpoint string attribute");
@@ -234,8 +238,7 @@ gz_status ckpt_read_attr_str(const char *file, hid_t obj, const char *objname, c
             /* The stored type itself as memory type: same size, padding and character set. */
             mem = H5Tcopy(type);
             if (mem < 0 || H5Aread(a, mem, buf) < 0) {
-                st = gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr,
-                             objname, ckpt_h5_detail());
+                st = read_failed(file, attr, objname);
                 free(buf);
             } else {
                 *out = buf;
@@ -248,27 +251,23 @@ gz_status ckpt_read_attr_str(const char *file, hid_t obj, const char *objname, c
     return st;
 }
 
-gz_status ckpt_read_attr_i64(const char *file, hid_t obj, const char *objname, const char *attr, int64_t *out) {
+/* n values of type class cls, read as mem_type into out. */
+static gz_status read_numeric_attr(const char *file, hid_t obj, const char *objname, const char *attr,
+                                   H5T_class_t cls, hid_t mem_type, int n, void *out) {
     hid_t a;
-    GZ_TRY(open_attr(file, obj, objname, attr, H5T_INTEGER, 1, &a));
-    gz_status st = GZ_OK;
-    if (H5Aread(a, H5T_NATIVE_INT64, out) < 0)
-        st = gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr, objname,
-                     ckpt_h5_detail());
+    GZ_TRY(open_attr(file, obj, objname, attr, cls, n, &a));
+    gz_status st = H5Aread(a, mem_type, out) < 0 ? read_failed(file, attr, objname) : GZ_OK;
     ckpt_close(a);
     return st;
 }
 
+gz_status ckpt_read_attr_i64(const char *file, hid_t obj, const char *objname, const char *attr, int64_t *out) {
+    return read_numeric_attr(file, obj, objname, attr, H5T_INTEGER, H5T_NATIVE_INT64, 1, out);
+}
+
 gz_status ckpt_read_attr_f32(const char *file, hid_t obj, const char *objname, const char *attr, float *out,
                              int n) {
-    hid_t a;
-    GZ_TRY(open_attr(file, obj, objname, attr, H5T_FLOAT, n, &a));
-    gz_status st = GZ_OK;
-    if (H5Aread(a, H5T_NATIVE_FLOAT, out) < 0)
-        st = gz_fail(GZ_ERR_FORMAT, "%s: reading attribute %s of %s failed (HDF5: %s)", file, attr, objname,
-                     ckpt_h5_detail());
-    ckpt_close(a);
-    return st;
+    return read_numeric_attr(file, obj, objname, attr, H5T_FLOAT, H5T_NATIVE_FLOAT, n, out);
 }
 
 /* ------------------------------------------------------------------ datasets */

@@ -110,19 +110,18 @@ static void forward_block(attn_tiles *w, float *out, float *lse, const float *qh
     }
 }
 
-/* What both passes derive from the shape. */
+/* A pass's shape and what both passes derive from it. */
 typedef struct {
-    float scale; /* 1 / sqrt(HS) */
+    int T, NH, NKV, HS;
+    float scale;       /* 1 / sqrt(HS) */
     int C, nqb, group; /* NH * HS, query blocks, query heads per key/value head */
 } attn_dims;
 
 static gz_status dims_of(int T, int NH, int NKV, int HS, attn_dims *d) {
     if (NKV <= 0 || NH % NKV != 0)
         return gz_fail(GZ_ERR_VALUE, "attention: %d key/value heads do not divide %d query heads", NKV, NH);
-    d->scale = 1.0f / sqrtf((float)HS);
-    d->C = NH * HS;
-    d->nqb = (T + BQ - 1) / BQ;
-    d->group = NH / NKV;
+    *d = (attn_dims){.T = T, .NH = NH, .NKV = NKV, .HS = HS, .scale = 1.0f / sqrtf((float)HS), .C = NH * HS,
+                     .nqb = (T + BQ - 1) / BQ, .group = NH / NKV};
     return GZ_OK;
 }
 
@@ -134,33 +133,47 @@ static int thread_tiles(attn_tiles *w, int HS, int *failed) {
     return 0;
 }
 
-gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                                   int T, int NH, int NKV, int HS) {
-    attn_dims dm = {0};
-    GZ_TRY(dims_of(T, NH, NKV, HS, &dm));
-    const float scale = dm.scale;
-    const int C = dm.C, nqb = dm.nqb, group = dm.group;
+/* Runs tasks 0..n-1 of a pass (task(tiles, args, i)) on the threads, each thread with its own tiles and BLAS
+ * serial inside; dynamic: tasks differ in size, and each writes its own outputs in a fixed order. */
+static gz_status run_tasks(int64_t n, int HS, void (*task)(attn_tiles *, const void *, int64_t), const void *args) {
     int failed = 0;
     int blas_saved = gz_blas_serial_begin();
 #pragma omp parallel
     {
         attn_tiles w = {0};
         int ok = thread_tiles(&w, HS, &failed);
-        /* dynamic: later query blocks see more keys; every output is written by exactly one task */
-#pragma omp for collapse(3) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++)
-                for (int qb = 0; qb < nqb; qb++) {
-                    if (!ok) continue;
-                    int64_t bh = (int64_t)b * NH + h, bkv = (int64_t)b * NKV + h / group;
-                    int t0 = qb * BQ;
-                    forward_block(&w, out + (int64_t)b * T * C + (int64_t)h * HS, lse + bh * T, q + bh * T * HS,
-                                  k + bkv * T * HS, v + bkv * T * HS, t0, min_int(t0 + BQ, T), HS, C, scale);
-                }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < n; i++)
+            if (ok) task(&w, args, i);
         free(w.s);
     }
     gz_blas_serial_end(blas_saved);
     return failed ? gz_fail(GZ_ERR_NOMEM, "attention: out of memory for the per-thread tiles") : GZ_OK;
+}
+
+typedef struct {
+    attn_dims d;
+    float *out, *lse;
+    const float *q, *k, *v;
+} forward_args;
+
+/* Task (b, h, query block): later blocks see more keys; every output is written by exactly one task. */
+static void forward_task(attn_tiles *w, const void *args, int64_t i) {
+    const forward_args *a = args;
+    const attn_dims *d = &a->d;
+    int T = d->T, HS = d->HS, qb = (int)(i % d->nqb);
+    int64_t bh = i / d->nqb, b = bh / d->NH;
+    int h = (int)(bh % d->NH), t0 = qb * BQ;
+    int64_t bkv = b * d->NKV + h / d->group;
+    forward_block(w, a->out + b * T * d->C + (int64_t)h * HS, a->lse + bh * T, a->q + bh * T * HS,
+                  a->k + bkv * T * HS, a->v + bkv * T * HS, t0, min_int(t0 + BQ, T), HS, d->C, d->scale);
+}
+
+gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                                   int T, int NH, int NKV, int HS) {
+    forward_args a = {.out = out, .lse = lse, .q = q, .k = k, .v = v};
+    GZ_TRY(dims_of(T, NH, NKV, HS, &a.d));
+    return run_tasks((int64_t)B * NH * a.d.nqb, HS, forward_task, &a);
 }
 
 /* Query block t0..t1-1 of query head h against all its keys: dq rows (owned by this task) and the shares of
@@ -192,42 +205,39 @@ static void backward_block(attn_tiles *w, float *dqh, float *dkh, float *dvh, co
     }
 }
 
-/* One task per (b, key/value head): it owns dk, dv of that head and dq of the query heads reading it, and
- * adds their contributions in a fixed order. scratch is not needed on the CPU (D lives in the tiles). */
+typedef struct {
+    attn_dims d;
+    float *dq, *dk, *dv;
+    const float *dout, *out, *lse, *q, *k, *v;
+} backward_args;
+
+/* Task (b, key/value head): it owns dk, dv of that head and dq of the query heads reading it, and adds their
+ * contributions in a fixed order. */
+static void backward_task(attn_tiles *w, const void *args, int64_t i) {
+    const backward_args *a = args;
+    const attn_dims *d = &a->d;
+    int T = d->T, HS = d->HS, C = d->C;
+    int64_t b = i / d->NKV;
+    int kvh = (int)(i % d->NKV);
+    float *dkh = a->dk + i * T * HS, *dvh = a->dv + i * T * HS;
+    memset(dkh, 0, (size_t)T * HS * sizeof(float));
+    memset(dvh, 0, (size_t)T * HS * sizeof(float));
+    for (int h = kvh * d->group; h < (kvh + 1) * d->group; h++) {
+        int64_t bh = b * d->NH + h, hoff = b * T * C + (int64_t)h * HS;
+        float *dqh = a->dq + bh * T * HS;
+        memset(dqh, 0, (size_t)T * HS * sizeof(float));
+        for (int qb = 0; qb < d->nqb; qb++)
+            backward_block(w, dqh, dkh, dvh, a->dout + hoff, a->out + hoff, a->lse + bh * T, a->q + bh * T * HS,
+                           a->k + i * T * HS, a->v + i * T * HS, qb * BQ, min_int(qb * BQ + BQ, T), HS, C, d->scale);
+    }
+}
+
+/* scratch is not needed on the CPU (D lives in the tiles). */
 gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                     const float *out, const float *lse, const float *q, const float *k, const float *v,
                                     int B, int T, int NH, int NKV, int HS) {
     (void)scratch;
-    attn_dims dm = {0};
-    GZ_TRY(dims_of(T, NH, NKV, HS, &dm));
-    const float scale = dm.scale;
-    const int C = dm.C, nqb = dm.nqb, group = dm.group;
-    int failed = 0;
-    int blas_saved = gz_blas_serial_begin();
-#pragma omp parallel
-    {
-        attn_tiles w = {0};
-        int ok = thread_tiles(&w, HS, &failed);
-#pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++)
-            for (int kvh = 0; kvh < NKV; kvh++) {
-                if (!ok) continue;
-                int64_t bkv = (int64_t)b * NKV + kvh;
-                float *dkh = dk + bkv * T * HS, *dvh = dv + bkv * T * HS;
-                memset(dkh, 0, (size_t)T * HS * sizeof(float));
-                memset(dvh, 0, (size_t)T * HS * sizeof(float));
-                for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                    int64_t bh = (int64_t)b * NH + h, hoff = (int64_t)b * T * C + (int64_t)h * HS;
-                    float *dqh = dq + bh * T * HS;
-                    memset(dqh, 0, (size_t)T * HS * sizeof(float));
-                    for (int qb = 0; qb < nqb; qb++)
-                        backward_block(&w, dqh, dkh, dvh, dout + hoff, out + hoff, lse + bh * T, q + bh * T * HS,
-                                       k + bkv * T * HS, v + bkv * T * HS, qb * BQ, min_int(qb * BQ + BQ, T), HS, C,
-                                       scale);
-                }
-            }
-        free(w.s);
-    }
-    gz_blas_serial_end(blas_saved);
-    return failed ? gz_fail(GZ_ERR_NOMEM, "attention: out of memory for the per-thread tiles") : GZ_OK;
+    backward_args a = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out = out, .lse = lse, .q = q, .k = k, .v = v};
+    GZ_TRY(dims_of(T, NH, NKV, HS, &a.d));
+    return run_tasks((int64_t)B * NKV, HS, backward_task, &a);
 }

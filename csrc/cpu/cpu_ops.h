@@ -15,6 +15,13 @@ gz_status gz_cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, cons
                                  float eps);
 gz_status gz_cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                                   const float *rstd, int64_t N, int C);
+/* The norms' weight gradient, dw[c] += sum over rows of dout * xhat with xhat = (inp - mean) * rstd (LayerNorm) or,
+ * mean NULL, inp * rstd (RMSNorm). Column blocks in parallel, rows summed in order: deterministic for any thread
+ * count, as gz_cpu_add_column_sums. */
+void gz_cpu_norm_weight_grad(float *dw, const float *dout, const float *inp, const float *mean, const float *rstd,
+                             int64_t N, int C);
+/* sum[c] += x[0, c] + x[1, c] + ... + x[N-1, c], in that order for any thread count (bias gradients). */
+void gz_cpu_add_column_sums(float *sum, const float *x, int64_t N, int C);
 /* out[n, :] = bias for every row; returns the GEMM beta that keeps it (1) or 0 when bias is NULL. */
 float gz_cpu_fill_bias(float *out, const float *bias, int64_t N, int OC);
 gz_status gz_cpu_matmul_forward(float *out, const float *inp, const float *w, const float *bias, int64_t N, int C,

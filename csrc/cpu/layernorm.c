@@ -72,21 +72,26 @@ gz_status gz_cpu_layernorm_backward(float *dinp, float *dw, float *db, const flo
         for (int64_t n = 0; n < N; n++)
             layernorm_row_backward(dinp + n * C, dout + n * C, inp + n * C, w, mean[n], rstd[n], C);
     }
-    if (dw || db) {
-        /* parallel over columns, rows summed in order: deterministic for any thread count */
-        const int block = 64;
+    if (dw) gz_cpu_norm_weight_grad(dw, dout, inp, mean, rstd, N, C);
+    if (db) gz_cpu_add_column_sums(db, dout, N, C);
+    return GZ_OK;
+}
+
+void gz_cpu_norm_weight_grad(float *dw, const float *dout, const float *inp, const float *mean, const float *rstd,
+                             int64_t N, int C) {
+    const int block = 64;
 #pragma omp parallel for schedule(static)
-        for (int c0 = 0; c0 < C; c0 += block) {
-            int c1 = c0 + block < C ? c0 + block : C;
-            for (int64_t n = 0; n < N; n++) {
-                const float *x = inp + n * C, *dy = dout + n * C;
-                float mu = mean[n], rs = rstd[n];
-                for (int c = c0; c < c1; c++) {
-                    if (dw) dw[c] += dy[c] * (x[c] - mu) * rs;
-                    if (db) db[c] += dy[c];
-                }
+    for (int c0 = 0; c0 < C; c0 += block) {
+        int c1 = c0 + block < C ? c0 + block : C;
+        for (int64_t n = 0; n < N; n++) {
+            const float *x = inp + n * C, *dy = dout + n * C;
+            float rs = rstd[n];
+            if (mean) {
+                float mu = mean[n];
+                for (int c = c0; c < c1; c++) dw[c] += dy[c] * (x[c] - mu) * rs;
+            } else {
+                for (int c = c0; c < c1; c++) dw[c] += dy[c] * (x[c] * rs);
             }
         }
     }
-    return GZ_OK;
 }

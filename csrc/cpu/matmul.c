@@ -5,6 +5,18 @@
 /* Up to this many rows the streaming kernel of matmul_few_rows.c beats BLAS (measured on decode steps). */
 #define GZ_FEW_ROWS_MAX 8
 
+void gz_cpu_add_column_sums(float *sum, const float *x, int64_t N, int C) {
+    const int block = 256; /* parallel over column blocks, each summing the rows in order */
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += block) {
+        int c1 = c0 + block < C ? c0 + block : C;
+        for (int64_t n = 0; n < N; n++) {
+            const float *row = x + n * C;
+            for (int c = c0; c < c1; c++) sum[c] += row[c];
+        }
+    }
+}
+
 float gz_cpu_fill_bias(float *out, const float *bias, int64_t N, int OC) {
     if (!bias) return 0.0f;
 #pragma omp parallel for schedule(static) GZ_PAR_IF(N * OC)
@@ -27,16 +39,6 @@ gz_status gz_cpu_matmul_backward(float *dinp, float *dw, float *db, const float 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, C, OC, 1.0f, dout, OC, w, C, 0.0f, dinp, C);
     if (dw) /* dW[OC,C] += dout^T @ inp */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)N, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (db) {
-        const int block = 256;
-#pragma omp parallel for schedule(static)
-        for (int o0 = 0; o0 < OC; o0 += block) {
-            int o1 = o0 + block < OC ? o0 + block : OC;
-            for (int64_t n = 0; n < N; n++) {
-                const float *row = dout + n * OC;
-                for (int o = o0; o < o1; o++) db[o] += row[o];
-            }
-        }
-    }
+    if (db) gz_cpu_add_column_sums(db, dout, N, OC);
     return GZ_OK;
 }

@@ -48,18 +48,6 @@ gz_status gz_cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, con
 #pragma omp parallel for schedule(static)
         for (int64_t n = 0; n < N; n++) rmsnorm_row_backward(dinp + n * C, dout + n * C, inp + n * C, w, rstd[n], C);
     }
-    if (dw) {
-        /* parallel over columns, rows summed in order: deterministic for any thread count */
-        const int block = 64;
-#pragma omp parallel for schedule(static)
-        for (int c0 = 0; c0 < C; c0 += block) {
-            int c1 = c0 + block < C ? c0 + block : C;
-            for (int64_t n = 0; n < N; n++) {
-                const float *x = inp + n * C, *dy = dout + n * C;
-                float rs = rstd[n];
-                for (int c = c0; c < c1; c++) dw[c] += dy[c] * (x[c] * rs);
-            }
-        }
-    }
+    if (dw) gz_cpu_norm_weight_grad(dw, dout, inp, NULL, rstd, N, C);
     return GZ_OK;
 }

@@ -11,6 +11,21 @@ PyArrayObject *gzt_i32_in(PyObject *obj, const char *name, int ndim, const npy_i
     return a && gzpy_check_nonempty(a, name) == 0 ? a : NULL;
 }
 
+PyArrayObject *gzt_rows_in(PyObject *obj, const char *name, npy_intp *N, npy_intp *C) {
+    PyArrayObject *a = gzt_f32_in(obj, name, 2, NULL, "[N, C]");
+    if (a) *N = PyArray_DIM(a, 0), *C = PyArray_DIM(a, 1);
+    return a;
+}
+
+PyArrayObject *gzt_elementwise_in(PyObject *obj, const char *name, PyArrayObject *like, const char *like_name) {
+    if (like) {
+        char dims[64];
+        snprintf(dims, sizeof dims, "(the shape of %s)", like_name);
+        return gzt_f32_in(obj, name, PyArray_NDIM(like), PyArray_DIMS(like), dims);
+    }
+    return gzt_f32_in(obj, name, PyArray_Check(obj) ? PyArray_NDIM((PyArrayObject *)obj) : 1, NULL, "(any shape)");
+}
+
 int gzt_dims_fit(const npy_intp *d, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (gzpy_check_int_dim(d[i], "a dimension") < 0) return -1;

@@ -29,8 +29,7 @@ static int check_rotary_tables(PyArrayObject **cos_t, PyArrayObject **sin_t, PyO
     return 0;
 }
 
-PyObject *gzt_rotary_split_forward(PyObject *mod, PyObject *args, PyObject *kwargs) {
-    (void)mod;
+GZT_OP(rotary_split_forward) {
     static char *kwlist[] = {"qkv", "pos", "cos", "sin", NULL};
     PyObject *qkv_o, *pos_o, *cos_o, *sin_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO:rotary_split_forward", kwlist, &qkv_o, &pos_o, &cos_o,
@@ -48,14 +47,11 @@ PyObject *gzt_rotary_split_forward(PyObject *mod, PyObject *args, PyObject *kwar
     PyArrayObject *pos = gzt_ids_in(&o, pos_o, "pos", 2, PyArray_DIMS(qkv), "[B, T]", P, 0, "table rows");
     if (!pos) return NULL;
     float *q = OUT_F32(&o, 4, B, NH, T, HS), *k = OUT_F32(&o, 4, B, NH, T, HS), *v = OUT_F32(&o, 4, B, NH, T, HS);
-    if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_rotary_split_forward(q, k, v, GZPY_F32(qkv), GZPY_I32(pos), GZPY_F32(cos_t),
-                                              GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS, rot);
-    return gzt_op_end(&o, s);
+    return GZT_RUN(&o, gz_cpu_rotary_split_forward(q, k, v, GZPY_F32(qkv), GZPY_I32(pos), GZPY_F32(cos_t),
+                                                   GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS, rot));
 }
 
-PyObject *gzt_rotary_split_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
-    (void)mod;
+GZT_OP(rotary_split_backward) {
     static char *kwlist[] = {"dq", "dk", "dv", "pos", "cos", "sin", NULL};
     PyObject *dq_o, *dk_o, *dv_o, *pos_o, *cos_o, *sin_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO:rotary_split_backward", kwlist, &dq_o, &dk_o, &dv_o,
@@ -73,11 +69,9 @@ PyObject *gzt_rotary_split_backward(PyObject *mod, PyObject *args, PyObject *kwa
     PyArrayObject *pos = gzt_ids_in(&o, pos_o, "pos", 2, want_pos, "[B, T]", P, 0, "table rows");
     if (!pos) return NULL;
     float *dqkv = OUT_F32(&o, 5, B, T, NH, 3, HS);
-    if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_rotary_split_backward(dqkv, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), GZPY_I32(pos),
-                                               GZPY_F32(cos_t), GZPY_F32(sin_t), (int)B, (int)T, (int)NH, (int)HS,
-                                               rot);
-    return gzt_op_end(&o, s);
+    return GZT_RUN(&o, gz_cpu_rotary_split_backward(dqkv, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]),
+                                                    GZPY_I32(pos), GZPY_F32(cos_t), GZPY_F32(sin_t), (int)B, (int)T,
+                                                    (int)NH, (int)HS, rot));
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -101,8 +95,7 @@ static int attention_in(PyObject *q_o, PyObject *k_o, PyObject *v_o, PyArrayObje
     return DIMS_FIT(B, NH, T, HS, NH * HS);
 }
 
-PyObject *gzt_attention_forward(PyObject *mod, PyObject *args, PyObject *kwargs) {
-    (void)mod;
+GZT_OP(attention_forward) {
     static char *kwlist[] = {"q", "k", "v", NULL};
     PyObject *q_o, *k_o, *v_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:attention_forward", kwlist, &q_o, &k_o, &v_o)) return NULL;
@@ -112,14 +105,11 @@ PyObject *gzt_attention_forward(PyObject *mod, PyObject *args, PyObject *kwargs)
     npy_intp B = d[0], NH = d[1], T = d[2], HS = d[3], NKV = d[4];
     op_outputs o = {0};
     float *out = OUT_F32(&o, 3, B, T, NH * HS), *lse = OUT_F32(&o, 3, B, NH, T);
-    if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_attention_forward(out, lse, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
-                                           (int)T, (int)NH, (int)NKV, (int)HS);
-    return gzt_op_end(&o, s);
+    return GZT_RUN(&o, gz_cpu_attention_forward(out, lse, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
+                                                (int)T, (int)NH, (int)NKV, (int)HS));
 }
 
-PyObject *gzt_attention_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
-    (void)mod;
+GZT_OP(attention_backward) {
     static char *kwlist[] = {"dout", "out", "lse", "q", "k", "v", NULL};
     PyObject *dout_o, *out_o, *lse_o, *q_o, *k_o, *v_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO:attention_backward", kwlist, &dout_o, &out_o, &lse_o,
@@ -137,9 +127,7 @@ PyObject *gzt_attention_backward(PyObject *mod, PyObject *args, PyObject *kwargs
     op_outputs o = {0};
     float *dq = OUT_F32(&o, 4, B, NH, T, HS), *dk = OUT_F32(&o, 4, B, NKV, T, HS), *dv = OUT_F32(&o, 4, B, NKV, T, HS);
     float *scratch = SCRATCH_F32(&o, 3, B, NH, T); /* the backend interface's D = rowsum(dout * out) slot */
-    if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(out), GZPY_F32(lse),
-                                            GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B, (int)T, (int)NH,
-                                            (int)NKV, (int)HS);
-    return gzt_op_end(&o, s);
+    return GZT_RUN(&o, gz_cpu_attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(out), GZPY_F32(lse),
+                                                 GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B, (int)T,
+                                                 (int)NH, (int)NKV, (int)HS));
 }

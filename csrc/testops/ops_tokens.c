@@ -2,8 +2,7 @@
 #include "testops.h"
 
 /* ------------------------------------------------------------------ cross-entropy */
-PyObject *gzt_cross_entropy_forward(PyObject *mod, PyObject *args, PyObject *kwargs) {
-    (void)mod;
+GZT_OP(cross_entropy_forward) {
     static char *kwlist[] = {"logits", "targets", NULL};
     PyObject *logits_o, *targets_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:cross_entropy_forward", kwlist, &logits_o, &targets_o))
@@ -18,15 +17,12 @@ PyObject *gzt_cross_entropy_forward(PyObject *mod, PyObject *args, PyObject *kwa
     float *lse = OUT_F32(&o, 1, N);
     double loss_sum = 0.0;
     int64_t count = 0;
-    if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_cross_entropy_forward(lse, GZPY_F32(logits), GZPY_I32(targets), (int64_t)N, (int)V,
-                                               &loss_sum, &count);
-    PyObject *lse_obj = gzt_op_end(&o, s);
+    PyObject *lse_obj = GZT_RUN(&o, gz_cpu_cross_entropy_forward(lse, GZPY_F32(logits), GZPY_I32(targets), (int64_t)N,
+                                                                 (int)V, &loss_sum, &count));
     return lse_obj ? Py_BuildValue("(NdL)", lse_obj, loss_sum, (long long)count) : NULL;
 }
 
-PyObject *gzt_cross_entropy_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
-    (void)mod;
+GZT_OP(cross_entropy_backward) {
     static char *kwlist[] = {"logits", "lse", "targets", "scale", NULL};
     PyObject *logits_o, *lse_o, *targets_o, *scale_o = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:cross_entropy_backward", kwlist, &logits_o, &lse_o,
@@ -43,15 +39,12 @@ PyObject *gzt_cross_entropy_backward(PyObject *mod, PyObject *args, PyObject *kw
     op_outputs o = {0};
     if (!(targets = gzt_ids_in(&o, targets_o, "targets", 1, &N, "[N]", (int)V, 1, "vocabulary"))) return NULL;
     float *dlogits = OUT_F32(&o, 2, N, V);
-    if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_cross_entropy_backward(dlogits, GZPY_F32(logits), GZPY_F32(lse), GZPY_I32(targets),
-                                                (int64_t)N, (int)V, (float)scale);
-    return gzt_op_end(&o, s);
+    return GZT_RUN(&o, gz_cpu_cross_entropy_backward(dlogits, GZPY_F32(logits), GZPY_F32(lse), GZPY_I32(targets),
+                                                     (int64_t)N, (int)V, (float)scale));
 }
 
 /* ------------------------------------------------------------------ embedding */
-PyObject *gzt_embedding_forward(PyObject *mod, PyObject *args, PyObject *kwargs) {
-    (void)mod;
+GZT_OP(embedding_forward) {
     static char *kwlist[] = {"tokens", "wte", NULL};
     PyObject *tokens_o, *wte_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:embedding_forward", kwlist, &tokens_o, &wte_o)) return NULL;
@@ -63,13 +56,10 @@ PyObject *gzt_embedding_forward(PyObject *mod, PyObject *args, PyObject *kwargs)
     op_outputs o = {0};
     if (!(tokens = gzt_ids_in(&o, tokens_o, "tokens", 1, &N, "[N]", (int)V, 0, "vocabulary"))) return NULL;
     float *out = OUT_F32(&o, 2, N, C);
-    if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_embedding_forward(out, GZPY_I32(tokens), GZPY_F32(wte), (int64_t)N, (int)C);
-    return gzt_op_end(&o, s);
+    return GZT_RUN(&o, gz_cpu_embedding_forward(out, GZPY_I32(tokens), GZPY_F32(wte), (int64_t)N, (int)C));
 }
 
-PyObject *gzt_embedding_backward(PyObject *mod, PyObject *args, PyObject *kwargs) {
-    (void)mod;
+GZT_OP(embedding_backward) {
     static char *kwlist[] = {"dout", "tokens", "vocab_size", NULL};
     PyObject *dout_o, *tokens_o, *vocab_o;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:embedding_backward", kwlist, &dout_o, &tokens_o, &vocab_o))
@@ -86,8 +76,6 @@ PyObject *gzt_embedding_backward(PyObject *mod, PyObject *args, PyObject *kwargs
     op_outputs o = {0};
     if (!(tokens = gzt_ids_in(&o, tokens_o, "tokens", 1, &N, "[N]", (int)V, 0, "vocabulary"))) return NULL;
     float *dwte = OUT_F32(&o, 2, (npy_intp)V, C);
-    if (gzt_op_begin(&o) < 0) return NULL;
-    gz_status s = gz_cpu_embedding_backward(dwte, GZPY_F32(dout), GZPY_I32(tokens), (int64_t)N, (int)C);
-    return gzt_op_end(&o, s);
+    return GZT_RUN(&o, gz_cpu_embedding_backward(dwte, GZPY_F32(dout), GZPY_I32(tokens), (int64_t)N, (int)C));
 }
 

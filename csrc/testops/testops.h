@@ -21,6 +21,11 @@
 PyArrayObject *gzt_f32_in(PyObject *obj, const char *name, int ndim, const npy_intp *want, const char *dims);
 PyArrayObject *gzt_i32_in(PyObject *obj, const char *name, int ndim, const npy_intp *want, const char *dims);
 
+/* A [N, C] float32 input (rows of C): *N and *C its sizes. */
+PyArrayObject *gzt_rows_in(PyObject *obj, const char *name, npy_intp *N, npy_intp *C);
+/* An elementwise op's float32 input: any shape (like NULL), else the shape of like, named like_name. */
+PyArrayObject *gzt_elementwise_in(PyObject *obj, const char *name, PyArrayObject *like, const char *like_name);
+
 /* Sizes the backend takes as int must fit one. */
 int gzt_dims_fit(const npy_intp *d, size_t n);
 #define DIMS_FIT(...) \
@@ -40,6 +45,7 @@ typedef struct {
 
 float *gzt_add_output(op_outputs *o, int ndim, const npy_intp *shape, int returned);
 #define OUT_F32(o, ndim, ...) gzt_add_output(o, ndim, (const npy_intp[]){__VA_ARGS__}, 1)
+#define OUT_LIKE(o, a) gzt_add_output(o, PyArray_NDIM(a), PyArray_DIMS(a), 1)
 #define SCRATCH_F32(o, ndim, ...) gzt_add_output(o, ndim, (const npy_intp[]){__VA_ARGS__}, 0)
 /* An output the caller did not ask for (returned as None; the backend gets NULL). */
 float *gzt_skip_output(op_outputs *o);
@@ -55,27 +61,33 @@ PyObject *gzt_release_outputs(op_outputs *o);
 int gzt_op_begin(op_outputs *o);
 /* Takes the GIL back; the op's result, or NULL with the exception set and the outputs released. */
 PyObject *gzt_op_end(op_outputs *o, gz_status s);
+/* The backend call between the two: the op's result (NULL, call not made, when an allocation failed). */
+#define GZT_RUN(o, call) (gzt_op_begin(o) < 0 ? NULL : gzt_op_end(o, (call)))
+
+/* Every op's signature (METH_VARARGS | METH_KEYWORDS; the module object is not used). */
+#define GZT_OP(name) PyObject *gzt_##name(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwargs)
 
 /* ops_dense.c */
-PyObject *gzt_layernorm_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_layernorm_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_matmul_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_matmul_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_gelu_forward(PyObject *mod, PyObject *inp_o);
-PyObject *gzt_gelu_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
+GZT_OP(layernorm_forward);
+GZT_OP(layernorm_backward);
+GZT_OP(matmul_forward);
+GZT_OP(matmul_backward);
+GZT_OP(gelu_forward);
+GZT_OP(gelu_backward);
+/* ops_llama.c */
+GZT_OP(rmsnorm_forward);
+GZT_OP(rmsnorm_backward);
+GZT_OP(swiglu_forward);
+GZT_OP(swiglu_backward);
 /* ops_attention.c */
-PyObject *gzt_rmsnorm_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_rmsnorm_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_swiglu_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_swiglu_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_rotary_split_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_rotary_split_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_attention_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_attention_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
+GZT_OP(rotary_split_forward);
+GZT_OP(rotary_split_backward);
+GZT_OP(attention_forward);
+GZT_OP(attention_backward);
 /* ops_tokens.c */
-PyObject *gzt_cross_entropy_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_cross_entropy_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_embedding_forward(PyObject *mod, PyObject *args, PyObject *kwargs);
-PyObject *gzt_embedding_backward(PyObject *mod, PyObject *args, PyObject *kwargs);
+GZT_OP(cross_entropy_forward);
+GZT_OP(cross_entropy_backward);
+GZT_OP(embedding_forward);
+GZT_OP(embedding_backward);
 
 #endif

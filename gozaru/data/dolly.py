@@ -225,28 +225,33 @@ def _read_file(f: Path) -> Iterator[Record | DataError]:
         yield DataError(str(f), None, None, f"unknown file type {suffix!r}; use {', '.join(SUFFIXES)}")
 
 
+def _text(raw: bytes, name: str, line: int | None = None, encoding: str = "utf-8-sig") -> str:
+    """raw decoded; a DataError at ``line`` (None: somewhere in the file) when it is not UTF-8."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(name, line and f"line {line}", None, f"not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _json(text: str, name: str, line: int | None = None):
+    """text parsed as JSON; a DataError at ``line`` (None: the whole file, located by JSON's own line) when it is
+    not JSON or nested too deeply."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(name, f"line {line or e.lineno} column {e.colno}", None, f"invalid JSON: {e.msg}") from None
+    except RecursionError:
+        raise DataError(name, line and f"line {line}", None, NESTED) from None
+
+
 def _read_jsonl(f: Path) -> Iterator[Record | DataError]:
     name = str(f)
     with open(f, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            where = f"line {lineno}"
             try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                yield DataError(name, where, None, f"not UTF-8 ({e.reason} at byte {e.start})")
-                continue
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield DataError(name, f"{where} column {e.colno}", None, f"invalid JSON: {e.msg}")
-                continue
-            except RecursionError:
-                yield DataError(name, where, None, NESTED)
-                continue
-            try:
-                yield record_from_mapping(obj, name, where)
+                line = _text(raw, name, lineno, "utf-8-sig" if lineno == 1 else "utf-8")
+                if line.strip():
+                    yield record_from_mapping(_json(line, name, lineno), name, f"line {lineno}")
             except DataError as e:
                 yield e
 
@@ -255,17 +260,10 @@ def _read_json_array(f: Path) -> Iterator[Record | DataError]:
     """Records of a JSON array, each located by the line its object starts on."""
     name = str(f)
     try:
-        text = f.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        yield DataError(name, None, None, f"not UTF-8 ({e.reason} at byte {e.start})")
-        return
-    try:
-        json.loads(text)  # whole-file syntax check first, so a broken file gives JSON's own position
-    except json.JSONDecodeError as e:
-        yield DataError(name, f"line {e.lineno} column {e.colno}", None, f"invalid JSON: {e.msg}")
-        return
-    except RecursionError:
-        yield DataError(name, None, None, NESTED)
+        text = _text(f.read_bytes(), name)
+        _json(text, name)  # whole-file syntax check first, so a broken file gives JSON's own position
+    except DataError as e:
+        yield e
         return
     decoder = json.JSONDecoder()
     pos = _skip_ws(text, 0)

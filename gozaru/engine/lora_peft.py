@@ -182,10 +182,35 @@ class Adapter:
         return target
 
     def _read(self, cfg: dict) -> None:
-        where = self.folder / ADAPTER_CONFIG
+        saved = cfg.get("modules_to_save") or []
+        pairs, base_layers = self._sort_tensors(saved)
+        for target in (t for t in self.shapes if t in pairs):
+            self._add_adapter(target, pairs[target], cfg)
+        missing = [t for t in self.shapes if any(hf_module(t).endswith(m) for m in saved) and t not in self.full
+                   and t.rsplit(".", 1)[0] not in {s.target.rsplit(".", 1)[0] for s in self.specs}]
+        if missing:  # PEFT cannot load such a folder either
+            raise CheckpointError(f"{self.file.path}: modules_to_save covers {missing[0]}, which the file does not "
+                                  "hold")
+        adapted = {s.target for s in self.specs}
+        for target, key in base_layers.items():
+            if target not in adapted or target in self.replaced:
+                raise CheckpointError(f"{self.file.path}: {key} is the base of a layer without an adapter in "
+                                      "this file (or given twice)")
+            self.replaced[target] = key
+        if not self.specs:
+            raise CheckpointError(f"{self.folder}: no adapter tensors in {ADAPTER_WEIGHTS}")
+        for target, key in list(self.replaced.items()):
+            a = self._tensor(key, target)
+            if a.shape != tuple(self.shapes[target]):
+                raise CheckpointError(f"{self.folder}: {key} has shape {list(a.shape)}, the model's {target} is "
+                                      f"{list(self.shapes[target])}")
+            self.replaced[target] = a
+
+    def _sort_tensors(self, saved: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+        """The file's tensors by what they are: ({target: {"A": key, "B": key}} of the adapters, {target: key} of
+        saved base layers); a tensor of a module in modules_to_save goes into self.replaced and self.full."""
         pairs: dict[str, dict[str, str]] = {}
         base_layers: dict[str, str] = {}
-        saved = cfg.get("modules_to_save") or []
         seen: dict[str, str] = {}  # target -> file key (lm_head and embed_out name one tensor)
         for key in self.file.entries:
             if not key.startswith(PREFIX):
@@ -216,45 +241,30 @@ class Adapter:
             seen[target] = key
             self.replaced[target] = key
             self.full.add(target)
-        rank_pattern, alpha_pattern = cfg.get("rank_pattern") or {}, cfg.get("alpha_pattern") or {}
-        for target in (t for t in self.shapes if t in pairs):
-            p = pairs[target]
-            if set(p) != {"A", "B"}:
-                raise CheckpointError(f"{self.folder}: {target} has lora_{'A' if 'A' in p else 'B'} but not its "
-                                      "partner")
-            if target in self.full:
-                raise CheckpointError(f"{self.folder}: {target} has an adapter and is also in modules_to_save")
-            (sa, _), (sb, _) = self.file.entries[p["A"]], self.file.entries[p["B"]]
-            out_w, in_w = self.shapes[target]
-            if len(sa) != 2 or len(sb) != 2 or sa[1] != in_w or sb[0] != out_w or sa[0] != sb[1]:
-                raise CheckpointError(f"{self.folder}: adapter of {target} has A {list(sa)}, B {list(sb)}; the "
-                                      f"model's weight is [{out_w}, {in_w}] (an adapter for another model shape?)")
-            module = hf_module(target)
-            r = pattern_value(rank_pattern, module, cfg.get("r", 8), field="rank_pattern", source=str(where))
-            if r != sa[0]:
-                raise CheckpointError(f"{self.folder}: adapter of {target} has rank {sa[0]}, the config says r = {r}")
-            alpha = pattern_value(alpha_pattern, module, cfg.get("lora_alpha", 8), field="alpha_pattern",
-                                  source=str(where))
-            if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not np.isfinite(alpha):
-                raise CheckpointError(f"{where}: lora_alpha for {module} must be a number, got {alpha!r}")
-            self.specs.append(LoraSpec(target, int(sa[0]), float(alpha), bool(cfg.get("use_rslora", False))))
-            self.values[target] = (self._tensor(p["A"], target), self._tensor(p["B"], target))
-        missing = [t for t in self.shapes if any(hf_module(t).endswith(m) for m in saved) and t not in self.full
-                   and t.rsplit(".", 1)[0] not in {s.target.rsplit(".", 1)[0] for s in self.specs}]
-        if missing:  # PEFT cannot load such a folder either
-            raise CheckpointError(f"{self.file.path}: modules_to_save covers {missing[0]}, which the file does not "
-                                  "hold")
-        adapted = {s.target for s in self.specs}
-        for target, key in base_layers.items():
-            if target not in adapted or target in self.replaced:
-                raise CheckpointError(f"{self.file.path}: {key} is the base of a layer without an adapter in "
-                                      "this file (or given twice)")
-            self.replaced[target] = key
-        if not self.specs:
-            raise CheckpointError(f"{self.folder}: no adapter tensors in {ADAPTER_WEIGHTS}")
-        for target, key in list(self.replaced.items()):
-            a = self._tensor(key, target)
-            if a.shape != tuple(self.shapes[target]):
-                raise CheckpointError(f"{self.folder}: {key} has shape {list(a.shape)}, the model's {target} is "
-                                      f"{list(self.shapes[target])}")
-            self.replaced[target] = a
+        return pairs, base_layers
+
+    def _add_adapter(self, target: str, pair: dict[str, str], cfg: dict) -> None:
+        """The adapter of ``target`` (file keys of its A and B), checked against the model's weight and the
+        config's rank and alpha (patterns included)."""
+        where = self.folder / ADAPTER_CONFIG
+        if set(pair) != {"A", "B"}:
+            raise CheckpointError(f"{self.folder}: {target} has lora_{'A' if 'A' in pair else 'B'} but not its "
+                                  "partner")
+        if target in self.full:
+            raise CheckpointError(f"{self.folder}: {target} has an adapter and is also in modules_to_save")
+        (sa, _), (sb, _) = self.file.entries[pair["A"]], self.file.entries[pair["B"]]
+        out_w, in_w = self.shapes[target]
+        if len(sa) != 2 or len(sb) != 2 or sa[1] != in_w or sb[0] != out_w or sa[0] != sb[1]:
+            raise CheckpointError(f"{self.folder}: adapter of {target} has A {list(sa)}, B {list(sb)}; the "
+                                  f"model's weight is [{out_w}, {in_w}] (an adapter for another model shape?)")
+        module = hf_module(target)
+        r = pattern_value(cfg.get("rank_pattern") or {}, module, cfg.get("r", 8), field="rank_pattern",
+                          source=str(where))
+        if r != sa[0]:
+            raise CheckpointError(f"{self.folder}: adapter of {target} has rank {sa[0]}, the config says r = {r}")
+        alpha = pattern_value(cfg.get("alpha_pattern") or {}, module, cfg.get("lora_alpha", 8), field="alpha_pattern",
+                              source=str(where))
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not np.isfinite(alpha):
+            raise CheckpointError(f"{where}: lora_alpha for {module} must be a number, got {alpha!r}")
+        self.specs.append(LoraSpec(target, int(sa[0]), float(alpha), bool(cfg.get("use_rslora", False))))
+        self.values[target] = (self._tensor(pair["A"], target), self._tensor(pair["B"], target))

@@ -5,6 +5,7 @@ Training defaults come from ``TrainConfig``, the one place they live.
 from __future__ import annotations
 
 import argparse
+from typing import Callable, NamedTuple
 
 from .. import _core
 from ..engine.config import MODEL_TYPES
@@ -30,6 +31,9 @@ With your own data (dolly-ja layout: instruction, input, output[, category, inde
 Every command takes --help.
 """
 
+
+
+FMT = argparse.RawDescriptionHelpFormatter
 
 
 # --------------------------------------------------------------------------- shared options
@@ -101,10 +105,13 @@ def _add_training(p):
                    help=f"steps between checkpoints (default {d.checkpoint_every})")
 
 
-def _add_generation(p):
-    """How held-out prompts are answered (grid, study)."""
+def _add_generation(p, sampling=False):
+    """How held-out prompts are answered (eval, grid, study); eval's answers may also be sampled."""
     p.add_argument("--n-prompts", type=int, default=100, help="held-out prompts per ござる-rate (default 100)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
+    if sampling:
+        p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+        p.add_argument("--gen-seed", type=int, default=0, help="sampling seed when --temperature > 0")
     p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
 
 
@@ -211,16 +218,18 @@ def _add_study_design(p):
 
 
 # --------------------------------------------------------------------------- commands
-FMT = argparse.RawDescriptionHelpFormatter
+def _add_running(p, cluster=False, tracking=False):
+    """The options every command that computes ends with, in one order: placement, the progress bars, then the
+    Ray cluster (the commands that run a grid) and tracking (the commands that train)."""
+    _add_placement(p)
+    _add_progress(p)
+    if cluster:
+        add_cluster_options(p)
+    if tracking:
+        add_tracking_options(p)
 
 
-def _demo_parser(sub):
-    p = sub.add_parser("demo", formatter_class=FMT, help="run the reference experiment offline on a tiny model",
-                       description="Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX (or, "
-                       "with --arch, Llama / Qwen2) base (cached in OUT/base), fine-tunes it 14 ways (the 13 reference "
-                       "conditions and a rank-8 LoRA) on ござる-rewritten instructions and prints the ござる-rate of "
-                       "each. Writes results.csv, plots/*.png and one checkpoint per run into OUT; rerunning "
-                       "continues where it stopped.")
+def _demo_arguments(p):
     p.add_argument("--out", default=None, help="output folder (default runs/demo, or runs/demo-quick with --quick; "
                    "runs/demo-llama… for another --arch)")
     p.add_argument("--quick", action="store_true", help="a smaller model and shorter runs (under a minute)")
@@ -228,19 +237,10 @@ def _demo_parser(sub):
               "attention)")
     p.add_argument("--fresh", action="store_true", help="delete earlier results in OUT first (the base is kept)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
-    _add_placement(p)
-    _add_progress(p)
-    return p
+    _add_running(p)
 
 
-def _train_parser(sub):
-    p = sub.add_parser("train", formatter_class=FMT, help="fine-tune chosen tensors of a model on instruction data",
-                       description="Fine-tunes the tensors chosen by --select (see gozaru.layers) on dolly-layout "
-                       "data, answers only. Writes the checkpoint --out every --checkpoint-every steps, at the end "
-                       "and on Ctrl-C; --resume continues one exactly.",
-                       epilog="examples:\n  gozaru train --base base.h5 --tokenizer spiece.model --data d.jsonl "
-                       "--gozaru --select mlp --out mlp.h5\n  gozaru train --resume mlp.h5 --tokenizer spiece.model "
-                       "--data d.jsonl --gozaru --out mlp.h5")
+def _train_arguments(p):
     _add_model_source(p, required=False, resume=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing --out (without it a plain rerun is "
                    "refused: an interrupted run continues with --resume)")
@@ -248,41 +248,20 @@ def _train_parser(sub):
     _add_selection(p)
     _add_training(p)
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint to write (HDF5)")
-    add_tracking_options(p)
-    _add_placement(p)
-    _add_progress(p)
-    return p
+    _add_running(p, tracking=True)
 
 
-def _eval_parser(sub):
-    p = sub.add_parser("eval", formatter_class=FMT, help="ござる-rate and held-out loss of a checkpoint",
-                       description="Generates answers to the held-out prompts of --data (the same split as train "
-                       "and grid use) and reports the ござる-rate with its Wilson 95 % interval and the held-out "
-                       "answer loss; with --base also ‖ΔW‖/‖W‖ per layer and tensor kind.")
+def _eval_arguments(p):
     p.add_argument("checkpoint", help="a gozaru .h5 checkpoint")
     _add_data(p)
     p.add_argument("--base", metavar="CKPT", help="the base checkpoint, to show how far each tensor moved")
-    p.add_argument("--n-prompts", type=int, default=100, help="held-out prompts to answer (default 100)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default 64)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--gen-seed", type=int, default=0, help="sampling seed when --temperature > 0")
-    p.add_argument("--gen-batch-size", type=int, default=16, help="prompts per generation batch (default 16)")
+    _add_generation(p, sampling=True)
     p.add_argument("--show", type=int, default=5, help="sample answers to print (default 5)")
     p.add_argument("--json", metavar="FILE", help="also write the results (rate, interval, loss, answers) as JSON")
-    _add_placement(p)
-    _add_progress(p)
-    return p
+    _add_running(p)
 
 
-def _grid_parser(sub):
-    p = sub.add_parser("grid", formatter_class=FMT, help="run the 13-condition grid (or your own) on your data",
-                       description="Trains every condition from the same base, evaluates it and writes "
-                       "OUT/results.csv, OUT/runs/<condition>.h5/.json and plots. Interrupt it at any time and "
-                       "rerun the same command: finished conditions are skipped.",
-                       epilog='grid file example (JSON):\n  [{"name": "last 2", "selection": {"kind": "last", '
-                       '"layers": 2}},\n   {"name": "attention", "selection": {"kind": "attention"}, '
-                       '"hparams": {"lr": 3e-4}},\n   {"name": "lora last 10%", "selection": {"kind": "last", '
-                       '"budget": 0.1, "lora": {"r": 8, "alpha": 16}}}]')
+def _grid_arguments(p):
     _add_model_source(p)
     _add_data(p)
     p.add_argument("--out", required=True, help="experiment folder")
@@ -292,24 +271,10 @@ def _grid_parser(sub):
     _add_generation(p)
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     _add_training(p)
-    _add_placement(p)
-    _add_progress(p)
-    add_cluster_options(p)
-    add_tracking_options(p)
-    return p
+    _add_running(p, cluster=True, tracking=True)
 
 
-def _study_parser(sub):
-    p = sub.add_parser("study", formatter_class=FMT, help="the dose-response study: share × position × type × seeds",
-                       description="How much, where and what must be trained for ござる style: trains every cell "
-                       "(share level × position × type) with several seeds, picks a learning rate per share level "
-                       "by a short sweep, and writes tables, plots, statistics and OUT/report.md. Without --base/--hf "
-                       "it runs on the offline demo base. Rerunning continues where it stopped.",
-                       epilog="examples:\n  gozaru study --quick\n  gozaru study --out results/study-demo\n"
-                       "  gozaru study --hf rinna/japanese-gpt-neox-3.6b --tokenizer rinna/japanese-gpt-neox-3.6b "
-                       "\\\n      --data kunishou/databricks-dolly-15k-ja --out runs/study-rinna --seeds 3\n"
-                       'study file (JSON): {"shares": ["head", 1, 2, 4, "all"], "positions": ["first", "last"], '
-                       '"types": ["layers", "mlp"], "seeds": [0, 1, 2], "margin": 0.05}')
+def _study_arguments(p):
     p.add_argument("action", nargs="?", choices=("report",), help="report DIR: re-render DIR/report.md from its files")
     p.add_argument("folder", nargs="*", help="report's study folder; more folders (e.g. a larger base's study): "
                    "their position comparisons side by side in the first's sizes.md")
@@ -319,49 +284,97 @@ def _study_parser(sub):
     _add_data(p, needed=False)
     _add_generation(p)
     _add_training(p)
-    _add_placement(p)
-    _add_progress(p)
-    add_cluster_options(p)
-    add_tracking_options(p)
-    return p
+    _add_running(p, cluster=True, tracking=True)
 
 
-def _hf_parsers(sub):
-    p = sub.add_parser("import-hf", formatter_class=FMT, help="convert an HF GPT-NeoX folder into a gozaru checkpoint",
-                       epilog="example:\n  gozaru import-hf ~/models/japanese-gpt-neox-3.6b rinna.h5\n"
-                       "  (the tokenizer stays in the folder: pass it to train/eval/grid as --tokenizer)",
-                       description="Reads config.json and the weights (safetensors or pytorch .bin, sharded or "
-                       "not) of an HF GPT-NeoX folder and writes a gozaru HDF5 checkpoint.")
+def _import_hf_arguments(p):
     p.add_argument("folder", help="HF model folder (e.g. a local copy of rinna/japanese-gpt-neox-3.6b) or a Hub id "
                    "(from the local hub cache, else downloaded unless HF_HUB_OFFLINE=1)")
     p.add_argument("out", help="checkpoint to write (.h5)")
     _add_placement(p)
-    q = sub.add_parser("export-hf", formatter_class=FMT,
-                       help="write a checkpoint as an HF folder (transformers loads it)",
-                       epilog="examples:\n"
-                       "  gozaru export-hf runs/demo/runs/full.h5 full-hf --tokenizer runs/demo/base\n"
-                       "  gozaru export-hf runs/demo/runs/lora.h5 lora-hf --tokenizer runs/demo/base --merge-lora "
-                       "--dtype bf16 --max-shard-size 200MB\n"
-                       "  python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('full-hf')\"",
-                       description="Writes config.json, generation_config.json, the weights (safetensors, sharded "
-                       "with model.safetensors.index.json past --max-shard-size) and the tokenizer files, so that "
-                       "transformers' AutoModelForCausalLM and AutoTokenizer load the folder.")
-    q.add_argument("checkpoint", help="a gozaru .h5 checkpoint")
-    q.add_argument("folder", help="folder to write")
-    add_export_options(q)
-    _add_placement(q)
-    return p, q
 
 
-def _info_parser(sub):
-    p = sub.add_parser("info", formatter_class=FMT, help="describe checkpoints without loading their weights",
-                       epilog="example:\n  gozaru info runs/demo/base/base.h5 runs/demo/runs/*.h5",
-                       description="Prints model shape, step, tokens seen, optimizer settings and, for checkpoints "
-                       "written by the trainer or an experiment, the training summary.")
+def _export_hf_arguments(p):
+    p.add_argument("checkpoint", help="a gozaru .h5 checkpoint")
+    p.add_argument("folder", help="folder to write")
+    add_export_options(p)
+    _add_placement(p)
+
+
+def _info_arguments(p):
     p.add_argument("checkpoints", nargs="*", help="gozaru .h5 checkpoints")
     p.add_argument("--system", action="store_true",
                    help="describe this machine instead: BLAS and its kernel, threads, OpenMP, CPU features, backends")
-    return p
+
+
+class _Command(NamedTuple):
+    arguments: Callable[[argparse.ArgumentParser], None]
+    help: str                   # its line in `gozaru --help`
+    description: str            # above the options in `gozaru COMMAND --help`
+    epilog: str | None = None   # below them: examples
+
+
+# The commands, in the order `gozaru --help` lists them.
+_COMMANDS = {
+    "demo": _Command(
+        _demo_arguments, "run the reference experiment offline on a tiny model",
+        "Builds a synthetic Japanese corpus and tokenizer, pretrains a tiny GPT-NeoX (or, with --arch, Llama / "
+        "Qwen2) base (cached in OUT/base), fine-tunes it 14 ways (the 13 reference conditions and a rank-8 LoRA) on "
+        "ござる-rewritten instructions and prints the ござる-rate of each. Writes results.csv, plots/*.png and one "
+        "checkpoint per run into OUT; rerunning continues where it stopped."),
+    "train": _Command(
+        _train_arguments, "fine-tune chosen tensors of a model on instruction data",
+        "Fine-tunes the tensors chosen by --select (see gozaru.layers) on dolly-layout data, answers only. Writes "
+        "the checkpoint --out every --checkpoint-every steps, at the end and on Ctrl-C; --resume continues one "
+        "exactly.",
+        "examples:\n  gozaru train --base base.h5 --tokenizer spiece.model --data d.jsonl --gozaru --select mlp "
+        "--out mlp.h5\n  gozaru train --resume mlp.h5 --tokenizer spiece.model --data d.jsonl --gozaru --out mlp.h5"),
+    "eval": _Command(
+        _eval_arguments, "ござる-rate and held-out loss of a checkpoint",
+        "Generates answers to the held-out prompts of --data (the same split as train and grid use) and reports "
+        "the ござる-rate with its Wilson 95 % interval and the held-out answer loss; with --base also ‖ΔW‖/‖W‖ per "
+        "layer and tensor kind."),
+    "grid": _Command(
+        _grid_arguments, "run the 13-condition grid (or your own) on your data",
+        "Trains every condition from the same base, evaluates it and writes OUT/results.csv, "
+        "OUT/runs/<condition>.h5/.json and plots. Interrupt it at any time and rerun the same command: finished "
+        "conditions are skipped.",
+        'grid file example (JSON):\n  [{"name": "last 2", "selection": {"kind": "last", "layers": 2}},\n   '
+        '{"name": "attention", "selection": {"kind": "attention"}, "hparams": {"lr": 3e-4}},\n   '
+        '{"name": "lora last 10%", "selection": {"kind": "last", "budget": 0.1, "lora": {"r": 8, "alpha": 16}}}]'),
+    "study": _Command(
+        _study_arguments, "the dose-response study: share × position × type × seeds",
+        "How much, where and what must be trained for ござる style: trains every cell (share level × position × "
+        "type) with several seeds, picks a learning rate per share level by a short sweep, and writes tables, "
+        "plots, statistics and OUT/report.md. Without --base/--hf it runs on the offline demo base. Rerunning "
+        "continues where it stopped.",
+        "examples:\n  gozaru study --quick\n  gozaru study --out results/study-demo\n"
+        "  gozaru study --hf rinna/japanese-gpt-neox-3.6b --tokenizer rinna/japanese-gpt-neox-3.6b "
+        "\\\n      --data kunishou/databricks-dolly-15k-ja --out runs/study-rinna --seeds 3\n"
+        'study file (JSON): {"shares": ["head", 1, 2, 4, "all"], "positions": ["first", "last"], '
+        '"types": ["layers", "mlp"], "seeds": [0, 1, 2], "margin": 0.05}'),
+    "import-hf": _Command(
+        _import_hf_arguments, "convert an HF GPT-NeoX folder into a gozaru checkpoint",
+        "Reads config.json and the weights (safetensors or pytorch .bin, sharded or not) of an HF GPT-NeoX folder "
+        "and writes a gozaru HDF5 checkpoint.",
+        "example:\n  gozaru import-hf ~/models/japanese-gpt-neox-3.6b rinna.h5\n"
+        "  (the tokenizer stays in the folder: pass it to train/eval/grid as --tokenizer)"),
+    "export-hf": _Command(
+        _export_hf_arguments, "write a checkpoint as an HF folder (transformers loads it)",
+        "Writes config.json, generation_config.json, the weights (safetensors, sharded with "
+        "model.safetensors.index.json past --max-shard-size) and the tokenizer files, so that transformers' "
+        "AutoModelForCausalLM and AutoTokenizer load the folder.",
+        "examples:\n"
+        "  gozaru export-hf runs/demo/runs/full.h5 full-hf --tokenizer runs/demo/base\n"
+        "  gozaru export-hf runs/demo/runs/lora.h5 lora-hf --tokenizer runs/demo/base --merge-lora "
+        "--dtype bf16 --max-shard-size 200MB\n"
+        "  python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('full-hf')\""),
+    "info": _Command(
+        _info_arguments, "describe checkpoints without loading their weights",
+        "Prints model shape, step, tokens seen, optimizer settings and, for checkpoints written by the trainer or "
+        "an experiment, the training summary.",
+        "example:\n  gozaru info runs/demo/base/base.h5 runs/demo/runs/*.h5"),
+}
 
 
 # --------------------------------------------------------------------------- parser
@@ -372,9 +385,8 @@ def build_parser(commands: dict, version: str) -> argparse.ArgumentParser:
         description="Fine-tuning lab for GPT-NeoX models: which layers must be trained for a model to learn a style?")
     parser.add_argument("--version", action="version", version=f"gozaru {version}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    made = [_demo_parser(sub), _train_parser(sub), _eval_parser(sub), _grid_parser(sub), _study_parser(sub),
-            *_hf_parsers(sub), _info_parser(sub)]
-    for p in made:
-        name = p.prog.split()[-1]
+    for name, c in _COMMANDS.items():
+        p = sub.add_parser(name, formatter_class=FMT, help=c.help, description=c.description, epilog=c.epilog)
+        c.arguments(p)
         p.set_defaults(func=commands[name])
     return parser

@@ -193,23 +193,8 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     say = log or (lambda s: None)
     executor = executor or LocalExecutor()
     source, placement = _source_and_placement(base, placement)
-    # Real data may hold prompts longer than the model's positions: left out and counted, never a crash.
-    base_config = source.config()
-    if data.tokenizer is not None:
-        data.tokenizer.check_model(base_config, "the base model")
-    data.drop_long(base_config.max_position_embeddings, say)
-
-    done: dict[int, dict] = {}
-    todo: list[int] = []
-    for i, cond in enumerate(grid):
-        train_overrides(cond.hparams)  # a bad hyper-parameter fails here, before any run starts
-        record_path = run_paths(runs_dir, cond.slug)[1]
-        if os.path.exists(record_path):
-            done[i] = read_json(record_path)
-            _check_same_run(done[i], cond, train_config, record_path)
-            say(f"[{i + 1}/{len(grid)}] {cond.name}: done before, skipped")
-        else:
-            todo.append(i)
+    _fit_data(source, data, say)
+    done, todo = _finished_runs(grid, runs_dir, train_config, say)
     base_path = os.path.join(runs_dir, BASE_NAME + ".json")
     base_record = read_json(base_path) if os.path.exists(base_path) else None
     failed, first_error = {}, None
@@ -219,13 +204,7 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
                                  placement=Placement.of(placement, threads=executor.threads),
                                  progress=progress and not executor.shows_progress, tracker=tracker)
         if base_record is None:
-            (first,) = executor.map(run_task, [(spec(None), base_src, data_src)])
-            if first.error is not None:
-                raise first.error
-            base_record = first.value[0]
-            r = base_record["row"]
-            say(f"base: ござる-rate {r['gozaru_rate']:.2f} [{r['rate_low']:.2f}, {r['rate_high']:.2f}], "
-                f"eval loss {fmt(r['eval_loss'])}, plain loss {fmt(r['plain_loss'])}")
+            base_record = _run_base(executor, spec(None), base_src, data_src, say)
         plain_before = base_record["row"]["plain_loss"]
         orig_before = base_record["row"].get("orig_loss")
         calls = [(spec(grid[i], plain_before=plain_before, orig_before=orig_before), base_src, data_src)
@@ -237,6 +216,42 @@ def run(grid: Iterable[Condition], base, data: ExperimentData, out: str = "runs/
     if failed:
         raise RunsFailed(failed) from first_error
     return results_frame(records, out)
+
+
+def _fit_data(source: BaseSource, data: ExperimentData, say) -> None:
+    """Real data may hold prompts longer than the base's positions: left out and counted, never a crash."""
+    base_config = source.config()
+    if data.tokenizer is not None:
+        data.tokenizer.check_model(base_config, "the base model")
+    data.drop_long(base_config.max_position_embeddings, say)
+
+
+def _finished_runs(grid: list[Condition], runs_dir: str, train_config: TrainConfig, say):
+    """({grid index: record} of the runs finished before, checked to be the same runs, [grid indices to run])."""
+    done: dict[int, dict] = {}
+    todo: list[int] = []
+    for i, cond in enumerate(grid):
+        train_overrides(cond.hparams)  # a bad hyper-parameter fails here, before any run starts
+        record_path = run_paths(runs_dir, cond.slug)[1]
+        if os.path.exists(record_path):
+            done[i] = read_json(record_path)
+            _check_same_run(done[i], cond, train_config, record_path)
+            say(f"[{i + 1}/{len(grid)}] {cond.name}: done before, skipped")
+        else:
+            todo.append(i)
+    return done, todo
+
+
+def _run_base(executor, spec: RunSpec, base_src, data_src, say) -> dict:
+    """Evaluates the base itself (the reference row every condition is compared with); its record."""
+    (first,) = executor.map(run_task, [(spec, base_src, data_src)])
+    if first.error is not None:
+        raise first.error
+    record = first.value[0]
+    r = record["row"]
+    say(f"base: ござる-rate {r['gozaru_rate']:.2f} [{r['rate_low']:.2f}, {r['rate_high']:.2f}], "
+        f"eval loss {fmt(r['eval_loss'])}, plain loss {fmt(r['plain_loss'])}")
+    return record
 
 
 def _source_and_placement(base, placement: Placement | None) -> tuple[BaseSource, Placement]:
