@@ -36,7 +36,7 @@ def _train_config(args):
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
                        lr=args.lr, warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
                        weight_decay=args.weight_decay, max_grad_norm=args.clip, seed=args.seed,
-                       checkpoint_every=args.checkpoint_every, progress=args.progress)
+                       checkpoint_every=args.checkpoint_every, progress=args.progress, pack=args.pack)
 
 
 # --------------------------------------------------------------------------- helpers
