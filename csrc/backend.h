@@ -86,14 +86,18 @@ typedef struct gz_backend {
     /* Causal softmax attention, blocked with an online softmax (no T x T buffer): q [B,NH,T,HS], k and v
      * [B,NKV,T,HS] (NKV divides NH; query head h reads key/value head h / (NH / NKV), grouped-query
      * attention; NKV = NH is multi-head). out [B,T,NH*HS] (heads merged as HF does); lse [B,NH,T] keeps each
-     * row's log-sum-exp of its scaled scores, from which backward recomputes the probabilities. */
+     * row's log-sum-exp of its scaled scores, from which backward recomputes the probabilities.
+     * doc_start [B,T] (NULL: one document per row) packs several documents into a row: token t's document
+     * begins at doc_start[t] (0 <= doc_start[t] <= t, and doc_start[t] is t or doc_start[t - 1]), and query t
+     * attends to keys doc_start[t] .. t only. Backward takes the forward's doc_start. */
     gz_status (*attention_forward)(gz_backend_ctx *ctx, float *out, float *lse, const float *q, const float *k,
-                                   const float *v, int B, int T, int NH, int NKV, int HS);
+                                   const float *v, const int32_t *doc_start, int B, int T, int NH, int NKV, int HS);
     /* out and lse as the forward left them (D = rowsum(dout * out) replaces the saved probabilities);
      * dk, dv [B,NKV,T,HS] sum over the query heads sharing them. scratch: B*NH*T floats. */
     gz_status (*attention_backward)(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch,
                                     const float *dout, const float *out, const float *lse, const float *q,
-                                    const float *k, const float *v, int B, int T, int NH, int NKV, int HS);
+                                    const float *k, const float *v, const int32_t *doc_start, int B, int T, int NH,
+                                    int NKV, int HS);
 
     /* Generation with a KV cache. Caches are [rows, NH, S, HS] (NH: the kv heads). k, v, q come from the rotary op
      * called with B = 1, T = N (layout [NH, N, HS]); token i belongs to cache row row[i] at position pos[i]. */

@@ -206,6 +206,17 @@ gz_status gz_model_forward(gz_model *m, const int32_t *tokens, const int32_t *ta
 gz_status gz_model_evaluate(gz_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                             float *logits_out, float *loss_out, int64_t *n_counted_out);
 
+/* Both over packed rows: doc_ids [B, T] (NULL: one document per row, as above) says which document each token
+ * belongs to. A row's documents are its runs of equal ids (any int32 values: 0, 1, 2, ... or -1 on padding); a
+ * document's tokens are contiguous, so an id may not come back in its row after another (GZ_ERR_VALUE naming
+ * the token). Each token attends only to the tokens of its own document up to itself, and positions (rotary)
+ * restart at 0 at each document's first token: a document's loss and gradients are the ones it has in a row of
+ * its own. A later gz_model_backward uses the same documents. */
+gz_status gz_model_forward_docs(gz_model *m, const int32_t *tokens, const int32_t *targets, const int32_t *doc_ids,
+                                int B, int T, float *logits_out, float *loss_out, int64_t *n_counted_out);
+gz_status gz_model_evaluate_docs(gz_model *m, const int32_t *tokens, const int32_t *targets, const int32_t *doc_ids,
+                                 int B, int T, float *logits_out, float *loss_out, int64_t *n_counted_out);
+
 /* Accumulates (+=) d(loss_scale * mean_loss)/d(param) into the gradients of trainable tensors,
  * using the activations of the last forward with targets. Gradient accumulation over
  * micro-batches: call forward/backward per micro-batch with loss_scale = its share. */

@@ -407,6 +407,32 @@ def test_flash_attention_matches_cpu_at_2048_tokens_head_size_128():
 
 
 @needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", ["long_sequence", "llama_gqa2"])
+def test_packed_rows_match_cpu(name, precision):
+    """doc_ids on the device: the forward and dq loops start at each query's document, the dk/dv loop ends at each
+    key's (documents of 1 to 100 tokens, across the 32-key warp steps); logits, loss and every gradient as the
+    CPU's packed rows (tests/test_packing.py checks those against the examples alone)."""
+    tol_logits, tol_loss, tol_grad = TOL[precision]
+    overrides = dict(next(c[1] for c in CONFIGS if c[0] == name))
+    cfg, cpu, cuda = make_pair(overrides, precision)
+    tokens, targets = batch(cfg, 2, 200)
+    lengths = [[1, 40, 33, 100, 26], [64, 64, 31, 41]]
+    doc_ids = np.array([np.repeat(np.arange(len(r)), r) for r in lengths], np.int32)
+    logits = [m.forward(tokens, return_logits=True, keep_activations=False, doc_ids=doc_ids)[2] for m in (cpu, cuda)]
+    assert rel_err(logits[1], logits[0]) < tol_logits
+    for m in (cpu, cuda):
+        m.train_all()
+        m.zero_grad()
+    loss_cpu, loss_cuda = (m.loss(tokens, targets, doc_ids=doc_ids) for m in (cpu, cuda))
+    assert abs(loss_cuda - loss_cpu) <= tol_loss * abs(loss_cpu)
+    cpu.backward()
+    cuda.backward()
+    for n in cpu.names:
+        check_grad(n, cuda.grad(n), cpu.grad(n), tol_grad, precision)
+
+
+@needs_cuda
 def test_host_copy_is_refreshed_when_read_after_device_steps():
     """AdamW steps leave the host mirror stale; reading params (views, state_dict) refreshes it, and
     params_changed() refuses to upload a stale mirror through an old view."""

@@ -235,16 +235,19 @@ def test_rotary_attention(rot):
     assert rel_err(dqkv, numeric) < TOL
 
 
-def reference_attention_grads(q, k, v, g):
+def reference_attention_grads(q, k, v, g, doc_start=None):
     """float64 causal attention with k, v shared by groups of NH / NKV query heads (head h reads h // group):
     (lse [B,NH,T], out [B,T,NH*HS], dq, dk, dv) for the upstream gradient g [B,T,NH*HS], by the textbook
-    softmax backward on the full T x T matrix."""
+    softmax backward on the full T x T matrix. doc_start [B,T]: query t sees keys doc_start[t] .. t only."""
     q, k, v, g = (np.asarray(x, np.float64) for x in (q, k, v, g))
     B, NH, T, HS = q.shape
     group = NH // k.shape[1]
     ke, ve = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
     s = q @ ke.transpose(0, 1, 3, 2) / math.sqrt(HS)
-    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    allowed = np.broadcast_to(np.tril(np.ones((T, T), bool)), (B, 1, T, T))
+    if doc_start is not None:
+        allowed = allowed & (np.arange(T)[None, None, None, :] >= np.asarray(doc_start)[:, None, :, None])
+    s = np.where(allowed, s, -np.inf)
     mx = s.max(-1, keepdims=True)
     lse = (mx + np.log(np.exp(s - mx).sum(-1, keepdims=True)))[..., 0]
     p = np.exp(s - lse[..., None])
@@ -298,6 +301,65 @@ def test_blocked_attention_matches_float64_reference_over_many_tiles(B, NH, NKV,
     ref = reference_attention_grads(q, k, v, g)
     for name, got, want in zip(("lse", "out", "dq", "dk", "dv"), (lse, out, dq, dk, dv), ref):
         assert rel_err(got, want) < LONG_TOL, name
+
+
+def doc_starts(lengths_per_row):
+    """[B, T] document starts of rows packed with documents of the given lengths (each row's sum is T)."""
+    return np.array([np.repeat(np.cumsum([0] + lens[:-1]), lens) for lens in lengths_per_row], np.int32)
+
+
+# Documents inside one key tile (BK = 128) and one query block (BQ = 64), across block and tile edges, one token
+# long, a whole tile long, and a row of one document: every way a tile can be partly or wholly masked.
+DOCS = [[1, 5, 58, 64, 2, 130, 20, 1, 9, 10], [128, 128, 44], [300]]
+
+
+def test_packed_attention_matches_float64_reference_with_a_document_mask():
+    """Each query sees only the keys of its own document: outputs, log-sum-exp and gradients against the
+    float64 textbook computation with that mask (LONG_TOL as above: the sums are no longer than unpacked)."""
+    rng = np.random.default_rng(31)
+    B, NH, NKV, T, HS = 3, 4, 2, 300, 8
+    ds = doc_starts(DOCS)
+    q = rand(rng, B, NH, T, HS, scale=2.0)
+    k, v = (rand(rng, B, NKV, T, HS) for _ in range(2))
+    g = rand(rng, B, T, NH * HS)
+    out, lse = ops.attention_forward(q, k, v, doc_start=ds)
+    dq, dk, dv = ops.attention_backward(g, out, lse, q, k, v, doc_start=ds)
+    ref = reference_attention_grads(q, k, v, g, ds)
+    for name, got, want in zip(("lse", "out", "dq", "dk", "dv"), (lse, out, dq, dk, dv), ref):
+        assert rel_err(got, want) < LONG_TOL, name
+    # the mask matters: without it every output but the first document's differs by O(1)
+    plain = reference_attention_grads(q, k, v, g)
+    assert rel_err(plain[1], ref[1]) > 0.1
+    # a row of one document is the unpacked computation, bit for bit
+    alone = ops.attention_forward(q[2:], k[2:], v[2:])
+    assert np.array_equal(out[2], alone[0][0]) and np.array_equal(lse[2], alone[1][0])
+
+
+def test_packed_attention_document_is_its_own_row():
+    """A document attends as it would alone at the start of a row (same keys, same order of tiles when it starts
+    on a tile edge), so outputs agree to float32 rounding."""
+    rng = np.random.default_rng(32)
+    B, NH, T, HS = 1, 2, 256, 8
+    ds = doc_starts([[128, 128]])
+    q, k, v = (rand(rng, B, NH, T, HS) for _ in range(3))
+    out, lse = ops.attention_forward(q, k, v, doc_start=ds)
+    for a, b in ((0, 128), (128, 256)):
+        o1, l1 = ops.attention_forward(*(np.ascontiguousarray(x[:, :, a:b]) for x in (q, k, v)))
+        assert np.array_equal(out[:, a:b], o1) and np.array_equal(lse[:, :, a:b], l1)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.array([[0, 0, 0, 9]], np.int32), r"doc_start\[0, 3\] = 9 is outside"),
+    (np.array([[0, 0, 1, 1]], np.int32), r"doc_start\[0, 2\] = 1 is neither 2"),
+    (np.array([[0, 1, 0, 1]], np.int32), r"doc_start\[0, 2\] = 0 is neither 2"),
+    (np.array([[1, 1, 2, 3]], np.int32), r"doc_start\[0, 0\] = 1"),
+    (np.array([[0, 0, 0]], np.int32), r"shape \(1, 4\)"),
+    (np.array([[0, 0, 0, 0]], np.float32), "int32"),
+])
+def test_attention_rejects_bad_document_starts(bad, match):
+    q = np.zeros((1, 1, 4, 2), np.float32)
+    with pytest.raises((ValueError, TypeError), match=match):
+        ops.attention_forward(q, q, q, doc_start=bad)
 
 
 def test_attention_rejects_kv_heads_that_do_not_divide_query_heads():

@@ -7,6 +7,11 @@
  * head. Key tiles wholly after a query block are never visited (causality). Backward recomputes each tile's
  * probabilities from the saved per-row log-sum-exp.
  *
+ * Packed rows (doc_start non-NULL, [B, T]): query t sees keys doc_start[t] .. t, the tokens of its own document
+ * so far. Starts never decrease along a row, so a query block needs the key tiles from the one holding its first
+ * row's start on (earlier tiles are skipped), and of a tile only the rows whose document starts before the tile
+ * ends: a prefix of the block, the only rows its products are formed for. Every such row has a key in the tile.
+ *
  * Tile products go through cblas_sgemm, called from inside the OpenMP loop with BLAS set to one thread
  * (gz_blas_serial_begin): each task is a sequence of sequential sgemms in a fixed order, so results do not
  * depend on scheduling or thread count. The per-row loops around them are plain arithmetic in
@@ -44,16 +49,17 @@ static int tiles_alloc(attn_tiles *w, int HS) {
     return 0;
 }
 
-/* One row of a score tile: keys 0..nk-1 of the tile, of which the first `valid` are at or before the query.
- * Updates the running max *m and sum *l, leaves p = exp(s - m_new) (0 past valid), returns the factor the
- * accumulator row must be rescaled by. */
-GZ_VECTOR_CLONES static float online_softmax_row(float *p, int nk, int valid, float *m, float *l) {
+/* One row of a score tile: keys 0..nk-1 of the tile, of which lo..hi-1 (lo < hi) are in the query's document
+ * and at or before it. Updates the running max *m and sum *l, leaves p = exp(s - m_new) (0 outside lo..hi-1),
+ * returns the factor the accumulator row must be rescaled by. */
+GZ_VECTOR_CLONES static float online_softmax_row(float *p, int nk, int lo, int hi, float *m, float *l) {
     float mx = *m;
-    for (int j = 0; j < valid; j++) mx = p[j] > mx ? p[j] : mx; /* stays scalar: a max reduction needs -ffast-math */
+    for (int j = lo; j < hi; j++) mx = p[j] > mx ? p[j] : mx; /* stays scalar: a max reduction needs -ffast-math */
     float corr = gz_attn_rescale(*m, mx), sum = 0.0f;
-    for (int j = 0; j < valid; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises */
-    for (int j = 0; j < valid; j++) sum += p[j]; /* in order: the same bits at every vector width */
-    for (int j = valid; j < nk; j++) p[j] = 0.0f;
+    for (int j = 0; j < lo; j++) p[j] = 0.0f;
+    for (int j = lo; j < hi; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises */
+    for (int j = lo; j < hi; j++) sum += p[j]; /* in order: the same bits at every vector width */
+    for (int j = hi; j < nk; j++) p[j] = 0.0f;
     *m = mx;
     *l = *l * corr + sum;
     return corr;
@@ -67,15 +73,31 @@ GZ_VECTOR_CLONES static void scale_row_to(float *y, const float *x, float s, int
     for (int j = 0; j < n; j++) y[j] = x[j] * s;
 }
 
-/* Backward of one row of a tile: p = exp(s - lse) (0 past valid), ds = p (dp - D) scale in place of dp. */
-GZ_VECTOR_CLONES static void softmax_backward_row(float *p, float *dp, int nk, int valid, float lse, float D,
+/* Backward of one row of a tile: p = exp(s - lse) (0 outside lo..hi-1), ds = p (dp - D) scale in place of dp. */
+GZ_VECTOR_CLONES static void softmax_backward_row(float *p, float *dp, int nk, int lo, int hi, float lse, float D,
                                                   float scale) {
-    for (int j = 0; j < valid; j++) {
+    for (int j = 0; j < lo; j++) p[j] = dp[j] = 0.0f;
+    for (int j = lo; j < hi; j++) {
         p[j] = gz_attn_prob(p[j], lse);
         dp[j] = gz_attn_dscore(p[j], dp[j], D, scale);
     }
-    for (int j = valid; j < nk; j++) p[j] = dp[j] = 0.0f;
+    for (int j = hi; j < nk; j++) p[j] = dp[j] = 0.0f;
 }
+
+/* The first key tile query block t0.. visits: 0, or with documents (ds: the row's starts) the one holding the
+ * block's first start. */
+static int first_tile(const int32_t *ds, int t0) { return ds ? ds[t0] / BK * BK : 0; }
+
+/* How many rows of the block t0.., nq rows, take part in the key tile ending before `end`: all of them, or with
+ * documents the prefix whose document starts before the tile ends. At least one on every tile visited. */
+static int tile_rows(const int32_t *ds, int t0, int nq, int end) {
+    if (!ds) return nq;
+    while (nq > 1 && ds[t0 + nq - 1] >= end) nq--;
+    return nq;
+}
+
+/* Row t's first key in the tile starting at s0 (0 without documents). */
+static int tile_lo(const int32_t *ds, int t, int s0) { return ds && ds[t] > s0 ? ds[t] - s0 : 0; }
 
 GZ_VECTOR_CLONES static float dot_row(const float *a, const float *b, int n) {
     float s = 0.0f;
@@ -83,26 +105,28 @@ GZ_VECTOR_CLONES static float dot_row(const float *a, const float *b, int n) {
     return s;
 }
 
-/* Queries t0..t1-1 of head (b, h): out rows and their log-sum-exp. */
+/* Queries t0..t1-1 of head (b, h): out rows and their log-sum-exp. ds: the row's document starts [T] or NULL. */
 static void forward_block(attn_tiles *w, float *out, float *lse, const float *qh, const float *kh, const float *vh,
-                          int t0, int t1, int HS, int C, float scale) {
+                          const int32_t *ds, int t0, int t1, int HS, int C, float scale) {
     int nq = t1 - t0;
     memset(w->acc, 0, (size_t)nq * HS * sizeof(float));
     for (int i = 0; i < nq; i++) {
         w->m[i] = -INFINITY;
         w->l[i] = 0.0f;
     }
-    for (int s0 = 0; s0 < t1; s0 += BK) {
-        int nk = min_int(BK, t1 - s0);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, scale, qh + (int64_t)t0 * HS, HS,
+    const int first = first_tile(ds, t0);
+    for (int s0 = first; s0 < t1; s0 += BK) {
+        int nk = min_int(BK, t1 - s0), rows = tile_rows(ds, t0, nq, s0 + nk);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, HS, scale, qh + (int64_t)t0 * HS, HS,
                     kh + (int64_t)s0 * HS, HS, 0.0f, w->s, BK);
-        for (int i = 0; i < nq; i++) {
-            int valid = min_int(nk, t0 + i - s0 + 1);
-            float corr = online_softmax_row(w->s + (int64_t)i * BK, nk, valid, &w->m[i], &w->l[i]);
-            if (s0 > 0) scale_row(w->acc + (int64_t)i * HS, corr, HS);
+        for (int i = 0; i < rows; i++) {
+            int hi = min_int(nk, t0 + i - s0 + 1);
+            float corr = online_softmax_row(w->s + (int64_t)i * BK, nk, tile_lo(ds, t0 + i, s0), hi, &w->m[i],
+                                            &w->l[i]);
+            if (s0 > first) scale_row(w->acc + (int64_t)i * HS, corr, HS); /* 0 on a row's first tile: acc is 0 */
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, 1.0f, w->s, BK, vh + (int64_t)s0 * HS, HS,
-                    1.0f, w->acc, HS);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, nk, 1.0f, w->s, BK, vh + (int64_t)s0 * HS,
+                    HS, 1.0f, w->acc, HS);
     }
     for (int i = 0; i < nq; i++) {
         scale_row_to(out + (int64_t)(t0 + i) * C, w->acc + (int64_t)i * HS, 1.0f / w->l[i], HS);
@@ -155,6 +179,7 @@ typedef struct {
     attn_dims d;
     float *out, *lse;
     const float *q, *k, *v;
+    const int32_t *doc_start; /* [B, T] or NULL (one document per row) */
 } forward_args;
 
 /* Task (b, h, query block): later blocks see more keys; every output is written by exactly one task. */
@@ -166,12 +191,13 @@ static void forward_task(attn_tiles *w, const void *args, int64_t i) {
     int h = (int)(bh % d->NH), t0 = qb * BQ;
     int64_t bkv = b * d->NKV + h / d->group;
     forward_block(w, a->out + b * T * d->C + (int64_t)h * HS, a->lse + bh * T, a->q + bh * T * HS,
-                  a->k + bkv * T * HS, a->v + bkv * T * HS, t0, min_int(t0 + BQ, T), HS, d->C, d->scale);
+                  a->k + bkv * T * HS, a->v + bkv * T * HS, a->doc_start ? a->doc_start + b * T : NULL, t0,
+                  min_int(t0 + BQ, T), HS, d->C, d->scale);
 }
 
-gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                                   int T, int NH, int NKV, int HS) {
-    forward_args a = {.out = out, .lse = lse, .q = q, .k = k, .v = v};
+gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                                   const int32_t *doc_start, int B, int T, int NH, int NKV, int HS) {
+    forward_args a = {.out = out, .lse = lse, .q = q, .k = k, .v = v, .doc_start = doc_start};
     GZ_TRY(dims_of(T, NH, NKV, HS, &a.d));
     return run_tasks((int64_t)B * NH * a.d.nqb, HS, forward_task, &a);
 }
@@ -179,28 +205,28 @@ gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const
 /* Query block t0..t1-1 of query head h against all its keys: dq rows (owned by this task) and the shares of
  * dk, dv of key/value head (accumulated, += ). */
 static void backward_block(attn_tiles *w, float *dqh, float *dkh, float *dvh, const float *doh, const float *oh,
-                           const float *lseh, const float *qh, const float *kh, const float *vh, int t0, int t1, int HS,
-                           int C, float scale) {
+                           const float *lseh, const float *qh, const float *kh, const float *vh, const int32_t *ds,
+                           int t0, int t1, int HS, int C, float scale) {
     int nq = t1 - t0;
     for (int i = 0; i < nq; i++)
         w->d[i] = dot_row(doh + (int64_t)(t0 + i) * C, oh + (int64_t)(t0 + i) * C, HS);
-    for (int s0 = 0; s0 < t1; s0 += BK) {
-        int nk = min_int(BK, t1 - s0);
+    for (int s0 = first_tile(ds, t0); s0 < t1; s0 += BK) {
+        int nk = min_int(BK, t1 - s0), rows = tile_rows(ds, t0, nq, s0 + nk);
         const float *ks = kh + (int64_t)s0 * HS, *vs = vh + (int64_t)s0 * HS;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, scale, qh + (int64_t)t0 * HS, HS, ks, HS,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, HS, scale, qh + (int64_t)t0 * HS, HS, ks, HS,
                     0.0f, w->s, BK);
         /* dP = dO V^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, 1.0f, doh + (int64_t)t0 * C, C, vs, HS,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, HS, 1.0f, doh + (int64_t)t0 * C, C, vs, HS,
                     0.0f, w->dp, BK);
-        for (int i = 0; i < nq; i++)
-            softmax_backward_row(w->s + (int64_t)i * BK, w->dp + (int64_t)i * BK, nk, min_int(nk, t0 + i - s0 + 1),
-                                 lseh[t0 + i], w->d[i], scale);
+        for (int i = 0; i < rows; i++)
+            softmax_backward_row(w->s + (int64_t)i * BK, w->dp + (int64_t)i * BK, nk, tile_lo(ds, t0 + i, s0),
+                                 min_int(nk, t0 + i - s0 + 1), lseh[t0 + i], w->d[i], scale);
         /* dQ += dS K, dK += dS^T Q, dV += P^T dO */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, 1.0f, w->dp, BK, ks, HS, 1.0f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, nk, 1.0f, w->dp, BK, ks, HS, 1.0f,
                     dqh + (int64_t)t0 * HS, HS);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, nq, 1.0f, w->dp, BK, qh + (int64_t)t0 * HS, HS,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, rows, 1.0f, w->dp, BK, qh + (int64_t)t0 * HS, HS,
                     1.0f, dkh + (int64_t)s0 * HS, HS);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, nq, 1.0f, w->s, BK, doh + (int64_t)t0 * C, C,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, rows, 1.0f, w->s, BK, doh + (int64_t)t0 * C, C,
                     1.0f, dvh + (int64_t)s0 * HS, HS);
     }
 }
@@ -209,6 +235,7 @@ typedef struct {
     attn_dims d;
     float *dq, *dk, *dv;
     const float *dout, *out, *lse, *q, *k, *v;
+    const int32_t *doc_start; /* [B, T] or NULL */
 } backward_args;
 
 /* Task (b, key/value head): it owns dk, dv of that head and dq of the query heads reading it, and adds their
@@ -228,16 +255,18 @@ static void backward_task(attn_tiles *w, const void *args, int64_t i) {
         memset(dqh, 0, (size_t)T * HS * sizeof(float));
         for (int qb = 0; qb < d->nqb; qb++)
             backward_block(w, dqh, dkh, dvh, a->dout + hoff, a->out + hoff, a->lse + bh * T, a->q + bh * T * HS,
-                           a->k + i * T * HS, a->v + i * T * HS, qb * BQ, min_int(qb * BQ + BQ, T), HS, C, d->scale);
+                           a->k + i * T * HS, a->v + i * T * HS, a->doc_start ? a->doc_start + b * T : NULL, qb * BQ,
+                           min_int(qb * BQ + BQ, T), HS, C, d->scale);
     }
 }
 
 /* scratch is not needed on the CPU (D lives in the tiles). */
 gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                     const float *out, const float *lse, const float *q, const float *k, const float *v,
-                                    int B, int T, int NH, int NKV, int HS) {
+                                    const int32_t *doc_start, int B, int T, int NH, int NKV, int HS) {
     (void)scratch;
-    backward_args a = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out = out, .lse = lse, .q = q, .k = k, .v = v};
+    backward_args a = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .out = out, .lse = lse, .q = q, .k = k, .v = v,
+                       .doc_start = doc_start};
     GZ_TRY(dims_of(T, NH, NKV, HS, &a.d));
     return run_tasks((int64_t)B * NKV, HS, backward_task, &a);
 }

@@ -113,15 +113,17 @@ static gz_status cpu_rotary_heads_backward(gz_backend_ctx *ctx, float *dinp, con
     return gz_cpu_rotary_heads_backward(dinp, dout, pos, cos_t, sin_t, B, T, H, HS, rot);
 }
 static gz_status cpu_attention_forward(gz_backend_ctx *ctx, float *out, float *lse, const float *q, const float *k,
-                                       const float *v, int B, int T, int NH, int NKV, int HS) {
+                                       const float *v, const int32_t *doc_start, int B, int T, int NH, int NKV,
+                                       int HS) {
     (void)ctx;
-    return gz_cpu_attention_forward(out, lse, q, k, v, B, T, NH, NKV, HS);
+    return gz_cpu_attention_forward(out, lse, q, k, v, doc_start, B, T, NH, NKV, HS);
 }
 static gz_status cpu_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch,
                                         const float *dout, const float *out, const float *lse, const float *q,
-                                        const float *k, const float *v, int B, int T, int NH, int NKV, int HS) {
+                                        const float *k, const float *v, const int32_t *doc_start, int B, int T,
+                                        int NH, int NKV, int HS) {
     (void)ctx;
-    return gz_cpu_attention_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, HS);
+    return gz_cpu_attention_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, doc_start, B, T, NH, NKV, HS);
 }
 static gz_status cpu_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,
                                const int32_t *row, const int32_t *pos, int N, int NH, int HS, int S) {

@@ -58,11 +58,11 @@ gz_status gz_cpu_rotary_heads_forward(float *out, const float *inp, const int32_
                                       const float *sin_t, int B, int T, int H, int HS, int rot);
 gz_status gz_cpu_rotary_heads_backward(float *dinp, const float *dout, const int32_t *pos, const float *cos_t,
                                        const float *sin_t, int B, int T, int H, int HS, int rot);
-gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                                   int T, int NH, int NKV, int HS);
+gz_status gz_cpu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                                   const int32_t *doc_start, int B, int T, int NH, int NKV, int HS);
 gz_status gz_cpu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                     const float *out, const float *lse, const float *q, const float *k,
-                                    const float *v, int B, int T, int NH, int NKV, int HS);
+                                    const float *v, const int32_t *doc_start, int B, int T, int NH, int NKV, int HS);
 gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const float *v, const int32_t *row,
                            const int32_t *pos, int N, int NH, int HS, int S);
 gz_status gz_cpu_attention_cached(float *out, float *scratch, const float *q, const float *kcache, const float *vcache,

@@ -8,7 +8,10 @@
  *              reductions, and the accumulator row (lanes over HS) lives in shared memory;
  *   backward   D = rowsum(dout * out) per query row (a warp each), then dq with one warp per query row over
  *              its keys, then dk, dv with one warp per key row over its queries and the query heads sharing
- *              it (scores are recomputed in both passes rather than combined with atomics). */
+ *              it (scores are recomputed in both passes rather than combined with atomics).
+ * Packed rows (doc_start [B,T] non-NULL, backend.h): query t's keys run from its document's start
+ * doc_start[t] to t, so the forward and dq loops start there, and the dk, dv loop over the queries of key s
+ * stops at the first query of a later document (starts never decrease along a row). */
 #include <math.h>
 #include "cuda_ops.h"
 
@@ -25,6 +28,7 @@ __device__ __forceinline__ float row_dot(const float *a, const float *b, int HS)
 /* The query row r = (b * NH + h) * T + t a warp works on: where its pieces live. */
 typedef struct {
     int t;
+    int64_t bt;   /* b * T + t: the token's index in [B, T] arrays (doc_start) */
     int64_t bkv;  /* b * NKV + the key/value head query head h reads */
     int64_t merged; /* offset of row t, head h in the [B, T, NH*HS] out / dout */
 } query_row;
@@ -34,14 +38,15 @@ __device__ __forceinline__ query_row query_row_of(int64_t r, int T, int NH, int 
     q.t = (int)(r % T);
     int64_t bh = r / T;
     int b = (int)(bh / NH), h = (int)(bh % NH);
+    q.bt = (int64_t)b * T + q.t;
     q.bkv = (int64_t)b * NKV + h / (NH / NKV);
     q.merged = ((int64_t)b * T + q.t) * NH * HS + (int64_t)h * HS;
     return q;
 }
 
 /* rows r = ((b * NH + h) * T + t) */
-__global__ void flash_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int B,
-                                     int T, int NH, int NKV, int HS, float scale) {
+__global__ void flash_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+                                     const int32_t *doc_start, int B, int T, int NH, int NKV, int HS, float scale) {
     extern __shared__ float sh[];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int64_t r = (int64_t)blockIdx.x * GZ_FA_WARPS + warp;
@@ -56,7 +61,7 @@ __global__ void flash_forward_kernel(float *out, float *lse, const float *q, con
     }
     __syncwarp();
     float m = -INFINITY, l = 0.0f;
-    for (int j0 = 0; j0 <= t; j0 += 32) {
+    for (int j0 = doc_start ? doc_start[row.bt] : 0; j0 <= t; j0 += 32) {
         int j = j0 + lane, n = min(32, t - j0 + 1);
         float s = j <= t ? row_dot(qs, kh + (int64_t)j * HS, HS) * scale : -INFINITY;
         float m_new = fmaxf(m, gz_warp_max(s));
@@ -88,9 +93,10 @@ __global__ void flash_rowdot_kernel(float *D, const float *dout, const float *ou
     if (lane == 0) D[r] = s;
 }
 
-/* dq: one warp per query row r, over keys 0..t */
+/* dq: one warp per query row r, over keys 0..t (from its document's start with doc_start) */
 __global__ void flash_dq_kernel(float *dq, const float *D, const float *dout, const float *lse, const float *q,
-                                const float *k, const float *v, int B, int T, int NH, int NKV, int HS, float scale) {
+                                const float *k, const float *v, const int32_t *doc_start, int B, int T, int NH,
+                                int NKV, int HS, float scale) {
     extern __shared__ float sh[];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int64_t r = (int64_t)blockIdx.x * GZ_FA_WARPS + warp;
@@ -107,7 +113,7 @@ __global__ void flash_dq_kernel(float *dq, const float *D, const float *dout, co
     }
     __syncwarp();
     float L = lse[r], Dr = D[r];
-    for (int j0 = 0; j0 <= t; j0 += 32) {
+    for (int j0 = doc_start ? doc_start[row.bt] : 0; j0 <= t; j0 += 32) {
         int j = j0 + lane, n = min(32, t - j0 + 1);
         float ds = 0.0f;
         if (j <= t) {
@@ -124,10 +130,11 @@ __global__ void flash_dq_kernel(float *dq, const float *D, const float *dout, co
     for (int d = lane; d < HS; d += 32) dq[r * HS + d] = acc[d];
 }
 
-/* dk, dv: one warp per key row (b, kv head, s), over queries s..T-1 of every query head reading it */
+/* dk, dv: one warp per key row (b, kv head, s), over queries s..T-1 of every query head reading it (s..e-1 with
+ * doc_start, e the end of key s's document) */
 __global__ void flash_dkv_kernel(float *dk, float *dv, const float *D, const float *dout, const float *lse,
-                                 const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int HS,
-                                 float scale) {
+                                 const float *q, const float *k, const float *v, const int32_t *doc_start, int B,
+                                 int T, int NH, int NKV, int HS, float scale) {
     extern __shared__ float sh[];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int64_t r = (int64_t)blockIdx.x * GZ_FA_WARPS + warp;
@@ -135,6 +142,15 @@ __global__ void flash_dkv_kernel(float *dk, float *dv, const float *D, const flo
     int s = (int)(r % T);
     int64_t bkv = r / T;
     int b = (int)(bkv / NKV), kvh = (int)(bkv % NKV), group = NH / NKV;
+    int end = T; /* the queries that see key s: s .. end-1, end the first query whose document starts after s */
+    if (doc_start) { /* starts never decrease: a binary search, the same on every lane */
+        const int32_t *ds = doc_start + (int64_t)b * T;
+        for (int lo = s + 1; lo < end;) {
+            int mid = lo + (end - lo) / 2;
+            if (ds[mid] > s) end = mid;
+            else lo = mid + 1;
+        }
+    }
     float *ks = sh + (size_t)warp * 4 * HS, *vs = ks + HS, *dks = vs + HS, *dvs = dks + HS;
     for (int d = lane; d < HS; d += 32) {
         ks[d] = k[r * HS + d];
@@ -145,10 +161,10 @@ __global__ void flash_dkv_kernel(float *dk, float *dv, const float *D, const flo
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
         int64_t bh = (int64_t)b * NH + h;
         const float *qh = q + bh * T * HS;
-        for (int i0 = s; i0 < T; i0 += 32) {
-            int i = i0 + lane, n = min(32, T - i0);
+        for (int i0 = s; i0 < end; i0 += 32) {
+            int i = i0 + lane, n = min(32, end - i0);
             float p = 0.0f, ds = 0.0f;
-            if (i < T) {
+            if (i < end) {
                 const float *go = dout + ((int64_t)b * T + i) * NH * HS + (int64_t)h * HS;
                 p = gz_attn_prob(row_dot(ks, qh + (int64_t)i * HS, HS) * scale, lse[bh * T + i]);
                 ds = gz_attn_dscore(p, row_dot(vs, go, HS), D[bh * T + i], scale);
@@ -190,14 +206,14 @@ static gz_status check_heads(int NH, int NKV) {
 }
 
 gz_status gz_cuda_attention_forward(gz_backend_ctx *ctx, float *out, float *lse, const float *q, const float *k,
-                                    const float *v, int B, int T, int NH, int NKV, int HS) {
+                                    const float *v, const int32_t *doc_start, int B, int T, int NH, int NKV, int HS) {
     (void)ctx;
     GZ_TRY(check_heads(NH, NKV));
     if (B <= 0 || T <= 0 || NH <= 0) return GZ_OK;
     unsigned blocks;
     size_t shmem;
     GZ_TRY(launch_shape((int64_t)B * NH * T, 2 * HS, HS, &blocks, &shmem));
-    flash_forward_kernel<<<blocks, 32 * GZ_FA_WARPS, shmem>>>(out, lse, q, k, v, B, T, NH, NKV, HS,
+    flash_forward_kernel<<<blocks, 32 * GZ_FA_WARPS, shmem>>>(out, lse, q, k, v, doc_start, B, T, NH, NKV, HS,
                                                                1.0f / sqrtf((float)HS));
     GZ_LAUNCH_CHECK("flash_forward");
     return GZ_OK;
@@ -206,7 +222,8 @@ gz_status gz_cuda_attention_forward(gz_backend_ctx *ctx, float *out, float *lse,
 /* scratch: B*NH*T floats (D). dq, dk, dv are overwritten. */
 gz_status gz_cuda_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch,
                                      const float *dout, const float *out, const float *lse, const float *q,
-                                     const float *k, const float *v, int B, int T, int NH, int NKV, int HS) {
+                                     const float *k, const float *v, const int32_t *doc_start, int B, int T, int NH,
+                                     int NKV, int HS) {
     (void)ctx;
     GZ_TRY(check_heads(NH, NKV));
     if (B <= 0 || T <= 0 || NH <= 0) return GZ_OK;
@@ -218,11 +235,12 @@ gz_status gz_cuda_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, 
     flash_rowdot_kernel<<<blocks, 32 * GZ_FA_WARPS>>>(scratch, dout, out, B, T, NH, HS);
     GZ_LAUNCH_CHECK("flash_rowdot");
     GZ_TRY(launch_shape(rows, 3 * HS, HS, &blocks, &shmem));
-    flash_dq_kernel<<<blocks, 32 * GZ_FA_WARPS, shmem>>>(dq, scratch, dout, lse, q, k, v, B, T, NH, NKV, HS, scale);
+    flash_dq_kernel<<<blocks, 32 * GZ_FA_WARPS, shmem>>>(dq, scratch, dout, lse, q, k, v, doc_start, B, T, NH, NKV,
+                                                         HS, scale);
     GZ_LAUNCH_CHECK("flash_dq");
     GZ_TRY(launch_shape((int64_t)B * NKV * T, 4 * HS, HS, &blocks, &shmem));
-    flash_dkv_kernel<<<blocks, 32 * GZ_FA_WARPS, shmem>>>(dk, dv, scratch, dout, lse, q, k, v, B, T, NH, NKV, HS,
-                                                          scale);
+    flash_dkv_kernel<<<blocks, 32 * GZ_FA_WARPS, shmem>>>(dk, dv, scratch, dout, lse, q, k, v, doc_start, B, T, NH,
+                                                          NKV, HS, scale);
     GZ_LAUNCH_CHECK("flash_dkv");
     return GZ_OK;
 }

@@ -78,10 +78,11 @@ gz_status gz_cuda_rotary_split_backward(gz_backend_ctx *ctx, float *dqkv, const 
 
 /* attention.cu */
 gz_status gz_cuda_attention_forward(gz_backend_ctx *ctx, float *out, float *lse, const float *q, const float *k,
-                                    const float *v, int B, int T, int NH, int NKV, int HS);
+                                    const float *v, const int32_t *doc_start, int B, int T, int NH, int NKV, int HS);
 gz_status gz_cuda_attention_backward(gz_backend_ctx *ctx, float *dq, float *dk, float *dv, float *scratch,
                                      const float *dout, const float *out, const float *lse, const float *q,
-                                     const float *k, const float *v, int B, int T, int NH, int NKV, int HS);
+                                     const float *k, const float *v, const int32_t *doc_start, int B, int T, int NH,
+                                     int NKV, int HS);
 
 /* attention_cached.cu */
 gz_status gz_cuda_kv_append(gz_backend_ctx *ctx, float *kcache, float *vcache, const float *k, const float *v,

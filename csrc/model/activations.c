@@ -30,7 +30,7 @@ void gz_model_free_activations(gz_model *m) {
     RELEASE(m->qkv); RELEASE(m->attn_out); RELEASE(m->mlp_out);
     RELEASE(m->lnf); RELEASE(m->lnf_mean); RELEASE(m->lnf_rstd); RELEASE(m->logits); RELEASE(m->lse);
     RELEASE(m->head_x); RELEASE(m->head_dx); RELEASE(m->head_targets);
-    RELEASE(m->tokens); RELEASE(m->targets); RELEASE(m->pos);
+    RELEASE(m->tokens); RELEASE(m->targets); RELEASE(m->pos); RELEASE(m->doc_start);
     m->pos_B = m->pos_T = 0;
     RELEASE(m->dres_a); RELEASE(m->dres_b); RELEASE(m->dh); RELEASE(m->dln); RELEASE(m->dqkv);
     RELEASE(m->dq); RELEASE(m->dk); RELEASE(m->dv); RELEASE(m->datt); RELEASE(m->datty);
@@ -116,7 +116,7 @@ static gz_status ensure_activations_inner(gz_model *m, int B, int T, int stop_la
         {(void **)&m->lnf_mean, N, 4, "final layernorm mean"}, {(void **)&m->lnf_rstd, N, 4, "final layernorm rstd"},
         {(void **)&m->lse, N, 4, "log-sum-exp"},
         {(void **)&m->tokens, N, 4, "tokens"},               {(void **)&m->targets, N, 4, "targets"},
-        {(void **)&m->pos, N, 4, "positions"},
+        {(void **)&m->pos, N, 4, "positions"},               {(void **)&m->doc_start, N, 4, "document starts"},
     };
     GZ_TRY(alloc_all(m, shared, (int)(sizeof shared / sizeof *shared)));
     int64_t logit_rows = gz_head_chunk_rows(m, N, with_backward);

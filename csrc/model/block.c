@@ -48,7 +48,8 @@ static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, cons
     gz_backend *be = m->be;
     if (at->mode == GZ_ATTN_CAUSAL) {
         GZ_TRY(qkv_forward(m, l, a, at));
-        return be->attention_forward(be->ctx, a->atty, at->lse, a->q, a->k, a->v, at->B, at->T, m->NH, m->NKV, m->HS);
+        return be->attention_forward(be->ctx, a->atty, at->lse, a->q, a->k, a->v, at->doc_start, at->B, at->T, m->NH,
+                                     m->NKV, m->HS);
     }
     int n = at->B * at->T;
     GZ_TRY(qkv_forward(m, l, a, at));

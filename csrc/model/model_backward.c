@@ -83,7 +83,7 @@ static gz_status layer_backward(gz_model *m, int l, const gz_layer_acts *a, cons
     GZ_TRY(gz_model_linear_backward(m, w->dense_w, w->dense_b, NEEDS(2) ? m->datty : NULL, dattn, a->atty, N));
     if (!NEEDS(2)) return GZ_OK;
     GZ_TRY(be->attention_backward(be->ctx, m->dq, m->dk, m->dv, m->datt, m->datty, a->atty, a->attn_lse, a->q, a->k,
-                                  a->v, B, T, m->NH, m->NKV, m->HS));
+                                  a->v, m->fwd_docs ? m->doc_start : NULL, B, T, m->NH, m->NKV, m->HS));
     GZ_TRY(qkv_backward(m, l, a, NEEDS(1) ? m->dln : NULL, B, T));
     if (NEEDS(1))
         GZ_TRY(gz_norm_backward(m, x_grad ? dx : NULL, w->ln1_w, w->ln1_b, m->dln, x, a->ln1_mean, a->ln1_rstd, N));

@@ -72,7 +72,8 @@ struct gz_model {
     float *dlnf_pending;             /* [N, C] d(loss)/d(final LayerNorm output), formed in the forward */
     float *head_grad_pending;        /* [V, C] the head's weight gradient, formed in the forward */
     int32_t *tokens, *targets, *pos; /* backend copies [N] */
-    int pos_B, pos_T;                /* the (B, T) that pos currently holds (0: none) */
+    int pos_B, pos_T;                /* the (B, T) that pos currently holds as 0..T-1 per row (0: none) */
+    int32_t *doc_start;              /* backend [N]: packed rows' document starts (attention step doc_start) */
     /* backward scratch */
     float *dres_a, *dres_b, *dh, *dln, *dqkv, *dq, *dk, *dv, *datt, *datty, *dfcg, *dfch;
     float *dln_part, *dfcu;  /* Llama: one projection's input gradient before it is added; SwiGLU's d(up) */
@@ -87,6 +88,7 @@ struct gz_model {
 
     int have_acts;           /* last forward kept activations for backward */
     int fwd_B, fwd_T, fwd_stop_layer;
+    int fwd_docs;            /* the last forward packed documents: pos and doc_start hold them */
     int fwd_fused_head;      /* the forward formed dlnf_pending / head_grad_pending (head_loss.c) */
     int64_t fwd_count;
 };
@@ -107,6 +109,7 @@ typedef struct {
     gz_attn_mode mode;
     int B, T;
     const int32_t *pos;
+    const int32_t *doc_start;    /* causal: [B, T] document starts of packed rows, or NULL (backend.h) */
     float *lse;                  /* causal: [B, NH, T] */
     float **kcache, **vcache;    /* cached: per layer [rows, NKV, S, HS] */
     const int32_t *row;          /* cached: [n] */

@@ -24,14 +24,14 @@ static PyArrayObject *checked_ids_copy(PyObject *obj, const char *name, const np
 }
 
 PyObject *gzpy_model_forward(GzModelObject *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"tokens", "targets", "return_logits", "keep_activations", NULL};
-    PyObject *tokens_obj, *targets_obj = Py_None;
+    static char *kwlist[] = {"tokens", "targets", "return_logits", "keep_activations", "doc_ids", NULL};
+    PyObject *tokens_obj, *targets_obj = Py_None, *docs_obj = Py_None;
     int return_logits = 0, keep = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|Opp:forward", kwlist, &tokens_obj, &targets_obj,
-                                     &return_logits, &keep))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OppO:forward", kwlist, &tokens_obj, &targets_obj,
+                                     &return_logits, &keep, &docs_obj))
         return NULL;
     const gz_config *cfg = gz_model_config(self->model);
-    PyArrayObject *tokens = NULL, *targets = NULL, *logits = NULL;
+    PyArrayObject *tokens = NULL, *targets = NULL, *docs = NULL, *logits = NULL;
     PyObject *result = NULL;
 
     tokens = checked_ids_copy(tokens_obj, "tokens", NULL, cfg->vocab_size, 0);
@@ -48,6 +48,11 @@ PyObject *gzpy_model_forward(GzModelObject *self, PyObject *args, PyObject *kwar
         targets = checked_ids_copy(targets_obj, "targets", want, cfg->vocab_size, 1);
         if (!targets) goto done;
     }
+    if (docs_obj != Py_None) { /* a private copy too: the core checks the documents while the GIL is released */
+        npy_intp want[2] = {B, T};
+        PyArrayObject *a = gzpy_array(docs_obj, "doc_ids", NPY_INT32, 2, want, "[B, T]");
+        if (!a || !(docs = (PyArrayObject *)PyArray_NewCopy(a, NPY_CORDER))) goto done;
+    }
     if (return_logits) {
         npy_intp dims[3] = {B, T, cfg->vocab_size};
         logits = gzpy_zeros_f32(3, dims);
@@ -57,9 +62,9 @@ PyObject *gzpy_model_forward(GzModelObject *self, PyObject *args, PyObject *kwar
     int64_t counted = 0;
     gzpy_call c;
     if (gzpy_call_begin(&c, self, 0) < 0) goto done;
-    gz_status s = (keep ? gz_model_forward : gz_model_evaluate)(
-        self->model, GZPY_I32(tokens), targets ? GZPY_I32(targets) : NULL, (int)B, (int)T,
-        logits ? GZPY_F32(logits) : NULL, targets ? &loss : NULL, targets ? &counted : NULL);
+    gz_status s = (keep ? gz_model_forward_docs : gz_model_evaluate_docs)(
+        self->model, GZPY_I32(tokens), targets ? GZPY_I32(targets) : NULL, docs ? GZPY_I32(docs) : NULL, (int)B,
+        (int)T, logits ? GZPY_F32(logits) : NULL, targets ? &loss : NULL, targets ? &counted : NULL);
     if (gzpy_call_end(&c, s) < 0) goto done;
     PyObject *loss_obj = targets ? PyFloat_FromDouble(loss) : (Py_INCREF(Py_None), Py_None);
     if (!loss_obj) goto done;
@@ -67,6 +72,7 @@ PyObject *gzpy_model_forward(GzModelObject *self, PyObject *args, PyObject *kwar
 done:
     Py_XDECREF(tokens);
     Py_XDECREF(targets);
+    Py_XDECREF(docs);
     Py_XDECREF(logits);
     return result;
 }

@@ -274,8 +274,9 @@ static PyMethodDef model_methods[] = {
     {"is_trainable", (PyCFunction)model_is_trainable, METH_O, "is_trainable(name)\n--\n\n"},
     {"init_lora", (PyCFunction)gzpy_model_init_lora, METH_O, "init_lora(seed)\n--\n\nPEFT's adapter init."},
     {"forward", (PyCFunction)(void (*)(void))gzpy_model_forward, METH_VARARGS | METH_KEYWORDS,
-     "forward(tokens, targets=None, return_logits=False, keep_activations=True)\n--\n\n"
+     "forward(tokens, targets=None, return_logits=False, keep_activations=True, doc_ids=None)\n--\n\n"
      "tokens/targets: int32 C-contiguous [B, T] (targets may hold -100 = ignore).\n"
+     "doc_ids: int32 [B, T] or None; packed rows, each run of equal ids one document (gz_model_forward_docs).\n"
      "Returns (loss or None, n_counted, logits [B, T, V] or None)."},
     {"backward", (PyCFunction)(void (*)(void))gzpy_model_backward, METH_VARARGS | METH_KEYWORDS,
      "backward(loss_scale=1.0)\n--\n\nAccumulate gradients of the last forward with targets."},

@@ -15,8 +15,9 @@ static PyMethodDef ops_methods[] = {
     KW(rotary_split_forward, "rotary_split_forward(qkv[B,T,NH,3,HS], pos[B,T] int32, cos[P,rot/2], sin[P,rot/2])"
                              " -> (q, k, v) each [B,NH,T,HS]"),
     KW(rotary_split_backward, "rotary_split_backward(dq, dk, dv, pos, cos, sin) -> dqkv[B,T,NH,3,HS]"),
-    KW(attention_forward, "attention_forward(q [B,NH,T,HS], k, v [B,NKV,T,HS]) -> (out[B,T,NH*HS], lse[B,NH,T])"),
-    KW(attention_backward, "attention_backward(dout, out, lse, q, k, v) -> (dq, dk, dv)"),
+    KW(attention_forward, "attention_forward(q [B,NH,T,HS], k, v [B,NKV,T,HS], doc_start=None [B,T]) -> "
+                          "(out[B,T,NH*HS], lse[B,NH,T])"),
+    KW(attention_backward, "attention_backward(dout, out, lse, q, k, v, doc_start=None) -> (dq, dk, dv)"),
     KW(gelu_forward, "gelu_forward(inp) -> out (exact erf GELU, any shape)"),
     KW(gelu_backward, "gelu_backward(dout, inp) -> dinp"),
     KW(cross_entropy_forward, "cross_entropy_forward(logits[N,V], targets[N] int32 (IGNORE_INDEX = ignore))"

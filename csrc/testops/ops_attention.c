@@ -95,25 +95,50 @@ static int attention_in(PyObject *q_o, PyObject *k_o, PyObject *v_o, PyArrayObje
     return DIMS_FIT(B, NH, T, HS, NH * HS);
 }
 
+/* The optional doc_start [B, T] of packed rows (backend.h): a checked copy in *out, NULL for None; -1 (o released)
+ * when it is not a row's document starts (0 <= doc_start[t] <= t, each either t or the previous token's start). */
+static int doc_start_in(op_outputs *o, PyObject *obj, npy_intp B, npy_intp T, const int32_t **out) {
+    *out = NULL;
+    if (obj == Py_None) return 0;
+    npy_intp want[2] = {B, T};
+    PyArrayObject *a = gzt_ids_in(o, obj, "doc_start", 2, want, "[B, T]", (int)T, 0, "row");
+    if (!a) return -1;
+    const int32_t *ds = GZPY_I32(a);
+    for (npy_intp b = 0; b < B; b++)
+        for (npy_intp t = 0; t < T; t++) {
+            int32_t s = ds[b * T + t];
+            if (s == t || (t > 0 && s == ds[b * T + t - 1])) continue;
+            PyErr_Format(PyExc_ValueError, "doc_start[%lld, %lld] = %d is neither %lld nor the previous token's start",
+                         (long long)b, (long long)t, (int)s, (long long)t);
+            gzt_release_outputs(o);
+            return -1;
+        }
+    *out = ds;
+    return 0;
+}
+
 GZT_OP(attention_forward) {
-    static char *kwlist[] = {"q", "k", "v", NULL};
-    PyObject *q_o, *k_o, *v_o;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO:attention_forward", kwlist, &q_o, &k_o, &v_o)) return NULL;
+    static char *kwlist[] = {"q", "k", "v", "doc_start", NULL};
+    PyObject *q_o, *k_o, *v_o, *ds_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|O:attention_forward", kwlist, &q_o, &k_o, &v_o, &ds_o))
+        return NULL;
     PyArrayObject *in[3];
     npy_intp d[5];
     if (attention_in(q_o, k_o, v_o, in, d) < 0) return NULL;
     npy_intp B = d[0], NH = d[1], T = d[2], HS = d[3], NKV = d[4];
     op_outputs o = {0};
+    const int32_t *ds;
+    if (doc_start_in(&o, ds_o, B, T, &ds) < 0) return NULL;
     float *out = OUT_F32(&o, 3, B, T, NH * HS), *lse = OUT_F32(&o, 3, B, NH, T);
-    return GZT_RUN(&o, gz_cpu_attention_forward(out, lse, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B,
-                                                (int)T, (int)NH, (int)NKV, (int)HS));
+    return GZT_RUN(&o, gz_cpu_attention_forward(out, lse, GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), ds,
+                                                (int)B, (int)T, (int)NH, (int)NKV, (int)HS));
 }
 
 GZT_OP(attention_backward) {
-    static char *kwlist[] = {"dout", "out", "lse", "q", "k", "v", NULL};
-    PyObject *dout_o, *out_o, *lse_o, *q_o, *k_o, *v_o;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO:attention_backward", kwlist, &dout_o, &out_o, &lse_o,
-                                     &q_o, &k_o, &v_o))
+    static char *kwlist[] = {"dout", "out", "lse", "q", "k", "v", "doc_start", NULL};
+    PyObject *dout_o, *out_o, *lse_o, *q_o, *k_o, *v_o, *ds_o = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOO|O:attention_backward", kwlist, &dout_o, &out_o, &lse_o,
+                                     &q_o, &k_o, &v_o, &ds_o))
         return NULL;
     PyArrayObject *in[3];
     npy_intp d[5];
@@ -125,9 +150,11 @@ GZT_OP(attention_backward) {
     PyArrayObject *dout = out ? gzt_f32_in(dout_o, "dout", 3, want_out, "[B, T, NH*HS]") : NULL;
     if (!dout) return NULL;
     op_outputs o = {0};
+    const int32_t *ds;
+    if (doc_start_in(&o, ds_o, B, T, &ds) < 0) return NULL;
     float *dq = OUT_F32(&o, 4, B, NH, T, HS), *dk = OUT_F32(&o, 4, B, NKV, T, HS), *dv = OUT_F32(&o, 4, B, NKV, T, HS);
     float *scratch = SCRATCH_F32(&o, 3, B, NH, T); /* the backend interface's D = rowsum(dout * out) slot */
     return GZT_RUN(&o, gz_cpu_attention_backward(dq, dk, dv, scratch, GZPY_F32(dout), GZPY_F32(out), GZPY_F32(lse),
-                                                 GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), (int)B, (int)T,
-                                                 (int)NH, (int)NKV, (int)HS));
+                                                 GZPY_F32(in[0]), GZPY_F32(in[1]), GZPY_F32(in[2]), ds, (int)B,
+                                                 (int)T, (int)NH, (int)NKV, (int)HS));
 }

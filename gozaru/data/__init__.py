@@ -9,8 +9,8 @@ This module gathers the pieces (each lives in its own module) and adds dataset-l
 * the offline corpus: :class:`SyntheticCorpus` (``gozaru.data.synthetic``);
 * SFT formats, masks and packing: :func:`format_prompt`, :func:`sft_arrays`, :func:`lm_arrays`,
   :func:`generation_set` (``gozaru.data.sft``);
-* fixed-shape rows and their order: :class:`Rows`, :func:`as_rows`, :func:`rows_at`, :func:`iterate_batches`
-  (``gozaru.data.rows``);
+* fixed-shape rows, their packing and their order: :class:`Rows`, :func:`as_rows`, :func:`pack_rows`,
+  :func:`rows_at`, :func:`iterate_batches` (``gozaru.data.rows``);
 * tokenizers: :class:`Tokenizer` (SentencePiece), :class:`HFTokenizer` (``tokenizer.json``) and
   :func:`load_tokenizer`, which picks one for a path (``gozaru.data.tokenizer``);
 * :func:`train_eval_split` here.
@@ -23,7 +23,7 @@ from typing import Iterable, Sequence, TypeVar
 from .dolly import DataError, LoadedRecords, Record, Skipped, as_record, load_dolly, save_jsonl
 from .rewrite import GozaruRate, ends_in_gozaru, gozaru_rate, to_gozaru, wilson_interval
 from .._core import IGNORE_INDEX
-from .rows import Rows, as_rows, epoch_order, iterate_batches, num_batches, rows_at, trim_columns
+from .rows import Rows, as_rows, epoch_order, iterate_batches, num_batches, pack_rows, rows_at, trim_columns
 from .sft import (STYLES, Example, GenerationSet, encode_example, examples_to_arrays, format_example, format_prompt,
                   generation_set, lm_arrays, sft_arrays, truncate_example)
 from .synthetic import CATEGORIES, Fact, FactQuestion, SyntheticCorpus
@@ -33,7 +33,7 @@ from .tokenizer import Tokenizer, load_tokenizer
 __all__ = [
     "CATEGORIES", "DataError", "Example", "Fact", "FactQuestion", "GenerationSet", "GozaruRate", "IGNORE_INDEX",
     "LoadedRecords", "Record", "STYLES", "Skipped", "SyntheticCorpus", "Rows", "as_rows", "epoch_order", "rows_at",
-    "trim_columns", "as_record",
+    "trim_columns", "pack_rows", "as_record",
     "encode_example", "ends_in_gozaru", "examples_to_arrays", "format_example", "format_prompt",
     "generation_set", "gozaru_rate", "iterate_batches", "lm_arrays", "load_dolly", "num_batches", "save_jsonl",
     "HFTokenizer", "Tokenizer", "load_tokenizer", "sft_arrays", "to_gozaru", "to_gozaru_dataset", "train_eval_split",

@@ -4,19 +4,20 @@ Token/target convention (what ``Model.loss(tokens, targets)`` takes): a sequence
 ``tokens = s[:-1]`` and ``targets = s[1:]``, so ``targets[b, t]`` is the id to predict after
 ``tokens[b, :t+1]``. Targets are :data:`IGNORE_INDEX` (-100) on prompt ids and on padding, so only the answer
 and its closing ``</s>`` are learned. No BOS is added (rinna's prompts are encoded without special tokens).
-Every array is C-contiguous int32 of shape ``[rows, seq_len]``.
+Every array is C-contiguous int32 of shape ``[rows, seq_len]``. Packed rows (``pack=True``) hold several
+examples each and come with ``doc_ids`` (``Rows.doc_ids``), which ``Model.loss(tokens, targets, doc_ids=)``
+takes so that each example attends only to itself and its positions start at 0.
 """
 from __future__ import annotations
 
 import dataclasses
-import random
 from typing import Iterable, Sequence
 
 import numpy as np
 
 from .._core import IGNORE_INDEX
 from .dolly import Record, as_record
-from .rows import Rows
+from .rows import Rows, pack_rows
 from .tokenizer import NEWLINE_PIECE, Tokenizer, to_nl
 
 STYLES = ("rinna", "alpaca", "chat")
@@ -145,29 +146,26 @@ def _rows_to_arrays(rows: list[tuple[list[int], list[bool]]], seq_len: int, pad_
 
 def examples_to_arrays(examples: Sequence[Example], seq_len: int, pad_id: int, *, pack: bool = False,
                        seed: int = 0, min_prompt_tokens: int | None = None) -> Rows:
-    """One example per row (``pack=False``, input order), or examples packed greedily into rows in a
-    seed-shuffled order (``pack=True``: next-fit; an example never spans two rows). Targets are -100 on
-    prompts and padding. Packing is off by default, and the lab never packs: the engine has no per-document
-    attention mask, so inside a packed row an example attends to the earlier ones (and its positions start
-    where they end), and its loss is not the loss it has alone."""
+    """One example per row (``pack=False``, input order), or examples packed into rows in a seed-shuffled order
+    (``pack=True``: next-fit, an example never spans two rows; :func:`gozaru.data.rows.pack_rows`). Targets are
+    -100 on prompts and padding.
+
+    Packed rows carry ``doc_ids`` (0, 1, 2, ... per example in a row, -1 on padding), and each example holds its
+    own tokens and targets (``ids[:-1]`` and ``ids[1:]``: its last token predicts nothing, not the next
+    example's first). Given to ``Model.loss(..., doc_ids=rows.doc_ids)`` (the Trainer passes them), every
+    example attends only to itself with positions from 0, so its loss and gradients are the ones it has in a row
+    of its own, and padding costs less compute. Packing is off by default (``TrainConfig.pack`` / ``--pack``
+    turn it on for training)."""
     max_ids = seq_len + 1
     fitted = [truncate_example(ex, max_ids, min_prompt_tokens) for ex in examples]
     n_truncated = sum(f is not ex for f, ex in zip(fitted, examples))
-    if pack:
-        order = list(range(len(fitted)))
-        random.Random(seed).shuffle(order)
-        fitted = [fitted[i] for i in order]
     rows: list[tuple[list[int], list[bool]]] = []
     for ex in fitted:
-        ids = list(ex.prompt_ids) + list(ex.answer_ids)
-        flags = [False] * len(ex.prompt_ids) + [True] * len(ex.answer_ids)
-        if pack and rows and len(rows[-1][0]) + len(ids) <= max_ids:
-            rows[-1][0].extend(ids)
-            rows[-1][1].extend(flags)
-        else:
-            rows.append((ids, flags))
+        rows.append((list(ex.prompt_ids) + list(ex.answer_ids),
+                     [False] * len(ex.prompt_ids) + [True] * len(ex.answer_ids)))
     tokens, targets = _rows_to_arrays(rows, seq_len, pad_id)
-    return Rows(tokens, targets, n_examples=len(examples), n_truncated=n_truncated)
+    out = Rows(tokens, targets, n_examples=len(examples), n_truncated=n_truncated)
+    return pack_rows(out, seed=seed, pad_id=max(pad_id, 0)) if pack else out
 
 
 def sft_arrays(records: Iterable[Record | dict], tokenizer: Tokenizer, seq_len: int, *, style: str = "rinna",

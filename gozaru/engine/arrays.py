@@ -38,11 +38,32 @@ def as_token_array(x: Any, name: str, vocab_size: int, *, allow_ignore: bool = F
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
-def next_token_targets(tokens: np.ndarray) -> np.ndarray:
-    """Targets for plain language modelling: each position predicts the next token; the last predicts nothing."""
+def next_token_targets(tokens: np.ndarray, doc_ids: np.ndarray | None = None) -> np.ndarray:
+    """Targets for plain language modelling: each position predicts the next token; the last predicts nothing
+    (nor, with ``doc_ids``, the last token of each document)."""
     targets = np.full_like(tokens, IGNORE_INDEX)
     targets[:, :-1] = tokens[:, 1:]
+    if doc_ids is not None:
+        targets[:, :-1][doc_ids[:, 1:] != doc_ids[:, :-1]] = IGNORE_INDEX
     return targets
+
+
+def as_doc_ids(x: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Document ids of packed rows (``Model.forward``): a C-contiguous int32 [B, T] array of ``shape``. Any integer
+    dtype is accepted; ids are only compared for equality, so values that do not fit int32 are refused rather than
+    wrapped (which could make two documents one). Whether a document comes back in its row is the core's check."""
+    a = np.asarray(x)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"doc_ids must hold integer document ids, got dtype {a.dtype}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"doc_ids must have the shape of tokens {tuple(shape)}, got {a.shape}")
+    if a.dtype != np.int32 and not np.can_cast(a.dtype, np.int32, "safe"):
+        limits = np.iinfo(np.int32)
+        bad = (a < limits.min) | (a > limits.max)
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"doc_ids[{pos[0]}, {pos[1]}] = {int(a[pos])} does not fit int32")
+    return np.ascontiguousarray(a, dtype=np.int32)
 
 
 def as_bytes(value: Any, name: str) -> bytes:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _core
 from . import hf, hf_export
-from .arrays import ParamViews, as_bytes, as_token_array, names_list, next_token_targets
+from .arrays import ParamViews, as_bytes, as_doc_ids, as_token_array, names_list, next_token_targets
 from .config import GPTNeoXConfig, LoraSpec
 from .placement import Placement, emulation_fallback
 
@@ -182,24 +182,33 @@ class Model:
         return as_token_array(tokens, "tokens", self._config.vocab_size)
 
     def forward(self, tokens: Any, targets: Any = None, return_logits: bool = False,
-                keep_activations: bool = True):
+                keep_activations: bool = True, doc_ids: Any = None):
         """(loss or None, number of counted targets, logits [B, T, V] or None); keeps activations for backward
-        when targets are given, unless keep_activations=False (evaluation: less memory, no backward)."""
+        when targets are given, unless keep_activations=False (evaluation: less memory, no backward).
+
+        ``doc_ids`` (integers [B, T], or None for one document per row) packs several documents into a row: each
+        run of equal ids in a row is one document (e.g. ``0 0 0 1 1 2 2 2 -1 -1``, -1 on padding), which attends
+        only to itself and whose positions start at 0, so it gets the loss and gradients it has in a row of its
+        own. A document's tokens are contiguous: an id coming back in its row after another is a ValueError."""
         tok = self._tokens(tokens)
         tgt = None
         if targets is not None:
             tgt = as_token_array(targets, "targets", self._config.vocab_size, allow_ignore=True)
             if tgt.shape != tok.shape:
                 raise ValueError(f"targets must have the shape of tokens {tok.shape}, got {tgt.shape}")
-        return self._core.forward(tok, tgt, return_logits, keep_activations)
+        docs = None if doc_ids is None else as_doc_ids(doc_ids, tok.shape)
+        return self._core.forward(tok, tgt, return_logits, keep_activations, docs)
 
-    def loss(self, tokens: Any, targets: Any = None, keep_activations: bool = True) -> float:
+    def loss(self, tokens: Any, targets: Any = None, keep_activations: bool = True, doc_ids: Any = None) -> float:
         """Mean cross-entropy over targets != -100 (NaN when none count); keeps activations for ``backward``
-        (keep_activations=False for evaluation). targets=None means next-token prediction on ``tokens``."""
+        (keep_activations=False for evaluation). targets=None means next-token prediction on ``tokens`` (within
+        each document: the last token of one does not predict the next one's first). ``doc_ids``: packed rows,
+        see ``forward``."""
         tok = self._tokens(tokens)
+        docs = None if doc_ids is None else as_doc_ids(doc_ids, tok.shape)
         if targets is None:
-            targets = next_token_targets(tok)
-        return self.forward(tok, targets, keep_activations=keep_activations)[0]
+            targets = next_token_targets(tok, docs)
+        return self.forward(tok, targets, keep_activations=keep_activations, doc_ids=docs)[0]
 
     def logits(self, tokens: Any) -> np.ndarray:
         """Logits [B, T, vocab_size] (float32)."""

@@ -36,7 +36,7 @@ def _train_config(args):
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, micro_batch_size=args.micro_batch_size,
                        lr=args.lr, warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
                        weight_decay=args.weight_decay, max_grad_norm=args.clip, seed=args.seed,
-                       checkpoint_every=args.checkpoint_every, progress=args.progress)
+                       checkpoint_every=args.checkpoint_every, progress=args.progress, pack=args.pack)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -88,6 +88,16 @@ def _tokenizer(args):
     return load_tokenizer(hub.resolve(args.tokenizer, "model"))
 
 
+def _fit_seq_len(args, config) -> None:
+    """Rows no longer than the model's positions: a --seq-len beyond them (the default 256 on the demo's base of
+    128) becomes max_position_embeddings, noted on stderr."""
+    limit = config.max_position_embeddings
+    if args.seq_len > limit:
+        print(f"--seq-len {args.seq_len} is more than the model's {limit} positions: rows of {limit} tokens",
+              file=sys.stderr)
+        args.seq_len = limit
+
+
 def _selection(args) -> dict:
     sel = {"kind": args.select, "train_head": not args.no_head, "seed": args.select_seed}
     if args.budget is not None:
@@ -130,6 +140,10 @@ def cmd_train(args) -> int:
     _check_not_overwriting(args)
     tokenizer = _tokenizer(args)
     train_records, held = _records(args)
+    if not (args.resume or args.base or args.hf):
+        raise SystemExit("give --base or --hf (or --resume a checkpoint)")
+    source = None if args.resume else _source(args)
+    _fit_seq_len(args, read_config(args.resume) if args.resume else source.config())
     exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style)
     if args.resume:  # the saved training settings continue; only the display follows this command line
         tokenizer.check_model(read_config(args.resume), args.resume)
@@ -137,9 +151,6 @@ def cmd_train(args) -> int:
                           placement=placement, progress=args.progress)
         print(f"resuming {args.resume} at step {trainer.step} of {trainer.config.steps}")
     else:
-        if not (args.base or args.hf):
-            raise SystemExit("give --base or --hf (or --resume a checkpoint)")
-        source = _source(args)
         tokenizer.check_model(source.config(), args.base or args.hf)   # before the model is loaded
         model = source.load(placement)
         names = layers.select(model.config, **_selection(args))
@@ -172,6 +183,7 @@ def cmd_eval(args) -> int:
     tokenizer = _tokenizer(args)
     tokenizer.check_model(model.config, args.checkpoint)
     _, held = _records(args)
+    _fit_seq_len(args, model.config)
     exp = ExperimentData.from_records(tokenizer, [], held, seq_len=args.seq_len, style=args.style,
                                       n_prompts=args.n_prompts)
     exp.drop_long(model.config.max_position_embeddings, lambda m: print(m, file=sys.stderr))
@@ -204,13 +216,14 @@ def cmd_grid(args) -> int:
     with executor_from_args(args) as executor:  # first: a missing Ray or unreachable cluster fails at once
         tokenizer = _tokenizer(args)
         train_records, held, original = _records(args, originals=True)
+        # on a cluster the runs read --base where it is (shared storage); the driver never loads it
+        source = _source(args)
+        _fit_seq_len(args, source.config())
         exp = ExperimentData.from_records(tokenizer, train_records, held, seq_len=args.seq_len, style=args.style,
                                           n_prompts=args.n_prompts)
         if original is not None:   # forgetting = loss increase on the polite originals of the held-out answers
             exp.original = data.sft_arrays(original, tokenizer, args.seq_len, style=args.style)
         grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
-        # on a cluster the runs read --base where it is (shared storage); the driver never loads it
-        source = _source(args)
         tokenizer.check_model(source.config(), args.base or args.hf)
         results = run(grid, source, exp, args.out, train=_train_config(args),
                       eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),

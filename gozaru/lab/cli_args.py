@@ -103,6 +103,10 @@ def _add_training(p):
     g.add_argument("--seed", type=int, default=d.seed, help=f"data-order seed (default {d.seed})")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help=f"steps between checkpoints (default {d.checkpoint_every})")
+    g.add_argument("--pack", action="store_true", default=d.pack,
+                   help="pack several training examples into each row, each attending only to itself with "
+                        "positions from 0 (same loss and gradients, less padding); --batch-size then counts "
+                        "packed rows (default: one example per row)")
 
 
 def _add_generation(p, sampling=False):

@@ -9,7 +9,7 @@ import numpy as np
 
 from .._core import IGNORE_INDEX
 from ..data import rewrite
-from ..data.rows import as_rows, trim_columns
+from ..data.rows import as_rows
 from ..engine import lora
 from ..engine.config import TENSOR_KINDS, GPTNeoXConfig
 from .generate import generate_text
@@ -40,14 +40,15 @@ def generated_rate(model, tokenizer, prompts: Sequence[str], **generation):
 
 # --------------------------------------------------------------------------- losses
 def eval_loss(model, data, batch_size: int = 32) -> float:
-    """Mean cross-entropy per counted target token over all rows (answers only for SFT rows)."""
+    """Mean cross-entropy per counted target token over all rows (answers only for SFT rows; packed rows with their
+    ``doc_ids``)."""
     rows = as_rows(data)
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        tok, tgt = trim_columns(rows.tokens[start:start + batch_size], rows.targets[start:start + batch_size])
+        tok, tgt, docs = rows.batch(start, start + batch_size)
         n = int((tgt != IGNORE_INDEX).sum())
         if n:
-            total += model.loss(tok, tgt, keep_activations=False) * n
+            total += model.loss(tok, tgt, keep_activations=False, doc_ids=docs) * n
             count += n
     return total / count if count else float("nan")
 

@@ -103,16 +103,19 @@ def run_paths(runs_dir: str, slug: str) -> tuple[str, str, str]:
 
 def definition_difference(condition: dict | None, train_config: dict | None, cond, config: TrainConfig) -> str | None:
     """None when a run stored with ``condition`` / ``train_config`` is a run of ``cond`` trained with ``config``;
-    else the first field that differs, in words. A part stored as None (records older than it) is not compared."""
+    else the first field that differs, in words. A part stored as None (records older than it) is not compared,
+    and a training setting a record has no field for (older than the setting) counts as its default."""
     want = {"condition": cond.to_dict(), "train_config": config.to_dict()}
     have = {"condition": condition, "train_config": train_config}
+    older = {"condition": {}, "train_config": TrainConfig().to_dict()}
     for part in want:
         if have[part] is None:
             continue
         w, h = want[part], have[part] if isinstance(have[part], dict) else {}
         for key in list(w) + [k for k in h if k not in w]:  # field order: what a user wrote comes first
-            if key not in _NOT_DEFINING and not _same(w.get(key), h.get(key)):
-                return f"{part.replace('_', ' ')} {key} was {h.get(key)!r}, now {w.get(key)!r}"
+            got = h[key] if key in h else older[part].get(key)
+            if key not in _NOT_DEFINING and not _same(w.get(key), got):
+                return f"{part.replace('_', ' ')} {key} was {got!r}, now {w.get(key)!r}"
     return None
 
 

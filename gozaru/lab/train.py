@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .._core import IGNORE_INDEX
-from ..data.rows import as_rows, rows_at, trim_columns
+from ..data.rows import as_rows, pack_rows, rows_at
 from ..engine import optim
 from ..engine.checkpoint import load
 from ..engine.optim import AdamW
@@ -48,6 +48,11 @@ class TrainConfig:
     # above that bound, so the last one written holds the last good model. divergence_factor 0 = no check.
     divergence_factor: float = 10.0
     divergence_patience: int = 3
+    # Packing: the training rows' examples (one per row) are packed next-fit into full rows of the same width, in
+    # a seed-shuffled order (gozaru.data.pack_rows), each attending only to itself with positions from 0, so the
+    # loss and gradients of a batch are those of its examples unpacked while padding costs less compute.
+    # batch_size then counts packed rows. Off by default; data given packed already (with doc_ids) is used as is.
+    pack: bool = False
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -159,16 +164,21 @@ class Trainer:
         self.grad_norm_steps = 0
         self.interrupted = False
         self._steps_above = 0  # consecutive steps with the loss above the divergence bound
-        saved_config = None
+        saved_config = saved_rows = None
         if resume is not None:
             if model is not None or optimizer is not None:
                 raise ValueError("resume= brings its own model and optimizer: pass model=None")
             placement = Placement.of(placement, backend=backend, precision=precision)
-            model, optimizer, saved_config = self._load(resume, placement)
+            model, optimizer, saved_config, saved_rows = self._load(resume, placement)
         if model is None:
             raise ValueError("model is required (or resume= a checkpoint)")
         config = config or (TrainConfig.from_dict(saved_config) if saved_config else TrainConfig())
         self.config = dataclasses.replace(config, **overrides) if overrides else config
+        if self.config.pack and not self.rows.packed:
+            self.rows = pack_rows(self.rows, seed=self.config.seed)
+        if saved_rows is not None and saved_rows != len(self.rows):
+            raise ValueError(f"{resume}: saved with {saved_rows} training rows, but the data given has "
+                             f"{len(self.rows)}; resume needs the same data")
         self.model = model
         if optimizer is None:
             c = self.config
@@ -243,12 +253,12 @@ class Trainer:
         model.zero_grad()
         loss_sum, tokens = 0.0, 0
         for start in range(0, len(index), c.micro):
-            tok, tgt = trim_columns(batch.tokens[start:start + c.micro], batch.targets[start:start + c.micro])
+            tok, tgt, docs = batch.batch(start, start + c.micro)
             n = int((tgt != IGNORE_INDEX).sum())
             tokens += tok.size
             if n == 0:
                 continue
-            loss = model.loss(tok, tgt)
+            loss = model.loss(tok, tgt, doc_ids=docs)
             if not math.isfinite(loss):
                 self._raise_non_finite(f"loss is {loss}")
             model.backward(scale=n / n_total)
@@ -343,9 +353,6 @@ class Trainer:
         if record is None:
             raise ValueError(f"{path}: not a Trainer checkpoint (no data cursor); start a new Trainer with "
                              f"model=gozaru.load(path)[0] instead")
-        if record.n_rows != len(self.rows):
-            raise ValueError(f"{path}: saved with {record.n_rows} training rows, but the data given has "
-                             f"{len(self.rows)}; resume needs the same data")
         if optimizer is None:
             raise ValueError(f"{path}: the checkpoint has no optimizer state, so training cannot resume exactly")
         self.step = int(info["step"])
@@ -355,7 +362,7 @@ class Trainer:
         self.eval_history = list(record.eval_history)
         self.grad_norm_sums = dict(record.grad_norm_sums)
         self.grad_norm_steps = int(record.grad_norm_steps)
-        return model, optimizer, record.train_config
+        return model, optimizer, record.train_config, record.n_rows
 
 
 def _more(names: list[str]) -> str:
