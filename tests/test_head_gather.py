@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import gozaru as gz
-from reference import check_logits_loss_and_every_gradient, hf_causal_lm, error_model_check, hf_params, torch_lm_loss
+from reference import check_logits_loss_and_every_gradient, error_model_check, hf_pair, hf_params, torch_lm_loss
+from test_parity_hf import CONFIGS as PARITY_NEOX
+from test_parity_llama import CONFIGS as PARITY_LLAMA
 
 
 def sft_batch(cfg, B, T, seed=3):
@@ -23,27 +25,19 @@ def sft_batch(cfg, B, T, seed=3):
     return tokens, targets
 
 
-CASES = [
-    ("gpt_neox_one_chunk", dict(model_type="gpt_neox", vocab_size=97, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=4, intermediate_size=48), 4, 24),
-    # 16384 logits per row: chunks of 512 rows, so 4 x 300 rows with ~55 % counted make two gathered chunks
-    ("gpt_neox_chunks", dict(model_type="gpt_neox", vocab_size=16384, hidden_size=16, num_hidden_layers=1,
-                             num_attention_heads=2, intermediate_size=16, max_position_embeddings=300), 4, 300),
-    ("llama_tied", dict(model_type="llama", vocab_size=64, hidden_size=48, num_hidden_layers=2,
-                        num_attention_heads=6, num_key_value_heads=2, intermediate_size=40,
-                        tie_word_embeddings=True), 3, 20),
-    ("qwen2_chunks", dict(model_type="qwen2", vocab_size=16384, hidden_size=16, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, intermediate_size=16,
-                          max_position_embeddings=300), 4, 300),
-]
+# the parity suites' configurations (both families), run on SFT-shaped batches; qwen2_chunks: GQA with q/k/v
+# biases and 16384 logits per row, so answers straddle the gathered chunks' borders there too
+CASES = [(n, dict(fields, model_type="gpt_neox"), 4, 24 if n != "vocab_chunks" else 300)
+         for n, fields, _, _ in PARITY_NEOX if n in ("sequential_full_rotary", "vocab_chunks")] + \
+        [(n, fields, 3, 20) for n, fields, _, _ in PARITY_LLAMA if n == "llama_gqa2_tied"] + \
+        [("qwen2_chunks", dict(model_type="qwen2", vocab_size=16384, hidden_size=16, num_hidden_layers=1,
+                               num_attention_heads=2, num_key_value_heads=1, intermediate_size=16,
+                               max_position_embeddings=300), 4, 300)]
 
 
 def make_pair(fields):
     cfg = gz.ModelConfig(**{"max_position_embeddings": 64, "layer_norm_eps": 1e-6, **fields})
-    hf = hf_causal_lm(cfg, seed=0, perturb=True)
-    model = gz.Model(cfg, seed=None)
-    model.load_state_dict({k: v.detach().numpy() for k, v in hf_params(hf).items()})
-    return cfg, hf, model
+    return (cfg, *hf_pair(cfg))
 
 
 @pytest.mark.parametrize("name,fields,B,T", CASES, ids=[c[0] for c in CASES])
