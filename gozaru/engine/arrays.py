@@ -27,14 +27,19 @@ def as_token_array(x: Any, name: str, vocab_size: int, *, allow_ignore: bool = F
         raise ValueError(f"{name} must be a 2-D array [B, T], got shape {a.shape}")
     if a.size == 0:
         raise ValueError(f"{name} is empty (shape {a.shape}): a zero-size batch cannot be processed")
+    extra = " (and is not the ignore index -100)" if allow_ignore else ""
+    return _as_int32(a, name, f"is outside the vocabulary [0, {vocab_size}){extra}")
+
+
+def _as_int32(a: np.ndarray, name: str, why: str) -> np.ndarray:
+    """``a`` as C-contiguous int32; a value that int32 cannot hold is refused (``name[i, j] = value <why>``)
+    rather than wrapped around by the cast."""
     if a.dtype != np.int32 and not np.can_cast(a.dtype, np.int32, "safe"):
         limits = np.iinfo(np.int32)
         bad = (a < limits.min) | (a > limits.max)
         if bad.any():
             pos = tuple(int(i) for i in np.argwhere(bad)[0])
-            extra = " (and is not the ignore index -100)" if allow_ignore else ""
-            raise ValueError(f"{name}[{pos[0]}, {pos[1]}] = {int(a[pos])} is outside the vocabulary "
-                             f"[0, {vocab_size}){extra}")
+            raise ValueError(f"{name}[{pos[0]}, {pos[1]}] = {int(a[pos])} {why}")
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
@@ -57,13 +62,7 @@ def as_doc_ids(x: Any, shape: tuple[int, int]) -> np.ndarray:
         raise TypeError(f"doc_ids must hold integer document ids, got dtype {a.dtype}")
     if a.shape != tuple(shape):
         raise ValueError(f"doc_ids must have the shape of tokens {tuple(shape)}, got {a.shape}")
-    if a.dtype != np.int32 and not np.can_cast(a.dtype, np.int32, "safe"):
-        limits = np.iinfo(np.int32)
-        bad = (a < limits.min) | (a > limits.max)
-        if bad.any():
-            pos = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"doc_ids[{pos[0]}, {pos[1]}] = {int(a[pos])} does not fit int32")
-    return np.ascontiguousarray(a, dtype=np.int32)
+    return _as_int32(a, "doc_ids", "does not fit int32")
 
 
 def as_bytes(value: Any, name: str) -> bytes:
