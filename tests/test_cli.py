@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 import gozaru as gz
@@ -103,8 +104,13 @@ def test_grid_file_with_a_lora_condition(setup, capsys):
     out = str(folder / "grid")
     assert cli.main(["grid", "--base", base, "--tokenizer", tok, "--data", jsonl, "--gozaru", "--seq-len", "48",
                      "--eval-size", "8", "--grid", str(grid), "--steps", "2", "--batch-size", "4", "--n-prompts", "4",
-                     "--max-new-tokens", "4", "--no-plots", "--out", out, "--no-progress"]) == 0
+                     "--max-new-tokens", "4", "--samples", "2", "--no-plots", "--out", out, "--no-progress"]) == 0
     assert "lora last 1" in capsys.readouterr().out
+    table = pd.read_csv(f"{out}/results.csv")   # the study's measures beside the greedy rate
+    assert table["sampled_rate"].notna().all(), table
+    assert cli.main(["grid", "--out", out, "--samples", "-1", "--base", base, "--tokenizer", tok, "--data", jsonl,
+                     "--gozaru"]) == 1
+    assert "--samples must be >= 0" in capsys.readouterr().err
     model = gz.load(f"{out}/runs/lora-last-1.h5")[0]
     assert model.lora and all("lora_" in n or n == "embed_out.weight" for n in model.trainable_names())
 

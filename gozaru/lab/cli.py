@@ -209,6 +209,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _samples(k: int) -> int:
+    if k < 0:
+        raise ValueError(f"--samples must be >= 0 (answers sampled per prompt), got {k}")
+    return k
+
+
 def cmd_grid(args) -> int:
     _check_writable(args.out, is_folder=True)
     placement = placement_from_args(args)
@@ -226,7 +232,8 @@ def cmd_grid(args) -> int:
         grid = load_grid(args.grid) if args.grid else seed_grid(seeds=args.seeds, budgets=args.budgets)
         tokenizer.check_model(source.config(), args.base or args.hf)
         results = run(grid, source, exp, args.out, train=_train_config(args),
-                      eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size),
+                      eval=EvalConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size,
+                                      samples=_samples(args.samples)),
                       progress=args.progress, executor=executor, placement=placement,
                       tracker=tracking.from_args(args))
     print()

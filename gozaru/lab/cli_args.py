@@ -273,6 +273,9 @@ def _grid_arguments(p):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the random conditions")
     p.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.10], help="weight shares of first/last/random")
     _add_generation(p)
+    p.add_argument("--samples", type=int, default=4, metavar="K",
+                   help="answers sampled at T = 1 per prompt for the sampled ござる-rate, as the study measures it "
+                        "(default 4; 0 = greedy rate only)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     _add_training(p)
     _add_running(p, cluster=True, tracking=True)
