@@ -147,6 +147,7 @@ void gz_backend_free(gz_backend *be);
  * checks, which their set_precision applies too: */
 gz_status gz_backend_supports(gz_backend_kind kind, gz_precision p);
 gz_status gz_cpu_supports(gz_precision p);  /* cpu/matmul_bf16.c */
+void gz_cpu_allow_bf16_without_instructions(int allow); /* cpu/matmul_bf16.c: bf16 via the library anyway */
 gz_status gz_cuda_supports(gz_precision p); /* cuda/gemm.cu */
 /* util.c: GZ_ERR_BACKEND "precision '<p>' is not supported by the <backend> backend: it runs <the names in runs>". */
 gz_status gz_precision_unsupported(const char *backend, gz_precision p, unsigned runs);

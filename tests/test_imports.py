@@ -122,3 +122,12 @@ def test_importing_gozaru_leaves_the_environment_as_it_was():
         if "gomp" not in done.stdout:
             pytest.skip(f"the core links another OpenMP runtime: {done.stdout.strip()}")
         assert f"OMP_WAIT_POLICY = '{expected}'" in done.stderr
+
+
+def test_the_core_reads_no_environment():
+    """Environment variables are documented defaults read in Python (gozaru/engine/placement.py,
+    gozaru/_runtime.py): no C or CUDA file of the core calls getenv."""
+    csrc = PACKAGE.parent / "csrc"
+    readers = [str(p.relative_to(csrc)) for p in sorted(csrc.rglob("*"))
+               if p.suffix in (".c", ".h", ".cu", ".cuh") and "getenv" in p.read_text(errors="replace")]
+    assert readers == [], f"getenv in {readers}"

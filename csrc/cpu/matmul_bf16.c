@@ -33,16 +33,19 @@ const char *gz_cpu_bf16_library(void) {
 #endif
 }
 
+/* Set from Python (gozaru/engine/placement.py reads GOZARU_BF16_ANY_CPU, for tests): the library path on a CPU
+ * without the instructions, where MKL converts to fp32 internally: the same results, no faster. */
+static int bf16_without_instructions = 0;
+
+void gz_cpu_allow_bf16_without_instructions(int allow) { bf16_without_instructions = allow != 0; }
+
 gz_status gz_cpu_supports(gz_precision p) {
     if (p == GZ_PRECISION_FP32 || p == GZ_PRECISION_BF16_EMULATED) return GZ_OK;
     if (p != GZ_PRECISION_BF16)
         return gz_precision_unsupported("cpu", p, GZ_PRECISION_BIT(GZ_PRECISION_FP32) |
                                                       GZ_PRECISION_BIT(GZ_PRECISION_BF16) |
                                                       GZ_PRECISION_BIT(GZ_PRECISION_BF16_EMULATED));
-    /* GOZARU_BF16_ANY_CPU=1 (for tests): the library path on a CPU without the instructions, where MKL
-     * converts to fp32 internally — the same results, no faster */
-    const char *any = getenv("GOZARU_BF16_ANY_CPU");
-    if (!gz_cpu_bf16_instructions() && !(any && !strcmp(any, "1")))
+    if (!gz_cpu_bf16_instructions() && !bf16_without_instructions)
         return gz_fail(GZ_ERR_BACKEND, "precision 'bf16': this CPU has neither AVX512-BF16 nor AMX-BF16 "
                                        "instructions; use 'bf16-emulated' (or GOZARU_BF16_EMULATE=1) for the "
                                        "same rounding at fp32 speed or below");

@@ -7,6 +7,7 @@
 #include "args.h"
 #include "model_config.h"
 #include "../blas.h"
+#include "../backend.h" /* gz_cpu_allow_bf16_without_instructions */
 #include "../precision.h"
 
 PyObject *gzpy_CheckpointError = NULL;
@@ -74,6 +75,16 @@ static PyObject *check_lr(PyObject *module, PyObject *arg) {
     return PyFloat_FromDouble(lr);
 }
 
+/* The one switch behind GOZARU_BF16_ANY_CPU, which Python reads (gozaru/engine/placement.py): the core reads no
+ * environment. */
+static PyObject *allow_bf16_without_instructions(PyObject *module, PyObject *arg) {
+    (void)module;
+    int allow = PyObject_IsTrue(arg);
+    if (allow < 0) return NULL;
+    gz_cpu_allow_bf16_without_instructions(allow);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"set_num_threads", set_num_threads, METH_O,
      "set_num_threads(n)\n--\n\nThreads used by OpenMP loops and BLAS on the CPU backend."},
@@ -83,6 +94,9 @@ static PyMethodDef module_methods[] = {
     {"check_lr", check_lr, METH_O,
      "check_lr(lr)\n--\n\nlr as a float when it is a learning rate the core accepts (0 <= lr <= FLT_MAX); "
      "TypeError or ValueError otherwise. The one check: AdamW.step applies the same."},
+    {"allow_bf16_without_instructions", allow_bf16_without_instructions, METH_O,
+     "allow_bf16_without_instructions(allow)\n--\n\nLet precision 'bf16' run through the bf16 GEMM library on a CPU "
+     "without AVX512-BF16/AMX-BF16 (the library converts to fp32: same results, no faster). For tests."},
     {"build_info", gzpy_build_info, METH_NOARGS,
      "build_info()\n--\n\nBLAS (name, version, kernel, threads), OpenMP, CPU features and backends, as a dict."},
     {"read_checkpoint_meta", (PyCFunction)gzpy_read_checkpoint_meta, METH_O,

@@ -18,7 +18,7 @@ from .. import _core
 from . import hf, hf_export
 from .arrays import ParamViews, as_bytes, as_doc_ids, as_token_array, names_list, next_token_targets
 from .config import GPTNeoXConfig, LoraSpec
-from .placement import Placement, emulation_fallback
+from .placement import Placement, emulation_fallback, share_bf16_switches
 
 
 # --------------------------------------------------------------------------- the model
@@ -103,6 +103,7 @@ class Model:
         """See the class docstring; ValueError for an unknown name, RuntimeError when this CPU cannot run it."""
         if not isinstance(precision, str):
             raise TypeError(f"precision must be a str, got {type(precision).__name__}")
+        share_bf16_switches()
         try:
             self._core.set_precision(precision)
         except _core.ModelBusyError:  # another thread is inside a call: not a property of this CPU

@@ -6,11 +6,14 @@ It is made once, from the command line (``gozaru … --backend --precision --thr
 tasks (in this process or on Ray workers), the study and export. Run records store the placement a run used
 (``Model.placement``, with the precision the core actually runs and the engine threads in effect).
 
-The precision names are the core's (``_core.PRECISIONS``, csrc/precision.h); the core checks them. The one
-environment variable read here, and nowhere else in Python, is a documented default:
+The precision names are the core's (``_core.PRECISIONS``, csrc/precision.h); the core checks them. The
+environment variables about precision are read here and nowhere else (the core reads none); each is a documented
+default, read when a precision is set:
 
 - ``GOZARU_BF16_EMULATE=1``: asking for ``bf16`` where this CPU or build cannot run it gives ``bf16-emulated``
   (the same rounding, computed with fp32 multiplies) instead of an error.
+- ``GOZARU_BF16_ANY_CPU=1`` (for tests): ``bf16`` runs through the bf16 GEMM library even on a CPU without
+  AVX512-BF16 / AMX-BF16, where the library converts to fp32 inside: the same results, no faster.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Any
 from .. import _core
 
 EMULATE_ENV = "GOZARU_BF16_EMULATE"
+ANY_CPU_ENV = "GOZARU_BF16_ANY_CPU"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,3 +79,8 @@ def emulation_fallback(precision: str) -> str | None:
     if precision == "bf16" and os.environ.get(EMULATE_ENV, "") not in ("", "0"):
         return "bf16-emulated"
     return None
+
+
+def share_bf16_switches() -> None:
+    """Hands GOZARU_BF16_ANY_CPU to the core (which reads no environment) before a precision is set."""
+    _core.allow_bf16_without_instructions(os.environ.get(ANY_CPU_ENV, "") == "1")
