@@ -53,3 +53,15 @@ def small_model():
 def batch():
     """Factory fixture: ``batch(config, B, T, seed=0)`` -> (tokens, targets) int32 [B, T], ~30 % targets ignored."""
     return lambda config, B, T, seed=0: random_batch(config, B, T, seed)
+
+
+@pytest.fixture
+def sigint_raises():
+    """Ctrl-C tests send SIGINT to this process. A shell that starts pytest in the background (``cmd &``, nohup)
+    hands it SIGINT ignored, and Python then installs no handler: install Python's own for the test."""
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

@@ -88,7 +88,7 @@ def test_python_generate_bad_prompts():
     assert [len(r) for r in m.generate([[1, 2, 3], [4]], max_new_tokens=2, eos_token_id=-1)] == [2, 2]
 
 
-def test_ctrl_c_stops_generation_and_restores_the_handler():
+def test_ctrl_c_stops_generation_and_restores_the_handler(sigint_raises):
     cfg = dict(CFG, max_position_embeddings=4096, hidden_size=64, num_attention_heads=4, intermediate_size=128)
     m = _core.Model(cfg, seed=0)
     prompts = ids((4, 2))

@@ -216,7 +216,7 @@ def test_concurrent_saves_and_loads(tmp_path):
     assert not errors, errors
 
 
-def test_ctrl_c_during_save_keeps_the_previous_file(tmp_path):
+def test_ctrl_c_during_save_keeps_the_previous_file(tmp_path, sigint_raises):
     import signal
     import threading
     import time

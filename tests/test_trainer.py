@@ -113,7 +113,7 @@ def test_resume_continues_bit_exactly(corpus_rows, tmp_path):
     assert info["step"] == 12 and json.loads(info["extra"])["cursor"] == 12 * 12
 
 
-def test_ctrl_c_finishes_the_step_and_saves(corpus_rows, tmp_path):
+def test_ctrl_c_finishes_the_step_and_saves(corpus_rows, tmp_path, sigint_raises):
     tok, rows = corpus_rows
     ckpt = str(tmp_path / "ctrl_c.h5")
 
