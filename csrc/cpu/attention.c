@@ -22,6 +22,7 @@
 #include <string.h>
 #include "../elementwise.h"
 #include "cpu_ops.h"
+#include "vec_math.h" /* gz_row_max, gz_row_sum */
 
 #define BQ 64  /* queries per task */
 #define BK 128 /* keys per tile (a multiple of BQ: every tile a query block visits has a key at or before each row) */
@@ -53,12 +54,11 @@ static int tiles_alloc(attn_tiles *w, int HS) {
  * and at or before it. Updates the running max *m and sum *l, leaves p = exp(s - m_new) (0 outside lo..hi-1),
  * returns the factor the accumulator row must be rescaled by. */
 GZ_VECTOR_CLONES static float online_softmax_row(float *p, int nk, int lo, int hi, float *m, float *l) {
-    float mx = *m;
-    for (int j = lo; j < hi; j++) mx = p[j] > mx ? p[j] : mx; /* stays scalar: a max reduction needs -ffast-math */
-    float corr = gz_attn_rescale(*m, mx), sum = 0.0f;
+    float mx = gz_row_max(p + lo, hi - lo, *m);
+    float corr = gz_attn_rescale(*m, mx);
     for (int j = 0; j < lo; j++) p[j] = 0.0f;
     for (int j = lo; j < hi; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises */
-    for (int j = lo; j < hi; j++) sum += p[j]; /* in order: the same bits at every vector width */
+    float sum = gz_row_sum(p + lo, hi - lo);
     for (int j = hi; j < nk; j++) p[j] = 0.0f;
     *m = mx;
     *l = *l * corr + sum;

@@ -4,19 +4,13 @@
 #include "cpu_ops.h"
 #include "vec_math.h"
 
-#define LANES 16 /* fixed partial maxima / sums: the same result at every vector width */
+#define LANES GZ_LANES /* fixed partial sums: the same result at every vector width (vec_math.h) */
 
 /* log(sum(exp(row))) with the max subtracted first; exps summed in double, LANES partial sums. */
 GZ_VECTOR_CLONES static float row_logsumexp(const float *row, int V) {
-    float mxl[LANES];
-    for (int j = 0; j < LANES; j++) mxl[j] = -INFINITY;
-    int i = 0;
-    for (; i + LANES <= V; i += LANES)
-        for (int j = 0; j < LANES; j++) mxl[j] = row[i + j] > mxl[j] ? row[i + j] : mxl[j];
-    for (int j = 0; i + j < V; j++) mxl[j] = row[i + j] > mxl[j] ? row[i + j] : mxl[j];
-    float mx = -INFINITY;
-    for (int j = 0; j < LANES; j++) mx = mxl[j] > mx ? mxl[j] : mx;
+    float mx = gz_row_max(row, V, -INFINITY);
     double sl[LANES] = {0};
+    int i;
     for (i = 0; i + LANES <= V; i += LANES)
         for (int j = 0; j < LANES; j++) sl[j] += gz_vexp_double(row[i + j] - mx);
     for (int j = 0; i + j < V; j++) sl[j] += gz_vexp_double(row[i + j] - mx);

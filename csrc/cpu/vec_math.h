@@ -47,4 +47,34 @@ GZ_VECTOR_CLONES static void gz_exp_shifted(float *p, float shift, int n) {
     for (int s = 0; s < n; s++) p[s] = gz_vexpf(p[s] - shift);
 }
 
+/* Row reductions in GZ_LANES partial results combined in a fixed order: no chain of n dependent maxes or adds
+ * (a 4-cycle latency per element), and the same bits from every vector width and clone, since the C fixes
+ * each lane's sequence of operations. Inlined into the GZ_VECTOR_CLONES loops that call them. */
+#define GZ_LANES 16
+
+/* max(init, x[0..n-1]) */
+static inline float gz_row_max(const float *x, int n, float init) {
+    float part[GZ_LANES];
+    for (int j = 0; j < GZ_LANES; j++) part[j] = init;
+    int i = 0;
+    for (; i + GZ_LANES <= n; i += GZ_LANES)
+        for (int j = 0; j < GZ_LANES; j++) part[j] = x[i + j] > part[j] ? x[i + j] : part[j];
+    for (int j = 0; i + j < n; j++) part[j] = x[i + j] > part[j] ? x[i + j] : part[j];
+    float mx = init;
+    for (int j = 0; j < GZ_LANES; j++) mx = part[j] > mx ? part[j] : mx;
+    return mx;
+}
+
+/* x[0] + ... + x[n-1] */
+static inline float gz_row_sum(const float *x, int n) {
+    float part[GZ_LANES] = {0};
+    int i = 0;
+    for (; i + GZ_LANES <= n; i += GZ_LANES)
+        for (int j = 0; j < GZ_LANES; j++) part[j] += x[i + j];
+    for (int j = 0; i + j < n; j++) part[j] += x[i + j];
+    float s = 0.0f;
+    for (int j = 0; j < GZ_LANES; j++) s += part[j];
+    return s;
+}
+
 #endif
