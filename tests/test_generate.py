@@ -83,3 +83,19 @@ def test_eos_stops_a_row_and_is_included():
         cut = row_free.index(eos) + 1 if eos in row_free else len(row_free)
         assert row == row_free[:cut]
     assert stopped[0][-1] == eos and len(stopped[0]) <= 4
+
+
+def test_prompts_longer_than_an_attention_tile_prefill_together():
+    """The prefill lays the prompts end to end as documents of the blocked attention (query blocks of 64, key
+    tiles of 128): prompts that straddle tiles and share them with their neighbours give each row the logits of
+    its own full recompute, and the tokens it gets alone."""
+    cfg = gz.GPTNeoXConfig(max_position_embeddings=320, initializer_range=0.3, **CONFIGS["sequential"])
+    model = gz.Model(cfg, seed=3)
+    rng = np.random.default_rng(7)
+    ps = [rng.integers(0, cfg.vocab_size, size=n).tolist() for n in (130, 7, 201, 64)]
+    tokens, step_logits = model.generate(ps, max_new_tokens=6, eos_token_id=-1, return_logits=True)
+    for p, new, lg in zip(ps, tokens, step_logits):
+        full = model.logits(np.array([p + new], dtype=np.int32))[0]
+        expect = full[len(p) - 1:len(p) - 1 + len(new)]
+        np.testing.assert_allclose(lg, expect, rtol=0, atol=2e-5 * np.abs(expect).max())
+        assert model.generate([p], max_new_tokens=6, eos_token_id=-1)[0] == new

@@ -18,11 +18,11 @@ gz_status gz_cpu_kv_append(float *kcache, float *vcache, const float *k, const f
     return GZ_OK;
 }
 
-/* Scores q.k in 8 lanes (a scalar sum would not vectorise), softmax, then P.V for one token and head. */
+/* Scores q.k in 8 lanes (a scalar sum would not vectorise), softmax (max and sum in vec_math.h's lanes), then P.V
+ * for one token and head. */
 GZ_VECTOR_CLONES
 static void attend_one(float *o, float *p, const float *qi, const float *kc, const float *vc, int n, int HS,
                        float scale) {
-    float mx = -INFINITY;
     for (int s = 0; s < n; s++) {
         const float *ks = kc + (int64_t)s * HS;
         float acc[8] = {0};
@@ -32,12 +32,10 @@ static void attend_one(float *o, float *p, const float *qi, const float *kc, con
         float d = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         for (; j < HS; j++) d += qi[j] * ks[j];
         p[s] = d * scale;
-        if (p[s] > mx) mx = p[s];
     }
+    float mx = gz_row_max(p, n, -INFINITY);
     gz_exp_shifted(p, mx, n);
-    float sum = 0.0f;
-    for (int s = 0; s < n; s++) sum += p[s];
-    float inv = 1.0f / sum;
+    float inv = 1.0f / gz_row_sum(p, n);
     memset(o, 0, sizeof(float) * HS);
     for (int s = 0; s < n; s++) {
         float w = p[s] * inv;

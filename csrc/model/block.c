@@ -55,6 +55,9 @@ static gz_status attention_step(gz_model *m, int l, const gz_block_bufs *a, cons
     GZ_TRY(qkv_forward(m, l, a, at));
     GZ_TRY(be->kv_append(be->ctx, at->kcache[l], at->vcache[l], a->k, a->v, at->row, at->pos, n, m->NKV, m->HS,
                          at->S));
+    if (at->mode == GZ_ATTN_PREFILL) /* the prompts' own k/v are all here: tiles of GEMMs, not one row at a time */
+        return be->attention_forward(be->ctx, a->atty, at->lse, a->q, a->k, a->v, at->doc_start, 1, n, m->NH,
+                                     m->NKV, m->HS);
     return be->attention_cached(be->ctx, a->atty, at->scores, a->q, at->kcache[l], at->vcache[l], at->row, at->pos, n,
                                 m->NH, m->NKV, m->HS, at->S);
 }

@@ -2,7 +2,9 @@
  *
  * Every step is a forward over a flat list of tokens, each tagged with its cache row and position:
  * the prefill is all prompt tokens of all rows at once, a decode step is one token per unfinished
- * row. Rows keep their own positions, so prompts of different lengths need no padding.
+ * row. Rows keep their own positions, so prompts of different lengths need no padding. The prefill's
+ * prompts lie end to end, each its own document for the blocked causal attention (as packed training
+ * rows do); a decode step attends over the cache.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -16,18 +18,22 @@ typedef struct {
     float **kc, **vc;           /* per layer [rows, NKV, S, HS]: the kv heads only */
     float *x, *ln, *qkv, *q, *k, *v, *atty, *attn_out, *h, *ln2, *fch, *fcg, *fcu, *mlp, *mean, *rstd, *scores;
     float *last, *logits;       /* [rows, C], [rows, V] */
+    float *lse;                 /* prefill attention's row statistics [NH, cap] */
     int32_t *tok, *row, *pos;   /* backend [cap] */
+    int32_t *doc_start;         /* backend [cap]: each prefill token's prompt start */
 } gen_state;
 
 static void gen_free(gen_state *g) {
     gz_backend *be = g->m->be;
     float **bufs[] = {&g->x, &g->ln, &g->qkv, &g->q, &g->k, &g->v, &g->atty, &g->attn_out, &g->h, &g->ln2,
-                      &g->fch, &g->fcg, &g->fcu, &g->mlp, &g->mean, &g->rstd, &g->scores, &g->last, &g->logits};
+                      &g->fch, &g->fcg, &g->fcu, &g->mlp, &g->mean, &g->rstd, &g->scores, &g->last, &g->logits,
+                      &g->lse};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (*bufs[i]) be->release(be->ctx, *bufs[i]);
     if (g->tok) be->release(be->ctx, g->tok);
     if (g->row) be->release(be->ctx, g->row);
     if (g->pos) be->release(be->ctx, g->pos);
+    if (g->doc_start) be->release(be->ctx, g->doc_start);
     for (int l = 0; g->kc && l < g->m->L; l++) {
         if (g->kc[l]) be->release(be->ctx, g->kc[l]);
         if (g->vc[l]) be->release(be->ctx, g->vc[l]);
@@ -48,14 +54,16 @@ static gz_status gen_alloc(gen_state *g) {
         {&g->ln2, N * C, "generation layernorm"}, {&g->fch, N * I, "generation MLP"}, {&g->fcg, N * I, "generation MLP"},
         {&g->fcu, m->cfg.mlp_kind == GZ_MLP_SWIGLU ? N * I : 1, "generation MLP"},
         {&g->mlp, N * C, "generation MLP output"}, {&g->mean, N, "generation layernorm stats"},
-        {&g->rstd, N, "generation layernorm stats"}, {&g->scores, N * m->NH * (int64_t)g->S, "generation scores"},
+        {&g->rstd, N, "generation layernorm stats"}, {&g->scores, (int64_t)g->rows * m->NH * g->S, "generation scores"},
         {&g->last, (int64_t)g->rows * C, "generation last hidden"}, {&g->logits, (int64_t)g->rows * m->V, "logits"},
+        {&g->lse, N * m->NH, "generation attention statistics"},
     };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         GZ_TRY(be->alloc(be->ctx, (void **)bufs[i].p, (size_t)bufs[i].n * sizeof(float), bufs[i].what));
     GZ_TRY(be->alloc(be->ctx, (void **)&g->tok, (size_t)N * sizeof(int32_t), "generation tokens"));
     GZ_TRY(be->alloc(be->ctx, (void **)&g->row, (size_t)N * sizeof(int32_t), "generation rows"));
     GZ_TRY(be->alloc(be->ctx, (void **)&g->pos, (size_t)N * sizeof(int32_t), "generation positions"));
+    GZ_TRY(be->alloc(be->ctx, (void **)&g->doc_start, (size_t)N * sizeof(int32_t), "generation prompt starts"));
     GZ_TRY(gz_calloc((void **)&g->kc, m->L, sizeof(float *), "KV cache table"));
     GZ_TRY(gz_calloc((void **)&g->vc, m->L, sizeof(float *), "KV cache table"));
     size_t cache = (size_t)g->rows * m->NKV * g->S * m->HS * sizeof(float);
@@ -67,9 +75,10 @@ static gz_status gen_alloc(gen_state *g) {
 }
 
 /* Forward over n tokens (host arrays tok/row/pos); logits of the tokens flagged in want[] (at most
- * one per row) land in g->logits[row]. */
-static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *row, const int32_t *pos, int n,
-                             const int *want) {
+ * one per row) land in g->logits[row]. doc_start (host, or NULL for a decode step): the prefill's prompt
+ * starts, the prompts lying end to end from position 0. */
+static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *row, const int32_t *pos,
+                             const int32_t *doc_start, int n, const int *want) {
     gz_model *m = g->m;
     gz_backend *be = m->be;
     int C = m->C;
@@ -77,11 +86,13 @@ static gz_status gen_forward(gen_state *g, const int32_t *tok, const int32_t *ro
     GZ_TRY(be->upload(be->ctx, g->tok, tok, bytes));
     GZ_TRY(be->upload(be->ctx, g->row, row, bytes));
     GZ_TRY(be->upload(be->ctx, g->pos, pos, bytes));
+    if (doc_start) GZ_TRY(be->upload(be->ctx, g->doc_start, doc_start, bytes));
     GZ_TRY(be->embedding_forward(be->ctx, g->x, g->tok, GZ_P(m, m->embed), n, C));
     gz_block_bufs bb = {g->ln, g->mean, g->rstd, g->qkv, g->q, g->k, g->v, g->atty, g->attn_out, g->h,
                         g->ln2, g->mean, g->rstd, g->fch, g->fcg, g->mlp, g->fcu};
-    gz_attn_step at = {.mode = GZ_ATTN_CACHED, .B = 1, .T = n, .pos = g->pos, .kcache = g->kc, .vcache = g->vc,
-                       .row = g->row, .scores = g->scores, .S = g->S};
+    gz_attn_step at = {.mode = doc_start ? GZ_ATTN_PREFILL : GZ_ATTN_CACHED, .B = 1, .T = n, .pos = g->pos,
+                       .doc_start = g->doc_start, .lse = g->lse, .kcache = g->kc, .vcache = g->vc, .row = g->row,
+                       .scores = g->scores, .S = g->S};
     for (int l = 0; l < m->L; l++) GZ_TRY(gz_block_forward(m, l, g->x, g->x, &bb, &at));
     /* final norm + head only for the tokens whose next token is sampled */
     int nw = 0;
@@ -134,7 +145,7 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
     if (NEW == 0) return GZ_OK;
 
     gen_state g = {.m = m, .rows = B, .S = maxlen + NEW, .cap = (int)(total > B ? total : B)};
-    int32_t *tok = NULL, *row = NULL, *pos = NULL, *cur = NULL;
+    int32_t *tok = NULL, *row = NULL, *pos = NULL, *starts = NULL, *cur = NULL;
     int *want = NULL, *done = NULL;
     gz_scored *buf = NULL;
     float *lg = NULL;
@@ -142,6 +153,7 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
     if ((st = gz_calloc((void **)&tok, g.cap, sizeof *tok, "generation tokens")) ||
         (st = gz_calloc((void **)&row, g.cap, sizeof *row, "generation rows")) ||
         (st = gz_calloc((void **)&pos, g.cap, sizeof *pos, "generation positions")) ||
+        (st = gz_calloc((void **)&starts, g.cap, sizeof *starts, "generation prompt starts")) ||
         (st = gz_calloc((void **)&want, g.cap, sizeof *want, "generation flags")) ||
         (st = gz_calloc((void **)&cur, B, sizeof *cur, "generation lengths")) ||
         (st = gz_calloc((void **)&done, B, sizeof *done, "generation flags")) ||
@@ -158,9 +170,10 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
             tok[n] = prompts[(int64_t)b * Tmax + t];
             row[n] = b;
             pos[n] = t;
+            starts[n] = n - t;
             want[n] = t == prompt_lens[b] - 1;
         }
-    if ((st = gen_forward(&g, tok, row, pos, n, want))) goto out;
+    if ((st = gen_forward(&g, tok, row, pos, starts, n, want))) goto out;
     for (int b = 0; b < B; b++) cur[b] = prompt_lens[b];
 
     for (int step = 0; step < NEW; step++) {
@@ -189,11 +202,11 @@ gz_status gz_generate(gz_model *m, const int32_t *prompts, const int32_t *prompt
             n++;
         }
         if (n == 0) break;
-        if ((st = gen_forward(&g, tok, row, pos, n, want))) goto out;
+        if ((st = gen_forward(&g, tok, row, pos, NULL, n, want))) goto out;
     }
     st = m->be->synchronize(m->be->ctx);
 out:
     gen_free(&g);
-    free(tok), free(row), free(pos), free(want), free(cur), free(done), free(buf), free(lg);
+    free(tok), free(row), free(pos), free(starts), free(want), free(cur), free(done), free(buf), free(lg);
     return st;
 }

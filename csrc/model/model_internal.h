@@ -103,14 +103,16 @@ typedef struct {
 /* The attention step of a block, over N = B * T tokens whose positions are pos [N] (backend memory). */
 typedef enum {
     GZ_ATTN_CAUSAL, /* full causal attention within each row of a [B, T] batch; lse kept for backward */
-    GZ_ATTN_CACHED  /* B = 1, T = n tokens: append k/v to the cache, attend over cache row row[i] up to pos[i] */
+    GZ_ATTN_CACHED, /* B = 1, T = n tokens: append k/v to the cache, attend over cache row row[i] up to pos[i] */
+    GZ_ATTN_PREFILL /* cached, for whole prompts laid end to end (doc_start: each token's prompt start): append
+                     * k/v to the cache and attend with the blocked causal attention, one document per prompt */
 } gz_attn_mode;
 typedef struct {
     gz_attn_mode mode;
     int B, T;
     const int32_t *pos;
-    const int32_t *doc_start;    /* causal: [B, T] document starts of packed rows, or NULL (backend.h) */
-    float *lse;                  /* causal: [B, NH, T] */
+    const int32_t *doc_start;    /* causal: [B, T] document starts of packed rows, or NULL (backend.h); prefill */
+    float *lse;                  /* causal, prefill: [B, NH, T] */
     float **kcache, **vcache;    /* cached: per layer [rows, NKV, S, HS] */
     const int32_t *row;          /* cached: [n] */
     float *scores;               /* cached: [n, NH, S] scratch */
