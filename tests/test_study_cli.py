@@ -43,6 +43,7 @@ def test_quick_study_end_to_end(quick_study):
     for m in ("adoption", "sampled_rate", "greedy_rate"):
         assert cells[m].between(0, 1).all() and (cells[m + "_low"] <= cells[m] + 1e-12).all()
     study = json.load(open(os.path.join(out, "study.json"), encoding="utf-8"))
+    assert "base GPT-NeoX with" in study["sizes"]  # the family of the base, as demo.py built it
     comps = study["comparisons"]
     assert comps and {c["factor"] for c in comps} == {"position", "type"}
     for c in comps:
@@ -86,20 +87,23 @@ def test_two_studies_side_by_side(quick_study, tmp_path):
 
 def test_studies_of_one_model_share_a_column(quick_study, tmp_path):
     """Two studies of the same base that compare disjoint cells (head trained / head frozen) fill one column;
-    a study of a larger base gets its own, named by its parameter count."""
+    a study of a larger base gets its own, named by its family and parameter count, and so does one of another
+    family's base of the same size."""
     out, _, _ = quick_study
     study = json.loads(open(os.path.join(out, "study.json"), encoding="utf-8").read())
     label = re.search(r"with ([\d,]+) parameters", study["sizes"]).group(1)
-    frozen, larger = tmp_path / "frozen", tmp_path / "larger"
+    frozen, larger, llama = tmp_path / "frozen", tmp_path / "larger", tmp_path / "llama"
     for folder, head, sizes in ((frozen, "frozen", study["sizes"]),
-                                (larger, "trained", study["sizes"].replace(label, "9,999,999"))):
+                                (larger, "trained", study["sizes"].replace(label, "9,999,999")),
+                                (llama, "trained", study["sizes"].replace("base GPT-NeoX", "base Llama"))):
         folder.mkdir()
         comps = [dict(c, head=head, diff=-7.5) for c in study["comparisons"] if c["factor"] == "position"]
         (folder / "study.json").write_text(json.dumps(dict(study, sizes=sizes, comparisons=comps)), encoding="utf-8")
-    done = gozaru_cli("study", "report", out, str(frozen), str(larger), timeout=600)
+    done = gozaru_cli("study", "report", out, str(frozen), str(larger), str(llama), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     table = open(os.path.join(out, "sizes.md"), encoding="utf-8").read()
-    assert f"| {label} parameters | 9,999,999 parameters |" in table, table
+    assert (f"| GPT-NeoX, {label} parameters | GPT-NeoX, 9,999,999 parameters | Llama, {label} parameters |"
+            in table), table
     rows = [r for r in table.splitlines() if r.startswith("| first vs last")]
     assert any("head frozen" in r and "-7.5" in r.split("|")[4] for r in rows), table   # merged into column 1
     assert any("head trained" in r and "-7.5" in r.split("|")[5] for r in rows), table

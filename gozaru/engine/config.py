@@ -30,6 +30,8 @@ FAMILIES = {
     "qwen2": (1, 1, 1, "silu", True, "Qwen2ForCausalLM"),
 }
 MODEL_TYPES = tuple(FAMILIES)
+# model_type -> the name reports print
+FAMILY_NAMES = {"gpt_neox": "GPT-NeoX", "llama": "Llama", "qwen2": "Qwen2"}
 
 
 @dataclasses.dataclass(frozen=True)

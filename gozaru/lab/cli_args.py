@@ -361,9 +361,9 @@ _COMMANDS = {
         'study file (JSON): {"shares": ["head", 1, 2, 4, "all"], "positions": ["first", "last"], '
         '"types": ["layers", "mlp"], "seeds": [0, 1, 2], "margin": 0.05}'),
     "import-hf": _Command(
-        _import_hf_arguments, "convert an HF GPT-NeoX folder into a gozaru checkpoint",
-        "Reads config.json and the weights (safetensors or pytorch .bin, sharded or not) of an HF GPT-NeoX folder "
-        "and writes a gozaru HDF5 checkpoint.",
+        _import_hf_arguments, "convert an HF GPT-NeoX / Llama / Qwen2 folder into a gozaru checkpoint",
+        "Reads config.json and the weights (safetensors or pytorch .bin, sharded or not) of an HF GPT-NeoX, Llama "
+        "or Qwen2 folder and writes a gozaru HDF5 checkpoint.",
         "example:\n  gozaru import-hf ~/models/japanese-gpt-neox-3.6b rinna.h5\n"
         "  (the tokenizer stays in the folder: pass it to train/eval/grid as --tokenizer)"),
     "export-hf": _Command(

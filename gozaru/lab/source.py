@@ -1,9 +1,9 @@
 """``BaseSource``: the model a grid, study or training run starts from, resolved once into one of a few kinds,
 with one ``load(placement)`` — and how it travels to the runs of a grid (``ship``).
 
-A base given as a gozaru checkpoint path, an HF GPT-NeoX folder, a Hugging Face Hub id (``org/name``, resolved
-through the local hub cache), a ``Model`` in memory, or a factory (a function taking a ``Placement`` and
-returning a ``Model``) is told apart here and nowhere else; every other place asks the source.
+A base given as a gozaru checkpoint path, an HF GPT-NeoX / Llama / Qwen2 folder, a Hugging Face Hub id
+(``org/name``, resolved through the local hub cache), a ``Model`` in memory, or a factory (a function taking a
+``Placement`` and returning a ``Model``) is told apart here and nowhere else; every other place asks the source.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class BaseSource:
 
     @classmethod
     def hf(cls, folder_or_id: str | os.PathLike) -> "BaseSource":
-        """An HF GPT-NeoX folder, or a Hub id resolved to its folder in the hub cache now (``--hf``)."""
+        """An HF GPT-NeoX / Llama / Qwen2 folder, or a Hub id resolved to its folder in the hub cache now (``--hf``)."""
         return cls("hf", hub.resolve(os.fspath(folder_or_id), "model"))
 
     # -- reading -----------------------------------------------------------------

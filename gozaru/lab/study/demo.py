@@ -7,6 +7,7 @@ import dataclasses
 import os
 from typing import Callable
 
+from ...engine.config import FAMILY_NAMES
 from ...engine.placement import Placement
 from .. import demo
 from ..evaluate import EvalConfig
@@ -48,8 +49,11 @@ def demo_study(out: str, spec: StudySpec, settings, *, placement: Placement | No
                         warmup_steps=max(1, settings.finetune_steps // 10), min_lr_ratio=0.1, max_grad_norm=1.0,
                         checkpoint_every=0, progress=progress)
     cfg = base.config
-    sizes = (f"Offline demo: synthetic Japanese corpus; base GPT-NeoX with {base.num_params:,} parameters "
-             f"({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size}) pretrained "
+    kv = (f", {cfg.num_key_value_heads} kv heads of {cfg.num_attention_heads}"
+          if cfg.num_key_value_heads not in (None, cfg.num_attention_heads) else "")
+    sizes = (f"Offline demo: synthetic Japanese corpus; base {FAMILY_NAMES[cfg.model_type]} with "
+             f"{base.num_params:,} parameters ({cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}{kv}, "
+             f"vocab {cfg.vocab_size}) pretrained "
              f"{settings.pretrain_steps} steps on prose and polite pairs; every run fine-tunes "
              f"{settings.finetune_steps} steps × {settings.finetune_batch} of {len(data.train):,} ござる pairs "
              f"(training lr {settings.finetune_lr:g} before the sweep); ござる-rate on {len(data.prompts)} held-out "

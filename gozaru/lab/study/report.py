@@ -226,9 +226,10 @@ def write_report(spec, out: str, stats, saved: dict) -> str:
 
 
 def _model_label(study: dict) -> str | None:
-    """The base model's size as the study's ``sizes`` sentence names it ("531,072 parameters"), if it does."""
-    m = re.search(r"with ([\d,]+) parameters", study.get("sizes", ""))
-    return f"{m.group(1)} parameters" if m else None
+    """The base model as the study's ``sizes`` sentence names it ("GPT-NeoX, 531,072 parameters"; the family
+    when the sentence names one), if it does."""
+    m = re.search(r"(?:base (\S+) )?with ([\d,]+) parameters", study.get("sizes", ""))
+    return ((f"{m.group(1)}, " if m.group(1) else "") + f"{m.group(2)} parameters") if m else None
 
 
 def _columns(folders: list[str], studies: list[dict], factor: str) -> list[str]:
