@@ -85,11 +85,19 @@ def test_eos_stops_a_row_and_is_included():
     assert stopped[0][-1] == eos and len(stopped[0]) <= 4
 
 
-def test_prompts_longer_than_an_attention_tile_prefill_together():
+LONG = {
+    "gpt_neox": CONFIGS["sequential"],
+    "llama_gqa": dict(model_type="llama", vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=48),
+}
+
+
+@pytest.mark.parametrize("family", sorted(LONG))
+def test_prompts_longer_than_an_attention_tile_prefill_together(family):
     """The prefill lays the prompts end to end as documents of the blocked attention (query blocks of 64, key
     tiles of 128): prompts that straddle tiles and share them with their neighbours give each row the logits of
     its own full recompute, and the tokens it gets alone."""
-    cfg = gz.GPTNeoXConfig(max_position_embeddings=320, initializer_range=0.3, **CONFIGS["sequential"])
+    cfg = gz.ModelConfig(max_position_embeddings=320, initializer_range=0.3, **LONG[family])
     model = gz.Model(cfg, seed=3)
     rng = np.random.default_rng(7)
     ps = [rng.integers(0, cfg.vocab_size, size=n).tolist() for n in (130, 7, 201, 64)]
