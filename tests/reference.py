@@ -64,8 +64,10 @@ def greedy_tokens_equal_hf_generate(model, hf, prompts, new_tokens=20):
     ours = model.generate(prompts, max_new_tokens=new_tokens, eos_token_id=-1)
     for p, got in zip(prompts, ours):
         with torch.no_grad():
-            ref = hf.generate(torch.tensor([p]), do_sample=False, max_new_tokens=new_tokens,
-                              min_new_tokens=new_tokens, pad_token_id=0, eos_token_id=None)
+            # the mask given: generate would otherwise take every token equal to pad_token_id for padding
+            ref = hf.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                              do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                              pad_token_id=0, eos_token_id=None)
         assert got == ref[0, len(p):].tolist(), p
     return ours
 

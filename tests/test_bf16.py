@@ -255,3 +255,15 @@ def test_generation_rounds_like_the_forward():
     assert rel_err(steps, full) <= 8 * 64 * 2.0 ** -24
     _, (steps32,) = model.generate([prompt], max_new_tokens=6, eos_token_id=-1, return_logits=True)
     assert rel_err(steps[:1], steps32[:1]) >= FLOOR
+
+
+def test_the_any_cpu_switch_follows_the_environment_at_each_use(monkeypatch):
+    """GOZARU_BF16_ANY_CPU is read in Python when it is used, as the core's own check once read it: a value set
+    for one model does not outlive the environment that set it (build_info's precisions follow it too)."""
+    calls = []
+    monkeypatch.setattr(gz._core, "allow_bf16_without_instructions", calls.append)
+    monkeypatch.setenv("GOZARU_BF16_ANY_CPU", "1")
+    gz.Model(gz.GPTNeoXConfig(**CFG), precision="bf16-emulated")
+    monkeypatch.delenv("GOZARU_BF16_ANY_CPU")
+    gz.build_info()
+    assert calls == [True, False]

@@ -107,3 +107,18 @@ def test_prompts_longer_than_an_attention_tile_prefill_together(family):
         expect = full[len(p) - 1:len(p) - 1 + len(new)]
         np.testing.assert_allclose(lg, expect, rtol=0, atol=2e-5 * np.abs(expect).max())
         assert model.generate([p], max_new_tokens=6, eos_token_id=-1)[0] == new
+
+
+def test_a_non_finite_prompt_is_named_and_does_not_reach_the_others():
+    """The prefill's prompts share attention tiles but not values: a prompt whose embedding is NaN fails the call
+    naming its own row, wherever it sits in the batch."""
+    cfg = gz.GPTNeoXConfig(max_position_embeddings=64, initializer_range=0.3, **CONFIGS["sequential"])
+    model = gz.Model(cfg, seed=0)
+    embed = next(n for n in model.names if "embed_in" in n)
+    with model.edit_params() as p:
+        p[embed][7] = np.nan
+    good = [1, 2, 3, 4]
+    assert len(model.generate([good], max_new_tokens=3, eos_token_id=-1)[0]) == 3
+    for ps, bad in (([good, [7]], 1), ([[7], good], 0), ([good, [5, 7], good], 1)):
+        with pytest.raises(ValueError, match=f"row {bad}, step 0"):
+            model.generate(ps, max_new_tokens=3, eos_token_id=-1)

@@ -131,6 +131,23 @@ def test_packed_rows_give_every_example_its_own_logits_loss_and_gradients(name, 
     assert max(rel_err(grads_u[n], grads_a[n]) for n in model.names) > 100 * tol
 
 
+@pytest.mark.parametrize("name", ["gpt_neox_sequential", "llama_gqa"])
+def test_a_non_finite_document_does_not_reach_its_neighbours(name):
+    """A zero probability times another document's value is NaN when that value is: the forward's products
+    span each document's own keys, so a corrupt token leaves the other documents of its row (and of its
+    attention tiles) finite, before it in the row or after it."""
+    model = make_model(name)
+    embed = next(n for n in model.names if "embed" in n)
+    with model.edit_params() as p:
+        p[embed][7] = np.nan
+    good = [1, 2, 3, 4, 5]
+    for tokens, docs, finite in (([*good, 7], [0] * 5 + [1], slice(0, 5)),
+                                 ([7, *good], [0] + [1] * 5, slice(1, 6))):
+        _, _, logits = model.forward(np.array([tokens], np.int32), return_logits=True,
+                                     doc_ids=np.array([docs], np.int32))
+        assert np.isfinite(logits[0, finite]).all() and not np.isfinite(logits[0, 5 if finite.start == 0 else 0]).all()
+
+
 def test_one_document_per_row_is_the_unpacked_computation_bit_for_bit():
     """doc_ids with one id per row (any value) take the plain path: the same bits as no doc_ids."""
     model = make_model("llama_gqa")

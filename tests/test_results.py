@@ -14,13 +14,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 STUDIES = sorted(p.parent for p in (ROOT / "results").glob("*/study.json"))
 # a study whose report folder also holds the side-by-side table of other studies (sizes.md)
 SIDE_BY_SIDE = {"study-large": ("study-demo", "study-head-frozen"),
-                "study-llama": ("study-demo", "study-head-frozen")}
+                "study-llama": ("study-demo", "study-head-frozen"),
+                "study-llama-large": ("study-large", "study-llama")}
 TEXT = ("report.md", "study.json", "cells.csv", "comparisons.csv", "study_runs.csv", "thresholds.csv",
         "curves.csv", "steps_to.csv")
 
 
 def test_the_committed_studies_are_there():
-    assert {"study-demo", "study-head-frozen", "study-large", "study-llama"} <= {p.name for p in STUDIES}
+    committed = {"study-demo", "study-head-frozen", "study-large", "study-llama", "study-llama-large"}
+    assert committed <= {p.name for p in STUDIES}
 
 
 @pytest.mark.parametrize("folder", STUDIES, ids=[p.name for p in STUDIES])

@@ -96,6 +96,14 @@ static int tile_rows(const int32_t *ds, int t0, int nq, int end) {
     return nq;
 }
 
+/* The end of the run of rows r0.. (of the block t0.., rows rows) in r0's document: rows without documents. */
+static int run_end(const int32_t *ds, int t0, int r0, int rows) {
+    if (!ds) return rows;
+    int r1 = r0 + 1;
+    while (r1 < rows && ds[t0 + r1] == ds[t0 + r0]) r1++;
+    return r1;
+}
+
 /* Row t's first key in the tile starting at s0 (0 without documents). */
 static int tile_lo(const int32_t *ds, int t, int s0) { return ds && ds[t] > s0 ? ds[t] - s0 : 0; }
 
@@ -117,16 +125,23 @@ static void forward_block(attn_tiles *w, float *out, float *lse, const float *qh
     const int first = first_tile(ds, t0);
     for (int s0 = first; s0 < t1; s0 += BK) {
         int nk = min_int(BK, t1 - s0), rows = tile_rows(ds, t0, nq, s0 + nk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nk, HS, scale, qh + (int64_t)t0 * HS, HS,
-                    kh + (int64_t)s0 * HS, HS, 0.0f, w->s, BK);
-        for (int i = 0; i < rows; i++) {
-            int hi = min_int(nk, t0 + i - s0 + 1);
-            float corr = online_softmax_row(w->s + (int64_t)i * BK, nk, tile_lo(ds, t0 + i, s0), hi, &w->m[i],
-                                            &w->l[i]);
-            if (s0 > first) scale_row(w->acc + (int64_t)i * HS, corr, HS); /* 0 on a row's first tile: acc is 0 */
+        /* Per run of rows sharing a document, both products span only that document's keys klo..khi-1 (up to
+         * the run's last row): a zero probability times another document's value is not always 0 (0 * NaN),
+         * so nothing, not even a non-finite value, crosses documents. One run without documents. */
+        for (int r0 = 0, r1; r0 < rows; r0 = r1) {
+            r1 = run_end(ds, t0, r0, rows);
+            int klo = tile_lo(ds, t0 + r0, s0), khi = min_int(nk, t0 + r1 - s0);
+            float *sr = w->s + (int64_t)r0 * BK;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, khi - klo, HS, scale,
+                        qh + (int64_t)(t0 + r0) * HS, HS, kh + (int64_t)(s0 + klo) * HS, HS, 0.0f, sr + klo, BK);
+            for (int i = r0; i < r1; i++) {
+                int hi = min_int(nk, t0 + i - s0 + 1);
+                float corr = online_softmax_row(w->s + (int64_t)i * BK, nk, klo, hi, &w->m[i], &w->l[i]);
+                if (s0 > first) scale_row(w->acc + (int64_t)i * HS, corr, HS); /* a row's first tile: acc is 0 */
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, HS, khi - klo, 1.0f, sr + klo, BK,
+                        vh + (int64_t)(s0 + klo) * HS, HS, 1.0f, w->acc + (int64_t)r0 * HS, HS);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, nk, 1.0f, w->s, BK, vh + (int64_t)s0 * HS,
-                    HS, 1.0f, w->acc, HS);
     }
     for (int i = 0; i < nq; i++) {
         scale_row_to(out + (int64_t)(t0 + i) * C, w->acc + (int64_t)i * HS, 1.0f / w->l[i], HS);

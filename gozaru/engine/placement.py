@@ -82,5 +82,6 @@ def emulation_fallback(precision: str) -> str | None:
 
 
 def share_bf16_switches() -> None:
-    """Hands GOZARU_BF16_ANY_CPU to the core (which reads no environment) before a precision is set."""
+    """Hands GOZARU_BF16_ANY_CPU to the core (which reads no environment) as it is now: called before every
+    precision is set (``Model.set_precision``) and before ``build_info()`` lists the precisions."""
     _core.allow_bf16_without_instructions(os.environ.get(ANY_CPU_ENV, "") == "1")

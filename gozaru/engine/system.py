@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import _core
 from .._version import __version__
+from .placement import share_bf16_switches
 
 # printed first, in this order; every other key follows
 _ORDER = ("cpu_model", "cpu_count", "cpu_features", "blas", "blas_version", "blas_corename", "blas_threads",
@@ -34,6 +35,7 @@ def cpu_model() -> str:
 
 def build_info() -> dict:
     """A dict describing the BLAS, threads, OpenMP runtime, CPU and backends of this process."""
+    share_bf16_switches()   # "precisions" follows GOZARU_BF16_ANY_CPU as it is now
     info = dict(_core.build_info())
     config = info.get("blas_config", "")
     parts = config.split()
