@@ -2,10 +2,12 @@
 ``[tool.ruff]``) when ruff is installed, and the line-length rule checked here in any case (width as ruff counts
 it: East Asian wide characters take two columns)."""
 import ast
+import os
 import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import unicodedata
 
 import pytest
@@ -34,7 +36,8 @@ def test_line_length():
 
 
 def test_ruff():
-    ruff = shutil.which("ruff")
+    # the environment's own ruff first: `.venv/bin/python -m pytest` runs without .venv/bin on PATH
+    ruff = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (the test extra installs it)")
     done = subprocess.run([ruff, "check", *TREES], cwd=ROOT, capture_output=True, text=True, timeout=120)
