@@ -50,16 +50,15 @@ static int tiles_alloc(attn_tiles *w, int HS) {
     return 0;
 }
 
-/* One row of a score tile: keys 0..nk-1 of the tile, of which lo..hi-1 (lo < hi) are in the query's document
- * and at or before it. Updates the running max *m and sum *l, leaves p = exp(s - m_new) (0 outside lo..hi-1),
- * returns the factor the accumulator row must be rescaled by. */
-GZ_VECTOR_CLONES static float online_softmax_row(float *p, int nk, int lo, int hi, float *m, float *l) {
-    float mx = gz_row_max(p + lo, hi - lo, *m);
+/* One row of a score tile: the n keys of its document's run in the tile, of which 0..hi-1 (0 < hi) are at or
+ * before the query. Updates the running max *m and sum *l, leaves p = exp(s - m_new) (0 from hi on), returns
+ * the factor the accumulator row must be rescaled by. */
+GZ_VECTOR_CLONES static float online_softmax_row(float *p, int n, int hi, float *m, float *l) {
+    float mx = gz_row_max(p, hi, *m);
     float corr = gz_attn_rescale(*m, mx);
-    for (int j = 0; j < lo; j++) p[j] = 0.0f;
-    for (int j = lo; j < hi; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises */
-    float sum = gz_row_sum(p + lo, hi - lo);
-    for (int j = hi; j < nk; j++) p[j] = 0.0f;
+    for (int j = 0; j < hi; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises */
+    float sum = gz_row_sum(p, hi);
+    for (int j = hi; j < n; j++) p[j] = 0.0f;
     *m = mx;
     *l = *l * corr + sum;
     return corr;
@@ -135,8 +134,9 @@ static void forward_block(attn_tiles *w, float *out, float *lse, const float *qh
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, khi - klo, HS, scale,
                         qh + (int64_t)(t0 + r0) * HS, HS, kh + (int64_t)(s0 + klo) * HS, HS, 0.0f, sr + klo, BK);
             for (int i = r0; i < r1; i++) {
-                int hi = min_int(nk, t0 + i - s0 + 1);
-                float corr = online_softmax_row(w->s + (int64_t)i * BK, nk, klo, hi, &w->m[i], &w->l[i]);
+                int hi = min_int(khi, t0 + i - s0 + 1); /* keys at or before the query */
+                float corr = online_softmax_row(w->s + (int64_t)i * BK + klo, khi - klo, hi - klo, &w->m[i],
+                                                &w->l[i]);
                 if (s0 > first) scale_row(w->acc + (int64_t)i * HS, corr, HS); /* a row's first tile: acc is 0 */
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, HS, khi - klo, 1.0f, sr + klo, BK,

@@ -4,18 +4,16 @@
 #include "cpu_ops.h"
 #include "vec_math.h"
 
-#define LANES GZ_LANES /* fixed partial sums: the same result at every vector width (vec_math.h) */
-
-/* log(sum(exp(row))) with the max subtracted first; exps summed in double, LANES partial sums. */
+/* log(sum(exp(row))) with the max subtracted first; exps summed in double, GZ_LANES partial sums. */
 GZ_VECTOR_CLONES static float row_logsumexp(const float *row, int V) {
     float mx = gz_row_max(row, V, -INFINITY);
-    double sl[LANES] = {0};
+    double sl[GZ_LANES] = {0};
     int i;
-    for (i = 0; i + LANES <= V; i += LANES)
-        for (int j = 0; j < LANES; j++) sl[j] += gz_vexp_double(row[i + j] - mx);
+    for (i = 0; i + GZ_LANES <= V; i += GZ_LANES)
+        for (int j = 0; j < GZ_LANES; j++) sl[j] += gz_vexp_double(row[i + j] - mx);
     for (int j = 0; i + j < V; j++) sl[j] += gz_vexp_double(row[i + j] - mx);
     double s = 0.0;
-    for (int j = 0; j < LANES; j++) s += sl[j];
+    for (int j = 0; j < GZ_LANES; j++) s += sl[j];
     return mx + (float)log(s);
 }
 

@@ -32,6 +32,7 @@ FAMILIES = {
 MODEL_TYPES = tuple(FAMILIES)
 # model_type -> the name reports print
 FAMILY_NAMES = {"gpt_neox": "GPT-NeoX", "llama": "Llama", "qwen2": "Qwen2"}
+assert FAMILY_NAMES.keys() == FAMILIES.keys(), "every family has a name"
 
 
 @dataclasses.dataclass(frozen=True)
