@@ -9,7 +9,8 @@ moves the figure less than a mean would; --repeats N runs the engines N times, i
 engine's best median (the same treatment for both).
 The JSON and the printout carry gozaru.build_info() (CPU, BLAS kernel, threads) and the SGEMM ceiling at
 n=2048 measured in the same run with the same threads; each row's achieved FLOP/s is given as a share of it
-(FLOP model: benchmarks/machine.py).
+(FLOP model: benchmarks/machine.py), and each ratio over torch with its bound: the ratio gozaru would reach with
+its whole step at the ceiling (1 / torch's share), above which no target can be met with this BLAS kernel.
 Precision rows: gozaru with precision="bf16" and torch under autocast(cpu, bfloat16) are timed where the CPU has
 AVX512-BF16 or AMX-BF16 (and gozaru was built with MKL) and skipped with a printed reason elsewhere; gozaru's
 "bf16-emulated" (same rounding, fp32 SGEMM) is always timed, so its cost over fp32 is on record. The bf16 GEMM
@@ -165,8 +166,10 @@ def main():
         "preset": args.preset, "clock": args.clock, "model_type": cfg.model_type, "num_params": cfg.num_params(),
         "threads": args.threads, "batch": B, "seq": T, "repeats": args.repeats, "rows": rows,
         "full_ft_speedup_vs_torch": by["gozaru", "full"]["tokens_per_s"] / by["torch", "full"]["tokens_per_s"],
-        "last_layer_speedup_vs_torch": by["gozaru", "last_layer_head"]["tokens_per_s"]
+        "last_layer_head_speedup_vs_torch": by["gozaru", "last_layer_head"]["tokens_per_s"]
         / by["torch", "last_layer_head"]["tokens_per_s"],
+        # what gozaru would reach with its whole step at the SGEMM ceiling (machine.ceiling_bound)
+        **{f"{m}_ceiling_bound": machine.ceiling_bound(by["torch", m]["share_of_sgemm_ceiling"]) for m in MODES},
         "last_layer_vs_own_full_ft": by["gozaru", "last_layer_head"]["tokens_per_s"]
         / by["gozaru", "full"]["tokens_per_s"],
     }
@@ -182,8 +185,10 @@ def main():
     for r in rows:
         print(f"{r['engine']:21} {r['mode']:16} {r['tokens_per_s']:10.0f} {r['gflops']:8.1f} "
               f"{r['share_of_sgemm_ceiling']:10.0%} {r['peak_rss_mb']:12.0f}")
-    print(f"full FT: gozaru / torch = {summary['full_ft_speedup_vs_torch']:.2f}x")
-    print(f"last layer + head: gozaru / torch = {summary['last_layer_speedup_vs_torch']:.2f}x")
+    for mode, key, what in (("full", "full_ft", "full FT"),
+                            ("last_layer_head", "last_layer_head", "last layer + head")):
+        print(f"{what}: gozaru / torch = {summary[key + '_speedup_vs_torch']:.2f}x (bound at the SGEMM ceiling: "
+              f"{summary[mode + '_ceiling_bound']:.2f}x)")
     print(f"gozaru last layer + head / gozaru full FT = {summary['last_layer_vs_own_full_ft']:.2f}x")
     for key, what in (("bf16_full_ft_vs_own_fp32", "full FT: gozaru bf16 / gozaru fp32 (target >= 2x)"),
                       ("bf16_full_ft_vs_torch_bf16_autocast",

@@ -8,8 +8,10 @@ exist is recorded too, so "peak - base" is what the step itself needs (activatio
 Two speeds per row, both from the median step: tokens per wall-clock second, and tokens per CPU second of the
 process (time.process_time), which moves far less when other processes share the cores.
 The printout and JSON carry gozaru.build_info() (CPU model and features, BLAS kernel) and the SGEMM ceiling
-measured in the same run. OPENBLAS_CORETYPE is never set here: run the script once as it is (the kernel
-OpenBLAS picks) and once under `OPENBLAS_CORETYPE=Haswell` (or another kernel) to compare instruction paths.
+measured in the same run. "bound" is the ratio gozaru would reach with its whole step at that ceiling (1 / torch's
+share, machine.ceiling_bound): a ratio target above it cannot be met with this BLAS kernel on this machine.
+OPENBLAS_CORETYPE is never set here: run the script once as it is (the kernel OpenBLAS picks) and once under
+`OPENBLAS_CORETYPE=Haswell` (or another kernel) to compare instruction paths.
 Usage: python benchmarks/bench_lengths.py [--threads N] [--steps 2] [--lengths 128,512,...] [--out FILE.json]
 """
 import argparse
@@ -148,7 +150,7 @@ def main():
     print(f"tiny preset, B x T = {args.tokens} tokens per step, {args.threads} threads, median of {args.steps} steps"
           + (f", first {args.prompt_share:.0%} of each row's targets ignored" if args.prompt_share else ""))
     print(f"{'mode':16} {'T':>5} {'gozaru tok/s':>12} {'torch tok/s':>11} {'ratio':>6} {'ratio (CPU s)':>13} "
-          f"{'of SGEMM ceiling':>17} {'peak-base MB gozaru/torch':>26}")
+          f"{'of SGEMM ceiling':>17} {'bound':>7} {'peak-base MB gozaru/torch':>26}")
     by = {(r["engine"], r["mode"], r["T"]): r for r in rows}
     summary = []
     for mode in args.modes.split(","):
@@ -163,10 +165,12 @@ def main():
                  "peak_rss_mb": (g["peak_rss_mb"], t["peak_rss_mb"]),
                  "share_of_sgemm_ceiling": tuple(machine.train_step_flops(config(), r["B"], T, mode) / (r["B"] * T)
                                                  * r["tokens_per_s"] / 1e9 / ceiling for r in (g, t))}
+            s["ceiling_bound"] = machine.ceiling_bound(s["share_of_sgemm_ceiling"][1])
             summary.append(s)
             print(f"{mode:16} {T:5d} {g['tokens_per_s']:12.0f} {t['tokens_per_s']:11.0f} {s['ratio']:5.2f}x "
                   f"{s['ratio_cpu']:12.2f}x {s['share_of_sgemm_ceiling'][0]:8.0%} / "
-                  f"{s['share_of_sgemm_ceiling'][1]:<6.0%} {s['step_rss_mb'][0]:12.0f} / {s['step_rss_mb'][1]:<8.0f}"
+                  f"{s['share_of_sgemm_ceiling'][1]:<6.0%} {s['ceiling_bound']:5.2f}x "
+                  f"{s['step_rss_mb'][0]:12.0f} / {s['step_rss_mb'][1]:<8.0f}"
                   f"(peak {g['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f})")
     result = {"prompt_share": args.prompt_share, "build_info": info,
               "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
