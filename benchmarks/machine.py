@@ -101,8 +101,8 @@ def train_step_flops(cfg, B, T, mode):
 def ceiling_bound(other_share):
     """The largest speed ratio over an engine that runs at `other_share` of the SGEMM ceiling: what gozaru would
     reach if its whole step ran at the ceiling (every FLOP at the n = 2048 SGEMM rate, nothing else costing
-    time). A ratio target above it cannot be met with that BLAS kernel on that machine; one close below it needs
-    the step at target / bound of the ceiling, and the model's own GEMMs alone reach 95-98 % of it."""
+    time). A ratio target above it cannot be met with that BLAS kernel on that machine; one below it needs the
+    step at target / bound of the ceiling."""
     return 1.0 / other_share
 
 
