@@ -22,7 +22,6 @@
 #include <string.h>
 #include "../elementwise.h"
 #include "cpu_ops.h"
-#include "vec_math.h" /* gz_row_max, gz_row_sum */
 
 #define BQ 64  /* queries per task */
 #define BK 128 /* keys per tile (a multiple of BQ: every tile a query block visits has a key at or before each row) */
@@ -31,8 +30,9 @@ _Static_assert(BK % BQ == 0, "key tiles must start at or before the first query 
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-/* Per-thread tiles: scores / probabilities and their gradient [BQ, BK], the output accumulator [BQ, HS],
- * row statistics [BQ] x 3. */
+/* Per-thread tiles: scores / probabilities and their gradient (forward: [BK, BQ], transposed; backward:
+ * [BQ, BK]), the output accumulator [BQ, HS], row statistics [BQ] x 3 (m, l and the forward's rescale factors,
+ * or the backward's D). */
 typedef struct {
     float *s, *dp, *acc, *m, *l, *d;
 } attn_tiles;
@@ -50,18 +50,37 @@ static int tiles_alloc(attn_tiles *w, int HS) {
     return 0;
 }
 
-/* One row of a score tile: the n keys of its document's run in the tile, of which 0..hi-1 (0 < hi) are at or
- * before the query. Updates the running max *m and sum *l, leaves p = exp(s - m_new) (0 from hi on), returns
- * the factor the accumulator row must be rescaled by. */
-GZ_VECTOR_CLONES static float online_softmax_row(float *p, int n, int hi, float *m, float *l) {
-    float mx = gz_row_max(p, hi, *m);
-    float corr = gz_attn_rescale(*m, mx);
-    for (int j = 0; j < hi; j++) p[j] = gz_attn_prob(p[j], mx); /* vectorises */
-    float sum = gz_row_sum(p, hi);
-    for (int j = hi; j < n; j++) p[j] = 0.0f;
-    *m = mx;
-    *l = *l * corr + sum;
-    return corr;
+/* The online softmax of one run of query rows r0..r1-1 against the keys klo..khi-1 of a tile, its scores held
+ * transposed (st[j * BQ + i]: key j, query i) so that every step runs down the key rows with the queries as the
+ * vector lanes: no row reductions, and each query's max and sum taken in key order, the same bits from every
+ * clone. Key j is at or before query i when i >= j - qoff (qoff = t0 - s0 >= 0). Updates the running max m[i]
+ * and sum l[i], leaves p = exp(s - m_new) (0 after the query), and puts in corr[i] the factor the accumulator
+ * row must be rescaled by. */
+GZ_VECTOR_CLONES static void online_softmax_run(float *st, int klo, int khi, int r0, int r1, int qoff, float *m,
+                                                float *l, float *corr) {
+    float mx[BQ], sum[BQ];
+    for (int i = r0; i < r1; i++) mx[i] = m[i];
+    for (int j = klo; j < khi; j++) {
+        const float *row = st + (int64_t)j * BQ;
+        for (int i = j - qoff > r0 ? j - qoff : r0; i < r1; i++) mx[i] = row[i] > mx[i] ? row[i] : mx[i];
+    }
+    for (int i = r0; i < r1; i++) {
+        corr[i] = gz_attn_rescale(m[i], mx[i]);
+        sum[i] = 0.0f;
+    }
+    for (int j = klo; j < khi; j++) {
+        float *row = st + (int64_t)j * BQ;
+        int i0 = j - qoff > r0 ? j - qoff : r0;
+        for (int i = r0; i < i0; i++) row[i] = 0.0f;
+        for (int i = i0; i < r1; i++) { /* vectorises */
+            row[i] = gz_attn_prob(row[i], mx[i]);
+            sum[i] += row[i];
+        }
+    }
+    for (int i = r0; i < r1; i++) {
+        m[i] = mx[i];
+        l[i] = l[i] * corr[i] + sum[i];
+    }
 }
 
 GZ_VECTOR_CLONES static void scale_row(float *x, float s, int n) {
@@ -130,16 +149,13 @@ static void forward_block(attn_tiles *w, float *out, float *lse, const float *qh
         for (int r0 = 0, r1; r0 < rows; r0 = r1) {
             r1 = run_end(ds, t0, r0, rows);
             int klo = tile_lo(ds, t0 + r0, s0), khi = min_int(nk, t0 + r1 - s0);
-            float *sr = w->s + (int64_t)r0 * BK;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, khi - klo, HS, scale,
-                        qh + (int64_t)(t0 + r0) * HS, HS, kh + (int64_t)(s0 + klo) * HS, HS, 0.0f, sr + klo, BK);
-            for (int i = r0; i < r1; i++) {
-                int hi = min_int(khi, t0 + i - s0 + 1); /* keys at or before the query */
-                float corr = online_softmax_row(w->s + (int64_t)i * BK + klo, khi - klo, hi - klo, &w->m[i],
-                                                &w->l[i]);
-                if (s0 > first) scale_row(w->acc + (int64_t)i * HS, corr, HS); /* a row's first tile: acc is 0 */
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, HS, khi - klo, 1.0f, sr + klo, BK,
+            float *st = w->s + (int64_t)klo * BQ + r0; /* S^T = K Q^T: key rows klo.., query columns r0.. */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, khi - klo, r1 - r0, HS, scale,
+                        kh + (int64_t)(s0 + klo) * HS, HS, qh + (int64_t)(t0 + r0) * HS, HS, 0.0f, st, BQ);
+            online_softmax_run(w->s, klo, khi, r0, r1, t0 - s0, w->m, w->l, w->d);
+            if (s0 > first) /* a row's first tile: acc is 0 */
+                for (int i = r0; i < r1; i++) scale_row(w->acc + (int64_t)i * HS, w->d[i], HS);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1 - r0, HS, khi - klo, 1.0f, st, BQ,
                         vh + (int64_t)(s0 + klo) * HS, HS, 1.0f, w->acc + (int64_t)r0 * HS, HS);
         }
     }
